@@ -1,0 +1,96 @@
+//! Small helpers for cgroupfs files.
+
+use std::fs;
+use std::os::fd::{IntoRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::CgroupError;
+
+pub(crate) fn write(dir: &Path, file: &str, value: &str) -> Result<(), CgroupError> {
+    let path = dir.join(file);
+    fs::write(&path, value).map_err(|e| CgroupError::io("write", path, e))
+}
+
+pub(crate) fn read_u64(dir: &Path, file: &str) -> Option<u64> {
+    fs::read_to_string(dir.join(file)).ok()?.trim().parse().ok()
+}
+
+/// A `key value` line from a flat-keyed file such as `memory.events` or `memory.oom_control`.
+pub(crate) fn read_key(dir: &Path, file: &str, key: &str) -> Option<u64> {
+    let text = fs::read_to_string(dir.join(file)).ok()?;
+    text.lines().find_map(|l| {
+        let mut it = l.split_whitespace();
+        (it.next() == Some(key))
+            .then(|| it.next()?.parse().ok())
+            .flatten()
+    })
+}
+
+pub(crate) fn open_procs(dir: &Path) -> Result<RawFd, CgroupError> {
+    let path = dir.join("cgroup.procs");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map(IntoRawFd::into_raw_fd)
+        .map_err(|e| CgroupError::io("open", path, e))
+}
+
+pub(crate) fn pids(dir: &Path) -> Vec<i32> {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// SIGKILLs every task listed in `cgroup.procs` until the list is empty (bounded).
+pub(crate) fn kill_listed(dir: &Path) {
+    for _ in 0..200 {
+        let pids = pids(dir);
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// rmdir with retries: a cgroup stays busy for a moment after its last task is reaped.
+pub(crate) fn remove_dir(dir: &Path) -> Result<(), CgroupError> {
+    let mut last = None;
+    for i in 0..500 {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_micros(if i < 20 { 200 } else { 2000 }));
+    }
+    Err(CgroupError::io(
+        "rmdir",
+        dir,
+        last.unwrap_or_else(|| std::io::Error::from_raw_os_error(libc::EBUSY)),
+    ))
+}
+
+/// Child directories of `base` (leftover candidates).
+pub(crate) fn children(base: &Path) -> Vec<(String, PathBuf)> {
+    fs::read_dir(base)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+                .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub(crate) fn create_dir(dir: &Path) -> Result<(), CgroupError> {
+    match fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(CgroupError::io("mkdir", dir, e)),
+    }
+}

@@ -1,0 +1,200 @@
+//! cgroup v1: one directory per controller hierarchy (memory, pids, cpu, cpuacct).
+
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
+
+use super::detect::{Detected, BASE_NAME};
+use super::fsutil::{self, read_key, read_u64};
+use super::{CgroupDriver, CgroupError, CgroupLimits, CgroupStats, RunCgroup};
+
+/// The v1 driver: our base directory in each hierarchy, nested under this process's own cgroup so
+/// that limits placed on the host process still apply.
+#[derive(Debug, Clone)]
+pub(crate) struct V1 {
+    memory: PathBuf,
+    pids: PathBuf,
+    cpu: PathBuf,
+    cpuacct: PathBuf,
+    memsw: bool,
+}
+
+const CFS_PERIOD_US: u64 = 100_000;
+
+impl V1 {
+    pub(crate) fn from_detected(d: &Detected) -> Result<Self, CgroupError> {
+        let base = |c: &'static str| -> Result<PathBuf, CgroupError> {
+            let (mnt, own) = d.v1_of(c).ok_or(CgroupError::MissingController(c))?;
+            Ok(mnt.join(own.trim_start_matches('/')).join(BASE_NAME))
+        };
+        let memory = base("memory")?;
+        let memsw = memory
+            .parent()
+            .is_some_and(|p| p.join("memory.memsw.limit_in_bytes").exists());
+        Ok(Self {
+            pids: base("pids")?,
+            cpu: base("cpu")?,
+            cpuacct: base("cpuacct")?,
+            memory,
+            memsw,
+        })
+    }
+
+    fn bases(&self) -> Vec<&Path> {
+        let mut v: Vec<&Path> = vec![&self.memory, &self.pids, &self.cpu];
+        if self.cpuacct != self.cpu {
+            v.push(&self.cpuacct);
+        }
+        v
+    }
+}
+
+impl CgroupDriver for V1 {
+    fn version(&self) -> &'static str {
+        "v1"
+    }
+
+    fn describe(&self) -> Vec<(String, bool, String)> {
+        let d = |p: &Path| format!("cgroup v1 at {}", p.display());
+        vec![
+            ("cgroup_memory".into(), true, d(&self.memory)),
+            (
+                "cgroup_memory_swap".into(),
+                self.memsw,
+                if self.memsw {
+                    "memory.memsw.limit_in_bytes counts swap".into()
+                } else {
+                    "memsw accounting is off (swapaccount=0)".into()
+                },
+            ),
+            ("cgroup_pids".into(), true, d(&self.pids)),
+            ("cgroup_cpu".into(), true, d(&self.cpu)),
+        ]
+    }
+
+    fn create(&self, name: &str, limits: &CgroupLimits) -> Result<Box<dyn RunCgroup>, CgroupError> {
+        let mut run = V1Run {
+            memory: self.memory.join(name),
+            pids: self.pids.join(name),
+            cpu: self.cpu.join(name),
+            cpuacct: self.cpuacct.join(name),
+            dirs: Vec::new(),
+            fds: Vec::new(),
+            memsw: self.memsw,
+            sampled_pids: 0,
+        };
+        for base in self.bases() {
+            fsutil::create_dir(base)?;
+            let dir = base.join(name);
+            fsutil::create_dir(&dir)?;
+            run.dirs.push(dir);
+        }
+        fsutil::write(
+            &run.memory,
+            "memory.limit_in_bytes",
+            &limits.memory_bytes.to_string(),
+        )?;
+        if self.memsw {
+            fsutil::write(
+                &run.memory,
+                "memory.memsw.limit_in_bytes",
+                &limits.memory_bytes.to_string(),
+            )?;
+        }
+        fsutil::write(&run.pids, "pids.max", &limits.max_processes.to_string())?;
+        let quota = ((limits.cpus * CFS_PERIOD_US as f64) as u64).max(1000);
+        fsutil::write(&run.cpu, "cpu.cfs_period_us", &CFS_PERIOD_US.to_string())?;
+        fsutil::write(&run.cpu, "cpu.cfs_quota_us", &quota.to_string())?;
+        for dir in run.dirs.clone() {
+            run.fds.push(fsutil::open_procs(&dir)?);
+        }
+        Ok(Box::new(run))
+    }
+
+    fn remove_stale(&self, is_stale: &dyn Fn(&str) -> bool) -> usize {
+        let mut n = 0;
+        for base in self.bases() {
+            for (name, dir) in fsutil::children(base) {
+                if is_stale(&name) {
+                    fsutil::kill_listed(&dir);
+                    if fsutil::remove_dir(&dir).is_ok() {
+                        n += 1;
+                    }
+                }
+            }
+        }
+        n
+    }
+}
+
+struct V1Run {
+    memory: PathBuf,
+    pids: PathBuf,
+    cpu: PathBuf,
+    cpuacct: PathBuf,
+    dirs: Vec<PathBuf>,
+    fds: Vec<RawFd>,
+    memsw: bool,
+    sampled_pids: u64,
+}
+
+impl V1Run {
+    fn close_fds(&mut self) {
+        for fd in self.fds.drain(..) {
+            // SAFETY: we opened these descriptors and close each once.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+impl RunCgroup for V1Run {
+    fn join_fds(&self) -> Vec<RawFd> {
+        self.fds.clone()
+    }
+
+    fn sample(&mut self) {
+        if let Some(n) = read_u64(&self.pids, "pids.current") {
+            self.sampled_pids = self.sampled_pids.max(n);
+        }
+    }
+
+    fn stats(&self) -> CgroupStats {
+        let peak_file = if self.memsw {
+            "memory.memsw.max_usage_in_bytes"
+        } else {
+            "memory.max_usage_in_bytes"
+        };
+        let _ = &self.cpu;
+        CgroupStats {
+            cpu_ns: read_u64(&self.cpuacct, "cpuacct.usage").unwrap_or(0),
+            memory_peak: read_u64(&self.memory, peak_file).unwrap_or(0),
+            oom_kills: read_key(&self.memory, "memory.oom_control", "oom_kill").unwrap_or(0),
+            pids_peak: self.sampled_pids,
+            pids_max_hits: read_key(&self.pids, "pids.events", "max").unwrap_or(0),
+        }
+    }
+
+    fn kill_all(&self) {
+        fsutil::kill_listed(&self.pids);
+    }
+
+    fn remove(&mut self) -> Result<(), CgroupError> {
+        self.close_fds();
+        self.kill_all();
+        let mut first_err = None;
+        for dir in self.dirs.drain(..) {
+            if let Err(e) = fsutil::remove_dir(&dir) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for V1Run {
+    fn drop(&mut self) {
+        if !self.dirs.is_empty() {
+            let _ = self.remove();
+        }
+        self.close_fds();
+    }
+}

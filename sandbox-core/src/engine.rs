@@ -1,0 +1,507 @@
+//! The Engine: validate -> policy -> route to the language -> backend -> result, with bounded
+//! concurrency and a bounded queue.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Semaphore;
+
+use crate::error::{BackendError, EngineError};
+use crate::executor::{Executor, Instance};
+use crate::language::{Language, Languages, StepContext};
+use crate::monitor::{Event, Monitor, Phase};
+use crate::policy::{Policy, PolicyContext};
+use crate::request::ExecutionRequest;
+use crate::result::{CompileReport, ExecutionResult, SecurityEvent, Status};
+use crate::spec::{
+    FileEntry, InstanceSpec, ProcessIo, ProcessLimits, ProcessOutcome, ProcessSpec, SandboxSpec,
+};
+use crate::status::{classify, reason};
+use crate::validate::{validate, ValidRequest};
+
+/// Working directory of every program.
+pub const WORKDIR: &str = "/workspace";
+
+/// Runs requests. Cheap to clone; clones share the concurrency bound and queue.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    executor: Arc<dyn Executor>,
+    policy: Arc<dyn Policy>,
+    languages: Languages,
+    monitors: Vec<Arc<dyn Monitor>>,
+    permits: Semaphore,
+    max_concurrency: usize,
+    max_queue: usize,
+    waiting: AtomicUsize,
+}
+
+/// Builds an [`Engine`].
+#[derive(Default)]
+pub struct EngineBuilder {
+    executor: Option<Arc<dyn Executor>>,
+    policy: Option<Arc<dyn Policy>>,
+    languages: Languages,
+    monitors: Vec<Arc<dyn Monitor>>,
+    max_concurrency: Option<usize>,
+    max_queue: Option<usize>,
+}
+
+impl EngineBuilder {
+    /// The isolation backend (required).
+    pub fn executor(mut self, executor: Arc<dyn Executor>) -> Self {
+        self.executor = Some(executor);
+        self
+    }
+
+    /// The policy (required).
+    pub fn policy(mut self, policy: Arc<dyn Policy>) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// The languages requests may use.
+    pub fn languages(mut self, languages: Languages) -> Self {
+        self.languages = languages;
+        self
+    }
+
+    /// Adds a monitor.
+    pub fn monitor(mut self, monitor: Arc<dyn Monitor>) -> Self {
+        self.monitors.push(monitor);
+        self
+    }
+
+    /// Executions running at once (default: the number of CPUs).
+    pub fn max_concurrency(mut self, n: usize) -> Self {
+        self.max_concurrency = Some(n);
+        self
+    }
+
+    /// Executions waiting for a slot before `execute` fails with [`EngineError::QueueFull`]
+    /// (default: 64 per slot).
+    pub fn max_queue(mut self, n: usize) -> Self {
+        self.max_queue = Some(n);
+        self
+    }
+
+    /// Builds the engine.
+    pub fn build(self) -> Result<Engine, EngineError> {
+        let executor = self
+            .executor
+            .ok_or_else(|| EngineError::Config("no executor given".into()))?;
+        let policy = self
+            .policy
+            .ok_or_else(|| EngineError::Config("no policy given".into()))?;
+        let max_concurrency = self.max_concurrency.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        if max_concurrency == 0 {
+            return Err(EngineError::Config(
+                "max_concurrency must be at least 1".into(),
+            ));
+        }
+        let max_queue = self.max_queue.unwrap_or(64 * max_concurrency);
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                executor,
+                policy,
+                languages: self.languages,
+                monitors: self.monitors,
+                permits: Semaphore::new(max_concurrency),
+                max_concurrency,
+                max_queue,
+                waiting: AtomicUsize::new(0),
+            }),
+        })
+    }
+}
+
+fn new_id() -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{:012x}-{:04x}-{:06x}",
+        (nanos / 1000) as u64 & 0xffff_ffff_ffff,
+        std::process::id() & 0xffff,
+        seq & 0xff_ffff
+    )
+}
+
+/// Decrements the waiting count when a queued execution gets its slot or is dropped.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Engine {
+    /// A builder.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// The backend.
+    pub fn executor(&self) -> &Arc<dyn Executor> {
+        &self.inner.executor
+    }
+
+    /// The languages.
+    pub fn languages(&self) -> &Languages {
+        &self.inner.languages
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Arc<dyn Policy> {
+        &self.inner.policy
+    }
+
+    /// The concurrency bound.
+    pub fn max_concurrency(&self) -> usize {
+        self.inner.max_concurrency
+    }
+
+    /// Runs one request to completion.
+    ///
+    /// Validation and policy failures come back as a result with status `rejected`; backend
+    /// failures as `sandbox_error`. The only errors are the Engine's own (a full queue).
+    pub async fn execute(&self, request: ExecutionRequest) -> Result<ExecutionResult, EngineError> {
+        self.execute_with_io(request, ProcessIo::default()).await
+    }
+
+    /// Like [`execute`](Self::execute), with an output sink for streaming. The request's
+    /// stdin is used; `io.stdin` is ignored.
+    pub async fn execute_with_io(
+        &self,
+        request: ExecutionRequest,
+        io: ProcessIo,
+    ) -> Result<ExecutionResult, EngineError> {
+        let inner = &self.inner;
+        let id = request
+            .id
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(new_id);
+        let lang_label = request.language.trim().to_ascii_lowercase();
+
+        let valid = match validate(&request, &inner.languages) {
+            Ok(v) => v,
+            Err(rej) => {
+                return Ok(self.finish(ExecutionResult::rejected(&id, lang_label, rej.message)))
+            }
+        };
+        let language = valid.language.name();
+        let ctx = PolicyContext {
+            language: language.to_string(),
+            backend: inner.executor.name().to_string(),
+        };
+        let spec = match inner.policy.evaluate(&request, &ctx) {
+            Ok(s) => s,
+            Err(rej) => {
+                let mut r = ExecutionResult::rejected(&id, language, rej.message);
+                r.policy_fingerprint = Some(inner.policy.fingerprint());
+                return Ok(self.finish(r));
+            }
+        };
+
+        let _permit = match inner.permits.try_acquire() {
+            Ok(p) => p,
+            Err(_) => {
+                if inner.waiting.fetch_add(1, Ordering::AcqRel) >= inner.max_queue {
+                    inner.waiting.fetch_sub(1, Ordering::AcqRel);
+                    return Err(EngineError::QueueFull {
+                        max_queue: inner.max_queue,
+                    });
+                }
+                let waiting = Waiting(&inner.waiting);
+                self.emit(&Event::Queued { id: &id });
+                let permit = inner
+                    .permits
+                    .acquire()
+                    .await
+                    .map_err(|_| EngineError::Config("engine is shutting down".into()))?;
+                drop(waiting);
+                permit
+            }
+        };
+        self.emit(&Event::Started {
+            id: &id,
+            language,
+            backend: inner.executor.name(),
+        });
+
+        let mut result = match self.run_request(&id, &request, &valid, &spec, io).await {
+            Ok(r) => r,
+            Err(e) => ExecutionResult::sandbox_error(&id, language, e.to_string()),
+        };
+        result.policy_fingerprint = Some(spec.policy_fingerprint.clone());
+        if result.backend == "none" && result.status != Status::Rejected {
+            result.backend = inner.executor.name().to_string();
+        }
+        Ok(self.finish(result))
+    }
+
+    fn finish(&self, result: ExecutionResult) -> ExecutionResult {
+        for ev in &result.security_events {
+            self.emit(&Event::Security {
+                id: &result.id,
+                event: ev,
+            });
+        }
+        self.emit(&Event::Finished { result: &result });
+        result
+    }
+
+    fn emit(&self, event: &Event<'_>) {
+        for m in &self.inner.monitors {
+            m.on_event(event);
+        }
+    }
+
+    async fn run_request(
+        &self,
+        id: &str,
+        request: &ExecutionRequest,
+        valid: &ValidRequest,
+        spec: &SandboxSpec,
+        io: ProcessIo,
+    ) -> Result<ExecutionResult, BackendError> {
+        let inner = &self.inner;
+        let language: &dyn Language = valid.language.as_ref();
+        if let Err(e) = language.check_available() {
+            return Ok(ExecutionResult::sandbox_error(
+                id,
+                language.name(),
+                e.to_string(),
+            ));
+        }
+        inner
+            .executor
+            .capabilities()
+            .check_required(&spec.require)?;
+
+        let instance_spec = InstanceSpec {
+            id: id.to_string(),
+            disk_bytes: spec.disk_bytes,
+            mounts: language.mounts(),
+            network: spec.network.clone(),
+            require: spec.require.clone(),
+        };
+        let mut instance = inner.executor.create(&instance_spec).await?;
+        let outcome = self
+            .run_steps(id, request, valid, spec, instance.as_mut(), io)
+            .await;
+        let destroyed = instance.destroy().await;
+        let mut result = outcome?;
+        if let Err(e) = destroyed {
+            result
+                .security_events
+                .push(SecurityEvent::new("cleanup_failed", e.to_string()));
+        }
+        Ok(result)
+    }
+
+    async fn run_steps(
+        &self,
+        id: &str,
+        request: &ExecutionRequest,
+        valid: &ValidRequest,
+        spec: &SandboxSpec,
+        instance: &mut dyn Instance,
+        io: ProcessIo,
+    ) -> Result<ExecutionResult, BackendError> {
+        let language = valid.language.as_ref();
+        let source_path = format!("{WORKDIR}/{}", language.source_file());
+        let step = StepContext {
+            workdir: WORKDIR,
+            source_path: &source_path,
+            args: &request.args,
+        };
+
+        let mut files = Vec::with_capacity(valid.files.len() + 1);
+        files.push(FileEntry {
+            path: language.source_file().to_string(),
+            content: request.code.as_bytes().to_vec(),
+            executable: false,
+        });
+        files.extend(valid.files.iter().cloned());
+        instance.put_files(&files).await?;
+
+        let base_env = |extra: &[(String, String)]| {
+            let mut env: Vec<(String, String)> = vec![
+                ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+                ("HOME".into(), WORKDIR.into()),
+                ("TMPDIR".into(), "/tmp".into()),
+                ("LANG".into(), "C.UTF-8".into()),
+                ("USER".into(), "sandbox".into()),
+            ];
+            let overrides = extra
+                .iter()
+                .cloned()
+                .chain(request.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+            for (k, v) in overrides {
+                env.retain(|(ek, _)| *ek != k);
+                env.push((k, v));
+            }
+            env
+        };
+
+        let mut compile_report = None;
+        if let Some(cmd) = language.compile(&step) {
+            let limits = language.compile_limits(&spec.limits);
+            let process = ProcessSpec {
+                argv: cmd.argv,
+                env: base_env(&cmd.env),
+                cwd: WORKDIR.into(),
+                limits,
+            };
+            let outcome = instance.run(&process, ProcessIo::default()).await?;
+            let status = classify(&outcome);
+            self.emit(&Event::PhaseFinished {
+                id,
+                phase: Phase::Compile,
+                status,
+                duration: outcome.wall_time,
+            });
+            let report = step_report(&outcome, status, &limits);
+            if status != Status::Success {
+                let mut r =
+                    ExecutionResult::not_run_with(id, language.name(), Status::CompileError);
+                r.error = Some(match status {
+                    Status::Error => lossy(&outcome.stderr),
+                    _ => format!(
+                        "compile step: {}",
+                        reason(
+                            status,
+                            &outcome,
+                            limits.timeout.as_secs_f64(),
+                            limits.max_output_bytes
+                        )
+                        .unwrap_or_default()
+                    ),
+                });
+                r.compile = Some(report);
+                r.security_events = tag(outcome.security_events, Phase::Compile);
+                return Ok(r);
+            }
+            compile_report = Some(report);
+        }
+
+        let cmd = language.run(&step);
+        let process = ProcessSpec {
+            argv: cmd.argv,
+            env: base_env(&cmd.env),
+            cwd: WORKDIR.into(),
+            limits: spec.limits,
+        };
+        let io = ProcessIo {
+            stdin: valid.stdin.clone(),
+            sink: io.sink,
+        };
+        let outcome = instance.run(&process, io).await?;
+        let status = classify(&outcome);
+        self.emit(&Event::PhaseFinished {
+            id,
+            phase: Phase::Run,
+            status,
+            duration: outcome.wall_time,
+        });
+        for (hit, limit) in [
+            (outcome.timed_out, "timeout"),
+            (outcome.output_limit_hit, "output"),
+            (outcome.oom_killed, "memory"),
+            (outcome.pids_limit_hits > 0, "pids"),
+        ] {
+            if hit {
+                self.emit(&Event::LimitHit { id, limit });
+            }
+        }
+        let report = step_report(&outcome, status, &spec.limits);
+        let mut events = tag(outcome.security_events.clone(), Phase::Run);
+        if outcome.pids_limit_hits > 0 {
+            events.push(SecurityEvent {
+                kind: "limit_hit".into(),
+                detail: format!(
+                    "the process limit ({}) refused {} fork(s)",
+                    spec.limits.max_processes, outcome.pids_limit_hits
+                ),
+                phase: Some("run".into()),
+            });
+        }
+        Ok(ExecutionResult {
+            id: id.to_string(),
+            status,
+            exit_code: outcome.exit_code,
+            signal: outcome.signal,
+            output: report.output,
+            error: report.error,
+            stderr: lossy(&outcome.stderr),
+            execution_time: report.execution_time,
+            resource_usage: report.resource_usage,
+            compile: compile_report,
+            truncated: outcome.truncated,
+            security_events: events,
+            backend: self.inner.executor.name().to_string(),
+            language: language.name().to_string(),
+            policy_fingerprint: None,
+        })
+    }
+}
+
+fn tag(mut events: Vec<SecurityEvent>, phase: Phase) -> Vec<SecurityEvent> {
+    for e in &mut events {
+        e.phase.get_or_insert_with(|| phase.as_str().to_string());
+    }
+    events
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn step_report(outcome: &ProcessOutcome, status: Status, limits: &ProcessLimits) -> CompileReport {
+    let error = reason(
+        status,
+        outcome,
+        limits.timeout.as_secs_f64(),
+        limits.max_output_bytes,
+    )
+    .or_else(|| (!outcome.stderr.is_empty()).then(|| lossy(&outcome.stderr)));
+    CompileReport {
+        status,
+        output: lossy(&outcome.stdout),
+        error,
+        execution_time: outcome.wall_time.as_secs_f64(),
+        resource_usage: outcome.usage.clone(),
+        cached: false,
+    }
+}
+
+impl ExecutionResult {
+    fn not_run_with(id: &str, language: &str, status: Status) -> Self {
+        let mut r = ExecutionResult::sandbox_error(id, language, String::new());
+        r.status = status;
+        r.error = None;
+        r
+    }
+}
+
+impl Engine {
+    /// Runs `code` in `language` with the policy's defaults: the short form of
+    /// [`execute`](Self::execute).
+    pub async fn run(&self, language: &str, code: &str) -> Result<ExecutionResult, EngineError> {
+        self.execute(ExecutionRequest::new(language, code)).await
+    }
+}

@@ -1,0 +1,126 @@
+//! The language role: how a program in one language is placed, compiled and run. A language
+//! never knows which backend runs it.
+
+use std::sync::Arc;
+
+use crate::spec::{Mount, ProcessLimits};
+
+/// Why a language cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LanguageError {
+    /// The toolchain is not installed on this host.
+    #[error("{language} toolchain not found: {detail}")]
+    ToolchainMissing {
+        /// Canonical language name.
+        language: String,
+        /// What was looked for.
+        detail: String,
+    },
+    /// The language name is not known.
+    #[error("unknown language `{0}`")]
+    Unknown(String),
+}
+
+/// A command line with its language-specific environment.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Command {
+    /// Program (absolute path inside the sandbox) and arguments.
+    pub argv: Vec<String>,
+    /// Variables the language needs (added to the sandbox's minimal environment).
+    pub env: Vec<(String, String)>,
+}
+
+/// Where the program lives inside the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepContext<'a> {
+    /// The working directory (`/workspace`).
+    pub workdir: &'a str,
+    /// Absolute path of the main source file.
+    pub source_path: &'a str,
+    /// Arguments for the program.
+    pub args: &'a [String],
+}
+
+/// A programming language.
+pub trait Language: Send + Sync {
+    /// Canonical name (`python`).
+    fn name(&self) -> &'static str;
+
+    /// Other accepted names (`py`, `python3`).
+    fn aliases(&self) -> &'static [&'static str];
+
+    /// File name of the main source inside the workspace (`main.py`).
+    fn source_file(&self) -> &'static str;
+
+    /// Checks that the toolchain is installed.
+    fn check_available(&self) -> Result<(), LanguageError>;
+
+    /// Version string of the toolchain, for `doctor` and cache keys.
+    fn version(&self) -> Option<String> {
+        None
+    }
+
+    /// Host paths the toolchain needs beyond the base system (bound read-only).
+    fn mounts(&self) -> Vec<Mount> {
+        Vec::new()
+    }
+
+    /// The compile step, for compiled languages.
+    fn compile(&self, _ctx: &StepContext<'_>) -> Option<Command> {
+        None
+    }
+
+    /// Limits of the compile step, derived from the run step's (compilers need more).
+    fn compile_limits(&self, run: &ProcessLimits) -> ProcessLimits {
+        *run
+    }
+
+    /// The run step.
+    fn run(&self, ctx: &StepContext<'_>) -> Command;
+}
+
+/// The set of languages an Engine knows, looked up by name or alias.
+#[derive(Clone, Default)]
+pub struct Languages {
+    list: Vec<Arc<dyn Language>>,
+}
+
+impl std::fmt::Debug for Languages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.list.iter().map(|l| l.name()))
+            .finish()
+    }
+}
+
+impl Languages {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a language (a later one with the same name replaces the earlier).
+    pub fn with(mut self, language: Arc<dyn Language>) -> Self {
+        self.list.retain(|l| l.name() != language.name());
+        self.list.push(language);
+        self
+    }
+
+    /// Finds a language by canonical name or alias (case-insensitive).
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Language>> {
+        let name = name.trim().to_ascii_lowercase();
+        self.list
+            .iter()
+            .find(|l| l.name() == name || l.aliases().iter().any(|a| *a == name))
+    }
+
+    /// Every language.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Language>> {
+        self.list.iter()
+    }
+
+    /// Canonical names, for messages.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.list.iter().map(|l| l.name()).collect()
+    }
+}
