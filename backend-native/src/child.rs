@@ -119,7 +119,10 @@ fn fail(plan: &ChildPlan<'_>, stage: Stage, index: u32, err: i32) -> ! {
 /// `plan` valid (the parent's memory is copied into the child).
 pub(crate) unsafe fn pid1_main(plan: &ChildPlan<'_>) -> ! {
     // SAFETY: prctl with integer arguments only.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        libc::prctl(libc::PR_SET_NAME, c"vana-init".as_ptr(), 0, 0, 0);
+    }
     if let Err(e) = reset_signals() {
         fail(plan, Stage::Signals, 0, e);
     }

@@ -1,0 +1,243 @@
+//! The CLI: `exec --json` (the machine interface), `run` and `doctor`. Needs root.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_vana-sandbox");
+
+/// Runs the CLI with `stdin`, failing the test if it hangs.
+fn cli(args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cli");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "the CLI hung");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().expect("output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn exec(request: &str) -> Value {
+    let (code, out, err) = cli(&["exec", "--json"], request);
+    assert_eq!(code, 0, "stderr: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+#[test]
+fn plan_example_without_packages_succeeds() {
+    let _g = serial();
+    require_root();
+    let v = exec(
+        r#"{
+      "language": "python",
+      "code": "print('Hello, World!')",
+      "inputs": ["input1", "input2"],
+      "timeout": 30,
+      "network_access": false
+    }"#,
+    );
+    assert_eq!(v["status"], "success", "{v:#}");
+    assert_eq!(v["output"], "Hello, World!\n");
+    assert_eq!(v["error"], Value::Null);
+    for key in [
+        "execution_time",
+        "resource_usage",
+        "id",
+        "exit_code",
+        "truncated",
+        "security_events",
+        "backend",
+        "language",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key}: {v:#}");
+    }
+    for key in ["cpu_time", "memory_peak", "disk_usage"] {
+        assert!(
+            v["resource_usage"].get(key).is_some(),
+            "missing resource_usage.{key}: {v:#}"
+        );
+    }
+    assert_eq!(v["backend"], "native");
+    assert_no_leftovers();
+}
+
+#[test]
+fn plan_example_with_packages_is_rejected_not_ignored() {
+    let _g = serial();
+    let v = exec(
+        r#"{"language":"python","code":"print('Hello, World!')","inputs":["input1","input2"],"timeout":30,"network_access":false,"packages":["requests","numpy"]}"#,
+    );
+    assert_eq!(v["status"], "rejected", "{v:#}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("packages are not supported yet"),
+        "{v:#}"
+    );
+}
+
+#[test]
+fn invalid_requests_are_rejected_with_clear_messages() {
+    let _g = serial();
+    let cases = [
+        (r#"{"language":"cobol","code":"x"}"#, "unknown language"),
+        (r#"{"language":"python","code":"   "}"#, "code is empty"),
+        (
+            r#"{"language":"python","code":"print(1)","timeout":0}"#,
+            "timeout must be more than 0",
+        ),
+        (
+            r#"{"language":"python","code":"print(1)","timeout":10000}"#,
+            "timeout must be more than 0 and at most",
+        ),
+        (
+            r#"{"language":"python","code":"print(1)","args":["a\u0000b"]}"#,
+            "args[0] contains a NUL byte",
+        ),
+        (
+            r#"{"language":"python","code":"print(1)""#,
+            "malformed request JSON",
+        ),
+        (r#"not json at all"#, "malformed request JSON"),
+        (
+            r#"{"language":"python","code":"print(1)","limits":{"memory_mb":-5}}"#,
+            "limits.memory_mb must be a positive number",
+        ),
+        (
+            r#"{"language":"python","code":"print(1)","timeout":20,"limits":{"memory_mb":100000}}"#,
+            "exceeds the maximum",
+        ),
+        (
+            r#"{"language":"python","code":"print(1)","network_access":true}"#,
+            "network access is disabled",
+        ),
+        (
+            r#"{"language":"python","code":"print(1)","env":{"A=B":"x"}}"#,
+            "env name",
+        ),
+        (
+            r#"{"language":"python","code":"print(1)","files":[{"path":"../x","content":"y"}]}"#,
+            "files[0].path",
+        ),
+    ];
+    for (request, message) in cases {
+        let v = exec(request);
+        assert_eq!(v["status"], "rejected", "{request}: {v:#}");
+        let err = v["error"].as_str().unwrap_or("");
+        assert!(
+            err.contains(message),
+            "{request}: expected `{message}` in `{err}`"
+        );
+    }
+    assert_no_leftovers();
+}
+
+#[test]
+fn run_prints_output_and_exits_with_the_programs_code() {
+    let _g = serial();
+    require_root();
+    let (code, out, _) = cli(&["run", "--lang", "python", "--code", "print(1)"], "");
+    assert_eq!((code, out.as_str()), (0, "1\n"));
+    let (code, out, err) = cli(
+        &[
+            "run",
+            "--lang",
+            "bash",
+            "--code",
+            "echo out; echo err >&2; exit 7",
+        ],
+        "",
+    );
+    assert_eq!((code, out.as_str(), err.as_str()), (7, "out\n", "err\n"));
+    let (code, _, err) = cli(
+        &[
+            "run",
+            "--lang",
+            "python",
+            "--code",
+            "while True: pass",
+            "--timeout",
+            "1",
+        ],
+        "",
+    );
+    assert_eq!(code, 124, "{err}");
+    assert!(err.contains("timeout"), "{err}");
+    let (code, out, _) = cli(
+        &[
+            "run",
+            "--json",
+            "--lang",
+            "js",
+            "--code",
+            "console.log('j')",
+        ],
+        "",
+    );
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["output"], "j\n");
+    assert_no_leftovers();
+}
+
+#[test]
+fn doctor_reports_layers_and_toolchains() {
+    let _g = serial();
+    require_root();
+    let (code, out, err) = cli(&["doctor", "--json"], "");
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    let layers = v["backends"][0]["capabilities"]["layers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let has = |n: &str| {
+        layers
+            .iter()
+            .any(|l| l["name"] == n && l["available"] == true)
+    };
+    for l in [
+        "pid_namespace",
+        "mount_namespace",
+        "network_namespace",
+        "cgroup_memory",
+        "cgroup_pids",
+        "no_new_privs",
+    ] {
+        assert!(has(l), "{l} not available: {out}");
+    }
+    let langs = v["languages"].as_array().cloned().unwrap_or_default();
+    assert!(
+        langs
+            .iter()
+            .any(|l| l["language"] == "python" && l["available"] == true),
+        "{out}"
+    );
+}

@@ -1,0 +1,165 @@
+//! Helpers shared by the integration tests. These tests need root: they fail loudly without it.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use vana_sandbox::{
+    lang, Engine, ExecutionRequest, ExecutionResult, LimitsRequest, NativeExecutor, PolicyConfig,
+};
+
+/// The sandbox user's uid (NativeConfig's default).
+pub const SANDBOX_UID: u32 = 61000;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Serialises the tests of one binary, so that leak checks see only their own test's work.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Fails loudly unless running as root.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test needs root (the native backend does); run the suite as root, as CI does"
+    );
+}
+
+/// An engine on the native backend with the default policy.
+pub fn engine(max_concurrency: usize) -> Engine {
+    require_root();
+    Engine::builder()
+        .executor(Arc::new(NativeExecutor::new().expect("native backend")))
+        .policy(Arc::new(PolicyConfig::default()))
+        .languages(lang::installed())
+        .max_concurrency(max_concurrency)
+        .build()
+        .expect("engine")
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Runs one request on a fresh engine.
+pub fn run(req: ExecutionRequest) -> ExecutionResult {
+    let e = engine(2);
+    rt().block_on(e.execute(req)).expect("engine error")
+}
+
+pub fn req(language: &str, code: &str) -> ExecutionRequest {
+    ExecutionRequest::new(language, code)
+}
+
+pub fn limits(f: impl FnOnce(&mut LimitsRequest)) -> Option<LimitsRequest> {
+    let mut l = LimitsRequest::default();
+    f(&mut l);
+    Some(l)
+}
+
+/// Host processes running as the sandbox user.
+pub fn sandbox_processes() -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(e.path().join("status")) else {
+            continue;
+        };
+        let uid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().next()?.parse::<u32>().ok());
+        if uid == Some(SANDBOX_UID) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn cgroup_mounts() -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let fstype = right.split_whitespace().next()?;
+            let mnt = left.split_whitespace().nth(4)?;
+            (fstype == "cgroup" || fstype == "cgroup2").then(|| PathBuf::from(mnt))
+        })
+        .collect()
+}
+
+fn find_ours(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+    if depth == 0 {
+        return;
+    }
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            continue;
+        }
+        let p = e.path();
+        if e.file_name() == "vana-sandbox" {
+            for c in std::fs::read_dir(&p).into_iter().flatten().flatten() {
+                if c.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    out.push(c.path());
+                }
+            }
+        } else {
+            find_ours(&p, depth - 1, out);
+        }
+    }
+}
+
+/// Everything of ours left on the host: processes, cgroups, mounts, instance directories.
+pub fn leftovers() -> Vec<String> {
+    let mut left: Vec<String> = sandbox_processes()
+        .into_iter()
+        .map(|p| format!("process {p}"))
+        .collect();
+    let mut cgs = Vec::new();
+    for m in cgroup_mounts() {
+        find_ours(&m, 6, &mut cgs);
+    }
+    left.extend(cgs.into_iter().map(|c| format!("cgroup {}", c.display())));
+    for l in std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+    {
+        if l.contains("/run/vana-sandbox/") {
+            left.push(format!("mount {l}"));
+        }
+    }
+    for e in std::fs::read_dir("/run/vana-sandbox/instances")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        left.push(format!("instance dir {}", e.path().display()));
+    }
+    left
+}
+
+pub fn assert_no_leftovers() {
+    let left = leftovers();
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
+/// This process's resident set, in bytes.
+pub fn rss_bytes(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}

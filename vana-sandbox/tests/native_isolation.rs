@@ -1,0 +1,126 @@
+//! The isolation layers of the native backend, attacked. Needs root.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::TcpListener;
+
+use common::*;
+use vana_sandbox::Status;
+
+#[test]
+fn no_network_to_host_loopback() {
+    let _g = serial();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+    let code = format!(
+        "import socket\ns = socket.socket()\ns.settimeout(2)\ntry:\n    s.connect(('127.0.0.1', {port}))\n    print('connected')\nexcept OSError as e:\n    print('blocked', e.errno)\n"
+    );
+    let res = run(req("python", &code));
+    assert_eq!(res.status, Status::Success, "{res:#?}");
+    assert!(res.output.starts_with("blocked"), "{}", res.output);
+    assert!(
+        listener.accept().is_err(),
+        "the host listener saw a connection"
+    );
+    assert_no_leftovers();
+}
+
+#[test]
+fn base_is_read_only() {
+    let _g = serial();
+    let code = "for p in /usr/evil /etc/passwd /evil /bin/evil; do if (echo x > $p) 2>/dev/null; then echo \"wrote $p\"; fi; done\n\
+                touch /workspace/ok /tmp/ok && echo writable";
+    let res = run(req("bash", code));
+    assert_eq!(res.status, Status::Success, "{res:#?}");
+    assert_eq!(res.output, "writable\n");
+    assert!(!std::path::Path::new("/usr/evil").exists());
+    assert_no_leftovers();
+}
+
+#[test]
+fn host_secrets_and_environment_are_not_visible() {
+    let _g = serial();
+    // SAFETY: tests in this binary are serialised; no other thread reads the environment now.
+    std::env::set_var("VANA_TEST_SECRET", "hunter2");
+    let code = r#"
+import os
+for p in ["/root", "/home", "/etc/shadow", "/run/vana-sandbox", "/sys"]:
+    print(p, os.path.exists(p))
+print("secret" if any("hunter2" in v for v in os.environ.values()) else "clean")
+print(sorted(os.environ))
+"#;
+    let res = run(req("python", code));
+    std::env::remove_var("VANA_TEST_SECRET");
+    assert_eq!(res.status, Status::Success, "{res:#?}");
+    for p in ["/root", "/home", "/etc/shadow", "/run/vana-sandbox", "/sys"] {
+        assert!(
+            res.output.contains(&format!("{p} False")),
+            "{p} visible: {}",
+            res.output
+        );
+    }
+    assert!(res.output.contains("clean"), "{}", res.output);
+    assert!(!res.output.contains("VANA_TEST_SECRET"), "{}", res.output);
+    assert_no_leftovers();
+}
+
+#[test]
+fn unprivileged_without_capabilities_and_no_new_privs() {
+    let _g = serial();
+    let code = r#"
+import os
+status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())
+print("uid", os.getuid(), os.geteuid(), os.getgid())
+print("groups", os.getgroups())
+for k in ["CapEff", "CapPrm", "CapInh", "CapAmb", "CapBnd", "NoNewPrivs"]:
+    print(k, status[k].strip())
+print("host", os.uname().nodename)
+print("pid", os.getpid())
+"#;
+    let res = run(req("python", code));
+    assert_eq!(res.status, Status::Success, "{res:#?}");
+    let out = &res.output;
+    assert!(out.contains("uid 61000 61000 61000"), "{out}");
+    assert!(!out.contains("uid 0 "), "{out}");
+    for k in ["CapEff", "CapPrm", "CapInh", "CapAmb", "CapBnd"] {
+        assert!(out.contains(&format!("{k} 0000000000000000")), "{k}: {out}");
+    }
+    assert!(out.contains("NoNewPrivs 1"), "{out}");
+    assert!(out.contains("host sandbox"), "{out}");
+    // The program is the second process of its own PID namespace (init is PID 1).
+    assert!(out.contains("pid 2\n"), "{out}");
+    assert_no_leftovers();
+}
+
+#[test]
+fn host_processes_are_invisible_and_proc_is_private() {
+    let _g = serial();
+    let code = "import os\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))\nprint(open('/proc/1/comm').read().strip())";
+    let res = run(req("python", code));
+    assert_eq!(res.status, Status::Success, "{res:#?}");
+    assert!(
+        res.output.starts_with("[1, 2]\n"),
+        "saw other processes: {}",
+        res.output
+    );
+    assert!(res.output.contains("vana-init"), "{}", res.output);
+    assert_no_leftovers();
+}
+
+#[test]
+fn javascript_and_bash_run() {
+    let _g = serial();
+    let res = run(req(
+        "javascript",
+        "console.log([1,2,3].map(x => x * 2).join(','))",
+    ));
+    assert_eq!(res.status, Status::Success, "{res:#?}");
+    assert_eq!(res.output, "2,4,6\n");
+    let res = run(req("sh", "echo $((6 * 7))"));
+    assert_eq!(res.status, Status::Success, "{res:#?}");
+    assert_eq!(res.output, "42\n");
+    assert_eq!(res.language, "bash");
+    assert_no_leftovers();
+}
