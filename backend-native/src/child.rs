@@ -141,12 +141,8 @@ pub(crate) unsafe fn pid1_main(plan: &ChildPlan<'_>) -> ! {
         fail(plan, Stage::CgroupNs, 0, e);
     }
     // SAFETY: pointer and length of a live slice.
-    if let Err(e) =
-        sys::check(
-            unsafe { libc::sethostname(plan.hostname.as_ptr().cast(), plan.hostname.len()) }
-                as libc::c_long,
-        )
-    {
+    let r = unsafe { libc::sethostname(plan.hostname.as_ptr().cast(), plan.hostname.len()) };
+    if let Err(e) = sys::check(r as libc::c_long) {
         fail(plan, Stage::Hostname, 0, e);
     }
     for (i, op) in plan.ops.iter().enumerate() {
