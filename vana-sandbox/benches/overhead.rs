@@ -14,7 +14,9 @@ use vana_sandbox::{lang, Engine, ExecutionRequest, NativeExecutor, PolicyConfig,
 
 fn engine() -> Engine {
     Engine::builder()
-        .executor(Arc::new(NativeExecutor::new().expect("the native backend needs root")))
+        .executor(Arc::new(
+            NativeExecutor::new().expect("the native backend needs root"),
+        ))
         .policy(Arc::new(PolicyConfig::default()))
         .languages(lang::installed())
         .max_concurrency(1)
@@ -23,19 +25,28 @@ fn engine() -> Engine {
 }
 
 fn overhead(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
     let engine = engine();
     let mut g = c.benchmark_group("python_print");
     g.sample_size(60).measurement_time(Duration::from_secs(10));
     g.bench_function("bare_python3", |b| {
         b.iter(|| {
-            let out = Command::new("/usr/bin/python3").args(["-E", "-s", "-c", "print(1)"]).output().expect("python3");
+            let out = Command::new("/usr/bin/python3")
+                .args(["-E", "-s", "-c", "print(1)"])
+                .output()
+                .expect("python3");
             assert_eq!(out.stdout, b"1\n");
         })
     });
     g.bench_function("native_sandbox", |b| {
         b.iter(|| {
-            let r = rt.block_on(engine.execute(ExecutionRequest::new("python", "print(1)"))).expect("engine");
+            let r = rt
+                .block_on(engine.execute(ExecutionRequest::new("python", "print(1)")))
+                .expect("engine");
             assert_eq!(r.status, Status::Success, "{r:?}");
         })
     });
@@ -45,13 +56,18 @@ fn overhead(c: &mut Criterion) {
     g.sample_size(60).measurement_time(Duration::from_secs(8));
     g.bench_function("bare_bash", |b| {
         b.iter(|| {
-            let st = Command::new("/usr/bin/bash").args(["-c", ":"]).status().expect("bash");
+            let st = Command::new("/usr/bin/bash")
+                .args(["-c", ":"])
+                .status()
+                .expect("bash");
             assert!(st.success());
         })
     });
     g.bench_function("native_sandbox", |b| {
         b.iter(|| {
-            let r = rt.block_on(engine.execute(ExecutionRequest::new("bash", ":"))).expect("engine");
+            let r = rt
+                .block_on(engine.execute(ExecutionRequest::new("bash", ":")))
+                .expect("engine");
             assert_eq!(r.status, Status::Success, "{r:?}");
         })
     });
