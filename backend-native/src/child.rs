@@ -10,7 +10,9 @@
 use std::ffi::CStr;
 use std::os::fd::RawFd;
 
+use crate::landlock;
 use crate::rootfs::Op;
+use crate::seccomp::{self, Insn};
 use crate::sys::{self, errno};
 
 /// Stage codes reported through the report pipe.
@@ -29,6 +31,9 @@ pub(crate) enum Stage {
     Exec = 10,
     Workdir = 11,
     Stdio = 12,
+    Rlimits = 13,
+    Landlock = 14,
+    Seccomp = 15,
     /// Not an error: the workload exited; `value` is its wait status.
     Exited = 100,
 }
@@ -69,6 +74,9 @@ impl Stage {
             Stage::Exec => "executing the program",
             Stage::Workdir => "entering the working directory",
             Stage::Stdio => "connecting standard streams",
+            Stage::Rlimits => "setting resource limits",
+            Stage::Landlock => "applying the Landlock ruleset",
+            Stage::Seccomp => "installing the seccomp filter",
             Stage::Exited => "exited",
         }
     }
@@ -96,6 +104,12 @@ pub(crate) struct ChildPlan<'a> {
     pub argv: &'a [*const libc::c_char],
     /// NULL-terminated envp.
     pub envp: &'a [*const libc::c_char],
+    /// Resource limits set in PID 1 (inherited by the workload).
+    pub rlimits: &'a [(libc::__rlimit_resource_t, libc::rlimit)],
+    /// Landlock: ruleset descriptor, handled rights, and the path rules to add.
+    pub landlock: Option<(RawFd, u64, &'a [landlock::Rule])>,
+    /// The seccomp filter (empty: none).
+    pub seccomp: &'a [Insn],
 }
 
 fn report(fd: RawFd, stage: Stage, index: u32, value: i32) {
@@ -156,6 +170,24 @@ pub(crate) unsafe fn pid1_main(plan: &ChildPlan<'_>) -> ! {
     loopback_up();
     if let Err(e) = drop_privileges(plan.uid, plan.gid) {
         fail(plan, Stage::DropPrivileges, 0, e);
+    }
+    for (i, (resource, limit)) in plan.rlimits.iter().enumerate() {
+        // SAFETY: valid pointer to a prepared rlimit.
+        if unsafe { libc::setrlimit(*resource, limit) } < 0 {
+            fail(plan, Stage::Rlimits, i as u32, errno());
+        }
+    }
+    if let Some((fd, handled, rules)) = plan.landlock {
+        if let Err(e) = landlock::restrict(fd, handled, rules) {
+            fail(plan, Stage::Landlock, 0, e);
+        }
+        // SAFETY: closing the ruleset descriptor, no longer needed.
+        unsafe { libc::close(fd) };
+    }
+    if !plan.seccomp.is_empty() {
+        if let Err(e) = seccomp::install(plan.seccomp) {
+            fail(plan, Stage::Seccomp, 0, e);
+        }
     }
     // A second raw clone: glibc's fork() would run the host's atfork handlers.
     // SAFETY: fork-like clone (no new stack); the child continues below and never returns.
@@ -237,12 +269,6 @@ unsafe fn workload_main(plan: &ChildPlan<'_>) -> ! {
             unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         }
     }
-    let core = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: valid pointer to a local struct.
-    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &core) };
     // SAFETY: NUL-terminated path.
     if unsafe { libc::chdir(plan.cwd.as_ptr()) } < 0 {
         fail(plan, Stage::Workdir, 0, errno());

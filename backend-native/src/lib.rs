@@ -15,16 +15,19 @@
 
 pub mod cgroup;
 mod child;
+mod landlock;
 mod probe;
 mod rootfs;
+mod seccomp;
 mod spawn;
 mod sys;
 mod workspace;
 
+use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use vana_sandbox_core::{
@@ -43,21 +46,33 @@ pub use workspace::MAX_READ_BYTES;
 pub struct NativeConfig {
     /// Host directory for the backend's state (instance mounts, the root mount point).
     pub state_dir: PathBuf,
-    /// uid the program runs as (should not belong to any host user).
-    pub uid: u32,
-    /// gid the program runs as.
-    pub gid: u32,
+    /// First uid (and gid) of the range instances run as. Each live instance gets its own, so
+    /// sandboxes cannot signal each other and `RLIMIT_NPROC` counts one sandbox only. The range
+    /// must not belong to any host user.
+    pub uid_base: u32,
+    /// Size of the uid range.
+    pub uid_count: u32,
+    /// Install the seccomp filter (on by default; off only for debugging).
+    pub seccomp: bool,
+    /// Apply Landlock where the kernel has it (on by default).
+    pub landlock: bool,
 }
 
 impl Default for NativeConfig {
     fn default() -> Self {
         Self {
             state_dir: PathBuf::from("/run/vana-sandbox"),
-            uid: 61000,
-            gid: 61000,
+            uid_base: DEFAULT_UID_BASE,
+            uid_count: 65536,
+            seccomp: true,
+            landlock: true,
         }
     }
 }
+
+/// First uid of the default range, far from every uid a distribution hands out (regular users,
+/// systemd's dynamic users below 65520, container subuid ranges from 100000 on).
+pub const DEFAULT_UID_BASE: u32 = 2_000_000_000;
 
 /// What [`NativeExecutor::cleanup_stale`] removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -76,6 +91,65 @@ struct Shared {
     owner: (u32, u64),
     seq: AtomicU64,
     degraded: Vec<SecurityEvent>,
+    seccomp: Vec<seccomp::Insn>,
+    landlock_abi: u32,
+    uids: Mutex<BTreeSet<u32>>,
+}
+
+impl Shared {
+    /// Takes the lowest free uid slot.
+    fn take_uid(&self) -> Result<u32, BackendError> {
+        let mut used = self.uids.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = (0..self.config.uid_count)
+            .find(|s| !used.contains(s))
+            .ok_or_else(|| BackendError::Unavailable("every sandbox uid is in use".into()))?;
+        used.insert(slot);
+        Ok(slot)
+    }
+
+    fn release_uid(&self, slot: u32) {
+        self.uids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&slot);
+    }
+
+    fn rlimits(
+        &self,
+        limits: &vana_sandbox_core::ProcessLimits,
+        disk_bytes: u64,
+    ) -> Vec<(libc::__rlimit_resource_t, libc::rlimit)> {
+        let clamp = |resource: libc::__rlimit_resource_t, want: u64| {
+            // SAFETY: valid pointer to a local struct.
+            let mut cur = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: as above.
+            unsafe { libc::getrlimit(resource, &mut cur) };
+            let v = want.min(cur.rlim_max);
+            (
+                resource,
+                libc::rlimit {
+                    rlim_cur: v,
+                    rlim_max: v,
+                },
+            )
+        };
+        let mut v = vec![
+            clamp(libc::RLIMIT_CORE, 0),
+            clamp(libc::RLIMIT_NOFILE, 4096),
+            clamp(libc::RLIMIT_FSIZE, disk_bytes.max(1)),
+            // PID 1 runs as the same uid: one more than the program may have.
+            clamp(libc::RLIMIT_NPROC, limits.max_processes + 1),
+            clamp(libc::RLIMIT_STACK, 8 << 20),
+            clamp(libc::RLIMIT_MSGQUEUE, 0),
+        ];
+        if let Some(cpu) = limits.cpu_time {
+            v.push(clamp(libc::RLIMIT_CPU, cpu.as_secs().max(1)));
+        }
+        v
+    }
 }
 
 /// The native backend.
@@ -118,11 +192,16 @@ impl NativeExecutor {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
                 .map_err(|e| BackendError::setup(format!("chmod {}", dir.display()), e))?;
         }
-        let caps = probe::probe(cgroups.as_ref());
+        let landlock_abi = if config.landlock { landlock::abi() } else { 0 };
+        let seccomp_on = config.seccomp && seccomp::available();
+        let caps = probe::probe(cgroups.as_ref(), landlock_abi, seccomp_on);
         let degraded = caps
             .layers
             .iter()
-            .filter(|l| !l.available && l.name == "cgroup_memory_swap")
+            .filter(|l| {
+                !l.available
+                    && ["cgroup_memory_swap", "seccomp", "landlock"].contains(&l.name.as_str())
+            })
             .map(|l| SecurityEvent::new("layer_degraded", format!("{}: {}", l.name, l.detail)))
             .collect();
         let shared = Shared {
@@ -133,6 +212,13 @@ impl NativeExecutor {
             owner: (std::process::id(), sys::self_start_ticks()),
             seq: AtomicU64::new(0),
             degraded,
+            seccomp: if seccomp_on {
+                seccomp::build()
+            } else {
+                Vec::new()
+            },
+            landlock_abi,
+            uids: Mutex::new(BTreeSet::new()),
         };
         let exec = Self {
             shared: Arc::new(shared),
@@ -192,38 +278,60 @@ impl Executor for NativeExecutor {
         let s = &self.shared;
         let (pid, start) = s.owner;
         let name = cgroup::run_name(pid, start, s.seq.fetch_add(1, Ordering::Relaxed));
-        let ws = Workspace::create(
-            s.instances.join(&name),
-            spec.disk_bytes,
-            s.config.uid,
-            s.config.gid,
-        )?;
+        let slot = s.take_uid()?;
+        let uid = UidSlot {
+            shared: s.clone(),
+            slot,
+        };
+        let id = s.config.uid_base + slot;
+        let ids = Ids { uid: id, gid: id };
+        let ws = Workspace::create(s.instances.join(&name), spec.disk_bytes, ids.uid, ids.gid)?;
         let dirs = InstanceDirs {
             workspace: &ws.workspace(),
             tmp: &ws.dir.join("tmp"),
             shm: &ws.dir.join("shm"),
         };
-        let ops = rootfs::plan(
-            &s.root,
-            &dirs,
-            &spec.mounts,
-            Ids {
-                uid: s.config.uid,
-                gid: s.config.gid,
-            },
-        )
-        .map_err(|e| BackendError::setup("planning the root filesystem", e))?;
+        let ops = rootfs::plan(&s.root, &dirs, &spec.mounts, ids)
+            .map_err(|e| BackendError::setup("planning the root filesystem", e))?;
+        let landlock_rules = rootfs::landlock_rules(&spec.mounts)
+            .map_err(|e| BackendError::setup("planning the Landlock rules", e))?;
         let root = CString::new(s.root.as_os_str().as_encoded_bytes())
             .map_err(|_| BackendError::Other("state directory contains NUL".into()))?;
         Ok(Box::new(NativeInstance {
             shared: s.clone(),
             ws: Some(ws),
             name,
-            ops: Arc::new(ops),
+            plan: Arc::new(RunPlan {
+                ops,
+                landlock_rules,
+                ids,
+                disk_bytes: spec.disk_bytes,
+            }),
             root,
             runs: 0,
+            _uid: uid,
         }))
     }
+}
+
+/// A uid slot, returned to the pool when the instance goes.
+struct UidSlot {
+    shared: Arc<Shared>,
+    slot: u32,
+}
+
+impl Drop for UidSlot {
+    fn drop(&mut self) {
+        self.shared.release_uid(self.slot);
+    }
+}
+
+/// What every run of an instance reuses.
+struct RunPlan {
+    ops: Vec<Op>,
+    landlock_rules: Vec<landlock::Rule>,
+    ids: Ids,
+    disk_bytes: u64,
 }
 
 /// One native instance: a workspace tmpfs on the host plus a planned root; every `run` gets fresh
@@ -232,9 +340,10 @@ struct NativeInstance {
     shared: Arc<Shared>,
     ws: Option<Workspace>,
     name: String,
-    ops: Arc<Vec<Op>>,
+    plan: Arc<RunPlan>,
     root: CString,
     runs: u64,
+    _uid: UidSlot,
 }
 
 fn cstrings<'a>(
@@ -271,7 +380,7 @@ impl Instance for NativeInstance {
         self.runs += 1;
         let cg_name = format!("{}-r{}", self.name, self.runs);
         let shared = self.shared.clone();
-        let ops = self.ops.clone();
+        let plan = self.plan.clone();
         let root = self.root.clone();
         let argv = cstrings("argv", process.argv.iter().cloned())?;
         let env = cstrings("env", process.env.iter().map(|(k, v)| format!("{k}={v}")))?;
@@ -292,17 +401,30 @@ impl Instance for NativeInstance {
                     .cgroups
                     .create(&cg_name, &cg_limits)
                     .map_err(|e| BackendError::Other(e.to_string()))?;
+                let ruleset = match shared.landlock_abi {
+                    0 => None,
+                    abi => Some(
+                        landlock::create(abi)
+                            .map_err(|e| BackendError::setup("creating the Landlock ruleset", e))?,
+                    ),
+                };
+                let rlimits = shared.rlimits(&limits, plan.disk_bytes);
                 let launch = spawn::Launch {
-                    ops: &ops,
+                    ops: &plan.ops,
                     root: &root,
-                    uid: shared.config.uid,
-                    gid: shared.config.gid,
+                    uid: plan.ids.uid,
+                    gid: plan.ids.gid,
                     cwd: &cwd,
                     argv: &argv,
                     env: &env,
                     limits,
                     stdin: &io.stdin,
                     sink: io.sink,
+                    rlimits: &rlimits,
+                    landlock: ruleset
+                        .as_ref()
+                        .map(|r| (r, plan.landlock_rules.as_slice())),
+                    seccomp: &shared.seccomp,
                 };
                 let raw = spawn::launch(launch, cg.as_mut());
                 cg.sample();
@@ -335,6 +457,14 @@ impl Instance for NativeInstance {
                     usage: ResourceUsage::new(cpu, mem, 0, stats.pids_peak.max(1)),
                     security_events: shared.degraded.clone(),
                 };
+                let mut outcome = outcome;
+                if outcome.signal == Some(libc::SIGSYS) {
+                    outcome.security_events.push(SecurityEvent::new(
+                        "seccomp_kill",
+                        "killed by SIGSYS: the seccomp filter kills system calls of non-native \
+                         ABIs (32-bit int 0x80, x32)",
+                    ));
+                }
                 Ok((outcome, stats))
             },
         )

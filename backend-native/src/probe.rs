@@ -15,7 +15,7 @@ fn layer(name: &str, available: bool, detail: impl Into<String>) -> Layer {
 }
 
 /// Probes the layers. Cheap: file checks and one pidfd_open.
-pub(crate) fn probe(cgroups: &dyn CgroupDriver) -> Capabilities {
+pub(crate) fn probe(cgroups: &dyn CgroupDriver, landlock_abi: u32, seccomp: bool) -> Capabilities {
     let mut layers = Vec::new();
     for (name, ns) in [
         ("pid_namespace", "pid"),
@@ -83,8 +83,42 @@ pub(crate) fn probe(cgroups: &dyn CgroupDriver) -> Capabilities {
             "kernel lacks pidfd (5.3+)"
         },
     ));
-    layers.push(layer("seccomp", false, "not enforced by this version"));
-    layers.push(layer("landlock", false, "not enforced by this version"));
+    layers.push(layer(
+        "seccomp",
+        seccomp,
+        if seccomp {
+            "BPF filter: non-native ABIs killed, kernel attack surface denied (see docs/SECURITY.md)"
+        } else {
+            "the kernel has no seccomp filters (or it was turned off)"
+        },
+    ));
+    let full = crate::landlock::FULL_ABI;
+    layers.push(layer(
+        "landlock",
+        landlock_abi >= full,
+        match landlock_abi {
+            0 => "not available in this kernel (or turned off)".to_string(),
+            a if a >= full => format!("ABI {a}: filesystem, TCP bind/connect and scopes enforced"),
+            a => format!(
+                "ABI {a}: partial (full enforcement needs ABI {full}); filesystem rules applied"
+            ),
+        },
+    ));
+    layers.push(layer(
+        "landlock_network",
+        landlock_abi >= 4,
+        format!("TCP bind/connect denied (ABI 4+; host has {landlock_abi})"),
+    ));
+    layers.push(layer(
+        "rlimits",
+        true,
+        "core 0, nofile, fsize = disk limit, nproc, stack, msgqueue; optional cpu",
+    ));
+    layers.push(layer(
+        "proc_masking",
+        true,
+        "sensitive /proc entries masked or read-only; no /sys",
+    ));
     Capabilities {
         backend: "native".into(),
         layers,

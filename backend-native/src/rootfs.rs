@@ -218,12 +218,143 @@ pub(crate) fn plan(
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         None,
     )?;
+    mask_proc(&mut p)?;
     for m in extra {
         toolchain_mount(&mut p, m)?;
     }
     let root_target = p.root.clone();
     p.mount(None, &root_target, None, RO_BIND, None)?;
     Ok(p.ops)
+}
+
+/// /proc files that leak host information or reach the kernel: hidden behind /dev/null.
+pub(crate) const PROC_MASKED_FILES: &[&str] = &[
+    "kcore",
+    "keys",
+    "key-users",
+    "timer_list",
+    "sched_debug",
+    "kallsyms",
+    "sysrq-trigger",
+    "latency_stats",
+    "timer_stats",
+    "kmsg",
+    "kpagecount",
+    "kpageflags",
+    "kpagecgroup",
+    "config.gz",
+    "cmdline",
+    "modules",
+    "vmallocinfo",
+    "slabinfo",
+    "iomem",
+    "ioports",
+    "buddyinfo",
+    "pagetypeinfo",
+    "zoneinfo",
+    "partitions",
+    "diskstats",
+    "swaps",
+    "devices",
+    "mtrr",
+];
+/// /proc directories hidden behind an empty read-only tmpfs.
+pub(crate) const PROC_MASKED_DIRS: &[&str] = &[
+    "acpi",
+    "scsi",
+    "asound",
+    "driver",
+    "tty",
+    "dynamic_debug",
+    "pressure",
+];
+/// /proc directories made read-only.
+pub(crate) const PROC_READ_ONLY: &[&str] = &["sys", "irq", "bus", "fs", "sysvipc"];
+
+fn mask_proc(p: &mut Plan) -> io::Result<()> {
+    let host = Path::new("/proc");
+    for f in PROC_MASKED_FILES {
+        if host.join(f).exists() {
+            let target = p.at(&format!("/proc/{f}"));
+            p.ops.push(Op::Mount {
+                src: Some(c("/dev/null")?),
+                target: c(&target)?,
+                fstype: None,
+                flags: libc::MS_BIND,
+                data: None,
+            });
+        }
+    }
+    for d in PROC_MASKED_DIRS {
+        if host.join(d).is_dir() {
+            let target = p.at(&format!("/proc/{d}"));
+            let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+            p.mount(
+                Some("tmpfs"),
+                &target,
+                Some("tmpfs"),
+                flags,
+                Some("size=0,nr_inodes=1,mode=0555"),
+            )?;
+        }
+    }
+    for d in PROC_READ_ONLY {
+        if host.join(d).is_dir() {
+            let target = p.at(&format!("/proc/{d}"));
+            p.ops.push(Op::Mount {
+                src: Some(c(&target)?),
+                target: c(&target)?,
+                fstype: None,
+                flags: libc::MS_BIND | libc::MS_REC,
+                data: None,
+            });
+            let ro = RO_BIND | libc::MS_NOEXEC;
+            p.ops.push(Op::Mount {
+                src: None,
+                target: c(&target)?,
+                fstype: None,
+                flags: ro,
+                data: None,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Landlock rules for the sandbox's own paths (after `pivot_root`): read-only everywhere it can
+/// see, read-write only in /workspace, /tmp, /dev/shm and the writable device nodes.
+pub(crate) fn landlock_rules(extra: &[Mount]) -> io::Result<Vec<crate::landlock::Rule>> {
+    use crate::landlock::{fs, Rule, DEV_RW, RO, RW};
+    let mut rules = vec![
+        ("/".to_string(), fs::READ_DIR),
+        ("/usr".into(), RO),
+        ("/etc".into(), RO),
+        ("/proc".into(), RO),
+        ("/dev".into(), fs::READ_FILE | fs::READ_DIR),
+        ("/dev/null".into(), DEV_RW),
+        ("/dev/zero".into(), DEV_RW),
+        ("/dev/full".into(), DEV_RW),
+        ("/dev/shm".into(), RW),
+        ("/workspace".into(), RW),
+        ("/tmp".into(), RW),
+    ];
+    for top in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
+        if std::fs::symlink_metadata(top).is_ok_and(|m| m.is_dir()) {
+            rules.push((top.to_string(), RO));
+        }
+    }
+    for m in extra {
+        rules.push((m.sandbox.clone(), RO));
+    }
+    rules
+        .into_iter()
+        .map(|(path, access)| {
+            Ok(Rule {
+                path: c(&path)?,
+                access,
+            })
+        })
+        .collect()
 }
 
 fn etc(p: &mut Plan, ids: Ids) -> io::Result<()> {

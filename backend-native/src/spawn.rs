@@ -41,6 +41,9 @@ pub(crate) struct Launch<'a> {
     pub limits: ProcessLimits,
     pub stdin: &'a [u8],
     pub sink: Option<OutputSink>,
+    pub rlimits: &'a [(libc::__rlimit_resource_t, libc::rlimit)],
+    pub landlock: Option<(&'a crate::landlock::Ruleset, &'a [crate::landlock::Rule])>,
+    pub seccomp: &'a [crate::seccomp::Insn],
 }
 
 /// What the parent observed.
@@ -191,6 +194,12 @@ pub(crate) fn launch(
     let (stderr_r, stderr_w) = sys::pipe().map_err(setup("stderr pipe"))?;
     let (report_r, report_w) = sys::pipe().map_err(setup("report pipe"))?;
 
+    // The program reopens its stdio through /proc/self/fd (`echo > /dev/stdout`): the pipe
+    // inodes must belong to its uid, not to root.
+    for fd in [stdin_r.raw(), stdout_w.raw(), stderr_w.raw()] {
+        // SAFETY: fchown on descriptors we own.
+        sys::cvt(unsafe { libc::fchown(fd, l.uid, l.gid) }).map_err(setup("chown stdio pipes"))?;
+    }
     let argv: Vec<*const libc::c_char> = l
         .argv
         .iter()
@@ -211,6 +220,9 @@ pub(crate) fn launch(
         report_w.raw(),
     ];
     keep.extend(&cgroup_fds);
+    if let Some((rs, _)) = l.landlock {
+        keep.push(rs.fd.raw());
+    }
     keep.sort_unstable();
     let plan = ChildPlan {
         keep_fds: &keep,
@@ -227,6 +239,11 @@ pub(crate) fn launch(
         cwd: l.cwd,
         argv: &argv,
         envp: &envp,
+        rlimits: l.rlimits,
+        landlock: l
+            .landlock
+            .map(|(rs, rules)| (rs.fd.raw(), rs.handled_fs, rules)),
+        seccomp: l.seccomp,
     };
 
     let guard = SigpipeGuard::new();

@@ -49,6 +49,9 @@ pub struct LimitsConfig {
     pub max_output_bytes: u64,
     /// Wall clock of the run step, seconds.
     pub timeout_secs: f64,
+    /// CPU seconds per process (`RLIMIT_CPU`); none by default (the wall clock bounds it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_time_secs: Option<f64>,
 }
 
 impl Default for LimitsConfig {
@@ -61,6 +64,7 @@ impl Default for LimitsConfig {
             max_processes: 64,
             max_output_bytes: 1 << 20,
             timeout_secs: 30.0,
+            cpu_time_secs: None,
         }
     }
 }
@@ -121,6 +125,7 @@ impl PolicyConfig {
                     max_processes: 16,
                     max_output_bytes: 64 * 1024,
                     timeout_secs: 10.0,
+                    cpu_time_secs: Some(10.0),
                 };
             }
             "relaxed" => {
@@ -131,6 +136,7 @@ impl PolicyConfig {
                     max_processes: 256,
                     max_output_bytes: 16 << 20,
                     timeout_secs: 300.0,
+                    cpu_time_secs: None,
                 };
             }
             other => return Err(PolicyError::UnknownPreset(other.to_string())),

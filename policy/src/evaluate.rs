@@ -64,6 +64,12 @@ impl Policy for PolicyConfig {
             l.max_output_bytes,
         )?;
         let timeout = ceiling(name, "timeout", request.timeout, l.timeout_secs)?;
+        let cpu_time = match (r.cpu_time_secs, l.cpu_time_secs) {
+            (Some(asked), Some(max)) => {
+                Some(ceiling(name, "limits.cpu_time_secs", Some(asked), max)?)
+            }
+            (asked, max) => asked.or(max),
+        };
 
         let network = if request.wants_network() {
             if !self.network.enabled {
@@ -98,6 +104,7 @@ impl Policy for PolicyConfig {
                 max_processes,
                 timeout: Duration::from_secs_f64(timeout),
                 max_output_bytes,
+                cpu_time: cpu_time.map(Duration::from_secs_f64),
             },
             disk_bytes: disk_mb * MIB,
             network,

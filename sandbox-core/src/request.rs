@@ -114,6 +114,9 @@ pub struct LimitsRequest {
     /// Bytes of stdout and stderr together before the run is stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output_bytes: Option<i64>,
+    /// CPU seconds per process (`RLIMIT_CPU`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_time_secs: Option<f64>,
 }
 
 #[cfg(test)]

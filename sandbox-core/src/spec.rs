@@ -21,6 +21,9 @@ pub struct ProcessLimits {
     pub timeout: Duration,
     /// Bytes of stdout and stderr together.
     pub max_output_bytes: u64,
+    /// CPU time per process (`RLIMIT_CPU`), when set.
+    #[serde(default)]
+    pub cpu_time: Option<Duration>,
 }
 
 /// How the sandbox reaches the network.

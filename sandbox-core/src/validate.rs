@@ -184,6 +184,13 @@ fn check_limits(request: &ExecutionRequest) -> Result<(), Rejection> {
             ));
         }
     }
+    if let Some(c) = l.cpu_time_secs {
+        if !c.is_finite() || c <= 0.0 || c > MAX_TIMEOUT_SECS {
+            return reject(format!(
+                "limits.cpu_time_secs must be more than 0 and at most {MAX_TIMEOUT_SECS} (got {c})"
+            ));
+        }
+    }
     if let Some(m) = l.memory_mb {
         if m < 8 {
             return reject(format!("limits.memory_mb must be at least 8 (got {m})"));

@@ -25,7 +25,7 @@ pub use vana_sandbox_core::{
     SecurityEvent, Status, StreamKind, TracingMonitor, Truncated,
 };
 pub use vana_sandbox_lang as lang;
-pub use vana_sandbox_native::{NativeConfig, NativeExecutor};
+pub use vana_sandbox_native::{NativeConfig, NativeExecutor, DEFAULT_UID_BASE};
 pub use vana_sandbox_policy::{PolicyConfig, PolicyError, PRESETS};
 
 /// Errors of the facade's constructors.

@@ -82,8 +82,18 @@ print("pid", os.getpid())
     let res = run(req("python", code));
     assert_eq!(res.status, Status::Success, "{res:#?}");
     let out = &res.output;
-    assert!(out.contains("uid 61000 61000 61000"), "{out}");
-    assert!(!out.contains("uid 0 "), "{out}");
+    let ids: Vec<u32> = out
+        .lines()
+        .find_map(|l| l.strip_prefix("uid "))
+        .unwrap_or("")
+        .split(' ')
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert_eq!(ids.len(), 3, "{out}");
+    assert!(
+        ids.iter().all(|id| SANDBOX_UIDS.contains(id)),
+        "not a sandbox uid: {out}"
+    );
     for k in ["CapEff", "CapPrm", "CapInh", "CapAmb", "CapBnd"] {
         assert!(out.contains(&format!("{k} 0000000000000000")), "{k}: {out}");
     }

@@ -8,8 +8,9 @@ use vana_sandbox::{
     lang, Engine, ExecutionRequest, ExecutionResult, LimitsRequest, NativeExecutor, PolicyConfig,
 };
 
-/// The sandbox user's uid (NativeConfig's default).
-pub const SANDBOX_UID: u32 = 61000;
+/// The range of uids sandboxes run as (NativeConfig's default).
+pub const SANDBOX_UIDS: std::ops::Range<u32> =
+    vana_sandbox::DEFAULT_UID_BASE..vana_sandbox::DEFAULT_UID_BASE + 65536;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -78,7 +79,7 @@ pub fn sandbox_processes() -> Vec<u32> {
             .lines()
             .find_map(|l| l.strip_prefix("Uid:"))
             .and_then(|l| l.split_whitespace().next()?.parse::<u32>().ok());
-        if uid == Some(SANDBOX_UID) {
+        if uid.is_some_and(|u| SANDBOX_UIDS.contains(&u)) {
             out.push(pid);
         }
     }
