@@ -1,0 +1,890 @@
+//! The attack suite: attacker programs against every layer of the native backend. Each asserts
+//! the safe outcome and that the host is unchanged afterwards. Needs root; x86-64 (it uses raw
+//! system call numbers and machine code).
+#![cfg(target_arch = "x86_64")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::{TcpListener, UdpSocket};
+use std::time::Duration;
+
+use common::*;
+use vana_sandbox::{ExecutionRequest, ExecutionResult, Status};
+
+/// Python helpers for raw system calls. `denied(name, nr, *args)` prints `name blocked` when the
+/// call fails with an expected errno, and `name ALLOWED …` otherwise.
+const PRELUDE: &str = r#"
+import ctypes, errno, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def sc(nr, *a):
+    ctypes.set_errno(0)
+    r = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(x) for x in a])
+    return r, ctypes.get_errno()
+def denied(name, nr, *a, errnos=(errno.EPERM,)):
+    r, e = sc(nr, *a)
+    print(name, "blocked" if r == -1 and e in errnos else "ALLOWED r=%d errno=%d" % (r, e), flush=True)
+def fails(name, fn, errnos=None):
+    try:
+        fn()
+        print(name, "ALLOWED", flush=True)
+    except OSError as e:
+        ok = errnos is None or e.errno in errnos
+        print(name, "blocked" if ok else "ALLOWED-but-errno=%s" % e.errno, flush=True)
+"#;
+
+/// What must be the same on the host before and after an attack.
+#[derive(Debug, PartialEq, Eq)]
+struct HostState {
+    hostname: String,
+    mounts: usize,
+    tmp: BTreeSet<String>,
+    passwd: String,
+    interfaces: BTreeSet<String>,
+}
+
+fn host_state() -> HostState {
+    let names = |dir: &str| -> BTreeSet<String> {
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    HostState {
+        hostname: std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default(),
+        mounts: std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .count(),
+        tmp: names("/tmp"),
+        passwd: std::fs::read_to_string("/etc/passwd").unwrap_or_default(),
+        interfaces: names("/sys/class/net"),
+    }
+}
+
+fn attack_with(
+    language: &str,
+    code: &str,
+    tweak: impl FnOnce(&mut ExecutionRequest),
+    check: impl FnOnce(&ExecutionResult),
+) {
+    let _g = serial();
+    require_root();
+    let before = host_state();
+    let code = if language == "python" {
+        format!("{PRELUDE}\n{code}")
+    } else {
+        code.to_string()
+    };
+    let mut r = req(language, &code);
+    r.timeout = Some(10.0);
+    tweak(&mut r);
+    let res = run(r);
+    check(&res);
+    assert_no_leftovers();
+    assert_eq!(host_state(), before, "the host changed");
+}
+
+fn attack(language: &str, code: &str, check: impl FnOnce(&ExecutionResult)) {
+    attack_with(language, code, |_| {}, check)
+}
+
+/// Every probe printed `blocked`, none `ALLOWED`, and the program finished normally.
+fn all_blocked(expected: usize) -> impl FnOnce(&ExecutionResult) {
+    move |r| {
+        assert_eq!(r.status, Status::Success, "{r:#?}");
+        assert!(!r.output.contains("ALLOWED"), "{}", r.output);
+        let n = r.output.lines().filter(|l| l.ends_with(" blocked")).count();
+        assert_eq!(n, expected, "{}", r.output);
+    }
+}
+
+// ---------------------------------------------------------------- filesystem
+
+#[test]
+fn fs_host_secrets_are_absent() {
+    attack(
+        "python",
+        r#"
+for p in ["/etc/shadow", "/root/.ssh/id_rsa", "/root/.bash_history", "/home", "/run/vana-sandbox", "/var/lib", "/boot"]:
+    fails(p, lambda: open(p).read(), (errno.ENOENT,))
+"#,
+        all_blocked(7),
+    );
+}
+
+#[test]
+fn fs_base_is_read_only() {
+    attack(
+        "python",
+        r#"
+for p in ["/usr/bin/evil", "/etc/passwd", "/evil", "/bin/evil", "/lib/evil", "/proc/evil"]:
+    fails(p, lambda: open(p, "w").write("x"))
+fails("chmod /usr/bin/python3", lambda: os.chmod("/usr/bin/python3", 0o777))
+fails("rename /etc/hosts", lambda: os.rename("/etc/hosts", "/etc/hosts2"))
+"#,
+        all_blocked(8),
+    );
+}
+
+#[test]
+fn fs_proc_root_traversal() {
+    attack(
+        "python",
+        r#"
+fails("/proc/1/root", lambda: os.listdir("/proc/1/root"))
+fails("/proc/1/root/etc/passwd", lambda: open("/proc/1/root/etc/passwd").read())
+fails("/proc/1/environ", lambda: open("/proc/1/environ").read())
+fails("/proc/1/mem", lambda: open("/proc/1/mem", "rb").read(1))
+fails("/proc/1/cwd", lambda: os.listdir("/proc/1/cwd"))
+"#,
+        all_blocked(5),
+    );
+}
+
+#[test]
+fn fs_symlink_planted_for_the_host_is_not_followed() {
+    let _g = serial();
+    require_root();
+    use vana_sandbox::{Executor, NativeExecutor};
+    let exec = NativeExecutor::new().expect("native");
+    let rt = rt();
+    rt.block_on(async {
+        let spec = vana_sandbox_core::InstanceSpec {
+            id: "symlink".into(),
+            disk_bytes: 16 << 20,
+            mounts: vec![],
+            network: Default::default(),
+            require: vec![],
+        };
+        let mut inst = exec.create(&spec).await.expect("create");
+        let limits = vana_sandbox_core::ProcessLimits {
+            memory_bytes: 256 << 20,
+            cpus: 1.0,
+            max_processes: 16,
+            timeout: Duration::from_secs(5),
+            max_output_bytes: 1 << 16,
+            cpu_time: None,
+        };
+        let p = vana_sandbox_core::ProcessSpec {
+            argv: vec!["/bin/sh".into(), "-c".into(), "ln -s /etc/shadow /workspace/out; mkdir /workspace/d; ln -s / /workspace/d/up; ln -s /etc /workspace/etc".into()],
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            cwd: "/workspace".into(),
+            limits,
+        };
+        let o = inst.run(&p, Default::default()).await.expect("run");
+        assert_eq!(o.exit_code, Some(0), "{o:?}");
+        for path in ["out", "d/up/etc/shadow", "etc/shadow"] {
+            assert!(inst.read_files(&[path.to_string()]).await.is_err(), "{path} was followed");
+        }
+        let put = vana_sandbox_core::FileEntry { path: "etc/evil".into(), content: b"x".to_vec(), executable: false };
+        assert!(inst.put_files(&[put]).await.is_err(), "put_files followed a planted symlink");
+        assert!(!std::path::Path::new("/etc/evil").exists());
+        inst.destroy().await.expect("destroy");
+    });
+    assert_no_leftovers();
+}
+
+#[test]
+fn fs_hardlink_to_the_base_fails() {
+    attack(
+        "python",
+        r#"
+fails("link python3", lambda: os.link("/usr/bin/python3", "/workspace/py"))
+fails("link passwd", lambda: os.link("/etc/passwd", "/tmp/p"))
+"#,
+        all_blocked(2),
+    );
+}
+
+#[test]
+fn fs_overwrite_proc_self_exe_fails() {
+    attack(
+        "python",
+        r#"
+fails("write /proc/self/exe", lambda: open("/proc/self/exe", "wb").write(b"x"))
+fails("write /usr/bin/python3", lambda: open("/usr/bin/python3", "r+b").write(b"x"))
+"#,
+        all_blocked(2),
+    );
+}
+
+#[test]
+fn fs_sensitive_proc_entries_are_masked() {
+    attack(
+        "python",
+        r#"
+for p in ["/proc/kallsyms", "/proc/keys", "/proc/timer_list", "/proc/sched_debug", "/proc/cmdline", "/proc/modules"]:
+    try:
+        data = open(p).read()
+        print(p, "blocked" if data == "" else "ALLOWED %d bytes" % len(data))
+    except OSError:
+        print(p, "blocked")
+fails("sysrq-trigger", lambda: open("/proc/sysrq-trigger", "w").write("b"))
+fails("/proc/sys/kernel/hostname", lambda: open("/proc/sys/kernel/hostname", "w").write("x"))
+fails("/proc/sys/vm/drop_caches", lambda: open("/proc/sys/vm/drop_caches", "w").write("3"))
+"#,
+        all_blocked(9),
+    );
+}
+
+#[test]
+fn fs_no_sys_and_no_cgroupfs() {
+    attack(
+        "python",
+        r#"
+for p in ["/sys", "/sys/fs/cgroup", "/sys/kernel"]:
+    fails(p, lambda: os.listdir(p), (errno.ENOENT,))
+"#,
+        all_blocked(3),
+    );
+}
+
+// ---------------------------------------------------------------- network
+
+#[test]
+fn net_tcp_to_host_loopback() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+    listener.set_nonblocking(true).expect("nb");
+    let port = listener.local_addr().expect("addr").port();
+    let code = format!("import socket\ns = socket.socket()\ns.settimeout(2)\nfails('tcp', lambda: s.connect(('127.0.0.1', {port})))\n");
+    attack("python", &code, all_blocked(1));
+    assert!(
+        listener.accept().is_err(),
+        "the host listener saw a connection"
+    );
+}
+
+#[test]
+fn net_udp_to_host_loopback() {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("udp");
+    sock.set_nonblocking(true).expect("nb");
+    let port = sock.local_addr().expect("addr").port();
+    let code = format!(
+        "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ntry:\n    for _ in range(20): s.sendto(b'leak', ('127.0.0.1', {port}))\nexcept OSError as e:\n    print('send failed', e.errno)\nprint('sent')\n"
+    );
+    attack("python", &code, |r| {
+        assert_eq!(r.status, Status::Success, "{r:#?}")
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let mut buf = [0u8; 16];
+    assert!(
+        sock.recv_from(&mut buf).is_err(),
+        "the host received a datagram from the sandbox"
+    );
+}
+
+#[test]
+fn net_ipv6_loopback() {
+    let listener = TcpListener::bind("[::1]:0").ok();
+    let port = listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map_or(9, |a| a.port());
+    let code = format!("import socket\ns = socket.socket(socket.AF_INET6)\ns.settimeout(2)\nfails('tcp6', lambda: s.connect(('::1', {port})))\n");
+    attack("python", &code, all_blocked(1));
+    if let Some(l) = listener {
+        l.set_nonblocking(true).expect("nb");
+        assert!(l.accept().is_err());
+    }
+}
+
+#[test]
+fn net_raw_packet_and_netlink_sockets() {
+    attack(
+        "python",
+        r#"
+import socket
+fails("raw", lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))
+fails("packet", lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0))
+fails("netlink", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))
+fails("vsock", lambda: socket.socket(40, socket.SOCK_STREAM, 0))
+fails("bluetooth", lambda: socket.socket(31, socket.SOCK_RAW, 0))
+"#,
+        all_blocked(5),
+    );
+}
+
+#[test]
+fn net_dns_resolution_fails() {
+    attack(
+        "python",
+        r#"
+import socket
+try:
+    socket.getaddrinfo("example.com", 80)
+    print("dns ALLOWED")
+except OSError:
+    print("dns blocked")
+"#,
+        all_blocked(1),
+    );
+}
+
+#[test]
+fn net_host_abstract_unix_socket_is_unreachable() {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("vana-attack-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("addr");
+    let listener = std::os::unix::net::UnixListener::bind_addr(&addr).expect("bind abstract");
+    listener.set_nonblocking(true).expect("nb");
+    let code = format!("import socket\ns = socket.socket(socket.AF_UNIX)\nfails('abstract', lambda: s.connect('\\0{name}'))\n");
+    attack("python", &code, all_blocked(1));
+    assert!(
+        listener.accept().is_err(),
+        "the host's abstract socket saw a connection"
+    );
+}
+
+#[test]
+fn net_tcp_bind_is_denied() {
+    attack(
+        "python",
+        r#"
+import socket
+s = socket.socket()
+fails("bind", lambda: s.bind(("127.0.0.1", 8080)))
+"#,
+        all_blocked(1),
+    );
+}
+
+// ---------------------------------------------------------------- kernel
+
+#[test]
+fn k_ptrace() {
+    attack(
+        "python",
+        r#"
+denied("attach init", 101, 16, 1, 0, 0)
+denied("traceme", 101, 0, 0, 0, 0)
+denied("process_vm_readv", 310, 1, 0, 0, 0, 0, 0)
+"#,
+        all_blocked(3),
+    );
+}
+
+#[test]
+fn k_mount_family() {
+    attack(
+        "python",
+        r#"
+ctypes.set_errno(0)
+r = libc.mount(b"none", b"/tmp", b"tmpfs", 0, None)
+print("mount", "blocked" if r == -1 else "ALLOWED")
+denied("umount2", 166, 0, 0)
+denied("fsopen", 430, 0, 0)
+denied("open_tree", 428, -100, 0, 0)
+denied("move_mount", 429, -100, 0, -100, 0, 0)
+denied("pivot_root", 155, 0, 0)
+denied("chroot", 161, 0)
+"#,
+        all_blocked(7),
+    );
+}
+
+#[test]
+fn k_namespaces() {
+    attack(
+        "python",
+        r#"
+denied("unshare user", 272, 0x10000000)
+denied("unshare net", 272, 0x40000000)
+denied("clone newuser", 56, 0x10000000 | 17, 0, 0, 0, 0)
+denied("clone newns", 56, 0x00020000 | 17, 0, 0, 0, 0)
+denied("clone3", 435, 0, 0, errnos=(errno.ENOSYS,))
+fd = os.open("/proc/self/ns/net", os.O_RDONLY)
+denied("setns", 308, fd, 0)
+"#,
+        all_blocked(6),
+    );
+}
+
+#[test]
+fn k_keys_bpf_perf() {
+    attack(
+        "python",
+        r#"
+denied("keyctl", 250, 0, -3, 0)
+denied("add_key", 248, 0, 0, 0, 0, 0)
+denied("request_key", 249, 0, 0, 0, 0)
+denied("bpf", 321, 0, 0, 0)
+denied("perf_event_open", 298, 0, 0, -1, -1, 0)
+"#,
+        all_blocked(5),
+    );
+}
+
+#[test]
+fn k_io_uring_and_userfaultfd() {
+    attack(
+        "python",
+        r#"
+denied("io_uring_setup", 425, 8, 0)
+denied("io_uring_enter", 426, 0, 0, 0, 0, 0)
+denied("io_uring_register", 427, 0, 0, 0, 0)
+denied("userfaultfd", 323, 0)
+"#,
+        all_blocked(4),
+    );
+}
+
+#[test]
+fn k_module_loading_and_kexec() {
+    attack(
+        "python",
+        r#"
+denied("init_module", 175, 0, 0, 0)
+denied("finit_module", 313, 0, 0, 0)
+denied("delete_module", 176, 0, 0)
+denied("kexec_load", 246, 0, 0, 0, 0)
+denied("reboot", 169, 0, 0, 0, 0)
+"#,
+        all_blocked(5),
+    );
+}
+
+#[test]
+fn k_file_handles() {
+    attack(
+        "python",
+        r#"
+denied("open_by_handle_at", 304, -100, 0, 0)
+denied("name_to_handle_at", 303, -100, 0, 0, 0, 0)
+"#,
+        all_blocked(2),
+    );
+}
+
+#[test]
+fn k_32bit_int80_is_killed() {
+    attack(
+        "python",
+        r#"
+import mmap
+buf = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+buf.write(b"\xb8\x14\x00\x00\x00\xcd\x80\xc3")  # mov eax, 20 (getpid); int 0x80; ret
+fn = ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(buf)))
+print("calling", flush=True)
+fn()
+print("SURVIVED")
+"#,
+        |r| {
+            assert_eq!(r.status, Status::Killed, "{r:#?}");
+            assert_eq!(r.signal, Some(31));
+            assert!(!r.output.contains("SURVIVED"));
+            assert!(
+                r.security_events.iter().any(|e| e.kind == "seccomp_kill"),
+                "{r:#?}"
+            );
+        },
+    );
+}
+
+#[test]
+fn k_x32_syscall_is_killed() {
+    attack(
+        "python",
+        r#"
+print("calling", flush=True)
+sc(0x40000000 | 39)
+print("SURVIVED")
+"#,
+        |r| {
+            assert_eq!(r.status, Status::Killed, "{r:#?}");
+            assert_eq!(r.signal, Some(31));
+            assert!(!r.output.contains("SURVIVED"));
+        },
+    );
+}
+
+#[test]
+fn k_tiocsti_and_tioclinux() {
+    attack(
+        "python",
+        r#"
+import fcntl, termios
+fails("TIOCSTI", lambda: fcntl.ioctl(0, termios.TIOCSTI, b"x"), (errno.EPERM,))
+fails("TIOCLINUX", lambda: fcntl.ioctl(0, 0x541C, b"\x00"), (errno.EPERM,))
+"#,
+        all_blocked(2),
+    );
+}
+
+#[test]
+fn k_setuid_binaries_give_nothing() {
+    attack(
+        "bash",
+        r#"
+found=0
+for b in /usr/bin/su /usr/bin/mount /usr/bin/passwd /usr/bin/newgrp /usr/bin/chsh; do
+  [ -u "$b" ] && found=$((found+1))
+done
+echo "setuid binaries: $found"
+if /usr/bin/su -c 'id -u' root </dev/null 2>/dev/null | grep -qx 0; then echo "su ALLOWED"; else echo "su blocked"; fi
+mkdir -p /workspace/m
+if /usr/bin/mount -t tmpfs none /workspace/m 2>/dev/null; then echo "mount ALLOWED"; else echo "mount blocked"; fi
+echo "uid $(id -u) euid $(id -u)"
+"#,
+        |r| {
+            assert_eq!(r.status, Status::Success, "{r:#?}");
+            assert!(!r.output.contains("ALLOWED"), "{}", r.output);
+            assert!(
+                r.output.contains("su blocked") && r.output.contains("mount blocked"),
+                "{}",
+                r.output
+            );
+        },
+    );
+}
+
+#[test]
+fn k_device_nodes() {
+    attack(
+        "python",
+        r#"
+fails("mknod block", lambda: os.mknod("/workspace/sda", 0o600 | 0o060000, os.makedev(8, 0)))
+fails("mknod char", lambda: os.mknod("/tmp/mem", 0o600 | 0o020000, os.makedev(1, 1)))
+fails("/dev/mem", lambda: open("/dev/mem", "rb"), (errno.ENOENT,))
+fails("/dev/kmsg", lambda: open("/dev/kmsg", "rb"), (errno.ENOENT,))
+fails("/dev/vda", lambda: open("/dev/vda", "rb"), (errno.ENOENT,))
+extra = sorted(set(os.listdir("/dev")) - {"null", "zero", "full", "random", "urandom", "fd", "stdin", "stdout", "stderr", "shm"})
+print("extra dev", "blocked" if not extra else "ALLOWED %s" % extra)
+"#,
+        all_blocked(6),
+    );
+}
+
+#[test]
+fn k_cgroup_release_agent() {
+    attack(
+        "python",
+        r#"
+os.makedirs("/tmp/cg", exist_ok=True)
+ctypes.set_errno(0)
+r = libc.mount(b"cgroup", b"/tmp/cg", b"cgroup", 0, b"rdma")
+print("mount cgroup", "blocked" if r == -1 else "ALLOWED")
+fails("release_agent", lambda: open("/sys/fs/cgroup/release_agent", "w").write("/tmp/x"), (errno.ENOENT,))
+fails("own cgroup procs", lambda: open("/proc/self/cgroup").read() and open("/sys/fs/cgroup/cgroup.procs", "w").write("1"), (errno.ENOENT,))
+"#,
+        all_blocked(3),
+    );
+}
+
+#[test]
+fn k_personality_and_misc() {
+    attack(
+        "python",
+        r#"
+denied("personality ADDR_NO_RANDOMIZE", 135, 0x0040000)
+denied("personality READ_IMPLIES_EXEC", 135, 0x0400000)
+denied("syslog", 103, 3, 0, 0)
+denied("acct", 163, 0)
+denied("swapon", 167, 0, 0)
+denied("iopl", 172, 3)
+denied("ioperm", 173, 0, 1024, 1)
+denied("settimeofday", 164, 0, 0)
+denied("sethostname", 170, 0, 0)
+"#,
+        all_blocked(9),
+    );
+}
+
+// ---------------------------------------------------------------- resources
+
+#[test]
+fn r_cpu_spin_times_out() {
+    attack_with(
+        "python",
+        "while True:\n    pass\n",
+        |r| r.timeout = Some(1.5),
+        |r| {
+            assert_eq!(r.status, Status::Timeout, "{r:#?}");
+            assert!(r.execution_time < 2.5, "{r:#?}");
+        },
+    );
+}
+
+#[test]
+fn r_memory_bomb() {
+    attack_with("python", "a = []\nwhile True:\n    a.append(bytearray(10**6) * 1)\n    a[-1][::4096] = b'x' * len(a[-1][::4096])\n", |r| {
+        r.limits = limits(|l| l.memory_mb = Some(48));
+    }, |r| assert_eq!(r.status, Status::MemoryLimit, "{r:#?}"));
+}
+
+#[test]
+fn r_fork_bomb_in_bash() {
+    attack_with(
+        "bash",
+        ":(){ :|:& };:",
+        |r| {
+            r.timeout = Some(3.0);
+            r.limits = limits(|l| l.max_processes = Some(24));
+        },
+        |r| {
+            assert!(
+                matches!(
+                    r.status,
+                    Status::Timeout | Status::Error | Status::Success | Status::Killed
+                ),
+                "{r:#?}"
+            );
+            assert!(r.resource_usage.processes_peak <= 24, "{r:#?}");
+        },
+    );
+}
+
+#[test]
+fn r_thread_bomb() {
+    attack_with(
+        "python",
+        r#"
+import threading, time
+n = 0
+try:
+    while True:
+        t = threading.Thread(target=time.sleep, args=(5,), daemon=True)
+        t.start()
+        n += 1
+except RuntimeError:
+    pass
+print("threads", n)
+"#,
+        |r| r.limits = limits(|l| l.max_processes = Some(20)),
+        |r| {
+            assert_eq!(r.status, Status::Success, "{r:#?}");
+            let n: u64 = r
+                .output
+                .trim()
+                .strip_prefix("threads ")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(999);
+            assert!(n < 20, "{n} threads");
+        },
+    );
+}
+
+#[test]
+fn r_inode_flood_is_bounded() {
+    attack_with(
+        "python",
+        r#"
+n = 0
+try:
+    while True:
+        open("/workspace/f%d" % n, "w").close()
+        n += 1
+except OSError as e:
+    print("stopped", errno.errorcode[e.errno], n)
+"#,
+        |r| r.limits = limits(|l| l.disk_mb = Some(8)),
+        |r| {
+            assert_eq!(r.status, Status::Success, "{r:#?}");
+            assert!(r.output.contains("stopped ENOSPC"), "{}", r.output);
+            let n: u64 = r
+                .output
+                .split_whitespace()
+                .last()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(u64::MAX);
+            assert!(n <= 4096, "{n} inodes");
+        },
+    );
+}
+
+#[test]
+fn r_dev_shm_counts_against_the_disk_limit() {
+    attack_with(
+        "python",
+        r#"
+total = 0
+try:
+    with open("/dev/shm/fill", "wb") as f:
+        while True:
+            f.write(b"x" * (1 << 20)); f.flush(); total += 1 << 20
+except OSError as e:
+    print("stopped", errno.errorcode[e.errno], total)
+"#,
+        |r| r.limits = limits(|l| l.disk_mb = Some(8)),
+        |r| {
+            assert_eq!(r.status, Status::Success, "{r:#?}");
+            assert!(r.output.contains("stopped"), "{}", r.output);
+            assert!(r.resource_usage.disk_usage_bytes <= 8 << 20, "{r:#?}");
+        },
+    );
+}
+
+#[test]
+fn r_output_flood() {
+    attack("bash", "yes flood", |r| {
+        assert_eq!(r.status, Status::OutputLimit, "{r:#?}");
+        assert_eq!(r.output.len(), 1 << 20);
+    });
+}
+
+#[test]
+fn r_stdin_flood_does_not_hang() {
+    attack_with(
+        "python",
+        "import time\ntime.sleep(0.2)\nprint('ignored stdin')\n",
+        |r| {
+            r.stdin = Some("x".repeat(16 << 20));
+        },
+        |r| {
+            assert_eq!(r.status, Status::Success, "{r:#?}");
+            assert_eq!(r.output, "ignored stdin\n");
+        },
+    );
+}
+
+#[test]
+fn r_sleeping_and_double_forked_survivors() {
+    attack("bash", "(setsid sh -c 'sleep 1000 &' &); nohup sleep 1000 >/dev/null 2>&1 & disown; sleep 0.2; echo bye", |r| {
+        assert_eq!(r.status, Status::Success, "{r:#?}");
+        assert!(sandbox_processes().is_empty());
+    });
+}
+
+#[test]
+fn r_ignored_sigterm() {
+    attack_with("python", "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    time.sleep(0.1)\n", |r| {
+        r.timeout = Some(1.0);
+    }, |r| assert_eq!(r.status, Status::Timeout, "{r:#?}"));
+}
+
+#[test]
+fn r_zombies() {
+    attack(
+        "python",
+        r#"
+import time
+for _ in range(40):
+    if os.fork() == 0:
+        os._exit(0)
+time.sleep(0.3)
+print("zombies left", len([p for p in os.listdir("/proc") if p.isdigit()]))
+"#,
+        |r| {
+            assert_eq!(r.status, Status::Success, "{r:#?}");
+            assert!(r.output.starts_with("zombies left"), "{}", r.output);
+        },
+    );
+}
+
+#[test]
+fn r_cpu_time_rlimit() {
+    attack_with(
+        "python",
+        "while True:\n    pass\n",
+        |r| {
+            r.limits = limits(|l| l.cpu_time_secs = Some(1.0));
+        },
+        |r| {
+            assert_eq!(r.status, Status::Killed, "{r:#?}");
+            assert!(matches!(r.signal, Some(24) | Some(9)), "{r:#?}");
+            assert!(r.execution_time < 5.0);
+        },
+    );
+}
+
+#[test]
+fn r_benign_run_beside_a_fork_bomb() {
+    let _g = serial();
+    require_root();
+    let e = engine(2);
+    let rt = rt();
+    let mut bomb = req("bash", ":(){ :|:& };:");
+    bomb.timeout = Some(3.0);
+    let (bomb, benign) = rt.block_on(async {
+        let b = e.execute(bomb);
+        let n = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            e.execute(req("python", "print(sum(range(1000)))")).await
+        };
+        tokio::join!(b, n)
+    });
+    let benign = benign.expect("benign");
+    assert_eq!(benign.status, Status::Success, "{benign:#?}");
+    assert_eq!(benign.output, "499500\n");
+    assert!(bomb.is_ok());
+    assert_no_leftovers();
+}
+
+// ---------------------------------------------------------------- leaks
+
+#[test]
+fn leak_environment() {
+    let _g = serial();
+    // SAFETY: tests in this binary are serialised.
+    std::env::set_var("VANA_ATTACK_SECRET", "s3cr3t");
+    drop(_g);
+    attack(
+        "python",
+        r#"
+leaked = [k for k, v in os.environ.items() if "s3cr3t" in v or k.startswith("VANA") or k.startswith("CARGO") or k == "SSH_AUTH_SOCK"]
+print("env", "blocked" if not leaked else "ALLOWED %s" % leaked)
+"#,
+        all_blocked(1),
+    );
+    std::env::remove_var("VANA_ATTACK_SECRET");
+}
+
+#[test]
+fn leak_hostname() {
+    attack(
+        "python",
+        r#"
+import socket
+print("hostname", "blocked" if socket.gethostname() == "sandbox" else "ALLOWED " + socket.gethostname())
+fails("sethostname", lambda: socket.sethostname("evil"))
+"#,
+        all_blocked(2),
+    );
+}
+
+#[test]
+fn leak_host_processes() {
+    attack(
+        "python",
+        r#"
+pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+print("pids", "blocked" if pids == [1, 2] else "ALLOWED %s" % pids)
+fails("kill host init", lambda: os.kill(1, 9) or (_ for _ in ()).throw(OSError(errno.EPERM, "ignored")), (errno.EPERM,))
+"#,
+        all_blocked(2),
+    );
+}
+
+#[test]
+fn leak_host_interfaces() {
+    attack(
+        "python",
+        r#"
+lines = open("/proc/net/dev").read().splitlines()[2:]
+ifaces = sorted(l.split(":")[0].strip() for l in lines)
+print("interfaces", "blocked" if ifaces == ["lo"] else "ALLOWED %s" % ifaces)
+"#,
+        all_blocked(1),
+    );
+}
+
+#[test]
+fn leak_another_sandboxs_files() {
+    let _g = serial();
+    require_root();
+    let e = engine(2);
+    let rt = rt();
+    let writer = req("bash", "echo TOPSECRET-7f3a > /workspace/secret; echo TOPSECRET-7f3a > /tmp/secret; echo TOPSECRET-7f3a > /dev/shm/secret; sleep 2");
+    let reader = req("bash", "s=TOPSECRET; s=$s-7f3a; sleep 0.5; if grep -rs \"$s\" /workspace /tmp /dev/shm /proc/*/cwd 2>/dev/null; then echo FOUND; else echo clean; fi; ls /proc | grep -c '^[0-9]'");
+    let (w, r) = rt.block_on(async { tokio::join!(e.execute(writer), e.execute(reader)) });
+    let (w, r) = (w.expect("writer"), r.expect("reader"));
+    assert_eq!(w.status, Status::Success, "{w:#?}");
+    assert_eq!(r.status, Status::Success, "{r:#?}");
+    assert!(r.output.starts_with("clean"), "{}", r.output);
+    assert_no_leftovers();
+}
