@@ -1,8 +1,9 @@
-//! Interpreted languages: Python, JavaScript (Node) and Bash.
+//! Interpreted languages: Python, JavaScript (Node) and Bash, each with its language guard.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
-use vana_sandbox_core::{Command, Language, LanguageError, StepContext};
+use vana_sandbox_core::{Command, FileEntry, Language, LanguageError, SecurityEvent, StepContext};
 
 use crate::toolchain::{find_program, version_of};
 
@@ -13,145 +14,361 @@ fn missing(language: &str, looked: &[&str]) -> LanguageError {
     }
 }
 
-fn argv(
-    program: &Option<PathBuf>,
-    fallback: &str,
-    flags: &[&str],
-    ctx: &StepContext<'_>,
-) -> Vec<String> {
-    let prog = program
-        .as_ref()
-        .map_or_else(|| fallback.to_string(), |p| p.display().to_string());
-    std::iter::once(prog)
-        .chain(flags.iter().map(|f| f.to_string()))
+fn program(found: &Option<PathBuf>, candidates: &[&str]) -> String {
+    found.as_ref().map_or_else(
+        || candidates.first().copied().unwrap_or_default().to_string(),
+        |p| p.display().to_string(),
+    )
+}
+
+fn command(argv: Vec<String>, ctx: &StepContext<'_>, env: &[(&str, &str)]) -> Command {
+    let argv = argv
+        .into_iter()
         .chain(std::iter::once(ctx.source_path.to_string()))
         .chain(ctx.args.iter().cloned())
-        .collect()
+        .collect();
+    Command {
+        argv,
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
 }
 
-macro_rules! interpreted {
-    ($ty:ident, $name:literal, $aliases:expr, $file:literal, $candidates:expr, $version_arg:literal, $flags:expr, $env:expr, $doc:literal) => {
-        #[doc = $doc]
-        #[derive(Debug, Clone)]
-        pub struct $ty {
-            program: Option<PathBuf>,
+/// Where the Python guard lives in the workspace, and where it writes events.
+const PY_GUARD: &str = ".vana/guard.py";
+const PY_EVENTS: &str = ".vana/events.jsonl";
+const PY_GUARD_SOURCE: &str = include_str!("guards/python_guard.py");
+
+/// Python 3 with the system interpreter (`/usr/bin/python3`), never a shim from `$PATH`.
+///
+/// With the guard on, the program runs isolated (`-I`) under an audit hook that reports
+/// subprocesses, sockets, ctypes and writes outside /workspace and /tmp as security events.
+#[derive(Debug, Clone)]
+pub struct Python {
+    program: Option<PathBuf>,
+}
+
+impl Python {
+    const CANDIDATES: &'static [&'static str] = &["/usr/bin/python3", "/usr/local/bin/python3"];
+
+    /// Looks the toolchain up on this host.
+    pub fn detect() -> Self {
+        Self {
+            program: find_program(Self::CANDIDATES),
         }
+    }
+}
 
-        impl $ty {
-            const CANDIDATES: &'static [&'static str] = $candidates;
+impl Language for Python {
+    fn name(&self) -> &'static str {
+        "python"
+    }
 
-            /// Looks the toolchain up on this host.
-            pub fn detect() -> Self {
-                Self {
-                    program: find_program(Self::CANDIDATES),
-                }
-            }
+    fn aliases(&self) -> &'static [&'static str] {
+        &["py", "python3"]
+    }
+
+    fn source_file(&self) -> &'static str {
+        "main.py"
+    }
+
+    fn check_available(&self) -> Result<(), LanguageError> {
+        self.program
+            .as_ref()
+            .map(drop)
+            .ok_or_else(|| missing("python", Self::CANDIDATES))
+    }
+
+    fn version(&self) -> Option<String> {
+        version_of(self.program.as_ref()?, "--version")
+    }
+
+    fn run(&self, ctx: &StepContext<'_>) -> Command {
+        let py = program(&self.program, Self::CANDIDATES);
+        let env = [
+            ("PYTHONDONTWRITEBYTECODE", "1"),
+            ("PYTHONIOENCODING", "utf-8"),
+        ];
+        if ctx.guards.python_audit {
+            let guard = format!("{}/{PY_GUARD}", ctx.workdir);
+            command(vec![py, "-I".into(), "-B".into(), guard], ctx, &env)
+        } else {
+            // -E: ignore PYTHON* variables; -s: no user site directory.
+            command(vec![py, "-E".into(), "-s".into()], ctx, &env)
         }
+    }
 
-        impl Language for $ty {
-            fn name(&self) -> &'static str {
-                $name
-            }
-
-            fn aliases(&self) -> &'static [&'static str] {
-                $aliases
-            }
-
-            fn source_file(&self) -> &'static str {
-                $file
-            }
-
-            fn check_available(&self) -> Result<(), LanguageError> {
-                self.program
-                    .as_ref()
-                    .map(drop)
-                    .ok_or_else(|| missing($name, Self::CANDIDATES))
-            }
-
-            fn version(&self) -> Option<String> {
-                version_of(self.program.as_ref()?, $version_arg)
-            }
-
-            fn run(&self, ctx: &StepContext<'_>) -> Command {
-                let env: &[(&str, &str)] = $env;
-                Command {
-                    argv: argv(&self.program, Self::CANDIDATES[0], $flags, ctx),
-                    env: env
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                }
-            }
+    fn support_files(&self, ctx: &StepContext<'_>) -> Vec<FileEntry> {
+        if !ctx.guards.python_audit {
+            return Vec::new();
         }
+        vec![
+            FileEntry {
+                path: PY_GUARD.into(),
+                content: PY_GUARD_SOURCE.as_bytes().to_vec(),
+                executable: false,
+            },
+            FileEntry {
+                path: PY_EVENTS.into(),
+                content: Vec::new(),
+                executable: false,
+            },
+        ]
+    }
+
+    fn events_file(&self, ctx: &StepContext<'_>) -> Option<&'static str> {
+        ctx.guards.python_audit.then_some(PY_EVENTS)
+    }
+}
+
+/// JavaScript on the host's Node.js.
+///
+/// With the guard on and a Node.js that has the permission model (20+), the program may read
+/// anything it can see but write only in /workspace and /tmp, and may not start child processes
+/// or workers or load native addons; denials are reported as security events.
+#[derive(Debug, Clone)]
+pub struct JavaScript {
+    program: Option<PathBuf>,
+    major: OnceLock<Option<u32>>,
+}
+
+impl JavaScript {
+    const CANDIDATES: &'static [&'static str] =
+        &["/usr/bin/node", "/usr/bin/nodejs", "/usr/local/bin/node"];
+
+    /// Looks the toolchain up on this host.
+    pub fn detect() -> Self {
+        Self {
+            program: find_program(Self::CANDIDATES),
+            major: OnceLock::new(),
+        }
+    }
+
+    fn major(&self) -> Option<u32> {
+        *self.major.get_or_init(|| {
+            let v = version_of(self.program.as_ref()?, "--version")?;
+            v.trim_start_matches('v').split('.').next()?.parse().ok()
+        })
+    }
+
+    /// Permission-model flags for this Node.js, if it has the model.
+    fn permission_flags(&self) -> Vec<String> {
+        let flag = match self.major() {
+            Some(m) if m >= 23 => "--permission",
+            Some(m) if m >= 20 => "--experimental-permission",
+            _ => return Vec::new(),
+        };
+        let mut v = vec![
+            flag.to_string(),
+            "--allow-fs-read=*".into(),
+            "--allow-fs-write=/workspace/".into(),
+            "--allow-fs-write=/tmp/".into(),
+        ];
+        if self.major().is_some_and(|m| (20..23).contains(&m)) {
+            v.push("--disable-warning=ExperimentalWarning".into());
+        }
+        v
+    }
+}
+
+impl Language for JavaScript {
+    fn name(&self) -> &'static str {
+        "javascript"
+    }
+
+    fn aliases(&self) -> &'static [&'static str] {
+        &["js", "node", "nodejs"]
+    }
+
+    fn source_file(&self) -> &'static str {
+        "main.js"
+    }
+
+    fn check_available(&self) -> Result<(), LanguageError> {
+        self.program
+            .as_ref()
+            .map(drop)
+            .ok_or_else(|| missing("javascript", Self::CANDIDATES))
+    }
+
+    fn version(&self) -> Option<String> {
+        version_of(self.program.as_ref()?, "--version")
+    }
+
+    fn run(&self, ctx: &StepContext<'_>) -> Command {
+        let mut argv = vec![program(&self.program, Self::CANDIDATES)];
+        if ctx.guards.node_permissions {
+            argv.extend(self.permission_flags());
+        }
+        command(
+            argv,
+            ctx,
+            &[("NODE_OPTIONS", ""), ("NO_UPDATE_NOTIFIER", "1")],
+        )
+    }
+
+    fn stderr_events(&self, ctx: &StepContext<'_>, stderr: &[u8]) -> Vec<SecurityEvent> {
+        if !ctx.guards.node_permissions {
+            return Vec::new();
+        }
+        node_denials(stderr)
+    }
+}
+
+/// One event per `ERR_ACCESS_DENIED` Node printed, with the permission and resource it named.
+fn node_denials(stderr: &[u8]) -> Vec<SecurityEvent> {
+    let text = String::from_utf8_lossy(stderr);
+    let field = |line: &str, key: &str| {
+        line.trim()
+            .strip_prefix(key)
+            .map(|v| v.trim_matches(|c| c == '\'' || c == ',').to_string())
     };
+    let mut events = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        if !line.contains("ERR_ACCESS_DENIED")
+            || events.len() >= vana_sandbox_core::language::MAX_GUARD_EVENTS
+        {
+            continue;
+        }
+        let (mut permission, mut resource) = (None, None);
+        for _ in 0..3 {
+            let Some(next) = lines.peek() else { break };
+            if let Some(p) = field(next, "permission: ") {
+                permission = Some(p);
+            } else if let Some(r) = field(next, "resource: ") {
+                resource = Some(r);
+            } else {
+                break;
+            }
+            lines.next();
+        }
+        events.push(SecurityEvent::new(
+            "language_guard",
+            format!(
+                "javascript permission model denied {} on {}",
+                permission.as_deref().unwrap_or("an operation"),
+                resource.as_deref().unwrap_or("(unnamed resource)")
+            ),
+        ));
+    }
+    events
 }
 
-interpreted!(
-    Python,
-    "python",
-    &["py", "python3"],
-    "main.py",
-    &["/usr/bin/python3", "/usr/local/bin/python3"],
-    "--version",
-    // -E: ignore PYTHON* variables; -s: no user site directory.
-    &["-E", "-s"],
-    &[
-        ("PYTHONDONTWRITEBYTECODE", "1"),
-        ("PYTHONIOENCODING", "utf-8")
-    ],
-    "Python 3 with the system interpreter (`/usr/bin/python3`), never a shim from `$PATH`."
-);
+/// Bash scripts; restricted mode (`bash -r`) when the guard is on.
+#[derive(Debug, Clone)]
+pub struct Bash {
+    program: Option<PathBuf>,
+}
 
-interpreted!(
-    JavaScript,
-    "javascript",
-    &["js", "node", "nodejs"],
-    "main.js",
-    &["/usr/bin/node", "/usr/bin/nodejs", "/usr/local/bin/node"],
-    "--version",
-    &[],
-    &[("NODE_OPTIONS", ""), ("NO_UPDATE_NOTIFIER", "1")],
-    "JavaScript on the host's Node.js."
-);
+impl Bash {
+    const CANDIDATES: &'static [&'static str] = &["/usr/bin/bash", "/bin/bash"];
 
-interpreted!(
-    Bash,
-    "bash",
-    &["sh", "shell"],
-    "main.sh",
-    &["/usr/bin/bash", "/bin/bash"],
-    "--version",
-    &[],
-    &[],
-    "Bash scripts."
-);
+    /// Looks the toolchain up on this host.
+    pub fn detect() -> Self {
+        Self {
+            program: find_program(Self::CANDIDATES),
+        }
+    }
+}
+
+impl Language for Bash {
+    fn name(&self) -> &'static str {
+        "bash"
+    }
+
+    fn aliases(&self) -> &'static [&'static str] {
+        &["sh", "shell"]
+    }
+
+    fn source_file(&self) -> &'static str {
+        "main.sh"
+    }
+
+    fn check_available(&self) -> Result<(), LanguageError> {
+        self.program
+            .as_ref()
+            .map(drop)
+            .ok_or_else(|| missing("bash", Self::CANDIDATES))
+    }
+
+    fn version(&self) -> Option<String> {
+        version_of(self.program.as_ref()?, "--version")
+    }
+
+    fn run(&self, ctx: &StepContext<'_>) -> Command {
+        let mut argv = vec![program(&self.program, Self::CANDIDATES)];
+        if ctx.guards.bash_restricted {
+            argv.push("-r".into());
+        }
+        command(argv, ctx, &[])
+    }
+
+    fn stderr_events(&self, ctx: &StepContext<'_>, stderr: &[u8]) -> Vec<SecurityEvent> {
+        if !ctx.guards.bash_restricted {
+            return Vec::new();
+        }
+        String::from_utf8_lossy(stderr)
+            .lines()
+            .filter(|l| l.ends_with(": restricted") || l.contains(": restricted: "))
+            .take(vana_sandbox_core::language::MAX_GUARD_EVENTS)
+            .map(|l| SecurityEvent::new("language_guard", format!("bash restricted: {}", l.trim())))
+            .collect()
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vana_sandbox_core::Guards;
+
+    fn ctx<'a>(args: &'a [String], guards: Guards) -> StepContext<'a> {
+        StepContext {
+            workdir: "/workspace",
+            source_path: "/workspace/main.py",
+            args,
+            guards,
+        }
+    }
 
     #[test]
-    fn python_runs_the_system_interpreter_with_isolation_flags() {
+    fn python_runs_isolated_under_the_guard() {
         let py = Python {
             program: Some(PathBuf::from("/usr/bin/python3")),
         };
         let args = vec!["a".to_string()];
-        let ctx = StepContext {
-            workdir: "/workspace",
-            source_path: "/workspace/main.py",
-            args: &args,
-        };
-        let cmd = py.run(&ctx);
+        let cmd = py.run(&ctx(&args, Guards::default()));
         assert_eq!(
             cmd.argv,
+            [
+                "/usr/bin/python3",
+                "-I",
+                "-B",
+                "/workspace/.vana/guard.py",
+                "/workspace/main.py",
+                "a"
+            ]
+        );
+        assert_eq!(py.support_files(&ctx(&args, Guards::default())).len(), 2);
+        let off = Guards {
+            python_audit: false,
+            ..Guards::default()
+        };
+        assert_eq!(
+            py.run(&ctx(&args, off)).argv,
             ["/usr/bin/python3", "-E", "-s", "/workspace/main.py", "a"]
         );
-        assert!(py.compile(&ctx).is_none());
+        assert!(py.compile(&ctx(&args, off)).is_none());
     }
 
     #[test]
     fn missing_toolchain_is_a_clear_error() {
-        let js = JavaScript { program: None };
+        let js = JavaScript {
+            program: None,
+            major: OnceLock::new(),
+        };
         let err = js
             .check_available()
             .err()
@@ -159,5 +376,33 @@ mod tests {
             .unwrap_or_default();
         assert!(err.contains("javascript toolchain not found"), "{err}");
         assert!(err.contains("/usr/bin/node"), "{err}");
+    }
+
+    #[test]
+    fn bash_restricted_mode() {
+        let sh = Bash {
+            program: Some(PathBuf::from("/usr/bin/bash")),
+        };
+        let g = Guards {
+            bash_restricted: true,
+            ..Guards::default()
+        };
+        let cmd = sh.run(&StepContext {
+            workdir: "/workspace",
+            source_path: "/workspace/main.sh",
+            args: &[],
+            guards: g,
+        });
+        assert_eq!(cmd.argv, ["/usr/bin/bash", "-r", "/workspace/main.sh"]);
+        let ev = sh.stderr_events(
+            &StepContext {
+                workdir: "/workspace",
+                source_path: "",
+                args: &[],
+                guards: g,
+            },
+            b"main.sh: line 2: cd: restricted\n",
+        );
+        assert_eq!(ev.len(), 1);
     }
 }

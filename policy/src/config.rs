@@ -79,6 +79,28 @@ pub struct NetworkConfig {
     pub allow: Vec<String>,
 }
 
+/// Language guards (defence in depth, reported as security events; never the boundary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardsConfig {
+    /// Python: isolated mode and an audit hook.
+    pub python_audit: bool,
+    /// Node: the permission model.
+    pub node_permissions: bool,
+    /// Bash: restricted mode.
+    pub bash_restricted: bool,
+}
+
+impl Default for GuardsConfig {
+    fn default() -> Self {
+        Self {
+            python_audit: true,
+            node_permissions: true,
+            bash_restricted: false,
+        }
+    }
+}
+
 /// A sandbox policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -93,6 +115,8 @@ pub struct PolicyConfig {
     pub languages: Vec<String>,
     /// Isolation layers that must be enforced: creation fails when one is missing.
     pub require: Vec<String>,
+    /// Language guards.
+    pub guards: GuardsConfig,
 }
 
 impl Default for PolicyConfig {
@@ -103,6 +127,7 @@ impl Default for PolicyConfig {
             network: NetworkConfig::default(),
             languages: Vec::new(),
             require: Vec::new(),
+            guards: GuardsConfig::default(),
         }
     }
 }
@@ -127,6 +152,7 @@ impl PolicyConfig {
                     timeout_secs: 10.0,
                     cpu_time_secs: Some(10.0),
                 };
+                p.guards.bash_restricted = true;
             }
             "relaxed" => {
                 p.limits = LimitsConfig {

@@ -111,6 +111,11 @@ impl Policy for PolicyConfig {
             require: self.require.clone(),
             policy_fingerprint: fingerprint(self),
             policy_name: self.name.clone(),
+            guards: vana_sandbox_core::Guards {
+                python_audit: self.guards.python_audit,
+                node_permissions: self.guards.node_permissions,
+                bash_restricted: self.guards.bash_restricted,
+            },
         })
     }
 

@@ -8,5 +8,5 @@ mod config;
 mod evaluate;
 mod fingerprint;
 
-pub use config::{LimitsConfig, NetworkConfig, PolicyConfig, PolicyError, PRESETS};
+pub use config::{GuardsConfig, LimitsConfig, NetworkConfig, PolicyConfig, PolicyError, PRESETS};
 pub use fingerprint::fingerprint;

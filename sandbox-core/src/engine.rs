@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 
 use crate::error::{BackendError, EngineError};
 use crate::executor::{Executor, Instance};
-use crate::language::{Language, Languages, StepContext};
+use crate::language::{parse_guard_events, Language, Languages, StepContext};
 use crate::monitor::{Event, Monitor, Phase};
 use crate::policy::{Policy, PolicyContext};
 use crate::request::ExecutionRequest;
@@ -328,6 +328,7 @@ impl Engine {
             workdir: WORKDIR,
             source_path: &source_path,
             args: &request.args,
+            guards: spec.guards,
         };
 
         let mut files = Vec::with_capacity(valid.files.len() + 1);
@@ -399,6 +400,10 @@ impl Engine {
             compile_report = Some(report);
         }
 
+        let support = language.support_files(&step);
+        if !support.is_empty() {
+            instance.put_files(&support).await?;
+        }
         let cmd = language.run(&step);
         let process = ProcessSpec {
             argv: cmd.argv,
@@ -430,6 +435,15 @@ impl Engine {
         }
         let report = step_report(&outcome, status, &spec.limits);
         let mut events = tag(outcome.security_events.clone(), Phase::Run);
+        let mut guard_events = language.stderr_events(&step, &outcome.stderr);
+        if let Some(path) = language.events_file(&step) {
+            if let Ok(files) = instance.read_files(&[path.to_string()]).await {
+                for f in files {
+                    guard_events.extend(parse_guard_events(language.name(), &f.content));
+                }
+            }
+        }
+        events.extend(tag(guard_events, Phase::Run));
         if outcome.pids_limit_hits > 0 {
             events.push(SecurityEvent {
                 kind: "limit_hit".into(),

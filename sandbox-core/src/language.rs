@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use crate::spec::{Mount, ProcessLimits};
+use crate::result::SecurityEvent;
+use crate::spec::{FileEntry, Guards, Mount, ProcessLimits};
 
 /// Why a language cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,6 +40,8 @@ pub struct StepContext<'a> {
     pub source_path: &'a str,
     /// Arguments for the program.
     pub args: &'a [String],
+    /// Language guards to apply.
+    pub guards: Guards,
 }
 
 /// A programming language.
@@ -77,6 +80,50 @@ pub trait Language: Send + Sync {
 
     /// The run step.
     fn run(&self, ctx: &StepContext<'_>) -> Command;
+
+    /// Files the language places in the workspace before every run (e.g. a guard script).
+    fn support_files(&self, _ctx: &StepContext<'_>) -> Vec<FileEntry> {
+        Vec::new()
+    }
+
+    /// A workspace file the guard writes its events to (JSON lines), read back after the run.
+    fn events_file(&self, _ctx: &StepContext<'_>) -> Option<&'static str> {
+        None
+    }
+
+    /// Security events the language recognises in the program's stderr.
+    fn stderr_events(&self, _ctx: &StepContext<'_>, _stderr: &[u8]) -> Vec<SecurityEvent> {
+        Vec::new()
+    }
+}
+
+/// Most guard events kept per run.
+pub const MAX_GUARD_EVENTS: usize = 50;
+
+/// Parses a guard's JSON-lines event file (`{"kind": .., "detail": ..}` per line), keeping at
+/// most [`MAX_GUARD_EVENTS`]. Malformed lines are skipped: the file is written inside the sandbox
+/// and may be forged or truncated, which is why guard events are reports, never decisions.
+pub fn parse_guard_events(language: &str, text: &[u8]) -> Vec<SecurityEvent> {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        kind: String,
+        detail: String,
+    }
+    String::from_utf8_lossy(text)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Line>(l).ok())
+        .take(MAX_GUARD_EVENTS)
+        .map(|l| {
+            let kind: String = l
+                .kind
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(40)
+                .collect();
+            let detail: String = l.detail.chars().take(300).collect();
+            SecurityEvent::new("language_guard", format!("{language} {kind}: {detail}"))
+        })
+        .collect()
 }
 
 /// The set of languages an Engine knows, looked up by name or alias.

@@ -27,6 +27,6 @@ pub use policy::{Policy, PolicyContext, Rejection};
 pub use request::{ExecutionRequest, FileSpec, LimitsRequest, NetworkRequest};
 pub use result::{CompileReport, ExecutionResult, ResourceUsage, SecurityEvent, Status, Truncated};
 pub use spec::{
-    FileEntry, InstanceSpec, Mount, NetworkMode, OutputSink, ProcessIo, ProcessLimits,
+    FileEntry, Guards, InstanceSpec, Mount, NetworkMode, OutputSink, ProcessIo, ProcessLimits,
     ProcessOutcome, ProcessSpec, SandboxSpec, StreamKind,
 };

@@ -37,6 +37,30 @@ pub enum NetworkMode {
     Allowlist(Vec<String>),
 }
 
+/// Language guards: defence in depth inside the interpreter, reported as security events. They
+/// are never the boundary (the backend is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Guards {
+    /// Python runs isolated (`-I`) under an audit hook that reports subprocesses, sockets, ctypes
+    /// and writes outside /workspace and /tmp.
+    pub python_audit: bool,
+    /// Node runs under its permission model (writes only in /workspace and /tmp, no child
+    /// processes, workers or native addons) where the installed version has one.
+    pub node_permissions: bool,
+    /// Bash runs in restricted mode (`bash -r`).
+    pub bash_restricted: bool,
+}
+
+impl Default for Guards {
+    fn default() -> Self {
+        Self {
+            python_audit: true,
+            node_permissions: true,
+            bash_restricted: false,
+        }
+    }
+}
+
 /// The outcome of policy evaluation: everything a run may use.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SandboxSpec {
@@ -52,6 +76,9 @@ pub struct SandboxSpec {
     pub policy_fingerprint: String,
     /// Name of the policy that produced this spec.
     pub policy_name: String,
+    /// Language guards to apply.
+    #[serde(default)]
+    pub guards: Guards,
 }
 
 /// A read-only bind of a host path into the sandbox.

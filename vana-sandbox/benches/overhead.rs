@@ -1,5 +1,8 @@
-//! Sandbox overhead: Python `print(1)` through the native backend beside bare `python3`, and the
-//! same for `/bin/true`-like Bash, side by side in one run. Needs root.
+//! Sandbox overhead, side by side in one run (needs root):
+//! - Python `print(1)`: bare `python3`, the Foundation sandbox (namespaces, cgroups, pivot_root,
+//!   uid and capability drop), and the sandbox with every layer on (plus seccomp, Landlock,
+//!   rlimits, masked /proc and the Python audit-hook guard);
+//! - the same for Bash `:`, which shows the fixed cost of a run.
 //!
 //! `cargo bench -p vana-sandbox --bench overhead`
 
@@ -10,14 +13,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use vana_sandbox::{lang, Engine, ExecutionRequest, NativeExecutor, PolicyConfig, Status};
+use vana_sandbox::{
+    lang, Engine, ExecutionRequest, NativeConfig, NativeExecutor, PolicyConfig, Status,
+};
 
-fn engine() -> Engine {
+/// `hardened = false` is the Foundation configuration; `true` has every layer on.
+fn engine(hardened: bool) -> Engine {
+    let config = NativeConfig {
+        seccomp: hardened,
+        landlock: hardened,
+        ..NativeConfig::default()
+    };
+    let mut policy = PolicyConfig::default();
+    policy.guards.python_audit = hardened;
+    policy.guards.node_permissions = hardened;
     Engine::builder()
         .executor(Arc::new(
-            NativeExecutor::new().expect("the native backend needs root"),
+            NativeExecutor::with_config(config).expect("the native backend needs root"),
         ))
-        .policy(Arc::new(PolicyConfig::default()))
+        .policy(Arc::new(policy))
         .languages(lang::installed())
         .max_concurrency(1)
         .build()
@@ -30,7 +44,11 @@ fn overhead(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("rt");
-    let engine = engine();
+    let engines = [
+        ("native_sandbox", engine(false)),
+        ("native_all_layers", engine(true)),
+    ];
+
     let mut g = c.benchmark_group("python_print");
     g.sample_size(60).measurement_time(Duration::from_secs(10));
     g.bench_function("bare_python3", |b| {
@@ -42,14 +60,16 @@ fn overhead(c: &mut Criterion) {
             assert_eq!(out.stdout, b"1\n");
         })
     });
-    g.bench_function("native_sandbox", |b| {
-        b.iter(|| {
-            let r = rt
-                .block_on(engine.execute(ExecutionRequest::new("python", "print(1)")))
-                .expect("engine");
-            assert_eq!(r.status, Status::Success, "{r:?}");
-        })
-    });
+    for (name, engine) in &engines {
+        g.bench_function(*name, |b| {
+            b.iter(|| {
+                let r = rt
+                    .block_on(engine.execute(ExecutionRequest::new("python", "print(1)")))
+                    .expect("engine");
+                assert_eq!(r.status, Status::Success, "{r:?}");
+            })
+        });
+    }
     g.finish();
 
     let mut g = c.benchmark_group("shell_true");
@@ -63,14 +83,16 @@ fn overhead(c: &mut Criterion) {
             assert!(st.success());
         })
     });
-    g.bench_function("native_sandbox", |b| {
-        b.iter(|| {
-            let r = rt
-                .block_on(engine.execute(ExecutionRequest::new("bash", ":")))
-                .expect("engine");
-            assert_eq!(r.status, Status::Success, "{r:?}");
-        })
-    });
+    for (name, engine) in &engines {
+        g.bench_function(*name, |b| {
+            b.iter(|| {
+                let r = rt
+                    .block_on(engine.execute(ExecutionRequest::new("bash", ":")))
+                    .expect("engine");
+                assert_eq!(r.status, Status::Success, "{r:?}");
+            })
+        });
+    }
     g.finish();
 }
 
