@@ -8,21 +8,20 @@ _EVENTS = "/workspace/.vana/events.jsonl"
 _WRITE_OK = ("/workspace/", "/tmp/", "/dev/shm/", "/dev/null", "/dev/stdout", "/dev/stderr")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 _seen = set()
-try:
-    _out = open(_EVENTS, "a", buffering=1)
-except OSError:
-    _out = None
+_fd = []
 
 
 def _emit(kind, detail):
     key = (kind, detail)
-    if _out is None or key in _seen or len(_seen) >= 100:
+    if key in _seen or len(_seen) >= 100:
         return
     _seen.add(key)
     try:
         import json  # only when there is something to report: keeps start-up cheap
 
-        _out.write(json.dumps({"kind": kind, "detail": detail[:300]}) + "\n")
+        if not _fd:
+            _fd.append(os.open(_EVENTS, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC))
+        os.write(_fd[0], (json.dumps({"kind": kind, "detail": detail[:300]}) + "\n").encode())
     except Exception:
         pass
 
