@@ -14,12 +14,16 @@ missing=()
 [ -x /usr/bin/python3 ] || missing+=(python3)
 { [ -x /usr/bin/node ] || [ -x /usr/bin/nodejs ] || [ -x /usr/local/bin/node ]; } || missing+=(nodejs)
 [ -x /usr/bin/bash ] || [ -x /bin/bash ] || missing+=(bash)
+[ -x /usr/bin/go ] || missing+=(golang-go)
+command -v cc >/dev/null || missing+=(gcc)   # rustc links through cc
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "== installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}"
 fi
+
+command -v rustc >/dev/null || { echo "scripts/test.sh: rustc not found (the Rust language tests use the host's toolchain)" >&2; exit 1; }
 
 echo "== host"
 uname -r

@@ -36,6 +36,33 @@ fn command(argv: Vec<String>, ctx: &StepContext<'_>, env: &[(&str, &str)]) -> Co
     }
 }
 
+/// Detection score: a matching shebang is certain, a file of the language's extension is strong
+/// evidence, and each keyword adds its weight.
+fn score(
+    code: &str,
+    files: &[&str],
+    shebangs: &[&str],
+    ext: &str,
+    keywords: &[(&str, u32)],
+) -> u32 {
+    if let Some(first) = code.lines().next().filter(|l| l.starts_with("#!")) {
+        return if shebangs.iter().any(|s| first.contains(s)) {
+            100
+        } else {
+            0
+        };
+    }
+    let mut s: u32 = keywords
+        .iter()
+        .filter(|(k, _)| code.contains(k))
+        .map(|(_, w)| w)
+        .sum();
+    if files.iter().any(|f| f.ends_with(ext)) {
+        s += 30;
+    }
+    s.min(95)
+}
+
 /// Where the Python guard lives in the workspace, and where it writes events.
 const PY_GUARD: &str = ".vana/guard.py";
 const PY_EVENTS: &str = ".vana/events.jsonl";
@@ -83,6 +110,23 @@ impl Language for Python {
 
     fn version(&self) -> Option<String> {
         version_of(self.program.as_ref()?, "--version")
+    }
+
+    fn detect(&self, code: &str, files: &[&str]) -> u32 {
+        score(
+            code,
+            files,
+            &["python"],
+            ".py",
+            &[
+                ("def ", 25),
+                ("import ", 20),
+                ("print(", 25),
+                ("self.", 10),
+                ("elif ", 20),
+                (":\n    ", 10),
+            ],
+        )
     }
 
     fn run(&self, ctx: &StepContext<'_>) -> Command {
@@ -197,6 +241,24 @@ impl Language for JavaScript {
         version_of(self.program.as_ref()?, "--version")
     }
 
+    fn detect(&self, code: &str, files: &[&str]) -> u32 {
+        score(
+            code,
+            files,
+            &["node"],
+            ".js",
+            &[
+                ("console.log", 40),
+                ("require(", 30),
+                ("=>", 10),
+                ("const ", 15),
+                ("let ", 10),
+                ("function ", 15),
+                ("};", 10),
+            ],
+        )
+    }
+
     fn run(&self, ctx: &StepContext<'_>) -> Command {
         let mut argv = vec![program(&self.program, Self::CANDIDATES)];
         if ctx.guards.node_permissions {
@@ -298,6 +360,23 @@ impl Language for Bash {
         version_of(self.program.as_ref()?, "--version")
     }
 
+    fn detect(&self, code: &str, files: &[&str]) -> u32 {
+        score(
+            code,
+            files,
+            &["bash", "/sh"],
+            ".sh",
+            &[
+                ("echo ", 25),
+                ("\nfi", 20),
+                ("done", 15),
+                ("$(", 15),
+                ("${", 10),
+                ("then", 10),
+            ],
+        )
+    }
+
     fn run(&self, ctx: &StepContext<'_>) -> Command {
         let mut argv = vec![program(&self.program, Self::CANDIDATES)];
         if ctx.guards.bash_restricted {
@@ -330,6 +409,8 @@ mod tests {
             source_path: "/workspace/main.py",
             args,
             guards,
+            opt_level: 0,
+            files: &[],
         }
     }
 
@@ -392,6 +473,8 @@ mod tests {
             source_path: "/workspace/main.sh",
             args: &[],
             guards: g,
+            opt_level: 0,
+            files: &[],
         });
         assert_eq!(cmd.argv, ["/usr/bin/bash", "-r", "/workspace/main.sh"]);
         let ev = sh.stderr_events(
@@ -400,6 +483,8 @@ mod tests {
                 source_path: "",
                 args: &[],
                 guards: g,
+                opt_level: 0,
+                files: &[],
             },
             b"main.sh: line 2: cd: restricted\n",
         );

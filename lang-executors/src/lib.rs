@@ -1,8 +1,10 @@
-//! Language executors: how a program in each language is placed in the workspace and run.
+//! Language executors: how a program in each language is placed in the workspace, compiled
+//! (Go, Rust) and run.
 //!
 //! Toolchains are the host's own, looked up under `/usr` (which every backend exposes read-only).
 //! A language whose toolchain is missing stays registered and reports a clear error when used.
 
+mod compiled;
 mod interpreted;
 mod toolchain;
 
@@ -10,6 +12,7 @@ use std::sync::Arc;
 
 use vana_sandbox_core::Languages;
 
+pub use compiled::{Go, Rust};
 pub use interpreted::{Bash, JavaScript, Python};
 pub use toolchain::find_program;
 
@@ -19,4 +22,6 @@ pub fn installed() -> Languages {
         .with(Arc::new(Python::detect()))
         .with(Arc::new(JavaScript::detect()))
         .with(Arc::new(Bash::detect()))
+        .with(Arc::new(Go::detect()))
+        .with(Arc::new(Rust::detect()))
 }

@@ -101,6 +101,34 @@ impl Default for GuardsConfig {
     }
 }
 
+/// Ceilings of compile steps (Go, Rust). Each language's defaults are capped by these.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompileConfig {
+    /// Memory including swap, MiB.
+    pub memory_mb: u64,
+    /// CPU cores.
+    pub cpus: f64,
+    /// Processes and threads alive at once.
+    pub max_processes: u64,
+    /// Wall clock, seconds.
+    pub timeout_secs: f64,
+    /// Optimisation level (0-3).
+    pub opt_level: u8,
+}
+
+impl Default for CompileConfig {
+    fn default() -> Self {
+        Self {
+            memory_mb: 1024,
+            cpus: 1.0,
+            max_processes: 256,
+            timeout_secs: 120.0,
+            opt_level: 1,
+        }
+    }
+}
+
 /// A sandbox policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -117,6 +145,8 @@ pub struct PolicyConfig {
     pub require: Vec<String>,
     /// Language guards.
     pub guards: GuardsConfig,
+    /// Compile-step ceilings.
+    pub compile: CompileConfig,
 }
 
 impl Default for PolicyConfig {
@@ -128,6 +158,7 @@ impl Default for PolicyConfig {
             languages: Vec::new(),
             require: Vec::new(),
             guards: GuardsConfig::default(),
+            compile: CompileConfig::default(),
         }
     }
 }
@@ -153,6 +184,13 @@ impl PolicyConfig {
                     cpu_time_secs: Some(10.0),
                 };
                 p.guards.bash_restricted = true;
+                p.compile = CompileConfig {
+                    memory_mb: 512,
+                    cpus: 0.5,
+                    max_processes: 64,
+                    timeout_secs: 60.0,
+                    opt_level: 0,
+                };
             }
             "relaxed" => {
                 p.limits = LimitsConfig {
@@ -224,6 +262,20 @@ impl PolicyConfig {
                 "limits.timeout_secs must be in (0, 3600] (got {})",
                 l.timeout_secs
             ));
+        }
+        let c = &self.compile;
+        if c.memory_mb < 8 || !(c.cpus.is_finite() && c.cpus > 0.0) || c.max_processes == 0 {
+            return bad(
+                "compile.memory_mb must be at least 8, compile.cpus and max_processes positive"
+                    .into(),
+            );
+        }
+        if !(c.timeout_secs.is_finite() && c.timeout_secs > 0.0 && c.timeout_secs <= 3600.0)
+            || c.opt_level > 3
+        {
+            return bad(
+                "compile.timeout_secs must be in (0, 3600] and compile.opt_level in 0-3".into(),
+            );
         }
         if self.network.enabled && self.network.allow.is_empty() {
             return bad("network.enabled needs a non-empty network.allow list".into());

@@ -111,6 +111,15 @@ impl Policy for PolicyConfig {
             require: self.require.clone(),
             policy_fingerprint: fingerprint(self),
             policy_name: self.name.clone(),
+            compile_limits: ProcessLimits {
+                memory_bytes: self.compile.memory_mb * MIB,
+                cpus: self.compile.cpus,
+                max_processes: self.compile.max_processes,
+                timeout: Duration::from_secs_f64(self.compile.timeout_secs),
+                max_output_bytes,
+                cpu_time: None,
+            },
+            opt_level: self.compile.opt_level,
             guards: vana_sandbox_core::Guards {
                 python_audit: self.guards.python_audit,
                 node_permissions: self.guards.node_permissions,

@@ -8,5 +8,7 @@ mod config;
 mod evaluate;
 mod fingerprint;
 
-pub use config::{GuardsConfig, LimitsConfig, NetworkConfig, PolicyConfig, PolicyError, PRESETS};
+pub use config::{
+    CompileConfig, GuardsConfig, LimitsConfig, NetworkConfig, PolicyConfig, PolicyError, PRESETS,
+};
 pub use fingerprint::fingerprint;

@@ -7,13 +7,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Semaphore;
 
+use crate::compile_cache::{CacheKey, CompileCache};
 use crate::error::{BackendError, EngineError};
 use crate::executor::{Executor, Instance};
 use crate::language::{parse_guard_events, Language, Languages, StepContext};
 use crate::monitor::{Event, Monitor, Phase};
 use crate::policy::{Policy, PolicyContext};
 use crate::request::ExecutionRequest;
-use crate::result::{CompileReport, ExecutionResult, SecurityEvent, Status};
+use crate::result::{CompileReport, ExecutionResult, ResourceUsage, SecurityEvent, Status};
 use crate::spec::{
     FileEntry, InstanceSpec, ProcessIo, ProcessLimits, ProcessOutcome, ProcessSpec, SandboxSpec,
 };
@@ -34,6 +35,7 @@ struct Inner {
     policy: Arc<dyn Policy>,
     languages: Languages,
     monitors: Vec<Arc<dyn Monitor>>,
+    compile_cache: Option<Arc<dyn CompileCache>>,
     permits: Semaphore,
     max_concurrency: usize,
     max_queue: usize,
@@ -47,6 +49,7 @@ pub struct EngineBuilder {
     policy: Option<Arc<dyn Policy>>,
     languages: Languages,
     monitors: Vec<Arc<dyn Monitor>>,
+    compile_cache: Option<Arc<dyn CompileCache>>,
     max_concurrency: Option<usize>,
     max_queue: Option<usize>,
 }
@@ -73,6 +76,12 @@ impl EngineBuilder {
     /// Adds a monitor.
     pub fn monitor(mut self, monitor: Arc<dyn Monitor>) -> Self {
         self.monitors.push(monitor);
+        self
+    }
+
+    /// A compile cache for compiled languages (default: none).
+    pub fn compile_cache(mut self, cache: Arc<dyn CompileCache>) -> Self {
+        self.compile_cache = Some(cache);
         self
     }
 
@@ -114,6 +123,7 @@ impl EngineBuilder {
                 policy,
                 languages: self.languages,
                 monitors: self.monitors,
+                compile_cache: self.compile_cache,
                 permits: Semaphore::new(max_concurrency),
                 max_concurrency,
                 max_queue,
@@ -324,11 +334,14 @@ impl Engine {
     ) -> Result<ExecutionResult, BackendError> {
         let language = valid.language.as_ref();
         let source_path = format!("{WORKDIR}/{}", language.source_file());
+        let file_names: Vec<String> = valid.files.iter().map(|f| f.path.clone()).collect();
         let step = StepContext {
             workdir: WORKDIR,
             source_path: &source_path,
             args: &request.args,
             guards: spec.guards,
+            opt_level: spec.opt_level,
+            files: &file_names,
         };
 
         let mut files = Vec::with_capacity(valid.files.len() + 1);
@@ -339,6 +352,10 @@ impl Engine {
         });
         files.extend(valid.files.iter().cloned());
         instance.put_files(&files).await?;
+        let support = language.support_files(&step);
+        if !support.is_empty() {
+            instance.put_files(&support).await?;
+        }
 
         let base_env = |extra: &[(String, String)]| {
             let mut env: Vec<(String, String)> = vec![
@@ -359,51 +376,20 @@ impl Engine {
             env
         };
 
-        let mut compile_report = None;
-        if let Some(cmd) = language.compile(&step) {
-            let limits = language.compile_limits(&spec.limits);
-            let process = ProcessSpec {
-                argv: cmd.argv,
-                env: base_env(&cmd.env),
-                cwd: WORKDIR.into(),
-                limits,
-            };
-            let outcome = instance.run(&process, ProcessIo::default()).await?;
-            let status = classify(&outcome);
-            self.emit(&Event::PhaseFinished {
-                id,
-                phase: Phase::Compile,
-                status,
-                duration: outcome.wall_time,
-            });
-            let report = step_report(&outcome, status, &limits);
-            if status != Status::Success {
-                let mut r =
-                    ExecutionResult::not_run_with(id, language.name(), Status::CompileError);
-                r.error = Some(match status {
-                    Status::Error => lossy(&outcome.stderr),
-                    _ => format!(
-                        "compile step: {}",
-                        reason(
-                            status,
-                            &outcome,
-                            limits.timeout.as_secs_f64(),
-                            limits.max_output_bytes
-                        )
-                        .unwrap_or_default()
-                    ),
-                });
-                r.compile = Some(report);
-                r.security_events = tag(outcome.security_events, Phase::Compile);
-                return Ok(r);
+        let compile_report = match language.compile(&step) {
+            None => None,
+            Some(cmd) => {
+                let env = base_env(&cmd.env);
+                match self
+                    .compile_step(id, language, &step, &files, cmd.argv, env, spec, instance)
+                    .await?
+                {
+                    Ok(report) => Some(report),
+                    Err(failed) => return Ok(failed),
+                }
             }
-            compile_report = Some(report);
-        }
+        };
 
-        let support = language.support_files(&step);
-        if !support.is_empty() {
-            instance.put_files(&support).await?;
-        }
         let cmd = language.run(&step);
         let process = ProcessSpec {
             argv: cmd.argv,
@@ -471,6 +457,99 @@ impl Engine {
             language: language.name().to_string(),
             policy_fingerprint: None,
         })
+    }
+}
+
+impl Engine {
+    /// The compile step, through the compile cache when there is one. `Err` carries the
+    /// `compile_error` result to return.
+    #[allow(clippy::too_many_arguments)]
+    async fn compile_step(
+        &self,
+        id: &str,
+        language: &dyn Language,
+        step: &StepContext<'_>,
+        sources: &[FileEntry],
+        argv: Vec<String>,
+        env: Vec<(String, String)>,
+        spec: &SandboxSpec,
+        instance: &mut dyn Instance,
+    ) -> Result<Result<CompileReport, ExecutionResult>, BackendError> {
+        let cache = self.inner.compile_cache.as_ref().zip(language.artifact());
+        let key = cache.map(|_| {
+            let mut sorted: Vec<&FileEntry> = sources.iter().collect();
+            sorted.sort_by(|a, b| a.path.cmp(&b.path));
+            let mut key = CacheKey::new()
+                .part(language.name().as_bytes())
+                .part(language.cache_salt(step).as_bytes());
+            for f in sorted {
+                key = key.part(f.path.as_bytes()).part(&f.content);
+            }
+            key.finish()
+        });
+        if let (Some((cache, artifact)), Some(key)) = (cache, &key) {
+            if let Some(binary) = cache.get(key) {
+                let entry = FileEntry {
+                    path: artifact.to_string(),
+                    content: binary,
+                    executable: true,
+                };
+                instance.put_files(&[entry]).await?;
+                return Ok(Ok(CompileReport {
+                    status: Status::Success,
+                    output: String::new(),
+                    error: None,
+                    execution_time: 0.0,
+                    resource_usage: ResourceUsage::new(0.0, 0, 0, 0),
+                    cached: true,
+                }));
+            }
+        }
+
+        let limits = language.compile_limits(&spec.compile_limits);
+        let process = ProcessSpec {
+            argv,
+            env,
+            cwd: WORKDIR.into(),
+            limits,
+        };
+        let outcome = instance.run(&process, ProcessIo::default()).await?;
+        let status = classify(&outcome);
+        self.emit(&Event::PhaseFinished {
+            id,
+            phase: Phase::Compile,
+            status,
+            duration: outcome.wall_time,
+        });
+        let report = step_report(&outcome, status, &limits);
+        if status != Status::Success {
+            let mut r = ExecutionResult::not_run_with(id, language.name(), Status::CompileError);
+            r.error = Some(match status {
+                Status::Error => lossy(&outcome.stderr),
+                _ => format!(
+                    "the compile step stopped at its limits: {}",
+                    reason(
+                        status,
+                        &outcome,
+                        limits.timeout.as_secs_f64(),
+                        limits.max_output_bytes
+                    )
+                    .unwrap_or_default()
+                ),
+            });
+            r.compile = Some(report);
+            r.security_events = tag(outcome.security_events, Phase::Compile);
+            return Ok(Err(r));
+        }
+        if let (Some((cache, artifact)), Some(key)) = (cache, &key) {
+            // Only the host writes the cache, and only from a compile that succeeded.
+            if let Ok(files) = instance.read_files(&[artifact.to_string()]).await {
+                for f in files {
+                    cache.put(key, &f.content);
+                }
+            }
+        }
+        Ok(Ok(report))
     }
 }
 

@@ -42,6 +42,10 @@ pub struct StepContext<'a> {
     pub args: &'a [String],
     /// Language guards to apply.
     pub guards: Guards,
+    /// Optimisation level for compiled languages (0-3).
+    pub opt_level: u8,
+    /// Paths of the extra files the request placed beside the source.
+    pub files: &'a [String],
 }
 
 /// A programming language.
@@ -73,9 +77,27 @@ pub trait Language: Send + Sync {
         None
     }
 
-    /// Limits of the compile step, derived from the run step's (compilers need more).
-    fn compile_limits(&self, run: &ProcessLimits) -> ProcessLimits {
-        *run
+    /// Limits of the compile step: the language's defaults (compilers need more memory,
+    /// processes and time than the programs they build), capped by the policy's `ceiling`.
+    fn compile_limits(&self, ceiling: &ProcessLimits) -> ProcessLimits {
+        *ceiling
+    }
+
+    /// The compiled artifact, relative to the workspace (what the compile cache stores).
+    fn artifact(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Everything besides the sources that decides the artifact (toolchain version, flags), for
+    /// the compile cache key.
+    fn cache_salt(&self, _ctx: &StepContext<'_>) -> String {
+        String::new()
+    }
+
+    /// How sure the language is that `code` (with extra files named `files`) is written in it,
+    /// 0 (not at all) to 100 (certain: a shebang or a file extension), for `language: "auto"`.
+    fn detect(&self, _code: &str, _files: &[&str]) -> u32 {
+        0
     }
 
     /// The run step.

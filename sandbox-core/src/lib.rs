@@ -5,6 +5,7 @@
 //! policies (`vana-sandbox-policy`) and languages (`vana-sandbox-lang`) implement its traits; the
 //! facade crate `vana-sandbox` wires them up.
 
+pub mod compile_cache;
 pub mod engine;
 pub mod error;
 pub mod executor;

@@ -79,6 +79,11 @@ pub struct SandboxSpec {
     /// Language guards to apply.
     #[serde(default)]
     pub guards: Guards,
+    /// Ceiling for compile steps (each language's defaults are capped by it).
+    pub compile_limits: ProcessLimits,
+    /// Optimisation level for compiled languages (0-3).
+    #[serde(default)]
+    pub opt_level: u8,
 }
 
 /// A read-only bind of a host path into the sandbox.

@@ -59,9 +59,13 @@ pub fn validate(
     if lang_name.is_empty() {
         return reject("language is empty");
     }
-    if lang_name.eq_ignore_ascii_case("auto") && languages.get("auto").is_none() {
-        return reject("language `auto` (detection) is not supported yet; name the language");
-    }
+    let detected;
+    let lang_name = if lang_name.eq_ignore_ascii_case("auto") {
+        detected = detect_language(request, languages)?;
+        detected.as_str()
+    } else {
+        lang_name
+    };
     let Some(language) = languages.get(lang_name) else {
         return reject(format!(
             "unknown language `{}`; supported: {}",
@@ -156,6 +160,36 @@ pub fn validate(
         stdin,
         files,
     })
+}
+
+/// Picks the language for `language: "auto"`: the highest score wins when it is clearly ahead
+/// (at least 20 points and 10 more than the runner-up); otherwise the request is rejected.
+pub fn detect_language(
+    request: &ExecutionRequest,
+    languages: &Languages,
+) -> Result<String, Rejection> {
+    let files: Vec<&str> = request.files.iter().map(|f| f.path.as_str()).collect();
+    let mut scores: Vec<(u32, &'static str)> = languages
+        .iter()
+        .map(|l| (l.detect(&request.code, &files), l.name()))
+        .collect();
+    scores.sort_by(|a, b| b.cmp(a));
+    match scores.as_slice() {
+        [(best, name), rest @ ..]
+            if *best >= 20 && rest.first().is_none_or(|(second, _)| best - second >= 10) =>
+        {
+            Ok((*name).to_string())
+        }
+        _ => reject(format!(
+            "cannot tell the language of this code with confidence ({}); name it in `language`",
+            scores
+                .iter()
+                .take(3)
+                .map(|(s, n)| format!("{n} {s}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
 }
 
 fn check_limits(request: &ExecutionRequest) -> Result<(), Rejection> {

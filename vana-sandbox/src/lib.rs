@@ -18,6 +18,7 @@
 
 use std::sync::Arc;
 
+pub use vana_sandbox_core::compile_cache::{CompileCache, DirCompileCache};
 pub use vana_sandbox_core::{
     units, BackendError, Capabilities, CompileReport, Engine, EngineBuilder, EngineError, Event,
     ExecutionRequest, ExecutionResult, Executor, FileSpec, Language, Languages, Layer,
@@ -60,11 +61,29 @@ impl Sandbox {
 
     /// The native backend with `policy`.
     pub fn native_with_policy(policy: PolicyConfig) -> Result<Engine, Error> {
-        Ok(Engine::builder()
+        let mut builder = Engine::builder()
             .executor(Arc::new(NativeExecutor::new()?))
             .policy(Arc::new(policy))
             .languages(lang::installed())
-            .monitor(Arc::new(TracingMonitor))
-            .build()?)
+            .monitor(Arc::new(TracingMonitor));
+        if let Some(cache) = default_compile_cache() {
+            builder = builder.compile_cache(cache);
+        }
+        Ok(builder.build()?)
+    }
+}
+
+/// The compile cache at its default place (`/var/cache/vana-sandbox/compile`, 512 MiB), or none
+/// when that directory cannot be created.
+pub fn default_compile_cache() -> Option<Arc<dyn CompileCache>> {
+    match DirCompileCache::new(
+        DirCompileCache::DEFAULT_DIR,
+        DirCompileCache::DEFAULT_MAX_BYTES,
+    ) {
+        Ok(c) => Some(Arc::new(c)),
+        Err(e) => {
+            tracing::warn!("compile cache disabled: {e}");
+            None
+        }
     }
 }

@@ -54,7 +54,11 @@ impl EngineArgs {
     pub(crate) fn engine(&self) -> Result<Engine, String> {
         let policy = self.policy()?;
         let executor = NativeExecutor::new().map_err(|e| e.to_string())?;
-        Engine::builder()
+        let mut builder = Engine::builder();
+        if let Some(cache) = vana_sandbox::default_compile_cache() {
+            builder = builder.compile_cache(cache);
+        }
+        builder
             .executor(Arc::new(executor))
             .policy(Arc::new(policy))
             .languages(lang::installed())

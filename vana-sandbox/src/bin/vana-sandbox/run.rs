@@ -10,7 +10,8 @@ use crate::EngineArgs;
 
 #[derive(Args, Debug)]
 pub(crate) struct RunArgs {
-    /// Language (python, javascript, bash); guessed from FILE's extension when omitted.
+    /// Language (python, javascript, bash, go, rust, auto); from FILE's extension when omitted,
+    /// else detected from the code.
     #[arg(long, short)]
     lang: Option<String>,
     /// Code to run.
@@ -45,6 +46,8 @@ fn guess_language(path: &std::path::Path) -> Option<&'static str> {
         "py" => Some("python"),
         "js" | "mjs" | "cjs" => Some("javascript"),
         "sh" | "bash" => Some("bash"),
+        "go" => Some("go"),
+        "rs" => Some("rust"),
         _ => None,
     }
 }
@@ -79,13 +82,11 @@ pub(crate) async fn main(a: RunArgs) -> ExitCode {
         },
         (None, None) => return fail("give --code or a file to run"),
     };
-    let Some(language) = a
+    let language = a
         .lang
         .clone()
         .or_else(|| a.file.as_deref().and_then(guess_language).map(String::from))
-    else {
-        return fail("cannot tell the language: give --lang");
-    };
+        .unwrap_or_else(|| "auto".into());
     let stdin = match (&a.stdin, &a.stdin_file) {
         (Some(s), _) => Some(s.clone()),
         (None, Some(p)) if p.as_os_str() == "-" => {

@@ -1,0 +1,464 @@
+//! Compiled languages: Go and Rust. The compiler runs inside the sandbox as its own step with
+//! its own limits; the binary it leaves in the workspace is what the run step executes (and what
+//! the compile cache stores).
+
+use std::path::{Path, PathBuf};
+use std::process::Command as HostCommand;
+use std::sync::OnceLock;
+
+use vana_sandbox_core::{
+    Command, FileEntry, Language, LanguageError, Mount, ProcessLimits, StepContext,
+};
+
+use crate::toolchain::{find_program, version_of};
+
+/// The compiled program, relative to the workspace.
+const ARTIFACT: &str = "main";
+const ARTIFACT_PATH: &str = "/workspace/main";
+
+/// The language's own compile defaults, capped by the policy's ceiling.
+fn capped(
+    ceiling: &ProcessLimits,
+    memory_mb: u64,
+    processes: u64,
+    timeout_secs: u64,
+) -> ProcessLimits {
+    ProcessLimits {
+        memory_bytes: ceiling.memory_bytes.min(memory_mb << 20),
+        max_processes: ceiling.max_processes.min(processes),
+        timeout: ceiling
+            .timeout
+            .min(std::time::Duration::from_secs(timeout_secs)),
+        ..*ceiling
+    }
+}
+
+fn run_artifact(ctx: &StepContext<'_>) -> Command {
+    Command {
+        argv: std::iter::once(ARTIFACT_PATH.to_string())
+            .chain(ctx.args.iter().cloned())
+            .collect(),
+        env: vec![],
+    }
+}
+
+/// Go, with the host's `go` (Debian's golang-go). Standard library only, no network, no cgo;
+/// GOCACHE and GOPATH live in the sandbox's /tmp. Every `.go` file of the request belongs to
+/// package main.
+///
+/// A cold Go build compiles `fmt` and its dependencies first (13 s on one core). So the host
+/// builds the common standard-library packages once, outside any sandbox, into a seed cache
+/// ([`GO_SEED_DIR`]); it is bound read-only into the sandbox and copied into the sandbox's own
+/// GOCACHE before each build (0.3 s). Sandboxes never write the seed.
+#[derive(Debug)]
+pub struct Go {
+    go: Option<PathBuf>,
+    version: OnceLock<Option<String>>,
+    seed: OnceLock<Option<PathBuf>>,
+}
+
+/// Where the host keeps Go's seed build cache (one directory per Go version).
+pub const GO_SEED_DIR: &str = "/var/cache/vana-sandbox/go-seed";
+const GO_SEED_MOUNT: &str = "/opt/vana/go-seed";
+const GO_SEED_PROGRAM: &str = "package main\n\nimport (\n\t_ \"bufio\"\n\t_ \"bytes\"\n\t_ \"container/heap\"\n\t_ \"encoding/json\"\n\t_ \"errors\"\n\t_ \"fmt\"\n\t_ \"io\"\n\t_ \"math\"\n\t_ \"math/rand\"\n\t_ \"os\"\n\t_ \"regexp\"\n\t_ \"sort\"\n\t_ \"strconv\"\n\t_ \"strings\"\n\t_ \"sync\"\n\t_ \"time\"\n\t_ \"unicode\"\n)\n\nfunc main() {}\n";
+const GO_ENV: [(&str, &str); 7] = [
+    ("GOPROXY", "off"),
+    ("GOFLAGS", "-mod=mod"),
+    ("GOTOOLCHAIN", "local"),
+    ("GOTELEMETRY", "off"),
+    ("GO111MODULE", "on"),
+    ("CGO_ENABLED", "0"),
+    ("GOPATH", "/tmp/.gopath"),
+];
+
+impl Go {
+    const CANDIDATES: &'static [&'static str] =
+        &["/usr/bin/go", "/usr/lib/go/bin/go", "/usr/local/go/bin/go"];
+
+    /// Looks the toolchain up on this host.
+    pub fn detect() -> Self {
+        Self {
+            go: find_program(Self::CANDIDATES),
+            version: OnceLock::new(),
+            seed: OnceLock::new(),
+        }
+    }
+
+    fn cached_version(&self) -> Option<String> {
+        self.version
+            .get_or_init(|| version_of(self.go.as_ref()?, "version"))
+            .clone()
+    }
+
+    /// The seed cache for this Go version, built on first use (trusted: our own program, the
+    /// host's toolchain, no sandbox involved). `None` when it cannot be built: builds then start
+    /// cold, which is slower but correct.
+    pub fn seed(&self) -> Option<&PathBuf> {
+        self.seed.get_or_init(|| self.build_seed()).as_ref()
+    }
+
+    fn build_seed(&self) -> Option<PathBuf> {
+        let go = self.go.as_ref()?;
+        let version = self.cached_version()?;
+        let tag: String = version
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let base = Path::new(GO_SEED_DIR);
+        let done = base.join(&tag);
+        if done.join("cache").is_dir() {
+            return Some(done.join("cache"));
+        }
+        std::fs::create_dir_all(base).ok()?;
+        let work = base.join(format!(".build-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(work.join("src")).ok()?;
+        std::fs::write(work.join("src/main.go"), GO_SEED_PROGRAM).ok()?;
+        std::fs::write(work.join("src/go.mod"), "module seed\n\ngo 1.19\n").ok()?;
+        let ok = HostCommand::new(go)
+            .args(["build", "-trimpath", "-o", "/dev/null", "."])
+            .current_dir(work.join("src"))
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", &work)
+            .env("GOCACHE", work.join("cache"))
+            .envs(GO_ENV)
+            .env("GOPATH", work.join("gopath"))
+            .status()
+            .is_ok_and(|s| s.success());
+        let _ = std::fs::remove_dir_all(work.join("src"));
+        let _ = std::fs::remove_dir_all(work.join("gopath"));
+        // Publish atomically; another process may have won the race, which is fine.
+        if !ok || std::fs::rename(&work, &done).is_err() {
+            let _ = std::fs::remove_dir_all(&work);
+        }
+        done.join("cache").is_dir().then(|| done.join("cache"))
+    }
+}
+
+impl Language for Go {
+    fn name(&self) -> &'static str {
+        "go"
+    }
+
+    fn aliases(&self) -> &'static [&'static str] {
+        &["golang"]
+    }
+
+    fn source_file(&self) -> &'static str {
+        "main.go"
+    }
+
+    fn check_available(&self) -> Result<(), LanguageError> {
+        match &self.go {
+            Some(_) => Ok(()),
+            None => Err(LanguageError::ToolchainMissing {
+                language: "go".into(),
+                detail: format!(
+                    "looked for {} (install Debian's golang-go)",
+                    Self::CANDIDATES.join(", ")
+                ),
+            }),
+        }
+    }
+
+    fn version(&self) -> Option<String> {
+        self.cached_version()
+    }
+
+    fn support_files(&self, ctx: &StepContext<'_>) -> Vec<FileEntry> {
+        if ctx.files.iter().any(|f| f == "go.mod") {
+            return Vec::new();
+        }
+        vec![FileEntry {
+            path: "go.mod".into(),
+            content: b"module sandbox\n\ngo 1.19\n".to_vec(),
+            executable: false,
+        }]
+    }
+
+    fn mounts(&self) -> Vec<Mount> {
+        self.seed()
+            .map(|s| {
+                vec![Mount {
+                    host: s.display().to_string(),
+                    sandbox: GO_SEED_MOUNT.into(),
+                }]
+            })
+            .unwrap_or_default()
+    }
+
+    fn compile(&self, _ctx: &StepContext<'_>) -> Option<Command> {
+        let go = self
+            .go
+            .as_ref()
+            .map_or("/usr/bin/go".into(), |p| p.display().to_string());
+        let build = format!("{go} build -trimpath -o {ARTIFACT_PATH} .");
+        // The build cache is scratch space of the compile step: gone before the program runs, so
+        // it never counts against the run's disk.
+        let seed = if self.seed().is_some() {
+            format!("cp -a {GO_SEED_MOUNT} /tmp/.gocache || exit 125; ")
+        } else {
+            String::new()
+        };
+        let script = format!("{seed}{build}; s=$?; rm -rf /tmp/.gocache /tmp/.gopath; exit $s");
+        let mut env: Vec<(String, String)> = GO_ENV
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env.push(("GOCACHE".into(), "/tmp/.gocache".into()));
+        Some(Command {
+            argv: vec!["/bin/sh".into(), "-c".into(), script],
+            env,
+        })
+    }
+
+    fn compile_limits(&self, ceiling: &ProcessLimits) -> ProcessLimits {
+        capped(ceiling, 1024, 128, 120)
+    }
+
+    fn artifact(&self) -> Option<&'static str> {
+        Some(ARTIFACT)
+    }
+
+    fn cache_salt(&self, _ctx: &StepContext<'_>) -> String {
+        format!(
+            "{} build -trimpath CGO_ENABLED=0",
+            self.cached_version().unwrap_or_default()
+        )
+    }
+
+    fn run(&self, ctx: &StepContext<'_>) -> Command {
+        run_artifact(ctx)
+    }
+
+    fn detect(&self, code: &str, files: &[&str]) -> u32 {
+        let mut score = 0;
+        if files.iter().any(|f| f.ends_with(".go")) {
+            score += 50;
+        }
+        if code.contains("package main") {
+            score += 60;
+        }
+        if code.contains("func main()") {
+            score += 30;
+        }
+        if code.contains("fmt.Print") {
+            score += 10;
+        }
+        score.min(100)
+    }
+}
+
+/// Where the Rust toolchain is mounted when it does not live under /usr.
+const RUST_MOUNT: &str = "/opt/vana/rust";
+
+/// Rust, single-file builds with the host's rustc (edition 2021, optimisation level per policy).
+/// A rustup toolchain under root's home is bound read-only at `/opt/vana/rust`, so the sandbox
+/// never sees the home directory.
+#[derive(Debug)]
+pub struct Rust {
+    rustc: Option<PathBuf>,
+    sysroot: OnceLock<Option<PathBuf>>,
+    version: OnceLock<Option<String>>,
+}
+
+impl Rust {
+    /// Looks for `rustc` (`$RUSTC`, `$PATH`, the usual places); the sysroot is resolved on first use.
+    pub fn detect() -> Self {
+        let mut candidates: Vec<PathBuf> = std::env::var_os("RUSTC")
+            .map(PathBuf::from)
+            .into_iter()
+            .collect();
+        if let Some(path) = std::env::var_os("PATH") {
+            candidates.extend(std::env::split_paths(&path).map(|d| d.join("rustc")));
+        }
+        if let Some(home) = std::env::var_os("CARGO_HOME") {
+            candidates.push(Path::new(&home).join("bin/rustc"));
+        }
+        candidates.extend(
+            [
+                "/root/.cargo/bin/rustc",
+                "/usr/bin/rustc",
+                "/usr/local/bin/rustc",
+            ]
+            .map(PathBuf::from),
+        );
+        let found = candidates
+            .iter()
+            .filter_map(|p| p.to_str())
+            .find_map(|p| find_program(&[p]));
+        Self {
+            rustc: found,
+            sysroot: OnceLock::new(),
+            version: OnceLock::new(),
+        }
+    }
+
+    fn sysroot(&self) -> Option<&PathBuf> {
+        self.sysroot
+            .get_or_init(|| {
+                let out = HostCommand::new(self.rustc.as_ref()?)
+                    .args(["--print", "sysroot"])
+                    .output()
+                    .ok()?;
+                let root = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
+                root.join("bin/rustc").is_file().then_some(root)
+            })
+            .as_ref()
+    }
+
+    fn in_usr(&self) -> bool {
+        self.sysroot().is_some_and(|s| s.starts_with("/usr"))
+    }
+
+    fn sandbox_rustc(&self) -> String {
+        match self.sysroot() {
+            Some(s) if self.in_usr() => s.join("bin/rustc").display().to_string(),
+            _ => format!("{RUST_MOUNT}/bin/rustc"),
+        }
+    }
+}
+
+impl Language for Rust {
+    fn name(&self) -> &'static str {
+        "rust"
+    }
+
+    fn aliases(&self) -> &'static [&'static str] {
+        &["rs"]
+    }
+
+    fn source_file(&self) -> &'static str {
+        "main.rs"
+    }
+
+    fn check_available(&self) -> Result<(), LanguageError> {
+        match self.sysroot() {
+            Some(_) => Ok(()),
+            None => Err(LanguageError::ToolchainMissing {
+                language: "rust".into(),
+                detail: "no rustc with a sysroot found ($RUSTC, $PATH, ~/.cargo/bin, /usr/bin)"
+                    .into(),
+            }),
+        }
+    }
+
+    fn version(&self) -> Option<String> {
+        self.version
+            .get_or_init(|| version_of(&self.sysroot()?.join("bin/rustc"), "--version"))
+            .clone()
+    }
+
+    fn mounts(&self) -> Vec<Mount> {
+        match self.sysroot() {
+            Some(s) if !self.in_usr() => vec![Mount {
+                host: s.display().to_string(),
+                sandbox: RUST_MOUNT.into(),
+            }],
+            _ => Vec::new(),
+        }
+    }
+
+    fn compile(&self, ctx: &StepContext<'_>) -> Option<Command> {
+        Some(Command {
+            argv: vec![
+                self.sandbox_rustc(),
+                "--edition".into(),
+                "2021".into(),
+                "-C".into(),
+                format!("opt-level={}", ctx.opt_level.min(3)),
+                "-C".into(),
+                "debuginfo=0".into(),
+                "-o".into(),
+                ARTIFACT_PATH.into(),
+                ctx.source_path.into(),
+            ],
+            env: vec![],
+        })
+    }
+
+    fn compile_limits(&self, ceiling: &ProcessLimits) -> ProcessLimits {
+        capped(ceiling, 1024, 128, 120)
+    }
+
+    fn artifact(&self) -> Option<&'static str> {
+        Some(ARTIFACT)
+    }
+
+    fn cache_salt(&self, ctx: &StepContext<'_>) -> String {
+        format!(
+            "{} --edition 2021 opt-level={} debuginfo=0",
+            self.version().unwrap_or_default(),
+            ctx.opt_level.min(3)
+        )
+    }
+
+    fn run(&self, ctx: &StepContext<'_>) -> Command {
+        run_artifact(ctx)
+    }
+
+    fn detect(&self, code: &str, files: &[&str]) -> u32 {
+        let mut score = 0;
+        if files.iter().any(|f| f.ends_with(".rs")) {
+            score += 50;
+        }
+        if code.contains("fn main(") {
+            score += 60;
+        }
+        if code.contains("println!") || code.contains("let mut ") {
+            score += 30;
+        }
+        score.min(100)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn compile_limits_take_the_smaller_of_defaults_and_ceiling() {
+        let ceiling = ProcessLimits {
+            memory_bytes: 512 << 20,
+            cpus: 1.0,
+            max_processes: 1000,
+            timeout: Duration::from_secs(30),
+            max_output_bytes: 1 << 20,
+            cpu_time: None,
+        };
+        let l = Rust {
+            rustc: None,
+            sysroot: OnceLock::new(),
+            version: OnceLock::new(),
+        }
+        .compile_limits(&ceiling);
+        assert_eq!(l.memory_bytes, 512 << 20);
+        assert_eq!(l.max_processes, 128);
+        assert_eq!(l.timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn detection_scores() {
+        let go = Go {
+            go: None,
+            version: OnceLock::new(),
+            seed: OnceLock::new(),
+        };
+        assert!(go.detect("package main\nfunc main() {}", &[]) >= 90);
+        let rs = Rust {
+            rustc: None,
+            sysroot: OnceLock::new(),
+            version: OnceLock::new(),
+        };
+        assert!(rs.detect("fn main() { println!(\"x\"); }", &[]) >= 90);
+        assert_eq!(rs.detect("print(1)", &[]), 0);
+    }
+}
