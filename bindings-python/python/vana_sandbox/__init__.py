@@ -1,0 +1,335 @@
+"""vana-sandbox: run untrusted code in real isolation from Python.
+
+>>> from vana_sandbox import Sandbox
+>>> with Sandbox() as sb:
+...     result = sb.run_code("print(6 * 7)")
+...     result.stdout
+'42\\n'
+
+Each run gets fresh Linux namespaces, a read-only root, a size-limited workspace, a cgroup with
+memory/CPU/process limits, an unprivileged user, seccomp and Landlock (the ``native`` backend,
+which needs root). The GIL is released while a sandbox runs, so threads and ``AsyncSandbox``
+overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+from . import _native
+
+__all__ = [
+    "AsyncSandbox",
+    "BackendUnavailable",
+    "Execution",
+    "Policy",
+    "PolicyRejected",
+    "Sandbox",
+    "SandboxError",
+    "__version__",
+]
+
+__version__ = "0.1.0"
+
+#: The sandbox itself failed (a ``sandbox_error`` result, a full queue, ...).
+SandboxError = _native.SandboxError
+#: The request broke the policy or validation; nothing ran.
+PolicyRejected = _native.PolicyRejected
+#: The backend cannot run on this host (not root, no Docker, ...).
+BackendUnavailable = _native.BackendUnavailable
+
+_LIMIT_KEYS = ("memory_mb", "cpus", "disk_mb", "max_processes", "max_output_bytes", "cpu_time_secs")
+
+
+class Execution:
+    """The result of one run. ``to_dict()`` gives exactly the JSON result's keys."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self, data: Dict[str, Any]) -> None:
+        self._d = data
+
+    @property
+    def status(self) -> str:
+        """``success``, ``error``, ``compile_error``, ``timeout``, ``memory_limit``,
+        ``output_limit``, ``killed``, ``rejected`` or ``sandbox_error``."""
+        return self._d["status"]
+
+    @property
+    def ok(self) -> bool:
+        """True when the program ran and exited with status 0."""
+        return self._d["status"] == "success"
+
+    @property
+    def stdout(self) -> str:
+        """The program's standard output (cut at the output limit)."""
+        return self._d.get("output", "")
+
+    @property
+    def stderr(self) -> str:
+        """The program's standard error (cut at the output limit)."""
+        return self._d.get("stderr", "")
+
+    @property
+    def error(self) -> Optional[str]:
+        """stderr for ``success``/``error``, otherwise the reason for the status."""
+        return self._d.get("error")
+
+    @property
+    def exit_code(self) -> Optional[int]:
+        """The exit status, when the program exited."""
+        return self._d.get("exit_code")
+
+    @property
+    def signal(self) -> Optional[int]:
+        """The signal that killed the program, if one did."""
+        return self._d.get("signal")
+
+    @property
+    def execution_time(self) -> float:
+        """Wall-clock seconds of the run step."""
+        return self._d.get("execution_time", 0.0)
+
+    @property
+    def resource_usage(self) -> Dict[str, Any]:
+        """``cpu_time``, ``memory_peak(_bytes)``, ``disk_usage(_bytes)``, ``processes_peak``."""
+        return self._d.get("resource_usage", {})
+
+    @property
+    def compile(self) -> Optional[Dict[str, Any]]:
+        """The compile step (Go, Rust): status, output, error, time, usage, ``cached``."""
+        return self._d.get("compile")
+
+    @property
+    def security_events(self) -> List[Dict[str, Any]]:
+        """Limit hits, degraded layers, language-guard reports."""
+        return self._d.get("security_events", [])
+
+    @property
+    def id(self) -> str:
+        """The execution id."""
+        return self._d["id"]
+
+    @property
+    def language(self) -> str:
+        """The canonical language name."""
+        return self._d.get("language", "")
+
+    @property
+    def backend(self) -> str:
+        """The backend that ran it."""
+        return self._d.get("backend", "")
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The result as a dict with the JSON result's keys."""
+        return dict(self._d)
+
+    def __repr__(self) -> str:
+        return "Execution(status=%r, exit_code=%r, stdout=%r)" % (self.status, self.exit_code, self.stdout[:80])
+
+
+class Policy:
+    """A sandbox policy: the most a request may use (a request can only tighten it).
+
+    Keyword arguments set limits (``memory_mb``, ``cpus``, ``disk_mb``, ``max_processes``,
+    ``max_output_bytes``, ``timeout_secs``, ``cpu_time_secs``) and ``name``, ``languages``,
+    ``require``, ``network_enabled``, ``network_allow``, ``guards`` (a dict), ``compile`` (a dict).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        data = json.loads(_native.default_policy())
+        limits = data["limits"]
+        for key in list(kwargs):
+            if key in limits or key == "cpu_time_secs":
+                limits[key] = kwargs.pop(key)
+        for key in ("name", "languages", "require"):
+            if key in kwargs:
+                data[key] = kwargs.pop(key)
+        if "network_enabled" in kwargs:
+            data["network"]["enabled"] = kwargs.pop("network_enabled")
+        if "network_allow" in kwargs:
+            data["network"]["allow"] = list(kwargs.pop("network_allow"))
+        for section in ("guards", "compile"):
+            if section in kwargs:
+                data[section].update(kwargs.pop(section))
+        if kwargs:
+            raise TypeError("unknown policy settings: %s" % ", ".join(sorted(kwargs)))
+        self._json = _native.load_policy(json.dumps(data), "json")
+
+    @classmethod
+    def from_file(cls, path: Union[str, "os.PathLike[str]"]) -> "Policy":
+        """Loads a ``.toml`` or ``.json`` policy file (anything else is read as TOML)."""
+        path = os.fspath(path)
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        policy = cls.__new__(cls)
+        policy._json = _native.load_policy(text, "json" if path.endswith(".json") else "toml")
+        return policy
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The effective policy (every field, defaults filled in)."""
+        return json.loads(self._json)
+
+    def __repr__(self) -> str:
+        d = self.to_dict()
+        return "Policy(name=%r, limits=%r)" % (d.get("name"), d.get("limits"))
+
+
+def _files(files: Optional[Union[Mapping[str, Union[str, bytes]], Sequence[Mapping[str, str]]]]) -> List[Dict[str, str]]:
+    if not files:
+        return []
+    if isinstance(files, Mapping):
+        out = []
+        for path, content in files.items():
+            if isinstance(content, bytes):
+                out.append({"path": path, "content_base64": base64.b64encode(content).decode()})
+            else:
+                out.append({"path": path, "content": content})
+        return out
+    return [dict(f) for f in files]
+
+
+class Sandbox:
+    """Runs code in isolated sandboxes. Usable as a context manager.
+
+    ``backend``: ``"native"`` (default; Linux namespaces, needs root) or ``"docker"``.
+    ``policy``: a :class:`Policy` (default: 1 CPU, 512 MB, 100 MB disk, 30 s, no network).
+    ``max_concurrency``: runs at once (default: the number of CPUs).
+    Other keyword arguments are limits applied to every run (``memory_mb``, ``cpus``, ``disk_mb``,
+    ``max_processes``, ``max_output_bytes``, ``cpu_time_secs``); they may only tighten the policy.
+    """
+
+    def __init__(
+        self,
+        backend: str = "native",
+        policy: Optional[Policy] = None,
+        max_concurrency: Optional[int] = None,
+        **limits: Any,
+    ) -> None:
+        unknown = set(limits) - set(_LIMIT_KEYS)
+        if unknown:
+            raise TypeError("unknown limits: %s" % ", ".join(sorted(unknown)))
+        self._limits = {k: v for k, v in limits.items() if v is not None}
+        self._engine = _native.NativeEngine(backend, policy._json if policy else None, max_concurrency)
+        self._closed = False
+
+    @property
+    def backend(self) -> str:
+        """The backend's name."""
+        return self._engine.backend
+
+    def capabilities(self) -> Dict[str, Any]:
+        """The isolation layers the backend enforces on this host."""
+        return json.loads(self._engine.capabilities())
+
+    def _request(
+        self,
+        code: str,
+        language: str,
+        timeout: Optional[float],
+        inputs: Optional[Sequence[str]],
+        files: Any,
+        env: Optional[Mapping[str, str]],
+        network: Optional[Union[bool, Sequence[str]]],
+        args: Optional[Sequence[str]],
+        stdin: Optional[str],
+    ) -> str:
+        req: Dict[str, Any] = {"language": language, "code": code}
+        if timeout is not None:
+            req["timeout"] = timeout
+        if inputs is not None:
+            req["inputs"] = [str(i) for i in inputs]
+        if stdin is not None:
+            req["stdin"] = stdin
+        if files:
+            req["files"] = _files(files)
+        if env:
+            req["env"] = dict(env)
+        if args:
+            req["args"] = [str(a) for a in args]
+        if network is True:
+            req["network_access"] = True
+        elif network:
+            req["network"] = {"allow": list(network)}
+        if self._limits:
+            req["limits"] = dict(self._limits)
+        return json.dumps(req)
+
+    def run_code(
+        self,
+        code: str,
+        language: str = "python",
+        timeout: Optional[float] = None,
+        inputs: Optional[Sequence[str]] = None,
+        files: Any = None,
+        env: Optional[Mapping[str, str]] = None,
+        network: Optional[Union[bool, Sequence[str]]] = None,
+        args: Optional[Sequence[str]] = None,
+        stdin: Optional[str] = None,
+    ) -> Execution:
+        """Runs ``code`` and returns its :class:`Execution`.
+
+        Raises :class:`PolicyRejected` when the request breaks the policy or validation (nothing
+        ran) and :class:`SandboxError` when the sandbox itself fails. Every other outcome —
+        non-zero exit, timeout, memory or output limit, a kill — is an Execution with that status.
+        """
+        if self._closed:
+            raise SandboxError("the sandbox is closed")
+        raw = self._engine.execute(self._request(code, language, timeout, inputs, files, env, network, args, stdin))
+        data = json.loads(raw)
+        if data["status"] == "rejected":
+            raise PolicyRejected(data.get("error") or "rejected")
+        if data["status"] == "sandbox_error":
+            raise SandboxError(data.get("error") or "sandbox error")
+        return Execution(data)
+
+    def close(self) -> None:
+        """Refuses further runs (sandboxes are cleaned up after each run already)."""
+        self._closed = True
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class AsyncSandbox:
+    """The asyncio twin of :class:`Sandbox`: ``await sb.run_code(...)``. Runs overlap (the GIL is
+    released while a sandbox runs); at most ``max_concurrency`` run at once."""
+
+    def __init__(
+        self,
+        backend: str = "native",
+        policy: Optional[Policy] = None,
+        max_concurrency: Optional[int] = None,
+        **limits: Any,
+    ) -> None:
+        self._sync = Sandbox(backend, policy, max_concurrency, **limits)
+        self._pool = ThreadPoolExecutor(max_workers=max(4, (max_concurrency or os.cpu_count() or 1) * 2), thread_name_prefix="vana-sandbox")
+
+    @property
+    def backend(self) -> str:
+        """The backend's name."""
+        return self._sync.backend
+
+    async def run_code(self, code: str, language: str = "python", **kwargs: Any) -> Execution:
+        """Like :meth:`Sandbox.run_code`, without blocking the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: self._sync.run_code(code, language, **kwargs))
+
+    async def close(self) -> None:
+        """Refuses further runs and stops the worker threads."""
+        self._sync.close()
+        self._pool.shutdown(wait=False)
+
+    async def __aenter__(self) -> "AsyncSandbox":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
