@@ -10,7 +10,7 @@ use vana_sandbox_core::{
     Command, FileEntry, Language, LanguageError, Mount, ProcessLimits, StepContext,
 };
 
-use crate::toolchain::{find_program, version_of};
+use crate::toolchain::{find_program, version_of, Program};
 
 /// The compiled program, relative to the workspace.
 const ARTIFACT: &str = "main";
@@ -52,7 +52,7 @@ fn run_artifact(ctx: &StepContext<'_>) -> Command {
 /// GOCACHE before each build (0.3 s). Sandboxes never write the seed.
 #[derive(Debug)]
 pub struct Go {
-    go: Option<PathBuf>,
+    go: Program,
     version: OnceLock<Option<String>>,
     seed: OnceLock<Option<PathBuf>>,
 }
@@ -78,7 +78,7 @@ impl Go {
     /// Looks the toolchain up on this host.
     pub fn detect() -> Self {
         Self {
-            go: find_program(Self::CANDIDATES),
+            go: Program::find(Self::CANDIDATES),
             version: OnceLock::new(),
             seed: OnceLock::new(),
         }
@@ -86,7 +86,7 @@ impl Go {
 
     fn cached_version(&self) -> Option<String> {
         self.version
-            .get_or_init(|| version_of(self.go.as_ref()?, "version"))
+            .get_or_init(|| self.go.version("version"))
             .clone()
     }
 
@@ -98,7 +98,7 @@ impl Go {
     }
 
     fn build_seed(&self) -> Option<PathBuf> {
-        let go = self.go.as_ref()?;
+        let go = self.go.path()?;
         let version = self.cached_version()?;
         let tag: String = version
             .chars()
@@ -156,16 +156,7 @@ impl Language for Go {
     }
 
     fn check_available(&self) -> Result<(), LanguageError> {
-        match &self.go {
-            Some(_) => Ok(()),
-            None => Err(LanguageError::ToolchainMissing {
-                language: "go".into(),
-                detail: format!(
-                    "looked for {} (install Debian's golang-go)",
-                    Self::CANDIDATES.join(", ")
-                ),
-            }),
-        }
+        self.go.require("go", " (install Debian's golang-go)")
     }
 
     fn version(&self) -> Option<String> {
@@ -195,10 +186,7 @@ impl Language for Go {
     }
 
     fn compile(&self, _ctx: &StepContext<'_>) -> Option<Command> {
-        let go = self
-            .go
-            .as_ref()
-            .map_or("/usr/bin/go".into(), |p| p.display().to_string());
+        let go = self.go.command_path();
         let build = format!("{go} build -trimpath -o {ARTIFACT_PATH} .");
         // The build cache is scratch space of the compile step: gone before the program runs, so
         // it never counts against the run's disk.
@@ -448,7 +436,7 @@ mod tests {
     #[test]
     fn detection_scores() {
         let go = Go {
-            go: None,
+            go: Program::at(None, Go::CANDIDATES),
             version: OnceLock::new(),
             seed: OnceLock::new(),
         };

@@ -1,25 +1,10 @@
 //! Interpreted languages: Python, JavaScript (Node) and Bash, each with its language guard.
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use vana_sandbox_core::{Command, FileEntry, Language, LanguageError, SecurityEvent, StepContext};
 
-use crate::toolchain::{find_program, version_of};
-
-fn missing(language: &str, looked: &[&str]) -> LanguageError {
-    LanguageError::ToolchainMissing {
-        language: language.into(),
-        detail: format!("looked for {}", looked.join(", ")),
-    }
-}
-
-fn program(found: &Option<PathBuf>, candidates: &[&str]) -> String {
-    found.as_ref().map_or_else(
-        || candidates.first().copied().unwrap_or_default().to_string(),
-        |p| p.display().to_string(),
-    )
-}
+use crate::toolchain::Program;
 
 fn command(argv: Vec<String>, ctx: &StepContext<'_>, env: &[(&str, &str)]) -> Command {
     let argv = argv
@@ -74,7 +59,7 @@ const PY_GUARD_SOURCE: &str = include_str!("guards/python_guard.py");
 /// subprocesses, sockets, ctypes and writes outside /workspace and /tmp as security events.
 #[derive(Debug, Clone)]
 pub struct Python {
-    program: Option<PathBuf>,
+    program: Program,
 }
 
 impl Python {
@@ -83,7 +68,7 @@ impl Python {
     /// Looks the toolchain up on this host.
     pub fn detect() -> Self {
         Self {
-            program: find_program(Self::CANDIDATES),
+            program: Program::find(Self::CANDIDATES),
         }
     }
 }
@@ -102,14 +87,11 @@ impl Language for Python {
     }
 
     fn check_available(&self) -> Result<(), LanguageError> {
-        self.program
-            .as_ref()
-            .map(drop)
-            .ok_or_else(|| missing("python", Self::CANDIDATES))
+        self.program.require("python", "")
     }
 
     fn version(&self) -> Option<String> {
-        version_of(self.program.as_ref()?, "--version")
+        self.program.version("--version")
     }
 
     fn detect(&self, code: &str, files: &[&str]) -> u32 {
@@ -130,7 +112,7 @@ impl Language for Python {
     }
 
     fn run(&self, ctx: &StepContext<'_>) -> Command {
-        let py = program(&self.program, Self::CANDIDATES);
+        let py = self.program.command_path();
         let env = [
             ("PYTHONDONTWRITEBYTECODE", "1"),
             ("PYTHONIOENCODING", "utf-8"),
@@ -174,7 +156,7 @@ impl Language for Python {
 /// or workers or load native addons; denials are reported as security events.
 #[derive(Debug, Clone)]
 pub struct JavaScript {
-    program: Option<PathBuf>,
+    program: Program,
     major: OnceLock<Option<u32>>,
 }
 
@@ -185,14 +167,14 @@ impl JavaScript {
     /// Looks the toolchain up on this host.
     pub fn detect() -> Self {
         Self {
-            program: find_program(Self::CANDIDATES),
+            program: Program::find(Self::CANDIDATES),
             major: OnceLock::new(),
         }
     }
 
     fn major(&self) -> Option<u32> {
         *self.major.get_or_init(|| {
-            let v = version_of(self.program.as_ref()?, "--version")?;
+            let v = self.program.version("--version")?;
             v.trim_start_matches('v').split('.').next()?.parse().ok()
         })
     }
@@ -231,14 +213,11 @@ impl Language for JavaScript {
     }
 
     fn check_available(&self) -> Result<(), LanguageError> {
-        self.program
-            .as_ref()
-            .map(drop)
-            .ok_or_else(|| missing("javascript", Self::CANDIDATES))
+        self.program.require("javascript", "")
     }
 
     fn version(&self) -> Option<String> {
-        version_of(self.program.as_ref()?, "--version")
+        self.program.version("--version")
     }
 
     fn detect(&self, code: &str, files: &[&str]) -> u32 {
@@ -260,7 +239,7 @@ impl Language for JavaScript {
     }
 
     fn run(&self, ctx: &StepContext<'_>) -> Command {
-        let mut argv = vec![program(&self.program, Self::CANDIDATES)];
+        let mut argv = vec![self.program.command_path()];
         if ctx.guards.node_permissions {
             argv.extend(self.permission_flags());
         }
@@ -322,7 +301,7 @@ fn node_denials(stderr: &[u8]) -> Vec<SecurityEvent> {
 /// Bash scripts; restricted mode (`bash -r`) when the guard is on.
 #[derive(Debug, Clone)]
 pub struct Bash {
-    program: Option<PathBuf>,
+    program: Program,
 }
 
 impl Bash {
@@ -331,7 +310,7 @@ impl Bash {
     /// Looks the toolchain up on this host.
     pub fn detect() -> Self {
         Self {
-            program: find_program(Self::CANDIDATES),
+            program: Program::find(Self::CANDIDATES),
         }
     }
 }
@@ -350,14 +329,11 @@ impl Language for Bash {
     }
 
     fn check_available(&self) -> Result<(), LanguageError> {
-        self.program
-            .as_ref()
-            .map(drop)
-            .ok_or_else(|| missing("bash", Self::CANDIDATES))
+        self.program.require("bash", "")
     }
 
     fn version(&self) -> Option<String> {
-        version_of(self.program.as_ref()?, "--version")
+        self.program.version("--version")
     }
 
     fn detect(&self, code: &str, files: &[&str]) -> u32 {
@@ -378,7 +354,7 @@ impl Language for Bash {
     }
 
     fn run(&self, ctx: &StepContext<'_>) -> Command {
-        let mut argv = vec![program(&self.program, Self::CANDIDATES)];
+        let mut argv = vec![self.program.command_path()];
         if ctx.guards.bash_restricted {
             argv.push("-r".into());
         }
@@ -401,6 +377,7 @@ impl Language for Bash {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
     use vana_sandbox_core::Guards;
 
     fn ctx<'a>(args: &'a [String], guards: Guards) -> StepContext<'a> {
@@ -417,7 +394,7 @@ mod tests {
     #[test]
     fn python_runs_isolated_under_the_guard() {
         let py = Python {
-            program: Some(PathBuf::from("/usr/bin/python3")),
+            program: Program::at(Some(PathBuf::from("/usr/bin/python3")), Python::CANDIDATES),
         };
         let args = vec!["a".to_string()];
         let cmd = py.run(&ctx(&args, Guards::default()));
@@ -447,7 +424,7 @@ mod tests {
     #[test]
     fn missing_toolchain_is_a_clear_error() {
         let js = JavaScript {
-            program: None,
+            program: Program::at(None, JavaScript::CANDIDATES),
             major: OnceLock::new(),
         };
         let err = js
@@ -462,7 +439,7 @@ mod tests {
     #[test]
     fn bash_restricted_mode() {
         let sh = Bash {
-            program: Some(PathBuf::from("/usr/bin/bash")),
+            program: Program::at(Some(PathBuf::from("/usr/bin/bash")), Bash::CANDIDATES),
         };
         let g = Guards {
             bash_restricted: true,

@@ -31,3 +31,66 @@ pub(crate) fn version_of(program: &Path, arg: &str) -> Option<String> {
         .next()
         .map(|l| l.trim().to_string())
 }
+
+/// A toolchain program, looked up once in system locations.
+#[derive(Debug, Clone)]
+pub struct Program {
+    path: Option<PathBuf>,
+    candidates: &'static [&'static str],
+}
+
+impl Program {
+    /// The first executable of `candidates`.
+    pub fn find(candidates: &'static [&'static str]) -> Self {
+        Self {
+            path: find_program(candidates),
+            candidates,
+        }
+    }
+
+    /// A program at a known path (or missing), for tests.
+    #[cfg(test)]
+    pub fn at(path: Option<PathBuf>, candidates: &'static [&'static str]) -> Self {
+        Self { path, candidates }
+    }
+
+    /// Where it was found.
+    pub fn path(&self) -> Option<&PathBuf> {
+        self.path.as_ref()
+    }
+
+    /// The path to put in a command line (the first candidate when missing: the run then fails
+    /// with a clear exec error, though `require` is checked first).
+    pub fn command_path(&self) -> String {
+        self.path.as_ref().map_or_else(
+            || {
+                self.candidates
+                    .first()
+                    .copied()
+                    .unwrap_or_default()
+                    .to_string()
+            },
+            |p| p.display().to_string(),
+        )
+    }
+
+    /// `Ok` when found, else a `ToolchainMissing` error that names what was looked for.
+    pub fn require(
+        &self,
+        language: &str,
+        hint: &str,
+    ) -> Result<(), vana_sandbox_core::LanguageError> {
+        match self.path {
+            Some(_) => Ok(()),
+            None => Err(vana_sandbox_core::LanguageError::ToolchainMissing {
+                language: language.into(),
+                detail: format!("looked for {}{hint}", self.candidates.join(", ")),
+            }),
+        }
+    }
+
+    /// The first line of `program <arg>`.
+    pub fn version(&self, arg: &str) -> Option<String> {
+        version_of(self.path.as_ref()?, arg)
+    }
+}

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use vana_sandbox_core::Guards;
 
 /// Loading or checking a policy failed.
 #[derive(Debug, thiserror::Error)]
@@ -79,27 +80,9 @@ pub struct NetworkConfig {
     pub allow: Vec<String>,
 }
 
-/// Language guards (defence in depth, reported as security events; never the boundary).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct GuardsConfig {
-    /// Python: isolated mode and an audit hook.
-    pub python_audit: bool,
-    /// Node: the permission model.
-    pub node_permissions: bool,
-    /// Bash: restricted mode.
-    pub bash_restricted: bool,
-}
-
-impl Default for GuardsConfig {
-    fn default() -> Self {
-        Self {
-            python_audit: true,
-            node_permissions: true,
-            bash_restricted: false,
-        }
-    }
-}
+/// Language guards (defence in depth, reported as security events; never the boundary): the
+/// policy file's `[guards]` section is the core [`Guards`] type.
+pub type GuardsConfig = Guards;
 
 /// Ceilings of compile steps (Go, Rust). Each language's defaults are capped by these.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

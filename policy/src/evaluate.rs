@@ -120,11 +120,7 @@ impl Policy for PolicyConfig {
                 cpu_time: None,
             },
             opt_level: self.compile.opt_level,
-            guards: vana_sandbox_core::Guards {
-                python_audit: self.guards.python_audit,
-                node_permissions: self.guards.node_permissions,
-                bash_restricted: self.guards.bash_restricted,
-            },
+            guards: self.guards,
         })
     }
 

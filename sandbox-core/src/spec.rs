@@ -40,6 +40,7 @@ pub enum NetworkMode {
 /// Language guards: defence in depth inside the interpreter, reported as security events. They
 /// are never the boundary (the backend is).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Guards {
     /// Python runs isolated (`-I`) under an audit hook that reports subprocesses, sockets, ctypes
     /// and writes outside /workspace and /tmp.
