@@ -270,6 +270,11 @@ impl Executor for NativeExecutor {
 
     async fn create(&self, spec: &InstanceSpec) -> Result<Box<dyn Instance>, BackendError> {
         self.caps.check_required(&spec.require)?;
+        if let Some(runtime) = &spec.runtime {
+            return Err(BackendError::Unavailable(format!(
+                "runtime `{runtime}` is a Docker backend option; the native backend has none"
+            )));
+        }
         if spec.network != vana_sandbox_core::NetworkMode::None {
             return Err(BackendError::Unavailable(
                 "the native backend has no network proxy yet".into(),

@@ -8,8 +8,8 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use vana_sandbox::{
-    default_compile_cache, lang, Engine, ExecutionRequest, ExecutionResult, Executor,
-    NativeExecutor, PolicyConfig, TracingMonitor,
+    default_compile_cache, lang, DockerConfig, DockerExecutor, Engine, ExecutionRequest,
+    ExecutionResult, Executor, NativeExecutor, PolicyConfig, TracingMonitor,
 };
 
 create_exception!(
@@ -44,27 +44,49 @@ impl NativeEngine {
     /// `backend`: "native" or "docker"; `policy_json`: a policy as JSON (None: the default);
     /// `max_concurrency`: runs at once.
     #[new]
-    #[pyo3(signature = (backend = "native", policy_json = None, max_concurrency = None))]
+    #[pyo3(signature = (backend = "native", policy_json = None, max_concurrency = None, runtime = None, pool_size = 0))]
     fn new(
         py: Python<'_>,
         backend: &str,
         policy_json: Option<&str>,
         max_concurrency: Option<usize>,
+        runtime: Option<&str>,
+        pool_size: usize,
     ) -> PyResult<Self> {
-        let policy = match policy_json {
+        let mut policy = match policy_json {
             Some(j) => {
                 PolicyConfig::from_json(j).map_err(|e| PolicyRejected::new_err(e.to_string()))?
             }
             None => PolicyConfig::default(),
         };
+        let runtime_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("vana-sandbox")
+            .enable_all()
+            .build()
+            .map_err(|e| SandboxError::new_err(format!("cannot start the runtime: {e}")))?;
+        if runtime.is_some() && backend != "docker" {
+            return Err(BackendUnavailable::new_err(
+                "`runtime` is an option of the docker backend",
+            ));
+        }
         let executor: Arc<dyn Executor> = match backend {
             "native" => Arc::new(
-                py.allow_threads(NativeExecutor::new).map_err(|e| BackendUnavailable::new_err(e.to_string()))?,
+                py.allow_threads(NativeExecutor::new)
+                    .map_err(|e| BackendUnavailable::new_err(e.to_string()))?,
             ),
             "docker" => {
-                return Err(BackendUnavailable::new_err(
-                    "the docker backend is not available in this build of vana-sandbox; use backend=\"native\"",
-                ))
+                let config = DockerConfig {
+                    runtime: runtime.unwrap_or("runc").to_string(),
+                    pool_size,
+                    ..DockerConfig::default()
+                };
+                // The Debian image's Node.js has no permission model.
+                policy.guards.node_permissions = false;
+                let exec = py
+                    .allow_threads(|| runtime_rt.block_on(DockerExecutor::new(config)))
+                    .map_err(|e| BackendUnavailable::new_err(e.to_string()))?;
+                Arc::new(exec)
             }
             other => {
                 return Err(BackendUnavailable::new_err(format!(
@@ -72,12 +94,6 @@ impl NativeEngine {
                 )))
             }
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("vana-sandbox")
-            .enable_all()
-            .build()
-            .map_err(|e| SandboxError::new_err(format!("cannot start the runtime: {e}")))?;
         let mut builder = Engine::builder()
             .executor(executor)
             .policy(Arc::new(policy))
@@ -94,7 +110,7 @@ impl NativeEngine {
             .map_err(|e| SandboxError::new_err(e.to_string()))?;
         Ok(Self {
             engine,
-            runtime: Arc::new(runtime),
+            runtime: Arc::new(runtime_rt),
             backend: backend.to_string(),
         })
     }

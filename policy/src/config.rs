@@ -130,6 +130,9 @@ pub struct PolicyConfig {
     pub guards: GuardsConfig,
     /// Compile-step ceilings.
     pub compile: CompileConfig,
+    /// Container runtime for the Docker backend: `runc` (default) or `runsc` (gVisor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
 }
 
 impl Default for PolicyConfig {
@@ -142,6 +145,7 @@ impl Default for PolicyConfig {
             require: Vec::new(),
             guards: GuardsConfig::default(),
             compile: CompileConfig::default(),
+            runtime: None,
         }
     }
 }
@@ -259,6 +263,11 @@ impl PolicyConfig {
             return bad(
                 "compile.timeout_secs must be in (0, 3600] and compile.opt_level in 0-3".into(),
             );
+        }
+        if let Some(r) = &self.runtime {
+            if !["runc", "runsc"].contains(&r.as_str()) {
+                return bad(format!("runtime must be `runc` or `runsc` (got `{r}`)"));
+            }
         }
         if self.network.enabled && self.network.allow.is_empty() {
             return bad("network.enabled needs a non-empty network.allow list".into());

@@ -120,6 +120,7 @@ impl Policy for PolicyConfig {
                 cpu_time: None,
             },
             opt_level: self.compile.opt_level,
+            runtime: self.runtime.clone(),
             guards: self.guards,
         })
     }

@@ -304,6 +304,9 @@ impl Engine {
 
         let instance_spec = InstanceSpec {
             id: id.to_string(),
+            language: language.name().to_string(),
+            limits: spec.limits,
+            runtime: spec.runtime.clone(),
             disk_bytes: spec.disk_bytes,
             mounts: language.mounts(),
             network: spec.network.clone(),

@@ -75,6 +75,9 @@ pub struct SandboxSpec {
     pub require: Vec<String>,
     /// Fingerprint of the effective policy.
     pub policy_fingerprint: String,
+    /// Container runtime (`runc`, `runsc`) for backends that have one.
+    #[serde(default)]
+    pub runtime: Option<String>,
     /// Name of the policy that produced this spec.
     pub policy_name: String,
     /// Language guards to apply.
@@ -88,7 +91,7 @@ pub struct SandboxSpec {
 }
 
 /// A read-only bind of a host path into the sandbox.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Mount {
     /// Path on the host.
     pub host: String,
@@ -101,6 +104,14 @@ pub struct Mount {
 pub struct InstanceSpec {
     /// Execution id, for labels and logs.
     pub id: String,
+    /// Canonical language name: a key for backends that pick an environment per language (the
+    /// Docker backend's image map); never used to change how a program runs.
+    pub language: String,
+    /// Limits of the run step (backends that size the environment up front, such as a container,
+    /// use them; each `run` still carries its own limits).
+    pub limits: ProcessLimits,
+    /// Container runtime asked for by the policy (`runc`, `runsc`), for backends that have one.
+    pub runtime: Option<String>,
     /// Writable workspace and /tmp together, in bytes.
     pub disk_bytes: u64,
     /// Extra read-only binds (language toolchains).

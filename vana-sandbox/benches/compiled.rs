@@ -18,6 +18,17 @@ const GO: &str =
     "package main\n\nimport \"fmt\"\n\nfunc main() {\n\tfmt.Println(\"Hello, World!\")\n}\n";
 const RUST: &str = "fn main() {\n    println!(\"Hello, World!\");\n}\n";
 
+fn limits() -> ProcessLimits {
+    ProcessLimits {
+        memory_bytes: 512 << 20,
+        cpus: 1.0,
+        max_processes: 64,
+        timeout: Duration::from_secs(30),
+        max_output_bytes: 1 << 20,
+        cpu_time: None,
+    }
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -94,6 +105,9 @@ fn main() {
                 rt.block_on(async {
                     let spec = InstanceSpec {
                         id: "bench".into(),
+                        language: language.into(),
+                        limits: limits(),
+                        runtime: None,
                         disk_bytes: 100 << 20,
                         mounts: l.mounts(),
                         network: Default::default(),
@@ -111,14 +125,7 @@ fn main() {
                         argv: vec!["/workspace/main".into()],
                         env: vec![("PATH".into(), "/usr/bin:/bin".into())],
                         cwd: "/workspace".into(),
-                        limits: ProcessLimits {
-                            memory_bytes: 512 << 20,
-                            cpus: 1.0,
-                            max_processes: 64,
-                            timeout: Duration::from_secs(30),
-                            max_output_bytes: 1 << 20,
-                            cpu_time: None,
-                        },
+                        limits: limits(),
                     };
                     let o = inst.run(&p, ProcessIo::default()).await.expect("run");
                     assert_eq!(o.stdout, b"Hello, World!\n");

@@ -25,6 +25,7 @@ pub use vana_sandbox_core::{
     LimitsRequest, Monitor, NetworkRequest, OutputSink, Phase, Policy, ProcessIo, ResourceUsage,
     SecurityEvent, Status, StreamKind, TracingMonitor, Truncated,
 };
+pub use vana_sandbox_docker::{image, DockerConfig, DockerExecutor};
 pub use vana_sandbox_lang as lang;
 pub use vana_sandbox_native::{NativeConfig, NativeExecutor, DEFAULT_UID_BASE};
 pub use vana_sandbox_policy::{PolicyConfig, PolicyError, PRESETS};
@@ -63,6 +64,24 @@ impl Sandbox {
     pub fn native_with_policy(policy: PolicyConfig) -> Result<Engine, Error> {
         let mut builder = Engine::builder()
             .executor(Arc::new(NativeExecutor::new()?))
+            .policy(Arc::new(policy))
+            .languages(lang::installed())
+            .monitor(Arc::new(TracingMonitor));
+        if let Some(cache) = default_compile_cache() {
+            builder = builder.compile_cache(cache);
+        }
+        Ok(builder.build()?)
+    }
+}
+
+impl Sandbox {
+    /// The Docker backend with `policy` (see [`DockerConfig`] for images, runtime and the warm
+    /// pool). Node's permission-model guard is turned off: the Debian image's Node.js (18) has
+    /// no permission model.
+    pub async fn docker(config: DockerConfig, mut policy: PolicyConfig) -> Result<Engine, Error> {
+        policy.guards.node_permissions = false;
+        let mut builder = Engine::builder()
+            .executor(Arc::new(DockerExecutor::new(config).await?))
             .policy(Arc::new(policy))
             .languages(lang::installed())
             .monitor(Arc::new(TracingMonitor));

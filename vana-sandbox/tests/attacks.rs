@@ -155,14 +155,6 @@ fn fs_symlink_planted_for_the_host_is_not_followed() {
     let exec = NativeExecutor::new().expect("native");
     let rt = rt();
     rt.block_on(async {
-        let spec = vana_sandbox_core::InstanceSpec {
-            id: "symlink".into(),
-            disk_bytes: 16 << 20,
-            mounts: vec![],
-            network: Default::default(),
-            require: vec![],
-        };
-        let mut inst = exec.create(&spec).await.expect("create");
         let limits = vana_sandbox_core::ProcessLimits {
             memory_bytes: 256 << 20,
             cpus: 1.0,
@@ -171,6 +163,17 @@ fn fs_symlink_planted_for_the_host_is_not_followed() {
             max_output_bytes: 1 << 16,
             cpu_time: None,
         };
+        let spec = vana_sandbox_core::InstanceSpec {
+            id: "symlink".into(),
+            language: "bash".into(),
+            limits,
+            runtime: None,
+            disk_bytes: 16 << 20,
+            mounts: vec![],
+            network: Default::default(),
+            require: vec![],
+        };
+        let mut inst = exec.create(&spec).await.expect("create");
         let p = vana_sandbox_core::ProcessSpec {
             argv: vec!["/bin/sh".into(), "-c".into(), "ln -s /etc/shadow /workspace/out; mkdir /workspace/d; ln -s / /workspace/d/up; ln -s /etc /workspace/etc".into()],
             env: vec![("PATH".into(), "/usr/bin:/bin".into())],

@@ -197,7 +197,8 @@ def _files(files: Optional[Union[Mapping[str, Union[str, bytes]], Sequence[Mappi
 class Sandbox:
     """Runs code in isolated sandboxes. Usable as a context manager.
 
-    ``backend``: ``"native"`` (default; Linux namespaces, needs root) or ``"docker"``.
+    ``backend``: ``"native"`` (default; Linux namespaces, needs root) or ``"docker"`` (hardened
+    containers; ``runtime="runsc"`` for gVisor, ``pool_size`` warm containers kept ahead).
     ``policy``: a :class:`Policy` (default: 1 CPU, 512 MB, 100 MB disk, 30 s, no network).
     ``max_concurrency``: runs at once (default: the number of CPUs).
     Other keyword arguments are limits applied to every run (``memory_mb``, ``cpus``, ``disk_mb``,
@@ -209,13 +210,15 @@ class Sandbox:
         backend: str = "native",
         policy: Optional[Policy] = None,
         max_concurrency: Optional[int] = None,
+        runtime: Optional[str] = None,
+        pool_size: int = 0,
         **limits: Any,
     ) -> None:
         unknown = set(limits) - set(_LIMIT_KEYS)
         if unknown:
             raise TypeError("unknown limits: %s" % ", ".join(sorted(unknown)))
         self._limits = {k: v for k, v in limits.items() if v is not None}
-        self._engine = _native.NativeEngine(backend, policy._json if policy else None, max_concurrency)
+        self._engine = _native.NativeEngine(backend, policy._json if policy else None, max_concurrency, runtime, pool_size)
         self._closed = False
 
     @property
@@ -308,9 +311,11 @@ class AsyncSandbox:
         backend: str = "native",
         policy: Optional[Policy] = None,
         max_concurrency: Optional[int] = None,
+        runtime: Optional[str] = None,
+        pool_size: int = 0,
         **limits: Any,
     ) -> None:
-        self._sync = Sandbox(backend, policy, max_concurrency, **limits)
+        self._sync = Sandbox(backend, policy, max_concurrency, runtime, pool_size, **limits)
         self._pool = ThreadPoolExecutor(max_workers=max(4, (max_concurrency or os.cpu_count() or 1) * 2), thread_name_prefix="vana-sandbox")
 
     @property

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use serde::Serialize;
-use vana_sandbox::{lang, Capabilities, Executor, NativeExecutor};
+use vana_sandbox::{lang, Capabilities, DockerConfig, DockerExecutor, Executor, NativeExecutor};
 
 #[derive(Args, Debug)]
 pub(crate) struct DoctorArgs {
@@ -24,6 +24,95 @@ struct Toolchain {
 struct Report {
     backends: Vec<BackendReport>,
     languages: Vec<Toolchain>,
+    docker: DockerReport,
+}
+
+#[derive(Serialize, Default)]
+struct DockerReport {
+    engine: Option<String>,
+    error: Option<String>,
+    images: Vec<String>,
+    /// Each runtime the engine knows, and whether a hardened container ran on it.
+    runtimes: Vec<(String, Result<String, String>)>,
+}
+
+async fn docker_report() -> (DockerReport, Option<BackendReport>) {
+    let mut r = DockerReport::default();
+    let docker = match vana_sandbox::image::connect().await {
+        Ok(d) => d,
+        Err(e) => {
+            r.error = Some(e);
+            return (r, None);
+        }
+    };
+    if let Ok(v) = docker.version().await {
+        r.engine = Some(format!(
+            "{} (API {})",
+            v.version.unwrap_or_default(),
+            v.api_version.unwrap_or_default()
+        ));
+    }
+    for tag in [
+        vana_sandbox::image::DEFAULT_IMAGE,
+        vana_sandbox::image::FULL_IMAGE,
+    ] {
+        if docker.inspect_image(tag).await.is_ok() {
+            r.images.push(tag.to_string());
+        }
+    }
+    let runtimes: Vec<String> = docker
+        .info()
+        .await
+        .ok()
+        .and_then(|i| i.runtimes)
+        .map(|m| m.into_keys().collect())
+        .unwrap_or_default();
+    let mut backend = None;
+    for rt in runtimes.into_iter().filter(|r| r == "runc" || r == "runsc") {
+        let config = DockerConfig {
+            runtime: rt.clone(),
+            ..DockerConfig::default()
+        };
+        let outcome = match DockerExecutor::new(config).await {
+            Ok(exec) => {
+                let engine = vana_sandbox::Engine::builder()
+                    .executor(std::sync::Arc::new(exec))
+                    .policy(std::sync::Arc::new(vana_sandbox::PolicyConfig::default()))
+                    .languages(lang::installed())
+                    .build();
+                match engine {
+                    Ok(engine) => match engine
+                        .execute(vana_sandbox::ExecutionRequest::new("bash", "echo ok"))
+                        .await
+                    {
+                        Ok(res) if res.output == "ok\n" => {
+                            if backend.is_none() {
+                                backend = Some(BackendReport {
+                                    name: "docker",
+                                    usable: true,
+                                    error: None,
+                                    cgroup_version: None,
+                                    capabilities: Some(engine.executor().capabilities().clone()),
+                                });
+                            }
+                            Ok(format!(
+                                "works ({:.0} ms for `echo ok`)",
+                                res.execution_time * 1000.0
+                            ))
+                        }
+                        Ok(res) => {
+                            Err(format!("{}: {}", res.status, res.error.unwrap_or_default()))
+                        }
+                        Err(e) => Err(e.to_string()),
+                    },
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        r.runtimes.push((rt, outcome));
+    }
+    (r, backend)
 }
 
 #[derive(Serialize)]
@@ -35,7 +124,7 @@ struct BackendReport {
     capabilities: Option<Capabilities>,
 }
 
-pub(crate) fn main(a: DoctorArgs) -> ExitCode {
+pub(crate) async fn main(a: DoctorArgs) -> ExitCode {
     let native = match NativeExecutor::new() {
         Ok(e) => BackendReport {
             name: "native",
@@ -67,9 +156,13 @@ pub(crate) fn main(a: DoctorArgs) -> ExitCode {
             },
         })
         .collect();
+    let (docker, docker_backend) = docker_report().await;
+    let mut backends = vec![native];
+    backends.extend(docker_backend);
     let report = Report {
-        backends: vec![native],
+        backends,
         languages,
+        docker,
     };
     if a.json {
         println!(
@@ -96,6 +189,21 @@ pub(crate) fn main(a: DoctorArgs) -> ExitCode {
                     l.name,
                     l.detail
                 );
+            }
+        }
+        println!("docker:");
+        match (&report.docker.engine, &report.docker.error) {
+            (Some(v), _) => println!("  engine {v}"),
+            (None, Some(e)) => println!("  not usable: {e}"),
+            _ => {}
+        }
+        for i in &report.docker.images {
+            println!("  image {i}");
+        }
+        for (rt, outcome) in &report.docker.runtimes {
+            match outcome {
+                Ok(msg) => println!("  [x] runtime {rt:<6} {msg}"),
+                Err(e) => println!("  [ ] runtime {rt:<6} {e}"),
             }
         }
         println!("languages:");

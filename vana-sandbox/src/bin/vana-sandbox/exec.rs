@@ -47,7 +47,7 @@ pub(crate) async fn main(args: ExecArgs) -> ExitCode {
         }
     };
     let id = request.id.clone().unwrap_or_else(|| "unassigned".into());
-    let engine = match args.engine.engine() {
+    let engine = match args.engine.engine().await {
         Ok(e) => e,
         Err(msg) => {
             print(&ExecutionResult::sandbox_error(id, request.language, msg));

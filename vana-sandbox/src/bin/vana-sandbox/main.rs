@@ -1,14 +1,15 @@
-//! The `vana-sandbox` command: `run` for people, `exec --json` for programs, `doctor` for hosts.
+//! The `vana-sandbox` command: `run` for people, `exec --json` for programs, `doctor` for hosts,
+//! `image build` for the Docker backend's runtime image.
 
 mod doctor;
 mod exec;
+mod image;
 mod run;
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use vana_sandbox::{lang, Engine, NativeExecutor, PolicyConfig};
+use vana_sandbox::{DockerConfig, Engine, PolicyConfig, Sandbox};
 
 /// Run untrusted code in a sandbox.
 #[derive(Parser, Debug)]
@@ -24,16 +25,26 @@ enum Cmd {
     Run(run::RunArgs),
     /// Read a request as JSON (stdin or a file) and print the result as JSON.
     Exec(exec::ExecArgs),
-    /// Show which isolation layers this host enforces and which toolchains were found.
+    /// Show which isolation layers this host enforces, which toolchains, Docker images and
+    /// runtimes it has.
     Doctor(doctor::DoctorArgs),
+    /// Manage the Docker backend's runtime images.
+    #[command(subcommand)]
+    Image(image::ImageCmd),
 }
 
 /// Options shared by `run` and `exec`.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct EngineArgs {
     /// Isolation backend.
-    #[arg(long, default_value = "native", value_parser = ["native"])]
+    #[arg(long, default_value = "native", value_parser = ["native", "docker"])]
     backend: String,
+    /// Container runtime of the docker backend.
+    #[arg(long, value_parser = ["runc", "runsc"])]
+    runtime: Option<String>,
+    /// Warm containers kept ahead (docker backend).
+    #[arg(long, default_value_t = 0)]
+    pool: usize,
     /// Policy file (TOML or JSON).
     #[arg(long, conflicts_with = "preset")]
     policy: Option<std::path::PathBuf>,
@@ -51,20 +62,24 @@ impl EngineArgs {
         }
     }
 
-    pub(crate) fn engine(&self) -> Result<Engine, String> {
+    pub(crate) async fn engine(&self) -> Result<Engine, String> {
         let policy = self.policy()?;
-        let executor = NativeExecutor::new().map_err(|e| e.to_string())?;
-        let mut builder = Engine::builder();
-        if let Some(cache) = vana_sandbox::default_compile_cache() {
-            builder = builder.compile_cache(cache);
+        if self.runtime.is_some() && self.backend != "docker" {
+            return Err("--runtime needs --backend docker".into());
         }
-        builder
-            .executor(Arc::new(executor))
-            .policy(Arc::new(policy))
-            .languages(lang::installed())
-            .monitor(Arc::new(vana_sandbox::TracingMonitor))
-            .build()
-            .map_err(|e| e.to_string())
+        match self.backend.as_str() {
+            "docker" => {
+                let config = DockerConfig {
+                    runtime: self.runtime.clone().unwrap_or_else(|| "runc".into()),
+                    pool_size: self.pool,
+                    ..DockerConfig::default()
+                };
+                Sandbox::docker(config, policy)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            _ => Sandbox::native_with_policy(policy).map_err(|e| e.to_string()),
+        }
     }
 }
 
@@ -92,7 +107,8 @@ fn main() -> ExitCode {
         match cli.command {
             Cmd::Run(a) => run::main(a).await,
             Cmd::Exec(a) => exec::main(a).await,
-            Cmd::Doctor(a) => doctor::main(a),
+            Cmd::Doctor(a) => doctor::main(a).await,
+            Cmd::Image(a) => image::main(a).await,
         }
     })
 }

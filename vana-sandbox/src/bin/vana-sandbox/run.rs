@@ -112,7 +112,7 @@ pub(crate) async fn main(a: RunArgs) -> ExitCode {
             ..Default::default()
         });
     }
-    let engine = match a.engine.engine() {
+    let engine = match a.engine.engine().await {
         Ok(e) => e,
         Err(msg) => {
             eprintln!("vana-sandbox: {msg}");

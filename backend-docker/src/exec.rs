@@ -1,0 +1,290 @@
+//! One process through `docker exec`: stdin fed, stdout/stderr demultiplexed with a byte cap,
+//! the wall clock enforced by killing the container, the exit reported by `vana-exec`.
+
+use std::time::{Duration, Instant};
+
+use bollard::container::{KillContainerOptions, LogOutput};
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use vana_sandbox_core::{BackendError, OutputSink, ProcessSpec, StreamKind, Truncated};
+
+use crate::error::DockerError;
+use crate::Shared;
+
+/// Where `vana-exec` lives in the runtime image.
+pub const VANA_EXEC: &str = "/usr/local/bin/vana-exec";
+
+/// What one exec produced.
+#[derive(Debug, Default)]
+pub(crate) struct ExecResult {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub truncated: Truncated,
+    pub timed_out: bool,
+    pub output_limit_hit: bool,
+    pub wall_time: Duration,
+    /// The container was killed (timeout, output limit): it cannot run anything else.
+    pub container_killed: bool,
+}
+
+struct Capture {
+    limit: u64,
+    total: u64,
+    out: ExecResult,
+    sink: Option<OutputSink>,
+}
+
+impl Capture {
+    fn push(&mut self, kind: StreamKind, data: &[u8]) -> bool {
+        let room = self.limit.saturating_sub(self.total) as usize;
+        let take = data.get(..room.min(data.len())).unwrap_or(data);
+        self.total = self.total.saturating_add(data.len() as u64);
+        let (buf, cut) = match kind {
+            StreamKind::Stdout => (&mut self.out.stdout, &mut self.out.truncated.stdout),
+            StreamKind::Stderr => (&mut self.out.stderr, &mut self.out.truncated.stderr),
+        };
+        buf.extend_from_slice(take);
+        if let (Some(sink), false) = (self.sink.as_mut(), take.is_empty()) {
+            sink(kind, take);
+        }
+        if take.len() < data.len() {
+            *cut = true;
+            return true;
+        }
+        false
+    }
+}
+
+fn nonce() -> String {
+    let mut b = [0u8; 12];
+    // SAFETY: getrandom writes at most `b.len()` bytes into `b`.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        b[..12].copy_from_slice(&t.to_le_bytes()[..12]);
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Splits `vana-exec`'s signal marker off stderr: `"\n<nonce>:signal:<n>\n"` at the end.
+pub(crate) fn take_signal_marker(stderr: &mut Vec<u8>, nonce: &str) -> Option<i32> {
+    let marker = format!("\n{nonce}:signal:");
+    let text = String::from_utf8_lossy(stderr);
+    let at = text.rfind(&marker)?;
+    let sig = text.get(at + marker.len()..)?.trim().parse().ok()?;
+    stderr.truncate(at);
+    Some(sig)
+}
+
+async fn kill(shared: &Shared, id: &str) {
+    let _ = shared
+        .docker
+        .kill_container(id, Some(KillContainerOptions { signal: "SIGKILL" }))
+        .await;
+}
+
+/// Runs `process` in container `id`.
+pub(crate) async fn run(
+    shared: &Shared,
+    id: &str,
+    process: &ProcessSpec,
+    stdin: Vec<u8>,
+    sink: Option<OutputSink>,
+    nproc: u64,
+    fsize: u64,
+) -> Result<ExecResult, BackendError> {
+    let nonce = nonce();
+    let mut cmd = vec![
+        VANA_EXEC.to_string(),
+        nonce.clone(),
+        nproc.to_string(),
+        fsize.to_string(),
+    ];
+    cmd.extend(process.argv.iter().cloned());
+    let env: Vec<String> = process
+        .env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let user = format!("{0}:{0}", shared.config.uid);
+    let created = shared
+        .docker
+        .create_exec(
+            id,
+            CreateExecOptions {
+                cmd: Some(cmd),
+                env: Some(env),
+                user: Some(user),
+                working_dir: Some(process.cwd.clone()),
+                attach_stdin: Some(true),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                tty: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(DockerError::api("create exec"))?;
+    let start = Instant::now();
+    let deadline = tokio::time::Instant::now() + process.limits.timeout;
+    let started = shared
+        .docker
+        .start_exec(&created.id, None)
+        .await
+        .map_err(DockerError::api("start exec"))?;
+    let StartExecResults::Attached {
+        mut output,
+        mut input,
+    } = started
+    else {
+        return Err(BackendError::Other("docker exec did not attach".into()));
+    };
+    let writer = tokio::spawn(async move {
+        if !stdin.is_empty() {
+            let _ = input.write_all(&stdin).await;
+        }
+        let _ = input.shutdown().await;
+    });
+    let mut cap = Capture {
+        limit: process.limits.max_output_bytes,
+        total: 0,
+        out: ExecResult::default(),
+        sink,
+    };
+    loop {
+        tokio::select! {
+            chunk = output.next() => match chunk {
+                None => break,
+                Some(Err(e)) => {
+                    tracing::debug!("exec stream ended: {e}");
+                    break;
+                }
+                Some(Ok(msg)) => {
+                    let (kind, data) = match msg {
+                        LogOutput::StdOut { message } => (StreamKind::Stdout, message),
+                        LogOutput::StdErr { message } => (StreamKind::Stderr, message),
+                        _ => continue,
+                    };
+                    if cap.push(kind, &data) {
+                        cap.out.output_limit_hit = true;
+                        kill(shared, id).await;
+                        cap.out.container_killed = true;
+                        break;
+                    }
+                }
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                cap.out.timed_out = true;
+                kill(shared, id).await;
+                cap.out.container_killed = true;
+                break;
+            }
+        }
+    }
+    writer.abort();
+    cap.out.wall_time = start.elapsed();
+    let mut out = cap.out;
+    let inspected = shared.docker.inspect_exec(&created.id).await.ok();
+    let code = inspected
+        .as_ref()
+        .and_then(|i| i.exit_code)
+        .map(|c| c as i32);
+    if let Some(sig) = take_signal_marker(&mut out.stderr, &nonce) {
+        out.signal = Some(sig);
+    } else if out.container_killed {
+        out.signal = Some(libc::SIGKILL);
+    } else {
+        out.exit_code = code;
+        if code.is_none() {
+            return Err(BackendError::Other(
+                "docker exec finished without an exit code".into(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Runs a helper command (tar for file transfer) as the sandbox user and collects everything,
+/// up to `max` bytes of stdout. Returns (exit code, stdout, stderr).
+pub(crate) async fn run_plain(
+    shared: &Shared,
+    id: &str,
+    argv: &[&str],
+    stdin: Vec<u8>,
+    max: u64,
+) -> Result<(i64, Vec<u8>, Vec<u8>), BackendError> {
+    let created = shared
+        .docker
+        .create_exec(
+            id,
+            CreateExecOptions {
+                cmd: Some(argv.iter().map(|s| s.to_string()).collect()),
+                user: Some(format!("{0}:{0}", shared.config.uid)),
+                working_dir: Some("/workspace".to_string()),
+                attach_stdin: Some(true),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(DockerError::api("create exec"))?;
+    let started = shared
+        .docker
+        .start_exec(&created.id, None)
+        .await
+        .map_err(DockerError::api("start exec"))?;
+    let StartExecResults::Attached {
+        mut output,
+        mut input,
+    } = started
+    else {
+        return Err(BackendError::Other("docker exec did not attach".into()));
+    };
+    let writer = tokio::spawn(async move {
+        let _ = input.write_all(&stdin).await;
+        let _ = input.shutdown().await;
+    });
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    while let Some(Ok(msg)) = output.next().await {
+        match msg {
+            LogOutput::StdOut { message } => out.extend_from_slice(&message),
+            LogOutput::StdErr { message } => err.extend_from_slice(&message),
+            _ => {}
+        }
+        if out.len() as u64 > max {
+            writer.abort();
+            return Err(BackendError::Other("file too large to read back".into()));
+        }
+    }
+    let _ = writer.await;
+    let code = shared
+        .docker
+        .inspect_exec(&created.id)
+        .await
+        .map_err(DockerError::api("inspect exec"))?
+        .exit_code
+        .unwrap_or(-1);
+    Ok((code, out, err))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_marker_is_parsed_and_stripped() {
+        let mut e = b"oops\n\nabc:signal:9\n".to_vec();
+        assert_eq!(take_signal_marker(&mut e, "abc"), Some(9));
+        assert_eq!(e, b"oops\n");
+        let mut e = b"plain stderr".to_vec();
+        assert_eq!(take_signal_marker(&mut e, "abc"), None);
+        assert_eq!(e, b"plain stderr");
+    }
+}

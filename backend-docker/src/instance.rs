@@ -1,0 +1,250 @@
+//! One execution's container.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bollard::container::{StatsOptions, UpdateContainerOptions};
+use futures_util::StreamExt;
+use vana_sandbox_core::{
+    BackendError, FileEntry, Instance, ProcessIo, ProcessLimits, ProcessOutcome, ProcessSpec,
+    ResourceUsage, SecurityEvent,
+};
+
+use crate::error::DockerError;
+use crate::pool::PoolKey;
+use crate::{container, exec, Shared};
+
+/// Most bytes `read_files` returns per file.
+const MAX_READ_BYTES: u64 = 64 << 20;
+
+pub(crate) struct DockerInstance {
+    shared: Arc<Shared>,
+    id: Option<String>,
+    key: PoolKey,
+    /// The limits the container currently has.
+    current: PoolKey,
+    dead: bool,
+}
+
+impl DockerInstance {
+    pub(crate) fn new(shared: Arc<Shared>, id: String, key: PoolKey) -> Self {
+        Self {
+            shared,
+            id: Some(id),
+            current: key.clone(),
+            key,
+            dead: false,
+        }
+    }
+
+    fn id(&self) -> Result<&str, BackendError> {
+        match (&self.id, self.dead) {
+            (Some(id), false) => Ok(id),
+            (Some(_), true) => Err(BackendError::Other(
+                "the container was killed by an earlier step".into(),
+            )),
+            (None, _) => Err(BackendError::Other("instance already destroyed".into())),
+        }
+    }
+
+    /// Resizes the container for a step whose limits differ (a compile step needs more).
+    async fn fit(&mut self, limits: &ProcessLimits) -> Result<(), BackendError> {
+        let want = PoolKey::with_limits(
+            &self.key.image,
+            &self.key.runtime,
+            limits,
+            self.key.disk_bytes,
+            self.key.mounts.clone(),
+        );
+        if want == self.current {
+            return Ok(());
+        }
+        let id = self.id()?.to_string();
+        let pids = want.container_pids(&self.shared.config) as i64;
+        let opts = UpdateContainerOptions::<String> {
+            memory: Some(want.memory_bytes as i64),
+            memory_swap: Some(want.memory_bytes as i64),
+            nano_cpus: Some(want.nano_cpus),
+            pids_limit: Some(pids),
+            ..Default::default()
+        };
+        self.shared
+            .docker
+            .update_container(&id, opts)
+            .await
+            .map_err(DockerError::api("update container"))?;
+        self.current = want;
+        Ok(())
+    }
+
+    async fn usage(&self, id: &str) -> (ResourceUsage, bool) {
+        let docker = &self.shared.docker;
+        let oom = docker
+            .inspect_container(id, None)
+            .await
+            .ok()
+            .and_then(|c| c.state)
+            .and_then(|s| s.oom_killed)
+            .unwrap_or(false);
+        let stats = docker
+            .stats(
+                id,
+                Some(StatsOptions {
+                    stream: false,
+                    one_shot: true,
+                }),
+            )
+            .next()
+            .await;
+        let usage = match stats {
+            Some(Ok(s)) => ResourceUsage::new(
+                s.cpu_stats.cpu_usage.total_usage as f64 / 1e9,
+                s.memory_stats
+                    .max_usage
+                    .or(s.memory_stats.usage)
+                    .unwrap_or(0),
+                0,
+                s.pids_stats.current.unwrap_or(1).max(1),
+            ),
+            _ => ResourceUsage::new(0.0, 0, 0, 1),
+        };
+        (usage, oom)
+    }
+}
+
+#[async_trait]
+impl Instance for DockerInstance {
+    async fn put_files(&mut self, files: &[FileEntry]) -> Result<(), BackendError> {
+        // Through `tar -x` inside the container: the engine's archive endpoint cannot see into a
+        // tmpfs mounted in the container, and the extraction runs as the sandbox user.
+        let id = self.id()?.to_string();
+        let tar = crate::tarball::pack(files, self.shared.config.uid)?;
+        let (code, _, err) = exec::run_plain(
+            &self.shared,
+            &id,
+            &["tar", "-x", "-C", "/workspace", "-f", "-"],
+            tar,
+            1 << 20,
+        )
+        .await?;
+        if code != 0 {
+            let reason = String::from_utf8_lossy(&err).trim().to_string();
+            let reason = if reason.contains("No space left") {
+                "the files exceed the disk limit".to_string()
+            } else {
+                reason
+            };
+            return Err(BackendError::File {
+                path: files.first().map(|f| f.path.clone()).unwrap_or_default(),
+                reason,
+            });
+        }
+        Ok(())
+    }
+
+    async fn run(
+        &mut self,
+        process: &ProcessSpec,
+        io: ProcessIo,
+    ) -> Result<ProcessOutcome, BackendError> {
+        self.fit(&process.limits).await?;
+        let id = self.id()?.to_string();
+        let nproc = if self.key.is_gvisor() {
+            process.limits.max_processes
+        } else {
+            0
+        };
+        let r = exec::run(
+            &self.shared,
+            &id,
+            process,
+            io.stdin,
+            io.sink,
+            nproc,
+            self.key.disk_bytes,
+        )
+        .await?;
+        if r.container_killed {
+            self.dead = true;
+        }
+        let (usage, oom) = self.usage(&id).await;
+        let mut events = Vec::new();
+        if self.key.is_gvisor() {
+            events.push(SecurityEvent::new(
+                "runtime",
+                "gVisor (runsc): the program's system calls go to gVisor's kernel",
+            ));
+        }
+        Ok(ProcessOutcome {
+            exit_code: r.exit_code,
+            signal: r.signal,
+            stdout: r.stdout,
+            stderr: r.stderr,
+            truncated: r.truncated,
+            timed_out: r.timed_out,
+            output_limit_hit: r.output_limit_hit,
+            oom_killed: oom,
+            pids_limit_hits: 0,
+            wall_time: r.wall_time,
+            usage,
+            security_events: events,
+        })
+    }
+
+    async fn read_files(&mut self, paths: &[String]) -> Result<Vec<FileEntry>, BackendError> {
+        let id = self
+            .id
+            .clone()
+            .ok_or_else(|| BackendError::Other("instance already destroyed".into()))?;
+        let mut out = Vec::new();
+        for p in paths {
+            vana_sandbox_core::validate::check_relative_path(p).map_err(|m| {
+                BackendError::File {
+                    path: p.clone(),
+                    reason: m,
+                }
+            })?;
+            // tar stores a symlink as a link (never its target); unpack_one accepts regular files only.
+            let argv = ["tar", "-c", "-C", "/workspace", "-f", "-", "--", p.as_str()];
+            let (code, tar, err) = exec::run_plain(
+                &self.shared,
+                &id,
+                &argv,
+                Vec::new(),
+                MAX_READ_BYTES + (1 << 20),
+            )
+            .await?;
+            if code != 0 {
+                return Err(BackendError::File {
+                    path: p.clone(),
+                    reason: String::from_utf8_lossy(&err).trim().to_string(),
+                });
+            }
+            out.push(crate::tarball::unpack_one(p, &tar, MAX_READ_BYTES)?);
+        }
+        Ok(out)
+    }
+
+    async fn disk_usage(&mut self) -> Result<u64, BackendError> {
+        Ok(0)
+    }
+
+    async fn destroy(mut self: Box<Self>) -> Result<(), BackendError> {
+        if let Some(id) = self.id.take() {
+            container::remove(&self.shared, &id).await;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for DockerInstance {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            // Dropped without destroy (an error or a panic upstream): remove in the background.
+            let shared = self.shared.clone();
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move { container::remove(&shared, &id).await });
+            }
+        }
+    }
+}
