@@ -10,6 +10,7 @@ use tokio::io::AsyncWriteExt;
 use vana_sandbox_core::{BackendError, OutputSink, ProcessSpec, StreamKind, Truncated};
 
 use crate::error::DockerError;
+use crate::memcg::Memcg;
 use crate::Shared;
 
 /// Where `vana-exec` lives in the runtime image.
@@ -26,8 +27,10 @@ pub(crate) struct ExecResult {
     pub timed_out: bool,
     pub output_limit_hit: bool,
     pub wall_time: Duration,
-    /// The container was killed (timeout, output limit): it cannot run anything else.
+    /// The container was killed (timeout, output limit, OOM): it cannot run anything else.
     pub container_killed: bool,
+    /// The container's memory cgroup recorded an OOM kill while the process ran.
+    pub oom_seen: bool,
 }
 
 struct Capture {
@@ -96,8 +99,8 @@ pub(crate) async fn run(
     process: &ProcessSpec,
     stdin: Vec<u8>,
     sink: Option<OutputSink>,
-    nproc: u64,
-    fsize: u64,
+    (nproc, fsize): (u64, u64),
+    oom_watch: Option<(&Memcg, u64)>,
 ) -> Result<ExecResult, BackendError> {
     let nonce = nonce();
     let mut cmd = vec![
@@ -157,8 +160,21 @@ pub(crate) async fn run(
         out: ExecResult::default(),
         sink,
     };
+    // An OOM kill under gVisor can take the sandbox down without ending the exec stream: watch
+    // the cgroup's counter and stop at the first kill.
+    let mut oom_tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
+            _ = oom_tick.tick(), if oom_watch.is_some() => {
+                if let Some((memcg, before)) = oom_watch {
+                    if memcg.oom_kills() > before {
+                        cap.out.oom_seen = true;
+                        kill(shared, id).await;
+                        cap.out.container_killed = true;
+                        break;
+                    }
+                }
+            }
             chunk = output.next() => match chunk {
                 None => break,
                 Some(Err(e)) => {

@@ -11,6 +11,7 @@ use vana_sandbox_core::{
 };
 
 use crate::error::DockerError;
+use crate::memcg::Memcg;
 use crate::pool::PoolKey;
 use crate::{container, exec, Shared};
 
@@ -20,6 +21,9 @@ const MAX_READ_BYTES: u64 = 64 << 20;
 pub(crate) struct DockerInstance {
     shared: Arc<Shared>,
     id: Option<String>,
+    /// The container's memory cgroup on the host, for OOM evidence (the engine's `OOMKilled`
+    /// flag only covers the container's main process, not exec'd ones).
+    memcg: Option<Memcg>,
     key: PoolKey,
     /// The limits the container currently has.
     current: PoolKey,
@@ -31,6 +35,7 @@ impl DockerInstance {
         Self {
             shared,
             id: Some(id),
+            memcg: None,
             current: key.clone(),
             key,
             dead: false,
@@ -75,6 +80,21 @@ impl DockerInstance {
             .map_err(DockerError::api("update container"))?;
         self.current = want;
         Ok(())
+    }
+
+    async fn memcg(&mut self, id: &str) -> Option<&Memcg> {
+        if self.memcg.is_none() {
+            let pid = self
+                .shared
+                .docker
+                .inspect_container(id, None)
+                .await
+                .ok()?
+                .state?
+                .pid?;
+            self.memcg = Memcg::of_pid(pid);
+        }
+        self.memcg.as_ref()
     }
 
     async fn usage(&self, id: &str) -> (ResourceUsage, bool) {
@@ -154,20 +174,27 @@ impl Instance for DockerInstance {
         } else {
             0
         };
+        let memcg = self.memcg(&id).await.cloned();
+        let oom_before = memcg.as_ref().map(Memcg::oom_kills);
+        let watch = memcg.as_ref().zip(oom_before);
         let r = exec::run(
             &self.shared,
             &id,
             process,
             io.stdin,
             io.sink,
-            nproc,
-            self.key.disk_bytes,
+            (nproc, self.key.disk_bytes),
+            watch,
         )
         .await?;
         if r.container_killed {
             self.dead = true;
         }
-        let (usage, oom) = self.usage(&id).await;
+        let (usage, oom_flag) = self.usage(&id).await;
+        let oom_after = self.memcg.as_ref().map(Memcg::oom_kills);
+        let oom = oom_flag
+            || r.oom_seen
+            || matches!((oom_before, oom_after), (Some(a), Some(b)) if b > a);
         let mut events = Vec::new();
         if self.key.is_gvisor() {
             events.push(SecurityEvent::new(

@@ -16,6 +16,7 @@ mod error;
 mod exec;
 pub mod image;
 mod instance;
+mod memcg;
 mod pool;
 mod tarball;
 

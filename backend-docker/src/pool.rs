@@ -57,8 +57,8 @@ impl PoolKey {
 
     /// The container's pids limit: the program's, plus gVisor's own threads under runsc.
     pub(crate) fn container_pids(&self, config: &DockerConfig) -> u64 {
-        // vana-exec and Docker's init run beside the program.
-        let base = self.max_processes + 2;
+        // Docker's init, the idle sleep and vana-exec run beside the program.
+        let base = self.max_processes + 3;
         if self.is_gvisor() {
             base + config.runsc_pids_overhead
         } else {
