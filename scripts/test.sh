@@ -25,6 +25,9 @@ fi
 
 command -v rustc >/dev/null || { echo "scripts/test.sh: rustc not found (the Rust language tests use the host's toolchain)" >&2; exit 1; }
 
+echo "== docker (engine, runsc, runtime image)"
+bash scripts/docker-setup.sh
+
 echo "== host"
 uname -r
 nproc

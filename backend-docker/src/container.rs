@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use bollard::container::{Config, CreateContainerOptions, StartContainerOptions};
-use bollard::models::{HostConfig, HostConfigLogConfig, Mount, MountTmpfsOptions, MountTypeEnum};
+use bollard::models::{HostConfig, HostConfigLogConfig, Mount, MountTypeEnum};
 
 use crate::error::DockerError;
 use crate::pool::PoolKey;
@@ -49,19 +49,6 @@ fn empty_resolv() -> Result<&'static str, DockerError> {
     Ok(EMPTY_RESOLV)
 }
 
-fn tmpfs(target: &str, size: u64) -> Mount {
-    Mount {
-        target: Some(target.into()),
-        typ: Some(MountTypeEnum::TMPFS),
-        tmpfs_options: Some(MountTmpfsOptions {
-            size_bytes: Some(size as i64),
-            mode: Some(0o1777),
-            options: None,
-        }),
-        ..Default::default()
-    }
-}
-
 fn bind_ro(source: &str, target: &str) -> Mount {
     Mount {
         source: Some(source.into()),
@@ -79,15 +66,23 @@ pub(crate) async fn create_started(shared: &Shared, key: &PoolKey) -> Result<Str
         (LABEL.to_string(), "1".to_string()),
         (OWNER_LABEL.to_string(), shared.owner.clone()),
     ]);
-    let mut mounts = vec![
-        tmpfs("/workspace", key.disk_bytes),
-        tmpfs("/tmp", key.disk_bytes),
-        bind_ro(empty_resolv()?, "/etc/resolv.conf"),
-    ];
+    let uid = shared.config.uid;
+    // Files arrive through `tar` inside the container, so HostConfig.tmpfs (which takes uid and
+    // mode options, unlike typed tmpfs mounts) works here.
+    let tmpfs_opts = format!(
+        "rw,nosuid,nodev,size={},mode=1777,uid={uid},gid={uid}",
+        key.disk_bytes
+    );
+    let tmpfs_map = HashMap::from([
+        ("/workspace".to_string(), tmpfs_opts.clone()),
+        ("/tmp".to_string(), tmpfs_opts),
+    ]);
+    let mut mounts = vec![bind_ro(empty_resolv()?, "/etc/resolv.conf")];
     mounts.extend(key.mounts.iter().map(|m| bind_ro(&m.host, &m.sandbox)));
     let host = HostConfig {
         readonly_rootfs: Some(true),
         mounts: Some(mounts),
+        tmpfs: Some(tmpfs_map),
         cap_drop: Some(vec!["ALL".into()]),
         security_opt: Some(vec!["no-new-privileges".into()]),
         pids_limit: Some(key.container_pids(&shared.config) as i64),
@@ -135,11 +130,13 @@ pub(crate) async fn create_started(shared: &Shared, key: &PoolKey) -> Result<Str
             source: e,
         });
     }
-    // Docker 20.10 (and gVisor) do not apply the tmpfs mode: open the mounts up as their owner
-    // (root with no capabilities: chmod of one's own directory needs none).
-    if let Err(e) = fix_tmpfs_modes(shared, &created.id).await {
-        remove(shared, &created.id).await;
-        return Err(e);
+    if key.is_gvisor() {
+        // gVisor may not apply the tmpfs mode and owner: open the mounts up as their owner
+        // (root with no capabilities: chmod of one's own directory needs none).
+        if let Err(e) = fix_tmpfs_modes(shared, &created.id).await {
+            remove(shared, &created.id).await;
+            return Err(e);
+        }
     }
     Ok(created.id)
 }
@@ -188,12 +185,17 @@ async fn fix_tmpfs_modes(shared: &Shared, id: &str) -> Result<(), DockerError> {
             .await
             .map_err(DockerError::api("inspect exec"))?;
         if i.running != Some(true) {
-            return match i.exit_code {
-                Some(0) => Ok(()),
-                code => Err(DockerError::Other(format!(
-                    "chmod of the tmpfs mounts failed ({code:?})"
-                ))),
-            };
+            // Best effort: where gVisor did apply the uid option, root is not the owner and the
+            // chmod fails, which is fine (the mounts are the sandbox user's already); a mount
+            // that stays unwritable shows up as a clear put_files error.
+            if i.exit_code != Some(0) {
+                tracing::debug!(
+                    container = id,
+                    "chmod of the tmpfs mounts: {:?}",
+                    i.exit_code
+                );
+            }
+            return Ok(());
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }

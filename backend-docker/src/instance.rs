@@ -3,8 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bollard::container::{StatsOptions, UpdateContainerOptions};
-use futures_util::StreamExt;
+use bollard::container::UpdateContainerOptions;
 use vana_sandbox_core::{
     BackendError, FileEntry, Instance, ProcessIo, ProcessLimits, ProcessOutcome, ProcessSpec,
     ResourceUsage, SecurityEvent,
@@ -97,36 +96,24 @@ impl DockerInstance {
         self.memcg.as_ref()
     }
 
+    /// Resource usage from the container's cgroups (the stats endpoint takes half a second),
+    /// and the engine's OOM flag for the main process.
     async fn usage(&self, id: &str) -> (ResourceUsage, bool) {
-        let docker = &self.shared.docker;
-        let oom = docker
+        let oom = self
+            .shared
+            .docker
             .inspect_container(id, None)
             .await
             .ok()
             .and_then(|c| c.state)
             .and_then(|s| s.oom_killed)
             .unwrap_or(false);
-        let stats = docker
-            .stats(
-                id,
-                Some(StatsOptions {
-                    stream: false,
-                    one_shot: true,
-                }),
-            )
-            .next()
-            .await;
-        let usage = match stats {
-            Some(Ok(s)) => ResourceUsage::new(
-                s.cpu_stats.cpu_usage.total_usage as f64 / 1e9,
-                s.memory_stats
-                    .max_usage
-                    .or(s.memory_stats.usage)
-                    .unwrap_or(0),
-                0,
-                s.pids_stats.current.unwrap_or(1).max(1),
-            ),
-            _ => ResourceUsage::new(0.0, 0, 0, 1),
+        let usage = match &self.memcg {
+            Some(m) => {
+                let (cpu_ns, peak, tasks) = m.usage();
+                ResourceUsage::new(cpu_ns as f64 / 1e9, peak, 0, tasks.max(1))
+            }
+            None => ResourceUsage::new(0.0, 0, 0, 1),
         };
         (usage, oom)
     }

@@ -8,24 +8,95 @@ use std::path::{Path, PathBuf};
 pub(crate) struct Memcg {
     dir: PathBuf,
     v2: bool,
+    /// v1 only: the cpuacct and pids directories.
+    cpuacct: Option<PathBuf>,
+    pids: Option<PathBuf>,
 }
 
 impl Memcg {
     pub(crate) fn of_pid(pid: i64) -> Option<Self> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        for line in text.lines() {
-            let mut it = line.splitn(3, ':');
-            let (_, ctrls, path) = (it.next()?, it.next()?, it.next()?);
-            if ctrls.split(',').any(|c| c == "memory") {
-                let dir = Path::new("/sys/fs/cgroup/memory").join(path.trim_start_matches('/'));
-                return dir.exists().then_some(Self { dir, v2: false });
-            }
+        let v1 = |ctrl: &str, mount: &str| -> Option<PathBuf> {
+            text.lines().find_map(|line| {
+                let mut it = line.splitn(3, ':');
+                let (_, ctrls, path) = (it.next()?, it.next()?, it.next()?);
+                ctrls.split(',').any(|c| c == ctrl).then(|| {
+                    Path::new("/sys/fs/cgroup")
+                        .join(mount)
+                        .join(path.trim_start_matches('/'))
+                })
+            })
+        };
+        if let Some(dir) = v1("memory", "memory").filter(|d| d.exists()) {
+            let cpuacct = v1("cpuacct", "cpuacct")
+                .filter(|d| d.exists())
+                .or_else(|| v1("cpuacct", "cpu,cpuacct").filter(|d| d.exists()));
+            return Some(Self {
+                dir,
+                v2: false,
+                cpuacct,
+                pids: v1("pids", "pids").filter(|d| d.exists()),
+            });
         }
         let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
         let dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
-        dir.join("memory.events")
-            .exists()
-            .then_some(Self { dir, v2: true })
+        dir.join("memory.events").exists().then_some(Self {
+            dir,
+            v2: true,
+            cpuacct: None,
+            pids: None,
+        })
+    }
+
+    fn read(dir: &Path, file: &str) -> Option<u64> {
+        std::fs::read_to_string(dir.join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn key(dir: &Path, file: &str, key: &str) -> Option<u64> {
+        std::fs::read_to_string(dir.join(file)).ok().and_then(|t| {
+            t.lines().find_map(|l| {
+                let mut it = l.split_whitespace();
+                (it.next() == Some(key))
+                    .then(|| it.next()?.parse().ok())
+                    .flatten()
+            })
+        })
+    }
+
+    /// (cpu nanoseconds, memory peak bytes, tasks now) of the whole container.
+    pub(crate) fn usage(&self) -> (u64, u64, u64) {
+        if self.v2 {
+            let cpu = Self::key(&self.dir, "cpu.stat", "usage_usec").unwrap_or(0) * 1000;
+            let peak = Self::read(&self.dir, "memory.peak")
+                .or_else(|| Self::read(&self.dir, "memory.current"))
+                .unwrap_or(0);
+            (
+                cpu,
+                peak,
+                Self::read(&self.dir, "pids.current").unwrap_or(1),
+            )
+        } else {
+            let cpu = self
+                .cpuacct
+                .as_deref()
+                .and_then(|d| Self::read(d, "cpuacct.usage"))
+                .unwrap_or(0);
+            let peak = Self::read(&self.dir, "memory.memsw.max_usage_in_bytes")
+                .or_else(|| Self::read(&self.dir, "memory.max_usage_in_bytes"))
+                .unwrap_or(0);
+            (
+                cpu,
+                peak,
+                self.pids
+                    .as_deref()
+                    .and_then(|d| Self::read(d, "pids.current"))
+                    .unwrap_or(1),
+            )
+        }
     }
 
     pub(crate) fn oom_kills(&self) -> u64 {

@@ -354,11 +354,10 @@ impl Engine {
             executable: false,
         });
         files.extend(valid.files.iter().cloned());
+        // One transfer for the sources and the language's support files (a round trip each
+        // costs tens of milliseconds on a container backend).
+        files.extend(language.support_files(&step));
         instance.put_files(&files).await?;
-        let support = language.support_files(&step);
-        if !support.is_empty() {
-            instance.put_files(&support).await?;
-        }
 
         let base_env = |extra: &[(String, String)]| {
             let mut env: Vec<(String, String)> = vec![

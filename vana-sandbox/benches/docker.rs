@@ -1,0 +1,129 @@
+//! The Docker backend, side by side in one run (needs root, a Docker engine and the runtime
+//! image): Python `print(1)` through a cold container, through the warm pool, and `docker run
+//! --rm` of the same image from the docker CLI. Prints medians.
+//!
+//! `cargo bench -p vana-sandbox --bench docker`
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vana_sandbox::{
+    lang, DockerConfig, DockerExecutor, Engine, ExecutionRequest, PolicyConfig, Status,
+};
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
+    let n = 20;
+    println!(
+        "machine: {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    for runtime in ["runc", "runsc"] {
+        let (cold, warm, exec) = rt.block_on(async {
+            let mut policy = PolicyConfig::default();
+            policy.guards.node_permissions = false;
+            let engine = |exec: Arc<DockerExecutor>| {
+                Engine::builder()
+                    .executor(exec)
+                    .policy(Arc::new(policy.clone()))
+                    .languages(lang::installed())
+                    .build()
+                    .expect("engine")
+            };
+            let cold_exec = Arc::new(
+                DockerExecutor::new(DockerConfig {
+                    runtime: runtime.into(),
+                    ..DockerConfig::default()
+                })
+                .await
+                .expect("docker"),
+            );
+            let warm_exec = Arc::new(
+                DockerExecutor::new(DockerConfig {
+                    runtime: runtime.into(),
+                    pool_size: 2,
+                    ..DockerConfig::default()
+                })
+                .await
+                .expect("docker"),
+            );
+            (engine(cold_exec), engine(warm_exec.clone()), warm_exec)
+        });
+        let run = |e: &Engine| {
+            let t = Instant::now();
+            let r = rt
+                .block_on(e.execute(ExecutionRequest::new("python", "print(1)")))
+                .expect("engine");
+            assert_eq!(r.status, Status::Success, "{r:?}");
+            t.elapsed()
+        };
+        let cold_t = median((0..n).map(|_| run(&cold)).collect());
+        run(&warm); // fills the pool in the background
+        let warm_t = median(
+            (0..n)
+                .map(|_| {
+                    std::thread::sleep(Duration::from_millis(if runtime == "runsc" {
+                        1500
+                    } else {
+                        800
+                    })); // let the pool refill
+                    run(&warm)
+                })
+                .collect(),
+        );
+        let cli_t = median(
+            (0..n)
+                .map(|_| {
+                    let t = Instant::now();
+                    let out = Command::new("docker")
+                        .args([
+                            "run",
+                            "--rm",
+                            "--network",
+                            "none",
+                            "--runtime",
+                            runtime,
+                            vana_sandbox::image::DEFAULT_IMAGE,
+                            "python3",
+                            "-c",
+                            "print(1)",
+                        ])
+                        .output()
+                        .expect("docker cli");
+                    assert_eq!(
+                        out.stdout,
+                        b"1\n",
+                        "{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                    t.elapsed()
+                })
+                .collect(),
+        );
+        rt.block_on(exec.shutdown());
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "{runtime:>5}: cold {:7.1} ms | warm pool {:6.1} ms | `docker run --rm` (CLI) {:7.1} ms   (medians of {n})",
+            ms(cold_t),
+            ms(warm_t),
+            ms(cli_t)
+        );
+    }
+}
