@@ -173,6 +173,12 @@ pub(crate) async fn run(
                         cap.out.container_killed = true;
                         break;
                     }
+                    if !memcg.exists() {
+                        // The container is gone (gVisor's sandbox OOM-killed, say) while the
+                        // exec stream stays open: stop waiting; the caller asks the engine why.
+                        cap.out.container_killed = true;
+                        break;
+                    }
                 }
             }
             chunk = output.next() => match chunk {

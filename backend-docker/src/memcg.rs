@@ -99,6 +99,11 @@ impl Memcg {
         }
     }
 
+    /// Whether the cgroup still exists (it goes with the container).
+    pub(crate) fn exists(&self) -> bool {
+        self.dir.exists()
+    }
+
     pub(crate) fn oom_kills(&self) -> u64 {
         let (file, key) = if self.v2 {
             ("memory.events", "oom_kill")
