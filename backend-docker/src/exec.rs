@@ -7,7 +7,9 @@ use bollard::container::{KillContainerOptions, LogOutput};
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
-use vana_sandbox_core::{BackendError, OutputSink, ProcessSpec, StreamKind, Truncated};
+use vana_sandbox_core::{
+    BackendError, OutputCapture, OutputSink, ProcessSpec, StreamKind, Truncated,
+};
 
 use crate::error::DockerError;
 use crate::memcg::Memcg;
@@ -31,34 +33,6 @@ pub(crate) struct ExecResult {
     pub container_killed: bool,
     /// The container's memory cgroup recorded an OOM kill while the process ran.
     pub oom_seen: bool,
-}
-
-struct Capture {
-    limit: u64,
-    total: u64,
-    out: ExecResult,
-    sink: Option<OutputSink>,
-}
-
-impl Capture {
-    fn push(&mut self, kind: StreamKind, data: &[u8]) -> bool {
-        let room = self.limit.saturating_sub(self.total) as usize;
-        let take = data.get(..room.min(data.len())).unwrap_or(data);
-        self.total = self.total.saturating_add(data.len() as u64);
-        let (buf, cut) = match kind {
-            StreamKind::Stdout => (&mut self.out.stdout, &mut self.out.truncated.stdout),
-            StreamKind::Stderr => (&mut self.out.stderr, &mut self.out.truncated.stderr),
-        };
-        buf.extend_from_slice(take);
-        if let (Some(sink), false) = (self.sink.as_mut(), take.is_empty()) {
-            sink(kind, take);
-        }
-        if take.len() < data.len() {
-            *cut = true;
-            return true;
-        }
-        false
-    }
 }
 
 fn nonce() -> String {
@@ -154,12 +128,8 @@ pub(crate) async fn run(
         }
         let _ = input.shutdown().await;
     });
-    let mut cap = Capture {
-        limit: process.limits.max_output_bytes,
-        total: 0,
-        out: ExecResult::default(),
-        sink,
-    };
+    let mut cap = OutputCapture::new(process.limits.max_output_bytes, sink);
+    let mut out = ExecResult::default();
     // An OOM kill under gVisor can take the sandbox down without ending the exec stream: watch
     // the cgroup's counter and stop at the first kill.
     let mut oom_tick = tokio::time::interval(Duration::from_millis(100));
@@ -168,15 +138,15 @@ pub(crate) async fn run(
             _ = oom_tick.tick(), if oom_watch.is_some() => {
                 if let Some((memcg, before)) = oom_watch {
                     if memcg.oom_kills() > before {
-                        cap.out.oom_seen = true;
+                        out.oom_seen = true;
                         kill(shared, id).await;
-                        cap.out.container_killed = true;
+                        out.container_killed = true;
                         break;
                     }
                     if !memcg.exists() {
                         // The container is gone (gVisor's sandbox OOM-killed, say) while the
                         // exec stream stays open: stop waiting; the caller asks the engine why.
-                        cap.out.container_killed = true;
+                        out.container_killed = true;
                         break;
                     }
                 }
@@ -194,24 +164,24 @@ pub(crate) async fn run(
                         _ => continue,
                     };
                     if cap.push(kind, &data) {
-                        cap.out.output_limit_hit = true;
+                        out.output_limit_hit = true;
                         kill(shared, id).await;
-                        cap.out.container_killed = true;
+                        out.container_killed = true;
                         break;
                     }
                 }
             },
             _ = tokio::time::sleep_until(deadline) => {
-                cap.out.timed_out = true;
+                out.timed_out = true;
                 kill(shared, id).await;
-                cap.out.container_killed = true;
+                out.container_killed = true;
                 break;
             }
         }
     }
     writer.abort();
-    cap.out.wall_time = start.elapsed();
-    let mut out = cap.out;
+    out.wall_time = start.elapsed();
+    (out.stdout, out.stderr, out.truncated) = cap.finish();
     let inspected = shared.docker.inspect_exec(&created.id).await.ok();
     let code = inspected
         .as_ref()

@@ -6,7 +6,9 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use vana_sandbox_core::{BackendError, OutputSink, ProcessLimits, StreamKind, Truncated};
+use vana_sandbox_core::{
+    BackendError, OutputCapture, OutputSink, ProcessLimits, StreamKind, Truncated,
+};
 
 use crate::cgroup::RunCgroup;
 use crate::child::{pid1_main, ChildPlan, Stage, REPORT_LEN};
@@ -59,39 +61,6 @@ pub(crate) struct RawOutcome {
     pub wall_time: Duration,
     pub rusage_cpu: Duration,
     pub rusage_maxrss: u64,
-}
-
-struct Capture {
-    limit: u64,
-    total: u64,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-    truncated: Truncated,
-    sink: Option<OutputSink>,
-}
-
-impl Capture {
-    /// Keeps what fits under the limit; returns true when the limit was exceeded.
-    fn push(&mut self, kind: StreamKind, data: &[u8]) -> bool {
-        let room = self.limit.saturating_sub(self.total) as usize;
-        let take = data.get(..room.min(data.len())).unwrap_or(data);
-        self.total = self.total.saturating_add(data.len() as u64);
-        let (buf, cut) = match kind {
-            StreamKind::Stdout => (&mut self.stdout, &mut self.truncated.stdout),
-            StreamKind::Stderr => (&mut self.stderr, &mut self.truncated.stderr),
-        };
-        buf.extend_from_slice(take);
-        if let Some(sink) = self.sink.as_mut() {
-            if !take.is_empty() {
-                sink(kind, take);
-            }
-        }
-        if take.len() < data.len() {
-            *cut = true;
-            return true;
-        }
-        false
-    }
 }
 
 /// Blocks SIGPIPE on this thread while writing stdin (the host may not ignore it), and consumes
@@ -278,14 +247,7 @@ pub(crate) fn launch(
     };
     drop((stdin_r, stdout_w, stderr_w, report_w));
 
-    let mut cap = Capture {
-        limit: l.limits.max_output_bytes,
-        total: 0,
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-        truncated: Truncated::default(),
-        sink: l.sink,
-    };
+    let mut cap = OutputCapture::new(l.limits.max_output_bytes, l.sink);
     let mut out = RawOutcome::default();
     let mut streams: [Option<(Fd, StreamKind)>; 2] = [
         Some((stdout_r, StreamKind::Stdout)),
@@ -433,9 +395,7 @@ pub(crate) fn launch(
     }
     out.rusage_cpu = tv(ru.ru_utime) + tv(ru.ru_stime);
     out.rusage_maxrss = ru.ru_maxrss.max(0) as u64 * 1024;
-    out.stdout = cap.stdout;
-    out.stderr = cap.stderr;
-    out.truncated = cap.truncated;
+    (out.stdout, out.stderr, out.truncated) = cap.finish();
 
     let (pid1_code, pid1_signal) = sys::decode_wait(status);
     let mut exited = None;

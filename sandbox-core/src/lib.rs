@@ -5,6 +5,7 @@
 //! policies (`vana-sandbox-policy`) and languages (`vana-sandbox-lang`) implement its traits; the
 //! facade crate `vana-sandbox` wires them up.
 
+pub mod capture;
 pub mod compile_cache;
 pub mod engine;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod status;
 pub mod units;
 pub mod validate;
 
+pub use capture::OutputCapture;
 pub use engine::{Engine, EngineBuilder};
 pub use error::{BackendError, EngineError};
 pub use executor::{Capabilities, Executor, Instance, Layer};

@@ -62,26 +62,25 @@ impl Sandbox {
 
     /// The native backend with `policy`.
     pub fn native_with_policy(policy: PolicyConfig) -> Result<Engine, Error> {
-        let mut builder = Engine::builder()
-            .executor(Arc::new(NativeExecutor::new()?))
-            .policy(Arc::new(policy))
-            .languages(lang::installed())
-            .monitor(Arc::new(TracingMonitor));
-        if let Some(cache) = default_compile_cache() {
-            builder = builder.compile_cache(cache);
-        }
-        Ok(builder.build()?)
+        Self::with_executor(Arc::new(NativeExecutor::new()?), policy)
     }
-}
 
-impl Sandbox {
     /// The Docker backend with `policy` (see [`DockerConfig`] for images, runtime and the warm
     /// pool). Node's permission-model guard is turned off: the Debian image's Node.js (18) has
     /// no permission model.
     pub async fn docker(config: DockerConfig, mut policy: PolicyConfig) -> Result<Engine, Error> {
         policy.guards.node_permissions = false;
+        Self::with_executor(Arc::new(DockerExecutor::new(config).await?), policy)
+    }
+
+    /// Any backend with `policy`, every installed language, a tracing monitor and the default
+    /// compile cache.
+    pub fn with_executor(
+        executor: Arc<dyn Executor>,
+        policy: PolicyConfig,
+    ) -> Result<Engine, Error> {
         let mut builder = Engine::builder()
-            .executor(Arc::new(DockerExecutor::new(config).await?))
+            .executor(executor)
             .policy(Arc::new(policy))
             .languages(lang::installed())
             .monitor(Arc::new(TracingMonitor));
