@@ -66,6 +66,63 @@ async fn kill(shared: &Shared, id: &str) {
         .await;
 }
 
+/// An exec started with its output attached and its stdin being fed (then closed).
+struct Attached {
+    exec_id: String,
+    output: std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
+    >,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+/// Creates and starts an exec as the sandbox user, feeding `stdin` in the background.
+async fn attach(
+    shared: &Shared,
+    id: &str,
+    cmd: Vec<String>,
+    env: Vec<String>,
+    cwd: &str,
+    stdin: Vec<u8>,
+) -> Result<Attached, BackendError> {
+    let created = shared
+        .docker
+        .create_exec(
+            id,
+            CreateExecOptions {
+                cmd: Some(cmd),
+                env: Some(env),
+                user: Some(format!("{0}:{0}", shared.config.uid)),
+                working_dir: Some(cwd.to_string()),
+                attach_stdin: Some(true),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                tty: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(DockerError::api("create exec"))?;
+    let started = shared
+        .docker
+        .start_exec(&created.id, None)
+        .await
+        .map_err(DockerError::api("start exec"))?;
+    let StartExecResults::Attached { output, mut input } = started else {
+        return Err(BackendError::Other("docker exec did not attach".into()));
+    };
+    let writer = tokio::spawn(async move {
+        if !stdin.is_empty() {
+            let _ = input.write_all(&stdin).await;
+        }
+        let _ = input.shutdown().await;
+    });
+    Ok(Attached {
+        exec_id: created.id,
+        output,
+        writer,
+    })
+}
+
 /// Runs `process` in container `id`.
 pub(crate) async fn run(
     shared: &Shared,
@@ -89,45 +146,13 @@ pub(crate) async fn run(
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    let user = format!("{0}:{0}", shared.config.uid);
-    let created = shared
-        .docker
-        .create_exec(
-            id,
-            CreateExecOptions {
-                cmd: Some(cmd),
-                env: Some(env),
-                user: Some(user),
-                working_dir: Some(process.cwd.clone()),
-                attach_stdin: Some(true),
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
-                tty: Some(false),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(DockerError::api("create exec"))?;
     let start = Instant::now();
     let deadline = tokio::time::Instant::now() + process.limits.timeout;
-    let started = shared
-        .docker
-        .start_exec(&created.id, None)
-        .await
-        .map_err(DockerError::api("start exec"))?;
-    let StartExecResults::Attached {
+    let Attached {
+        exec_id,
         mut output,
-        mut input,
-    } = started
-    else {
-        return Err(BackendError::Other("docker exec did not attach".into()));
-    };
-    let writer = tokio::spawn(async move {
-        if !stdin.is_empty() {
-            let _ = input.write_all(&stdin).await;
-        }
-        let _ = input.shutdown().await;
-    });
+        writer,
+    } = attach(shared, id, cmd, env, &process.cwd, stdin).await?;
     let mut cap = OutputCapture::new(process.limits.max_output_bytes, sink);
     let mut out = ExecResult::default();
     // An OOM kill under gVisor can take the sandbox down without ending the exec stream: watch
@@ -182,7 +207,7 @@ pub(crate) async fn run(
     writer.abort();
     out.wall_time = start.elapsed();
     (out.stdout, out.stderr, out.truncated) = cap.finish();
-    let inspected = shared.docker.inspect_exec(&created.id).await.ok();
+    let inspected = shared.docker.inspect_exec(&exec_id).await.ok();
     let code = inspected
         .as_ref()
         .and_then(|i| i.exit_code)
@@ -211,38 +236,12 @@ pub(crate) async fn run_plain(
     stdin: Vec<u8>,
     max: u64,
 ) -> Result<(i64, Vec<u8>, Vec<u8>), BackendError> {
-    let created = shared
-        .docker
-        .create_exec(
-            id,
-            CreateExecOptions {
-                cmd: Some(argv.iter().map(|s| s.to_string()).collect()),
-                user: Some(format!("{0}:{0}", shared.config.uid)),
-                working_dir: Some("/workspace".to_string()),
-                attach_stdin: Some(true),
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(DockerError::api("create exec"))?;
-    let started = shared
-        .docker
-        .start_exec(&created.id, None)
-        .await
-        .map_err(DockerError::api("start exec"))?;
-    let StartExecResults::Attached {
+    let cmd = argv.iter().map(|s| s.to_string()).collect();
+    let Attached {
+        exec_id,
         mut output,
-        mut input,
-    } = started
-    else {
-        return Err(BackendError::Other("docker exec did not attach".into()));
-    };
-    let writer = tokio::spawn(async move {
-        let _ = input.write_all(&stdin).await;
-        let _ = input.shutdown().await;
-    });
+        writer,
+    } = attach(shared, id, cmd, Vec::new(), "/workspace", stdin).await?;
     let (mut out, mut err) = (Vec::new(), Vec::new());
     while let Some(Ok(msg)) = output.next().await {
         match msg {
@@ -258,7 +257,7 @@ pub(crate) async fn run_plain(
     let _ = writer.await;
     let code = shared
         .docker
-        .inspect_exec(&created.id)
+        .inspect_exec(&exec_id)
         .await
         .map_err(DockerError::api("inspect exec"))?
         .exit_code
