@@ -23,6 +23,8 @@ pub(crate) struct DockerInstance {
     /// The container's memory cgroup on the host, for OOM evidence (the engine's `OOMKilled`
     /// flag only covers the container's main process, not exec'd ones).
     memcg: Option<Memcg>,
+    /// The container's main process on the host (for its mount namespace through /proc).
+    pid: Option<i64>,
     key: PoolKey,
     /// The limits the container currently has.
     current: PoolKey,
@@ -35,6 +37,7 @@ impl DockerInstance {
             shared,
             id: Some(id),
             memcg: None,
+            pid: None,
             current: key.clone(),
             key,
             dead: false,
@@ -92,8 +95,29 @@ impl DockerInstance {
                 .state?
                 .pid?;
             self.memcg = Memcg::of_pid(pid);
+            self.pid = Some(pid);
         }
         self.memcg.as_ref()
+    }
+
+    /// Bytes used in /workspace and /tmp, read through the container's root as the host sees it
+    /// (`/proc/<pid>/root`). Under gVisor the tmpfs lives inside the sandbox's own kernel, out of
+    /// the host's sight: 0 there.
+    fn disk_used(&self) -> u64 {
+        let Some(pid) = self.pid.filter(|_| !self.key.is_gvisor()) else {
+            return 0;
+        };
+        ["workspace", "tmp"]
+            .iter()
+            .filter_map(|d| {
+                let path = std::ffi::CString::new(format!("/proc/{pid}/root/{d}")).ok()?;
+                // SAFETY: zeroed statvfs is a valid out-parameter; the path is NUL-terminated.
+                let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+                // SAFETY: as above.
+                let r = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
+                (r == 0).then(|| (st.f_blocks - st.f_bfree) * st.f_frsize)
+            })
+            .sum()
     }
 
     /// Resource usage from the container's cgroups (the stats endpoint takes half a second),
@@ -111,7 +135,7 @@ impl DockerInstance {
         let usage = match &self.memcg {
             Some(m) => {
                 let (cpu_ns, peak, tasks) = m.usage();
-                ResourceUsage::new(cpu_ns as f64 / 1e9, peak, 0, tasks.max(1))
+                ResourceUsage::new(cpu_ns as f64 / 1e9, peak, self.disk_used(), tasks.max(1))
             }
             None => ResourceUsage::new(0.0, 0, 0, 1),
         };
