@@ -84,6 +84,8 @@ pub(crate) struct Shared {
     config: DockerConfig,
     owner: String,
     runtimes: Vec<String>,
+    /// Image name -> image id, resolved at start (for the compile cache's environment id).
+    image_ids: BTreeMap<String, String>,
 }
 
 /// The Docker backend.
@@ -159,7 +161,13 @@ impl DockerExecutor {
                 runtimes.join(", ")
             )));
         }
-        let image_ok = docker.inspect_image(&config.default_image).await.is_ok();
+        let mut image_ids = BTreeMap::new();
+        for image in std::iter::once(&config.default_image).chain(config.images.values()) {
+            if let Some(id) = docker.inspect_image(image).await.ok().and_then(|i| i.id) {
+                image_ids.insert(image.clone(), id);
+            }
+        }
+        let image_ok = image_ids.contains_key(&config.default_image);
         let caps = capabilities(
             &version.api_version.unwrap_or_default(),
             &runtimes,
@@ -171,6 +179,7 @@ impl DockerExecutor {
             config,
             owner: self_owner(),
             runtimes,
+            image_ids,
         });
         let exec = Self {
             pool: Arc::new(Pool::new(shared.clone())),
@@ -343,6 +352,16 @@ impl Executor for DockerExecutor {
 
     fn capabilities(&self) -> &Capabilities {
         &self.caps
+    }
+
+    fn environment_id(&self, language: &str) -> String {
+        let image = self.shared.config.image_for(language);
+        let id = self
+            .shared
+            .image_ids
+            .get(image)
+            .map_or("unresolved", String::as_str);
+        format!("docker:{image}@{id}")
     }
 
     async fn create(&self, spec: &InstanceSpec) -> Result<Box<dyn Instance>, BackendError> {

@@ -61,7 +61,10 @@ pub struct Go {
 pub const GO_SEED_DIR: &str = "/var/cache/vana-sandbox/go-seed";
 const GO_SEED_MOUNT: &str = "/opt/vana/go-seed";
 const GO_SEED_PROGRAM: &str = "package main\n\nimport (\n\t_ \"bufio\"\n\t_ \"bytes\"\n\t_ \"container/heap\"\n\t_ \"encoding/json\"\n\t_ \"errors\"\n\t_ \"fmt\"\n\t_ \"io\"\n\t_ \"math\"\n\t_ \"math/rand\"\n\t_ \"os\"\n\t_ \"regexp\"\n\t_ \"sort\"\n\t_ \"strconv\"\n\t_ \"strings\"\n\t_ \"sync\"\n\t_ \"time\"\n\t_ \"unicode\"\n)\n\nfunc main() {}\n";
-const GO_ENV: [(&str, &str); 7] = [
+/// The compile step's whole Go environment (nothing of the request reaches it). `GOENV=off`:
+/// no `go env -w` file, which a request could otherwise place under `$HOME/.config/go`.
+const GO_ENV: [(&str, &str); 8] = [
+    ("GOENV", "off"),
     ("GOPROXY", "off"),
     ("GOFLAGS", "-mod=mod"),
     ("GOTOOLCHAIN", "local"),

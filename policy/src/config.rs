@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use vana_sandbox_core::compile_cache::CacheScope;
 use vana_sandbox_core::Guards;
 
 /// Loading or checking a policy failed.
@@ -98,6 +99,8 @@ pub struct CompileConfig {
     pub timeout_secs: f64,
     /// Optimisation level (0-3).
     pub opt_level: u8,
+    /// Who may share compiled artifacts: `shared` (default), `tenant` or `off`.
+    pub cache_scope: CacheScope,
 }
 
 impl Default for CompileConfig {
@@ -108,6 +111,7 @@ impl Default for CompileConfig {
             max_processes: 256,
             timeout_secs: 120.0,
             opt_level: 1,
+            cache_scope: CacheScope::Shared,
         }
     }
 }
@@ -177,6 +181,7 @@ impl PolicyConfig {
                     max_processes: 64,
                     timeout_secs: 60.0,
                     opt_level: 0,
+                    cache_scope: CacheScope::Tenant,
                 };
             }
             "relaxed" => {

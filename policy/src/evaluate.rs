@@ -120,6 +120,7 @@ impl Policy for PolicyConfig {
                 cpu_time: None,
             },
             opt_level: self.compile.opt_level,
+            cache_scope: self.compile.cache_scope,
             runtime: self.runtime.clone(),
             guards: self.guards,
         })
@@ -139,6 +140,7 @@ mod tests {
         PolicyContext {
             language: "python".into(),
             backend: "native".into(),
+            tenant: None,
         }
     }
 

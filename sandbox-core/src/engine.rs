@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Semaphore;
 
-use crate::compile_cache::{CacheKey, CompileCache};
+use crate::compile_cache::{CacheKey, CacheScope, CompileCache};
 use crate::error::{BackendError, EngineError};
 use crate::executor::{Executor, Instance};
 use crate::language::{parse_guard_events, Language, Languages, StepContext};
@@ -198,6 +198,27 @@ impl Engine {
         request: ExecutionRequest,
         io: ProcessIo,
     ) -> Result<ExecutionResult, EngineError> {
+        self.execute_inner(None, request, io).await
+    }
+
+    /// Like [`execute`](Self::execute) on behalf of `tenant` (a label the host vouches for,
+    /// never taken from the request): with the policy's `cache_scope = "tenant"`, compiled
+    /// artifacts are shared only within one tenant.
+    pub async fn execute_as(
+        &self,
+        tenant: &str,
+        request: ExecutionRequest,
+    ) -> Result<ExecutionResult, EngineError> {
+        self.execute_inner(Some(tenant), request, ProcessIo::default())
+            .await
+    }
+
+    async fn execute_inner(
+        &self,
+        tenant: Option<&str>,
+        request: ExecutionRequest,
+        io: ProcessIo,
+    ) -> Result<ExecutionResult, EngineError> {
         let inner = &self.inner;
         let id = request
             .id
@@ -216,6 +237,7 @@ impl Engine {
         let ctx = PolicyContext {
             language: language.to_string(),
             backend: inner.executor.name().to_string(),
+            tenant: tenant.map(str::to_string),
         };
         let spec = match inner.policy.evaluate(&request, &ctx) {
             Ok(s) => s,
@@ -252,7 +274,10 @@ impl Engine {
             backend: inner.executor.name(),
         });
 
-        let mut result = match self.run_request(&id, &request, &valid, &spec, io).await {
+        let mut result = match self
+            .run_request(&id, &request, &valid, &spec, &ctx, io)
+            .await
+        {
             Ok(r) => r,
             Err(e) => ExecutionResult::sandbox_error(&id, language, e.to_string()),
         };
@@ -286,6 +311,7 @@ impl Engine {
         request: &ExecutionRequest,
         valid: &ValidRequest,
         spec: &SandboxSpec,
+        ctx: &PolicyContext,
         io: ProcessIo,
     ) -> Result<ExecutionResult, BackendError> {
         let inner = &self.inner;
@@ -314,7 +340,7 @@ impl Engine {
         };
         let mut instance = inner.executor.create(&instance_spec).await?;
         let outcome = self
-            .run_steps(id, request, valid, spec, instance.as_mut(), io)
+            .run_steps(id, request, valid, spec, ctx, instance.as_mut(), io)
             .await;
         let destroyed = instance.destroy().await;
         let mut result = outcome?;
@@ -326,12 +352,14 @@ impl Engine {
         Ok(result)
     }
 
+    #[allow(clippy::too_many_arguments)] // replaced by the engine pipeline (issue 11)
     async fn run_steps(
         &self,
         id: &str,
         request: &ExecutionRequest,
         valid: &ValidRequest,
         spec: &SandboxSpec,
+        ctx: &PolicyContext,
         instance: &mut dyn Instance,
         io: ProcessIo,
     ) -> Result<ExecutionResult, BackendError> {
@@ -359,7 +387,9 @@ impl Engine {
         files.extend(language.support_files(&step));
         instance.put_files(&files).await?;
 
-        let base_env = |extra: &[(String, String)]| {
+        // The request's env reaches the program only: the compile step's environment is fixed
+        // by the language, so that no request can change what a compiler produces.
+        let base_env = |extra: &[(String, String)], user: bool| {
             let mut env: Vec<(String, String)> = vec![
                 ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
                 ("HOME".into(), WORKDIR.into()),
@@ -367,10 +397,11 @@ impl Engine {
                 ("LANG".into(), "C.UTF-8".into()),
                 ("USER".into(), "sandbox".into()),
             ];
+            let user_env = request.env.iter().filter(|_| user);
             let overrides = extra
                 .iter()
                 .cloned()
-                .chain(request.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+                .chain(user_env.map(|(k, v)| (k.clone(), v.clone())));
             for (k, v) in overrides {
                 env.retain(|(ek, _)| *ek != k);
                 env.push((k, v));
@@ -381,9 +412,18 @@ impl Engine {
         let compile_report = match language.compile(&step) {
             None => None,
             Some(cmd) => {
-                let env = base_env(&cmd.env);
+                let env = base_env(&cmd.env, false);
+                let scope = match spec.cache_scope {
+                    CacheScope::Shared => Some("shared".to_string()),
+                    CacheScope::Tenant => {
+                        Some(format!("tenant:{}", ctx.tenant.as_deref().unwrap_or("")))
+                    }
+                    CacheScope::Off => None,
+                };
                 match self
-                    .compile_step(id, language, &step, &files, cmd.argv, env, spec, instance)
+                    .compile_step(
+                        id, language, &step, &files, cmd.argv, env, spec, scope, instance,
+                    )
                     .await?
                 {
                     Ok(report) => Some(report),
@@ -395,7 +435,7 @@ impl Engine {
         let cmd = language.run(&step);
         let process = ProcessSpec {
             argv: cmd.argv,
-            env: base_env(&cmd.env),
+            env: base_env(&cmd.env, true),
             cwd: WORKDIR.into(),
             limits: spec.limits,
         };
@@ -475,17 +515,44 @@ impl Engine {
         argv: Vec<String>,
         env: Vec<(String, String)>,
         spec: &SandboxSpec,
+        scope: Option<String>,
         instance: &mut dyn Instance,
     ) -> Result<Result<CompileReport, ExecutionResult>, BackendError> {
-        let cache = self.inner.compile_cache.as_ref().zip(language.artifact());
+        let cache = self
+            .inner
+            .compile_cache
+            .as_ref()
+            .zip(language.artifact())
+            .filter(|_| scope.is_some());
+        // The key covers everything that decides the artifact: the scope, the backend's
+        // environment, the target, the language's toolchain and flags, the compile step's argv
+        // and environment (both fixed by the language), and every file of the workspace.
         let key = cache.map(|_| {
             let mut sorted: Vec<&FileEntry> = sources.iter().collect();
             sorted.sort_by(|a, b| a.path.cmp(&b.path));
             let mut key = CacheKey::new()
+                .part(b"vana-compile-v2")
+                .part(scope.as_deref().unwrap_or_default().as_bytes())
+                .part(
+                    self.inner
+                        .executor
+                        .environment_id(language.name())
+                        .as_bytes(),
+                )
+                .part(std::env::consts::ARCH.as_bytes())
                 .part(language.name().as_bytes())
                 .part(language.cache_salt(step).as_bytes());
+            for a in &argv {
+                key = key.part(a.as_bytes());
+            }
+            for (k, v) in &env {
+                key = key.part(k.as_bytes()).part(v.as_bytes());
+            }
             for f in sorted {
-                key = key.part(f.path.as_bytes()).part(&f.content);
+                key = key
+                    .part(f.path.as_bytes())
+                    .part(&[u8::from(f.executable)])
+                    .part(&f.content);
             }
             key.finish()
         });

@@ -68,6 +68,13 @@ pub trait Executor: Send + Sync {
     /// What this backend enforces on this host.
     fn capabilities(&self) -> &Capabilities;
 
+    /// Identifies the environment programs of `language` compile and run in (the toolchain a
+    /// compile step would use), for the compile cache key: artifacts built in one environment
+    /// are never handed to another.
+    fn environment_id(&self, _language: &str) -> String {
+        self.name().to_string()
+    }
+
     /// Creates one isolated environment.
     async fn create(&self, spec: &InstanceSpec) -> Result<Box<dyn Instance>, BackendError>;
 }

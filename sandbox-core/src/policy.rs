@@ -27,6 +27,8 @@ pub struct PolicyContext {
     pub language: String,
     /// Backend that will run it.
     pub backend: String,
+    /// The caller's tenant, when the host names one (never taken from the request).
+    pub tenant: Option<String>,
 }
 
 /// A policy: evaluation may only tighten what it allows, never widen it.

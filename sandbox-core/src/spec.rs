@@ -88,6 +88,9 @@ pub struct SandboxSpec {
     /// Optimisation level for compiled languages (0-3).
     #[serde(default)]
     pub opt_level: u8,
+    /// Who may share compiled artifacts.
+    #[serde(default)]
+    pub cache_scope: crate::compile_cache::CacheScope,
 }
 
 /// A read-only bind of a host path into the sandbox.

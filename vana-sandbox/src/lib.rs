@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 
-pub use vana_sandbox_core::compile_cache::{CompileCache, DirCompileCache};
+pub use vana_sandbox_core::compile_cache::{CacheScope, CompileCache, DirCompileCache};
 pub use vana_sandbox_core::{
     units, BackendError, Capabilities, CompileReport, Engine, EngineBuilder, EngineError, Event,
     ExecutionRequest, ExecutionResult, Executor, FileSpec, Language, Languages, Layer,

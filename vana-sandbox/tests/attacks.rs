@@ -891,3 +891,56 @@ fn leak_another_sandboxs_files() {
     assert!(r.output.starts_with("clean"), "{}", r.output);
     assert_no_leftovers();
 }
+
+// ---------------------------------------------------------------- compile cache
+
+/// A request that sets Go's build flags must not change what it compiles, and above all must not
+/// put its own binary into the shared cache under a clean program's key: the next caller who sends
+/// the same source without any env must run the clean program.
+#[test]
+fn cache_poisoning_through_build_env_fails() {
+    let _g = serial();
+    require_root();
+    let dir = std::env::temp_dir().join(format!("vana-attack-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut policy = vana_sandbox::PolicyConfig::default();
+    policy.compile.cpus = 2.0;
+    let e = vana_sandbox::Engine::builder()
+        .executor(std::sync::Arc::new(
+            vana_sandbox::NativeExecutor::new().expect("native"),
+        ))
+        .policy(std::sync::Arc::new(policy))
+        .languages(vana_sandbox::lang::installed())
+        .compile_cache(std::sync::Arc::new(
+            vana_sandbox::DirCompileCache::new(&dir, 64 << 20).expect("cache"),
+        ))
+        .build()
+        .expect("engine");
+    let rt = rt();
+    let code = "package main\n\nimport \"fmt\"\n\nvar msg = \"clean\"\n\nfunc main() {\n\tfmt.Println(msg)\n}\n";
+    let mut hostile = req("go", code);
+    for (k, v) in [
+        ("GOFLAGS", "-ldflags=-X=main.msg=pwned"),
+        ("CGO_ENABLED", "1"),
+        ("GOENV", "/workspace/goenv"),
+        ("GOROOT", "/workspace"),
+        ("GOCACHE", "/workspace/cache"),
+    ] {
+        hostile.env.insert(k.into(), v.into());
+    }
+    let first = rt.block_on(e.execute(hostile)).expect("engine");
+    assert_eq!(first.status, Status::Success, "{first:#?}");
+    assert_eq!(
+        first.output, "clean\n",
+        "the request's env reached the compiler"
+    );
+    let clean = rt.block_on(e.execute(req("go", code))).expect("engine");
+    assert_eq!(clean.status, Status::Success, "{clean:#?}");
+    assert_eq!(clean.output, "clean\n", "a poisoned artifact was served");
+    assert!(
+        clean.compile.as_ref().is_some_and(|c| c.cached),
+        "{clean:#?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_no_leftovers();
+}

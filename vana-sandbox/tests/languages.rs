@@ -268,3 +268,34 @@ fn auto_detects_the_language_or_says_it_is_unsure() {
         "{r:#?}"
     );
 }
+
+#[test]
+fn tenant_scoped_cache_is_not_shared_across_tenants() {
+    let _g = serial();
+    let mut p = fast_compile_policy();
+    p.compile.cache_scope = vana_sandbox::CacheScope::Tenant;
+    let e = engine_with(p, "vana-lang-tenant");
+    let code = "fn main() { println!(\"tenant\"); }";
+    let run_as = |t: &str| {
+        rt().block_on(e.execute_as(t, req("rust", code)))
+            .expect("engine")
+    };
+    let a1 = run_as("alpha");
+    assert_eq!(a1.status, Status::Success, "{a1:#?}");
+    assert!(!a1.compile.expect("compile").cached);
+    let b1 = run_as("beta");
+    assert!(
+        !b1.compile.expect("compile").cached,
+        "another tenant's artifact was served"
+    );
+    let a2 = run_as("alpha");
+    assert!(a2.compile.expect("compile").cached);
+    let mut off = fast_compile_policy();
+    off.compile.cache_scope = vana_sandbox::CacheScope::Off;
+    let e = engine_with(off, "vana-lang-off");
+    for _ in 0..2 {
+        let r = exec(&e, req("rust", code));
+        assert!(!r.compile.expect("compile").cached);
+    }
+    assert_no_leftovers();
+}
