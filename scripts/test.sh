@@ -42,6 +42,9 @@ echo "== cargo test"
 log=$(mktemp)
 cargo test --workspace 2>&1 | tee "$log"
 
+echo "== unit tests of core, policy and languages as an unprivileged user"
+bash scripts/unprivileged-unit-tests.sh | tee -a "$log"
+
 echo "== python bindings (pip install ./bindings-python into a fresh venv, then pytest)"
 venv_dir=$(mktemp -d)
 trap 'rm -f "$log" "${pylog:-}"; rm -rf "$venv_dir"' EXIT

@@ -5,32 +5,33 @@ use std::collections::HashMap;
 use bollard::container::{Config, CreateContainerOptions, StartContainerOptions};
 use bollard::models::{HostConfig, HostConfigLogConfig, Mount, MountTypeEnum};
 
+use vana_sandbox_core::host::{PROC_MASKED_DIRS, PROC_MASKED_FILES, PROC_READ_ONLY};
+
 use crate::error::DockerError;
 use crate::pool::PoolKey;
 use crate::{Shared, LABEL, OWNER_LABEL};
 
-/// Docker's default masked paths, plus the host kernel's command line.
-const MASKED: &[&str] = &[
-    "/proc/asound",
-    "/proc/acpi",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/proc/cmdline",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
-const READ_ONLY: &[&str] = &[
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
+/// Paths hidden from the container: the core's `/proc` list (shared with the native backend)
+/// and Docker's own `/sys` masks.
+fn masked_paths() -> Vec<String> {
+    PROC_MASKED_FILES
+        .iter()
+        .chain(PROC_MASKED_DIRS)
+        .map(|p| format!("/proc/{p}"))
+        .chain([
+            "/sys/firmware".into(),
+            "/sys/devices/virtual/powercap".into(),
+        ])
+        .collect()
+}
+
+/// Paths made read-only: the core's `/proc` list.
+fn read_only_paths() -> Vec<String> {
+    PROC_READ_ONLY
+        .iter()
+        .map(|p| format!("/proc/{p}"))
+        .collect()
+}
 
 /// An empty file bound over /etc/resolv.conf: with network `none` Docker would otherwise show
 /// the host's resolver configuration.
@@ -64,14 +65,14 @@ fn bind_ro(source: &str, target: &str) -> Mount {
 pub(crate) async fn create_started(shared: &Shared, key: &PoolKey) -> Result<String, DockerError> {
     let labels = HashMap::from([
         (LABEL.to_string(), "1".to_string()),
-        (OWNER_LABEL.to_string(), shared.owner.clone()),
+        (OWNER_LABEL.to_string(), shared.owner.to_string()),
     ]);
     let uid = shared.config.uid;
     // Files arrive through `tar` inside the container, so HostConfig.tmpfs (which takes uid and
     // mode options, unlike typed tmpfs mounts) works here.
     let tmpfs_opts = format!(
         "rw,nosuid,nodev,size={},mode=1777,uid={uid},gid={uid}",
-        key.disk_bytes
+        key.disk.get()
     );
     let tmpfs_map = HashMap::from([
         ("/workspace".to_string(), tmpfs_opts.clone()),
@@ -86,20 +87,20 @@ pub(crate) async fn create_started(shared: &Shared, key: &PoolKey) -> Result<Str
         cap_drop: Some(vec!["ALL".into()]),
         security_opt: Some(vec!["no-new-privileges".into()]),
         pids_limit: Some(key.container_pids(&shared.config) as i64),
-        memory: Some(key.memory_bytes as i64),
-        memory_swap: Some(key.memory_bytes as i64),
+        memory: Some(key.memory.get() as i64),
+        memory_swap: Some(key.memory.get() as i64),
         nano_cpus: Some(key.nano_cpus),
         network_mode: Some("none".into()),
         init: Some(true),
-        runtime: Some(key.runtime.clone()),
+        runtime: Some(key.runtime.as_str().to_string()),
         log_config: Some(HostConfigLogConfig {
             typ: Some("none".into()),
             config: None,
         }),
-        masked_paths: Some(MASKED.iter().map(|s| s.to_string()).collect()),
-        readonly_paths: Some(READ_ONLY.iter().map(|s| s.to_string()).collect()),
+        masked_paths: Some(masked_paths()),
+        readonly_paths: Some(read_only_paths()),
         ipc_mode: Some("private".into()),
-        shm_size: Some(key.disk_bytes.min(64 << 20) as i64),
+        shm_size: Some(key.disk.get().min(64 << 20) as i64),
         ..Default::default()
     };
     let user = format!("{0}:{0}", shared.config.uid);

@@ -30,6 +30,6 @@ impl DockerError {
 
 impl From<DockerError> for BackendError {
     fn from(e: DockerError) -> Self {
-        BackendError::Other(e.to_string())
+        BackendError::backend("the Docker backend", e)
     }
 }

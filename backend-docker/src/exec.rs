@@ -8,7 +8,7 @@ use bollard::exec::{CreateExecOptions, StartExecResults};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use vana_sandbox_core::{
-    BackendError, OutputCapture, OutputSink, ProcessSpec, StreamKind, Truncated,
+    BackendError, Exit, OutputCapture, OutputSink, ProcessOutcome, ProcessSpec, Stop, StreamKind,
 };
 
 use crate::error::DockerError;
@@ -18,21 +18,13 @@ use crate::Shared;
 /// Where `vana-exec` lives in the runtime image.
 pub const VANA_EXEC: &str = "/usr/local/bin/vana-exec";
 
-/// What one exec produced.
+/// What one exec produced: the outcome (exit, output, wall time, OOM evidence seen while it
+/// ran; the caller adds usage) and whether the container had to be killed.
 #[derive(Debug, Default)]
-pub(crate) struct ExecResult {
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-    pub truncated: Truncated,
-    pub timed_out: bool,
-    pub output_limit_hit: bool,
-    pub wall_time: Duration,
+pub(crate) struct Ran {
+    pub outcome: ProcessOutcome,
     /// The container was killed (timeout, output limit, OOM): it cannot run anything else.
     pub container_killed: bool,
-    /// The container's memory cgroup recorded an OOM kill while the process ran.
-    pub oom_seen: bool,
 }
 
 fn nonce() -> String {
@@ -108,7 +100,7 @@ async fn attach(
         .await
         .map_err(DockerError::api("start exec"))?;
     let StartExecResults::Attached { output, mut input } = started else {
-        return Err(BackendError::Other("docker exec did not attach".into()));
+        return Err(DockerError::Other("docker exec did not attach".into()).into());
     };
     let writer = tokio::spawn(async move {
         if !stdin.is_empty() {
@@ -132,7 +124,7 @@ pub(crate) async fn run(
     sink: Option<OutputSink>,
     (nproc, fsize): (u64, u64),
     oom_watch: Option<(&Memcg, u64)>,
-) -> Result<ExecResult, BackendError> {
+) -> Result<Ran, BackendError> {
     let nonce = nonce();
     let mut cmd = vec![
         VANA_EXEC.to_string(),
@@ -153,8 +145,9 @@ pub(crate) async fn run(
         mut output,
         writer,
     } = attach(shared, id, cmd, env, &process.cwd, stdin).await?;
-    let mut cap = OutputCapture::new(process.limits.max_output_bytes, sink);
-    let mut out = ExecResult::default();
+    let mut cap = OutputCapture::new(process.limits.output.get(), sink);
+    let mut ran = Ran::default();
+    let out = &mut ran.outcome;
     // An OOM kill under gVisor can take the sandbox down without ending the exec stream: watch
     // the cgroup's counter and stop at the first kill.
     let mut oom_tick = tokio::time::interval(Duration::from_millis(100));
@@ -163,15 +156,15 @@ pub(crate) async fn run(
             _ = oom_tick.tick(), if oom_watch.is_some() => {
                 if let Some((memcg, before)) = oom_watch {
                     if memcg.oom_kills() > before {
-                        out.oom_seen = true;
+                        out.oom_killed = true;
                         kill(shared, id).await;
-                        out.container_killed = true;
+                        ran.container_killed = true;
                         break;
                     }
                     if !memcg.exists() {
                         // The container is gone (gVisor's sandbox OOM-killed, say) while the
                         // exec stream stays open: stop waiting; the caller asks the engine why.
-                        out.container_killed = true;
+                        ran.container_killed = true;
                         break;
                     }
                 }
@@ -189,17 +182,17 @@ pub(crate) async fn run(
                         _ => continue,
                     };
                     if cap.push(kind, &data) {
-                        out.output_limit_hit = true;
+                        out.stopped = Some(Stop::OutputLimit);
                         kill(shared, id).await;
-                        out.container_killed = true;
+                        ran.container_killed = true;
                         break;
                     }
                 }
             },
             _ = tokio::time::sleep_until(deadline) => {
-                out.timed_out = true;
+                out.stopped = Some(Stop::Timeout);
                 kill(shared, id).await;
-                out.container_killed = true;
+                ran.container_killed = true;
                 break;
             }
         }
@@ -212,19 +205,21 @@ pub(crate) async fn run(
         .as_ref()
         .and_then(|i| i.exit_code)
         .map(|c| c as i32);
-    if let Some(sig) = take_signal_marker(&mut out.stderr, &nonce) {
-        out.signal = Some(sig);
-    } else if out.container_killed {
-        out.signal = Some(libc::SIGKILL);
+    out.exit = if let Some(sig) = take_signal_marker(&mut out.stderr, &nonce) {
+        Exit::Signal(sig)
+    } else if ran.container_killed {
+        Exit::Signal(libc::SIGKILL)
     } else {
-        out.exit_code = code;
-        if code.is_none() {
-            return Err(BackendError::Other(
-                "docker exec finished without an exit code".into(),
-            ));
+        match code {
+            Some(c) => Exit::Code(c),
+            None => {
+                return Err(
+                    DockerError::Other("docker exec finished without an exit code".into()).into(),
+                )
+            }
         }
-    }
-    Ok(out)
+    };
+    Ok(ran)
 }
 
 /// Runs a helper command (tar for file transfer) as the sandbox user and collects everything,
@@ -251,7 +246,10 @@ pub(crate) async fn run_plain(
         }
         if out.len() as u64 > max {
             writer.abort();
-            return Err(BackendError::Other("file too large to read back".into()));
+            return Err(BackendError::File {
+                path: argv.last().map(|s| s.to_string()).unwrap_or_default(),
+                reason: "file too large to read back".into(),
+            });
         }
     }
     let _ = writer.await;

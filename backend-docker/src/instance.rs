@@ -5,17 +5,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bollard::container::UpdateContainerOptions;
 use vana_sandbox_core::{
-    BackendError, FileEntry, Instance, ProcessIo, ProcessLimits, ProcessOutcome, ProcessSpec,
-    ResourceUsage, SecurityEvent,
+    BackendError, Bytes, FileEntry, Instance, Limits, ProcessIo, ProcessOutcome, ProcessSpec,
+    SecurityEvent, SecurityEventKind, Usage,
 };
 
 use crate::error::DockerError;
 use crate::memcg::Memcg;
 use crate::pool::PoolKey;
 use crate::{container, exec, Shared};
-
-/// Most bytes `read_files` returns per file.
-const MAX_READ_BYTES: u64 = 64 << 20;
 
 pub(crate) struct DockerInstance {
     shared: Arc<Shared>,
@@ -47,20 +44,20 @@ impl DockerInstance {
     fn id(&self) -> Result<&str, BackendError> {
         match (&self.id, self.dead) {
             (Some(id), false) => Ok(id),
-            (Some(_), true) => Err(BackendError::Other(
-                "the container was killed by an earlier step".into(),
+            (Some(_), true) => Err(BackendError::InstanceGone(
+                "the container was killed by an earlier step",
             )),
-            (None, _) => Err(BackendError::Other("instance already destroyed".into())),
+            (None, _) => Err(BackendError::InstanceGone("already destroyed")),
         }
     }
 
     /// Resizes the container for a step whose limits differ (a compile step needs more).
-    async fn fit(&mut self, limits: &ProcessLimits) -> Result<(), BackendError> {
+    async fn fit(&mut self, limits: &Limits) -> Result<(), BackendError> {
         let want = PoolKey::with_limits(
             &self.key.image,
-            &self.key.runtime,
+            self.key.runtime,
             limits,
-            self.key.disk_bytes,
+            self.key.disk,
             self.key.mounts.clone(),
         );
         if want == self.current {
@@ -69,8 +66,8 @@ impl DockerInstance {
         let id = self.id()?.to_string();
         let pids = want.container_pids(&self.shared.config) as i64;
         let opts = UpdateContainerOptions::<String> {
-            memory: Some(want.memory_bytes as i64),
-            memory_swap: Some(want.memory_bytes as i64),
+            memory: Some(want.memory.get() as i64),
+            memory_swap: Some(want.memory.get() as i64),
             nano_cpus: Some(want.nano_cpus),
             pids_limit: Some(pids),
             ..Default::default()
@@ -122,7 +119,7 @@ impl DockerInstance {
 
     /// Resource usage from the container's cgroups (the stats endpoint takes half a second),
     /// and the engine's OOM flag for the main process.
-    async fn usage(&self, id: &str) -> (ResourceUsage, bool) {
+    async fn usage(&self, id: &str) -> (Usage, bool) {
         let oom = self
             .shared
             .docker
@@ -135,9 +132,17 @@ impl DockerInstance {
         let usage = match &self.memcg {
             Some(m) => {
                 let (cpu_ns, peak, tasks) = m.usage();
-                ResourceUsage::new(cpu_ns as f64 / 1e9, peak, self.disk_used(), tasks.max(1))
+                Usage {
+                    cpu: std::time::Duration::from_nanos(cpu_ns),
+                    memory_peak: Bytes(peak),
+                    disk: Bytes(self.disk_used()),
+                    processes_peak: tasks.max(1),
+                }
             }
-            None => ResourceUsage::new(0.0, 0, 0, 1),
+            None => Usage {
+                processes_peak: 1,
+                ..Usage::default()
+            },
         };
         (usage, oom)
     }
@@ -181,59 +186,51 @@ impl Instance for DockerInstance {
         self.fit(&process.limits).await?;
         let id = self.id()?.to_string();
         let nproc = if self.key.is_gvisor() {
-            process.limits.max_processes
+            process.limits.processes
         } else {
             0
         };
         let memcg = self.memcg(&id).await.cloned();
         let oom_before = memcg.as_ref().map(Memcg::oom_kills);
         let watch = memcg.as_ref().zip(oom_before);
-        let r = exec::run(
+        let ran = exec::run(
             &self.shared,
             &id,
             process,
             io.stdin,
             io.sink,
-            (nproc, self.key.disk_bytes),
+            (nproc, self.key.disk.get()),
             watch,
         )
         .await?;
-        if r.container_killed {
+        if ran.container_killed {
             self.dead = true;
         }
+        let mut outcome = ran.outcome;
         let (usage, oom_flag) = self.usage(&id).await;
         let oom_after = self.memcg.as_ref().map(Memcg::oom_kills);
-        let oom = oom_flag
-            || r.oom_seen
-            || matches!((oom_before, oom_after), (Some(a), Some(b)) if b > a);
-        let mut events = Vec::new();
+        outcome.oom_killed |=
+            oom_flag || matches!((oom_before, oom_after), (Some(a), Some(b)) if b > a);
+        outcome.usage = usage;
         if self.key.is_gvisor() {
-            events.push(SecurityEvent::new(
-                "runtime",
+            outcome.events.push(SecurityEvent::new(
+                SecurityEventKind::Runtime,
                 "gVisor (runsc): the program's system calls go to gVisor's kernel",
             ));
         }
-        Ok(ProcessOutcome {
-            exit_code: r.exit_code,
-            signal: r.signal,
-            stdout: r.stdout,
-            stderr: r.stderr,
-            truncated: r.truncated,
-            timed_out: r.timed_out,
-            output_limit_hit: r.output_limit_hit,
-            oom_killed: oom,
-            pids_limit_hits: 0,
-            wall_time: r.wall_time,
-            usage,
-            security_events: events,
-        })
+        Ok(outcome)
     }
 
-    async fn read_files(&mut self, paths: &[String]) -> Result<Vec<FileEntry>, BackendError> {
+    async fn read_files(
+        &mut self,
+        paths: &[String],
+        max_bytes: u64,
+    ) -> Result<Vec<FileEntry>, BackendError> {
+        let max_bytes = max_bytes.min(vana_sandbox_core::host::MAX_READ_BYTES);
         let id = self
             .id
             .clone()
-            .ok_or_else(|| BackendError::Other("instance already destroyed".into()))?;
+            .ok_or(BackendError::InstanceGone("already destroyed"))?;
         let mut out = Vec::new();
         for p in paths {
             vana_sandbox_core::validate::check_relative_path(p).map_err(|m| {
@@ -244,27 +241,18 @@ impl Instance for DockerInstance {
             })?;
             // tar stores a symlink as a link (never its target); unpack_one accepts regular files only.
             let argv = ["tar", "-c", "-C", "/workspace", "-f", "-", "--", p.as_str()];
-            let (code, tar, err) = exec::run_plain(
-                &self.shared,
-                &id,
-                &argv,
-                Vec::new(),
-                MAX_READ_BYTES + (1 << 20),
-            )
-            .await?;
+            let (code, tar, err) =
+                exec::run_plain(&self.shared, &id, &argv, Vec::new(), max_bytes + (1 << 20))
+                    .await?;
             if code != 0 {
                 return Err(BackendError::File {
                     path: p.clone(),
                     reason: String::from_utf8_lossy(&err).trim().to_string(),
                 });
             }
-            out.push(crate::tarball::unpack_one(p, &tar, MAX_READ_BYTES)?);
+            out.push(crate::tarball::unpack_one(p, &tar, max_bytes)?);
         }
         Ok(out)
-    }
-
-    async fn disk_usage(&mut self) -> Result<u64, BackendError> {
-        Ok(0)
     }
 
     async fn destroy(mut self: Box<Self>) -> Result<(), BackendError> {

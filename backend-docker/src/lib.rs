@@ -26,7 +26,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bollard::container::{ListContainersOptions, RemoveContainerOptions};
 use bollard::Docker;
-use vana_sandbox_core::{BackendError, Capabilities, Executor, Instance, InstanceSpec, Layer};
+use vana_sandbox_core::host::OwnerId;
+use vana_sandbox_core::{
+    BackendError, BackendKind, Capabilities, Executor, Instance, InstanceSpec, Layer, LayerName,
+    Runtime,
+};
 
 pub use error::DockerError;
 pub use image::{ImageBuild, DEFAULT_IMAGE};
@@ -46,8 +50,8 @@ pub struct DockerConfig {
     pub default_image: String,
     /// Image per canonical language name (e.g. `python` → `python:3.12-slim`).
     pub images: BTreeMap<String, String>,
-    /// Runtime when the policy names none: `runc` or `runsc`.
-    pub runtime: String,
+    /// Runtime when the policy names none.
+    pub runtime: Runtime,
     /// Containers kept created and started ahead per (image, limits) key; 0 turns the pool off.
     pub pool_size: usize,
     /// uid and gid programs run as inside the container.
@@ -63,7 +67,7 @@ impl Default for DockerConfig {
         Self {
             default_image: DEFAULT_IMAGE.into(),
             images: BTreeMap::new(),
-            runtime: "runc".into(),
+            runtime: Runtime::Runc,
             pool_size: 0,
             uid: 10001,
             runsc_pids_overhead: 128,
@@ -82,7 +86,8 @@ impl DockerConfig {
 pub(crate) struct Shared {
     docker: Docker,
     config: DockerConfig,
-    owner: String,
+    owner: OwnerId,
+    /// Runtimes the engine knows (all of them, ours or not).
     runtimes: Vec<String>,
     /// Image name -> image id, resolved at start (for the compile cache's environment id).
     image_ids: BTreeMap<String, String>,
@@ -101,34 +106,6 @@ impl std::fmt::Debug for DockerExecutor {
             .field("config", &self.shared.config)
             .finish()
     }
-}
-
-fn self_owner() -> String {
-    let start = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            s.get(s.rfind(')')? + 1..)?
-                .split_whitespace()
-                .nth(19)
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
-    format!("{}-{start}", std::process::id())
-}
-
-fn owner_alive(owner: &str) -> bool {
-    let Some((pid, start)) = owner.split_once('-') else {
-        return false;
-    };
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.get(s.rfind(')')? + 1..)?
-                .split_whitespace()
-                .nth(19)
-                .map(|t| t == start)
-        })
-        .unwrap_or(false)
 }
 
 impl DockerExecutor {
@@ -154,7 +131,7 @@ impl DockerExecutor {
             .map(|r| r.into_keys().collect())
             .unwrap_or_default();
         runtimes.sort();
-        if !runtimes.contains(&config.runtime) {
+        if !runtimes.iter().any(|r| r == config.runtime.as_str()) {
             return Err(BackendError::Unavailable(format!(
                 "the Docker engine has no runtime `{}` (it has: {})",
                 config.runtime,
@@ -177,7 +154,7 @@ impl DockerExecutor {
         let shared = Arc::new(Shared {
             docker,
             config,
-            owner: self_owner(),
+            owner: OwnerId::current(),
             runtimes,
             image_ids,
         });
@@ -195,7 +172,8 @@ impl DockerExecutor {
 
     /// Removes containers carrying our label whose owning process no longer exists.
     pub async fn cleanup_stale(&self) -> usize {
-        self.remove_ours(|owner| !owner_alive(owner)).await
+        self.remove_ours(|owner| owner.parse::<OwnerId>().is_ok_and(|o| !o.alive()))
+            .await
     }
 
     async fn remove_ours(&self, pick: impl Fn(&str) -> bool) -> usize {
@@ -240,14 +218,14 @@ impl DockerExecutor {
 
     /// Creates warm containers for `spec` ahead of time (up to the pool size).
     pub async fn prewarm(&self, spec: &InstanceSpec) -> Result<(), BackendError> {
-        let key = self.key(spec)?;
+        let key = self.key(spec);
         self.pool.fill(&key).await.map_err(BackendError::from)
     }
 
     /// Removes the warm pool's containers (and any other container this process owns).
     pub async fn shutdown(&self) -> usize {
         self.pool.clear();
-        let me = self.shared.owner.clone();
+        let me = self.shared.owner.to_string();
         self.remove_ours(|owner| owner == me).await
     }
 
@@ -261,31 +239,14 @@ impl DockerExecutor {
         &self.shared.docker
     }
 
-    fn key(&self, spec: &InstanceSpec) -> Result<PoolKey, BackendError> {
-        let runtime = spec
-            .runtime
-            .clone()
-            .unwrap_or_else(|| self.shared.config.runtime.clone());
-        if !self.shared.runtimes.contains(&runtime) {
-            return Err(BackendError::MissingLayer {
-                layer: format!("runtime_{runtime}"),
-                detail: format!("the Docker engine has no runtime `{runtime}`"),
-            });
-        }
-        Ok(PoolKey::new(
-            self.shared.config.image_for(&spec.language),
-            &runtime,
-            spec,
-        ))
+    fn key(&self, spec: &InstanceSpec) -> PoolKey {
+        let runtime = spec.runtime.unwrap_or(self.shared.config.runtime);
+        PoolKey::new(self.shared.config.image_for(&spec.language), runtime, spec)
     }
 }
 
-fn layer(name: &str, available: bool, detail: impl Into<String>) -> Layer {
-    Layer {
-        name: name.into(),
-        available,
-        detail: detail.into(),
-    }
+fn layer(name: LayerName, available: bool, detail: impl Into<String>) -> Layer {
+    Layer::new(name, available, detail)
 }
 
 fn capabilities(
@@ -296,26 +257,34 @@ fn capabilities(
 ) -> Capabilities {
     let runsc = runtimes.iter().any(|r| r == "runsc");
     let layers = vec![
-        layer("container", true, format!("Docker Engine API {api}")),
-        layer("pid_namespace", true, "one container per execution"),
         layer(
-            "mount_namespace",
+            LayerName::Container,
+            true,
+            format!("Docker Engine API {api}"),
+        ),
+        layer(LayerName::PidNamespace, true, "one container per execution"),
+        layer(
+            LayerName::MountNamespace,
             true,
             "read-only root; tmpfs /workspace and /tmp",
         ),
-        layer("network_namespace", true, "network none"),
-        layer("ipc_namespace", true, "private"),
-        layer("uts_namespace", true, "private"),
-        layer("non_root_user", true, format!("uid {}", config.uid)),
-        layer("capabilities_dropped", true, "cap_drop ALL"),
-        layer("no_new_privs", true, "no-new-privileges"),
-        layer("seccomp", true, "Docker's default profile"),
-        layer("cgroup_memory", true, "memory = memory + swap"),
-        layer("cgroup_memory_swap", true, "memory_swap equals memory"),
-        layer("cgroup_pids", true, "pids_limit"),
-        layer("cgroup_cpu", true, "nano_cpus"),
+        layer(LayerName::NetworkNamespace, true, "network none"),
+        layer(LayerName::IpcNamespace, true, "private"),
+        layer(LayerName::UtsNamespace, true, "private"),
+        layer(LayerName::NonRootUser, true, format!("uid {}", config.uid)),
+        layer(LayerName::CapabilitiesDropped, true, "cap_drop ALL"),
+        layer(LayerName::NoNewPrivs, true, "no-new-privileges"),
+        layer(LayerName::Seccomp, true, "Docker's default profile"),
+        layer(LayerName::CgroupMemory, true, "memory = memory + swap"),
         layer(
-            "gvisor",
+            LayerName::CgroupMemorySwap,
+            true,
+            "memory_swap equals memory",
+        ),
+        layer(LayerName::CgroupPids, true, "pids_limit"),
+        layer(LayerName::CgroupCpu, true, "nano_cpus"),
+        layer(
+            LayerName::Gvisor,
             runsc,
             if runsc {
                 "runtime runsc registered"
@@ -324,7 +293,7 @@ fn capabilities(
             },
         ),
         layer(
-            "image",
+            LayerName::Image,
             image_ok,
             format!(
                 "{}{}",
@@ -336,18 +305,18 @@ fn capabilities(
                 }
             ),
         ),
-        layer("landlock", false, "not applied inside containers"),
+        layer(LayerName::Landlock, false, "not applied inside containers"),
     ];
-    Capabilities {
-        backend: "docker".into(),
-        layers,
-    }
+    let mut caps = Capabilities::new(BackendKind::Docker);
+    caps.layers = layers;
+    caps.runtimes = runtimes.iter().filter_map(|r| Runtime::parse(r)).collect();
+    caps
 }
 
 #[async_trait]
 impl Executor for DockerExecutor {
-    fn name(&self) -> &'static str {
-        "docker"
+    fn kind(&self) -> BackendKind {
+        BackendKind::Docker
     }
 
     fn capabilities(&self) -> &Capabilities {
@@ -365,13 +334,7 @@ impl Executor for DockerExecutor {
     }
 
     async fn create(&self, spec: &InstanceSpec) -> Result<Box<dyn Instance>, BackendError> {
-        self.caps.check_required(&spec.require)?;
-        if spec.network != vana_sandbox_core::NetworkMode::None {
-            return Err(BackendError::Unavailable(
-                "the docker backend has no network proxy yet".into(),
-            ));
-        }
-        let key = self.key(spec)?;
+        let key = self.key(spec);
         let container = self.pool.take_or_create(&key).await?;
         Ok(Box::new(DockerInstance::new(
             self.shared.clone(),

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use vana_sandbox_core::host::cgroupfs::{read_key, read_u64};
+
 /// A container's memory cgroup on the host (v1 or v2), found from its main process.
 #[derive(Debug, Clone)]
 pub(crate) struct Memcg {
@@ -48,52 +50,29 @@ impl Memcg {
         })
     }
 
-    fn read(dir: &Path, file: &str) -> Option<u64> {
-        std::fs::read_to_string(dir.join(file))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    }
-
-    fn key(dir: &Path, file: &str, key: &str) -> Option<u64> {
-        std::fs::read_to_string(dir.join(file)).ok().and_then(|t| {
-            t.lines().find_map(|l| {
-                let mut it = l.split_whitespace();
-                (it.next() == Some(key))
-                    .then(|| it.next()?.parse().ok())
-                    .flatten()
-            })
-        })
-    }
-
     /// (cpu nanoseconds, memory peak bytes, tasks now) of the whole container.
     pub(crate) fn usage(&self) -> (u64, u64, u64) {
         if self.v2 {
-            let cpu = Self::key(&self.dir, "cpu.stat", "usage_usec").unwrap_or(0) * 1000;
-            let peak = Self::read(&self.dir, "memory.peak")
-                .or_else(|| Self::read(&self.dir, "memory.current"))
+            let cpu = read_key(&self.dir, "cpu.stat", "usage_usec").unwrap_or(0) * 1000;
+            let peak = read_u64(&self.dir, "memory.peak")
+                .or_else(|| read_u64(&self.dir, "memory.current"))
                 .unwrap_or(0);
-            (
-                cpu,
-                peak,
-                Self::read(&self.dir, "pids.current").unwrap_or(1),
-            )
+            (cpu, peak, read_u64(&self.dir, "pids.current").unwrap_or(1))
         } else {
             let cpu = self
                 .cpuacct
                 .as_deref()
-                .and_then(|d| Self::read(d, "cpuacct.usage"))
+                .and_then(|d| read_u64(d, "cpuacct.usage"))
                 .unwrap_or(0);
-            let peak = Self::read(&self.dir, "memory.memsw.max_usage_in_bytes")
-                .or_else(|| Self::read(&self.dir, "memory.max_usage_in_bytes"))
+            let peak = read_u64(&self.dir, "memory.memsw.max_usage_in_bytes")
+                .or_else(|| read_u64(&self.dir, "memory.max_usage_in_bytes"))
                 .unwrap_or(0);
             (
                 cpu,
                 peak,
                 self.pids
                     .as_deref()
-                    .and_then(|d| Self::read(d, "pids.current"))
+                    .and_then(|d| read_u64(d, "pids.current"))
                     .unwrap_or(1),
             )
         }
@@ -110,16 +89,6 @@ impl Memcg {
         } else {
             ("memory.oom_control", "oom_kill")
         };
-        std::fs::read_to_string(self.dir.join(file))
-            .ok()
-            .and_then(|t| {
-                t.lines().find_map(|l| {
-                    let mut it = l.split_whitespace();
-                    (it.next() == Some(key))
-                        .then(|| it.next()?.parse().ok())
-                        .flatten()
-                })
-            })
-            .unwrap_or(0)
+        read_key(&self.dir, file, key).unwrap_or(0)
     }
 }

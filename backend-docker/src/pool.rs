@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use vana_sandbox_core::{BackendError, InstanceSpec, Mount, ProcessLimits};
+use vana_sandbox_core::{BackendError, Bytes, InstanceSpec, Limits, Mount, Runtime};
 
 use crate::container;
 use crate::error::DockerError;
@@ -14,45 +14,45 @@ use crate::{DockerConfig, Shared};
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct PoolKey {
     pub image: String,
-    pub runtime: String,
-    pub memory_bytes: u64,
+    pub runtime: Runtime,
+    pub memory: Bytes,
     pub nano_cpus: i64,
     pub max_processes: u64,
-    pub disk_bytes: u64,
+    pub disk: Bytes,
     pub mounts: Vec<Mount>,
 }
 
 impl PoolKey {
-    pub(crate) fn new(image: &str, runtime: &str, spec: &InstanceSpec) -> Self {
+    pub(crate) fn new(image: &str, runtime: Runtime, spec: &InstanceSpec) -> Self {
         Self::with_limits(
             image,
             runtime,
             &spec.limits,
-            spec.disk_bytes,
+            spec.limits.disk,
             spec.mounts.clone(),
         )
     }
 
     pub(crate) fn with_limits(
         image: &str,
-        runtime: &str,
-        l: &ProcessLimits,
-        disk_bytes: u64,
+        runtime: Runtime,
+        l: &Limits,
+        disk: Bytes,
         mounts: Vec<Mount>,
     ) -> Self {
         Self {
             image: image.into(),
-            runtime: runtime.into(),
-            memory_bytes: l.memory_bytes,
-            nano_cpus: (l.cpus * 1e9) as i64,
-            max_processes: l.max_processes,
-            disk_bytes,
+            runtime,
+            memory: l.memory,
+            nano_cpus: l.cpus.nano(),
+            max_processes: l.processes,
+            disk,
             mounts,
         }
     }
 
     pub(crate) fn is_gvisor(&self) -> bool {
-        self.runtime == "runsc"
+        self.runtime == Runtime::Runsc
     }
 
     /// The container's pids limit: the program's, plus gVisor's own threads under runsc.

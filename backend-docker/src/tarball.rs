@@ -51,7 +51,7 @@ pub(crate) fn pack(files: &[FileEntry], uid: u32) -> Result<Vec<u8>, BackendErro
             .map_err(|e| file_err(&f.path, e.to_string()))?;
     }
     b.into_inner()
-        .map_err(|e| BackendError::Other(format!("building the upload archive: {e}")))
+        .map_err(|e| BackendError::backend("building the upload archive", e))
 }
 
 /// The single regular file in a tar downloaded for `path` (links and directories are refused).

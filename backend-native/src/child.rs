@@ -41,23 +41,25 @@ pub(crate) enum Stage {
 impl Stage {
     pub(crate) fn from_u32(v: u32) -> Option<Self> {
         use Stage::*;
-        [
-            Signals,
-            Fds,
-            JoinCgroup,
-            CgroupNs,
-            Hostname,
-            RootOp,
-            PivotRoot,
-            DropPrivileges,
-            ForkWorkload,
-            Exec,
-            Workdir,
-            Stdio,
-            Exited,
-        ]
-        .into_iter()
-        .find(|s| *s as u32 == v)
+        Some(match v {
+            1 => Signals,
+            2 => Fds,
+            3 => JoinCgroup,
+            4 => CgroupNs,
+            5 => Hostname,
+            6 => RootOp,
+            7 => PivotRoot,
+            8 => DropPrivileges,
+            9 => ForkWorkload,
+            10 => Exec,
+            11 => Workdir,
+            12 => Stdio,
+            13 => Rlimits,
+            14 => Landlock,
+            15 => Seccomp,
+            100 => Exited,
+            _ => return None,
+        })
     }
 
     pub(crate) fn describe(self) -> &'static str {

@@ -30,16 +30,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use vana_sandbox_core::host::OwnerId;
 use vana_sandbox_core::{
-    BackendError, Capabilities, Executor, FileEntry, Instance, InstanceSpec, ProcessIo,
-    ProcessOutcome, ProcessSpec, ResourceUsage, SecurityEvent,
+    BackendError, BackendKind, Bytes, Capabilities, Executor, FileEntry, Instance, InstanceSpec,
+    Limits, ProcessIo, ProcessOutcome, ProcessSpec, SecurityEvent, SecurityEventKind,
 };
 
-use crate::cgroup::{CgroupDriver, CgroupLimits};
+use crate::cgroup::CgroupDriver;
 use crate::rootfs::{Ids, InstanceDirs, Op};
 use crate::workspace::Workspace;
-
-pub use workspace::MAX_READ_BYTES;
 
 /// Settings of the native backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +87,7 @@ struct Shared {
     cgroups: Arc<dyn CgroupDriver>,
     root: PathBuf,
     instances: PathBuf,
-    owner: (u32, u64),
+    owner: OwnerId,
     seq: AtomicU64,
     degraded: Vec<SecurityEvent>,
     seccomp: Vec<seccomp::Insn>,
@@ -116,8 +115,8 @@ impl Shared {
 
     fn rlimits(
         &self,
-        limits: &vana_sandbox_core::ProcessLimits,
-        disk_bytes: u64,
+        limits: &Limits,
+        disk: Bytes,
     ) -> Vec<(libc::__rlimit_resource_t, libc::rlimit)> {
         let clamp = |resource: libc::__rlimit_resource_t, want: u64| {
             // SAFETY: valid pointer to a local struct.
@@ -139,9 +138,9 @@ impl Shared {
         let mut v = vec![
             clamp(libc::RLIMIT_CORE, 0),
             clamp(libc::RLIMIT_NOFILE, 4096),
-            clamp(libc::RLIMIT_FSIZE, disk_bytes.max(1)),
+            clamp(libc::RLIMIT_FSIZE, disk.get().max(1)),
             // PID 1 runs as the same uid: one more than the program may have.
-            clamp(libc::RLIMIT_NPROC, limits.max_processes + 1),
+            clamp(libc::RLIMIT_NPROC, limits.processes + 1),
             clamp(libc::RLIMIT_STACK, 8 << 20),
             clamp(libc::RLIMIT_MSGQUEUE, 0),
         ];
@@ -182,7 +181,8 @@ impl NativeExecutor {
                 "the native backend needs root (an unprivileged user-namespace mode is not implemented yet)".into(),
             ));
         }
-        let cgroups = cgroup::detect().map_err(|e| BackendError::Unavailable(e.to_string()))?;
+        let cgroups = cgroup::detect()
+            .map_err(|e| BackendError::backend("finding the cgroup hierarchies", e))?;
         let root = config.state_dir.join("root");
         let instances = config.state_dir.join("instances");
         for dir in [&config.state_dir, &root, &instances] {
@@ -196,20 +196,20 @@ impl NativeExecutor {
         let seccomp_on = config.seccomp && seccomp::available();
         let caps = probe::probe(cgroups.as_ref(), landlock_abi, seccomp_on);
         let degraded = caps
-            .layers
-            .iter()
-            .filter(|l| {
-                !l.available
-                    && ["cgroup_memory_swap", "seccomp", "landlock"].contains(&l.name.as_str())
+            .degraded()
+            .map(|l| {
+                SecurityEvent::new(
+                    SecurityEventKind::LayerDegraded,
+                    format!("{}: {}", l.name, l.detail),
+                )
             })
-            .map(|l| SecurityEvent::new("layer_degraded", format!("{}: {}", l.name, l.detail)))
             .collect();
         let shared = Shared {
             config,
             cgroups,
             root,
             instances,
-            owner: (std::process::id(), sys::self_start_ticks()),
+            owner: OwnerId::current(),
             seq: AtomicU64::new(0),
             degraded,
             seccomp: if seccomp_on {
@@ -260,8 +260,8 @@ impl NativeExecutor {
 
 #[async_trait]
 impl Executor for NativeExecutor {
-    fn name(&self) -> &'static str {
-        "native"
+    fn kind(&self) -> BackendKind {
+        BackendKind::Native
     }
 
     fn capabilities(&self) -> &Capabilities {
@@ -269,20 +269,8 @@ impl Executor for NativeExecutor {
     }
 
     async fn create(&self, spec: &InstanceSpec) -> Result<Box<dyn Instance>, BackendError> {
-        self.caps.check_required(&spec.require)?;
-        if let Some(runtime) = &spec.runtime {
-            return Err(BackendError::Unavailable(format!(
-                "runtime `{runtime}` is a Docker backend option; the native backend has none"
-            )));
-        }
-        if spec.network != vana_sandbox_core::NetworkMode::None {
-            return Err(BackendError::Unavailable(
-                "the native backend has no network proxy yet".into(),
-            ));
-        }
         let s = &self.shared;
-        let (pid, start) = s.owner;
-        let name = cgroup::run_name(pid, start, s.seq.fetch_add(1, Ordering::Relaxed));
+        let name = cgroup::run_name(s.owner, s.seq.fetch_add(1, Ordering::Relaxed));
         let slot = s.take_uid()?;
         let uid = UidSlot {
             shared: s.clone(),
@@ -290,7 +278,8 @@ impl Executor for NativeExecutor {
         };
         let id = s.config.uid_base + slot;
         let ids = Ids { uid: id, gid: id };
-        let ws = Workspace::create(s.instances.join(&name), spec.disk_bytes, ids.uid, ids.gid)?;
+        let disk = spec.limits.disk;
+        let ws = Workspace::create(s.instances.join(&name), disk, ids.uid, ids.gid)?;
         let dirs = InstanceDirs {
             workspace: &ws.workspace(),
             tmp: &ws.dir.join("tmp"),
@@ -301,7 +290,7 @@ impl Executor for NativeExecutor {
         let landlock_rules = rootfs::landlock_rules(&spec.mounts)
             .map_err(|e| BackendError::setup("planning the Landlock rules", e))?;
         let root = CString::new(s.root.as_os_str().as_encoded_bytes())
-            .map_err(|_| BackendError::Other("state directory contains NUL".into()))?;
+            .map_err(|_| BackendError::InvalidProcess("the state directory contains a NUL byte"))?;
         Ok(Box::new(NativeInstance {
             shared: s.clone(),
             ws: Some(ws),
@@ -310,7 +299,7 @@ impl Executor for NativeExecutor {
                 ops,
                 landlock_rules,
                 ids,
-                disk_bytes: spec.disk_bytes,
+                disk,
             }),
             root,
             runs: 0,
@@ -336,7 +325,7 @@ struct RunPlan {
     ops: Vec<Op>,
     landlock_rules: Vec<landlock::Rule>,
     ids: Ids,
-    disk_bytes: u64,
+    disk: Bytes,
 }
 
 /// One native instance: a workspace tmpfs on the host plus a planned root; every `run` gets fresh
@@ -352,13 +341,11 @@ struct NativeInstance {
 }
 
 fn cstrings<'a>(
-    what: &str,
+    what: &'static str,
     items: impl Iterator<Item = String> + 'a,
 ) -> Result<Vec<CString>, BackendError> {
     items
-        .map(|s| {
-            CString::new(s).map_err(|_| BackendError::Other(format!("{what} contains a NUL byte")))
-        })
+        .map(|s| CString::new(s).map_err(|_| BackendError::InvalidProcess(what)))
         .collect()
 }
 
@@ -366,7 +353,7 @@ impl NativeInstance {
     fn ws(&self) -> Result<&Workspace, BackendError> {
         self.ws
             .as_ref()
-            .ok_or_else(|| BackendError::Other("instance already destroyed".into()))
+            .ok_or(BackendError::InstanceGone("already destroyed"))
     }
 }
 
@@ -387,25 +374,23 @@ impl Instance for NativeInstance {
         let shared = self.shared.clone();
         let plan = self.plan.clone();
         let root = self.root.clone();
-        let argv = cstrings("argv", process.argv.iter().cloned())?;
-        let env = cstrings("env", process.env.iter().map(|(k, v)| format!("{k}={v}")))?;
+        let argv = cstrings("argv contains a NUL byte", process.argv.iter().cloned())?;
+        let env = cstrings(
+            "env contains a NUL byte",
+            process.env.iter().map(|(k, v)| format!("{k}={v}")),
+        )?;
         let cwd = CString::new(process.cwd.clone())
-            .map_err(|_| BackendError::Other("cwd contains a NUL byte".into()))?;
+            .map_err(|_| BackendError::InvalidProcess("cwd contains a NUL byte"))?;
         if argv.is_empty() {
-            return Err(BackendError::Other("empty argv".into()));
+            return Err(BackendError::InvalidProcess("empty argv"));
         }
         let limits = process.limits;
-        let outcome = tokio::task::spawn_blocking(
-            move || -> Result<(ProcessOutcome, cgroup::CgroupStats), BackendError> {
-                let cg_limits = CgroupLimits {
-                    memory_bytes: limits.memory_bytes,
-                    cpus: limits.cpus,
-                    max_processes: limits.max_processes,
-                };
+        let outcome =
+            tokio::task::spawn_blocking(move || -> Result<ProcessOutcome, BackendError> {
                 let mut cg = shared
                     .cgroups
-                    .create(&cg_name, &cg_limits)
-                    .map_err(|e| BackendError::Other(e.to_string()))?;
+                    .create(&cg_name, &limits)
+                    .map_err(|e| BackendError::backend("creating the run's cgroup", e))?;
                 let ruleset = match shared.landlock_abi {
                     0 => None,
                     abi => Some(
@@ -413,7 +398,7 @@ impl Instance for NativeInstance {
                             .map_err(|e| BackendError::setup("creating the Landlock ruleset", e))?,
                     ),
                 };
-                let rlimits = shared.rlimits(&limits, plan.disk_bytes);
+                let rlimits = shared.rlimits(&limits, plan.disk);
                 let launch = spawn::Launch {
                     ops: &plan.ops,
                     root: &root,
@@ -431,69 +416,45 @@ impl Instance for NativeInstance {
                         .map(|r| (r, plan.landlock_rules.as_slice())),
                     seccomp: &shared.seccomp,
                 };
-                let raw = spawn::launch(launch, cg.as_mut());
+                let outcome = spawn::launch(launch, cg.as_mut());
                 cg.sample();
                 let stats = cg.stats();
                 let removed = cg.remove();
-                let raw = raw?;
-                removed
-                    .map_err(|e| BackendError::Other(format!("removing the run's cgroup: {e}")))?;
-                let cpu = if stats.cpu_ns > 0 {
-                    stats.cpu_ns as f64 / 1e9
-                } else {
-                    raw.rusage_cpu.as_secs_f64()
-                };
-                let mem = if stats.memory_peak > 0 {
-                    stats.memory_peak
-                } else {
-                    raw.rusage_maxrss
-                };
-                let outcome = ProcessOutcome {
-                    exit_code: raw.exit_code,
-                    signal: raw.signal,
-                    stdout: raw.stdout,
-                    stderr: raw.stderr,
-                    truncated: raw.truncated,
-                    timed_out: raw.timed_out,
-                    output_limit_hit: raw.output_limit_hit,
-                    oom_killed: stats.oom_kills > 0,
-                    pids_limit_hits: stats.pids_max_hits,
-                    wall_time: raw.wall_time,
-                    usage: ResourceUsage::new(cpu, mem, 0, stats.pids_peak.max(1)),
-                    security_events: shared.degraded.clone(),
-                };
-                let mut outcome = outcome;
-                if outcome.signal == Some(libc::SIGSYS) {
-                    outcome.security_events.push(SecurityEvent::new(
-                        "seccomp_kill",
+                let mut outcome = outcome?;
+                removed.map_err(|e| BackendError::backend("removing the run's cgroup", e))?;
+                // The cgroup counts every process of the run; rusage only those reaped by PID 1.
+                if stats.cpu_ns > 0 {
+                    outcome.usage.cpu = std::time::Duration::from_nanos(stats.cpu_ns);
+                }
+                if stats.memory_peak > 0 {
+                    outcome.usage.memory_peak = Bytes(stats.memory_peak);
+                }
+                outcome.usage.processes_peak = stats.pids_peak.max(1);
+                outcome.oom_killed = stats.oom_kills > 0;
+                outcome.pids_limit_hits = stats.pids_max_hits;
+                outcome.events = shared.degraded.clone();
+                if outcome.exit == vana_sandbox_core::Exit::Signal(libc::SIGSYS) {
+                    outcome.events.push(SecurityEvent::new(
+                        SecurityEventKind::SeccompKill,
                         "killed by SIGSYS: the seccomp filter kills system calls of non-native \
                          ABIs (32-bit int 0x80, x32)",
                     ));
                 }
-                Ok((outcome, stats))
-            },
-        )
-        .await
-        .map_err(|e| BackendError::Other(format!("sandbox supervisor thread failed: {e}")))?;
-        let (mut outcome, _stats) = outcome?;
-        let disk = self.ws()?.usage().unwrap_or(0);
-        outcome.usage = ResourceUsage::new(
-            outcome.usage.cpu_time,
-            outcome.usage.memory_peak_bytes,
-            disk,
-            outcome.usage.processes_peak,
-        );
+                Ok(outcome)
+            })
+            .await
+            .map_err(|e| BackendError::backend("the sandbox supervisor thread", e))?;
+        let mut outcome = outcome?;
+        outcome.usage.disk = Bytes(self.ws()?.usage().unwrap_or(0));
         Ok(outcome)
     }
 
-    async fn read_files(&mut self, paths: &[String]) -> Result<Vec<FileEntry>, BackendError> {
-        self.ws()?.read(paths)
-    }
-
-    async fn disk_usage(&mut self) -> Result<u64, BackendError> {
-        self.ws()?
-            .usage()
-            .map_err(|e| BackendError::setup("statvfs workspace", e))
+    async fn read_files(
+        &mut self,
+        paths: &[String],
+        max_bytes: u64,
+    ) -> Result<Vec<FileEntry>, BackendError> {
+        self.ws()?.read(paths, max_bytes)
     }
 
     async fn destroy(mut self: Box<Self>) -> Result<(), BackendError> {

@@ -2,28 +2,24 @@
 
 use std::path::Path;
 
-use vana_sandbox_core::{Capabilities, Layer};
+use vana_sandbox_core::{BackendKind, Capabilities, Layer, LayerName};
 
 use crate::cgroup::CgroupDriver;
 
-fn layer(name: &str, available: bool, detail: impl Into<String>) -> Layer {
-    Layer {
-        name: name.into(),
-        available,
-        detail: detail.into(),
-    }
+fn layer(name: LayerName, available: bool, detail: impl Into<String>) -> Layer {
+    Layer::new(name, available, detail)
 }
 
 /// Probes the layers. Cheap: file checks and one pidfd_open.
 pub(crate) fn probe(cgroups: &dyn CgroupDriver, landlock_abi: u32, seccomp: bool) -> Capabilities {
     let mut layers = Vec::new();
     for (name, ns) in [
-        ("pid_namespace", "pid"),
-        ("mount_namespace", "mnt"),
-        ("network_namespace", "net"),
-        ("ipc_namespace", "ipc"),
-        ("uts_namespace", "uts"),
-        ("cgroup_namespace", "cgroup"),
+        (LayerName::PidNamespace, "pid"),
+        (LayerName::MountNamespace, "mnt"),
+        (LayerName::NetworkNamespace, "net"),
+        (LayerName::IpcNamespace, "ipc"),
+        (LayerName::UtsNamespace, "uts"),
+        (LayerName::CgroupNamespace, "cgroup"),
     ] {
         let ok = Path::new("/proc/self/ns").join(ns).exists();
         layers.push(layer(
@@ -37,34 +33,28 @@ pub(crate) fn probe(cgroups: &dyn CgroupDriver, landlock_abi: u32, seccomp: bool
         ));
     }
     layers.push(layer(
-        "user_namespace",
+        LayerName::UserNamespace,
         false,
         "not used: the backend runs as root and drops to an unprivileged uid instead",
     ));
     layers.push(layer(
-        "pivot_root",
+        LayerName::PivotRoot,
         true,
         "read-only root of bind mounts; tmpfs /workspace and /tmp sized to the disk limit",
     ));
-    for (name, ok, detail) in cgroups.describe() {
-        layers.push(Layer {
-            name,
-            available: ok,
-            detail,
-        });
-    }
+    layers.extend(cgroups.describe());
     layers.push(layer(
-        "non_root_user",
+        LayerName::NonRootUser,
         true,
         "unprivileged uid/gid, no supplementary groups",
     ));
     layers.push(layer(
-        "capabilities_dropped",
+        LayerName::CapabilitiesDropped,
         true,
         "empty effective, permitted, ambient and bounding sets",
     ));
     layers.push(layer(
-        "no_new_privs",
+        LayerName::NoNewPrivs,
         true,
         "PR_SET_NO_NEW_PRIVS on every process",
     ));
@@ -75,7 +65,7 @@ pub(crate) fn probe(cgroups: &dyn CgroupDriver, landlock_abi: u32, seccomp: bool
         unsafe { libc::close(fd as libc::c_int) };
     }
     layers.push(layer(
-        "pidfd",
+        LayerName::Pidfd,
         fd >= 0,
         if fd >= 0 {
             "race-free kill and wait"
@@ -84,7 +74,7 @@ pub(crate) fn probe(cgroups: &dyn CgroupDriver, landlock_abi: u32, seccomp: bool
         },
     ));
     layers.push(layer(
-        "seccomp",
+        LayerName::Seccomp,
         seccomp,
         if seccomp {
             "BPF filter: non-native ABIs killed, kernel attack surface denied (see docs/SECURITY.md)"
@@ -94,7 +84,7 @@ pub(crate) fn probe(cgroups: &dyn CgroupDriver, landlock_abi: u32, seccomp: bool
     ));
     let full = crate::landlock::FULL_ABI;
     layers.push(layer(
-        "landlock",
+        LayerName::Landlock,
         landlock_abi >= full,
         match landlock_abi {
             0 => "not available in this kernel (or turned off)".to_string(),
@@ -105,22 +95,30 @@ pub(crate) fn probe(cgroups: &dyn CgroupDriver, landlock_abi: u32, seccomp: bool
         },
     ));
     layers.push(layer(
-        "landlock_network",
+        LayerName::LandlockNetwork,
         landlock_abi >= 4,
         format!("TCP bind/connect denied (ABI 4+; host has {landlock_abi})"),
     ));
     layers.push(layer(
-        "rlimits",
+        LayerName::Rlimits,
         true,
         "core 0, nofile, fsize = disk limit, nproc, stack, msgqueue; optional cpu",
     ));
     layers.push(layer(
-        "proc_masking",
+        LayerName::ProcMasking,
         true,
         "sensitive /proc entries masked or read-only; no /sys",
     ));
-    Capabilities {
-        backend: "native".into(),
-        layers,
+    // Layers the backend normally has: their absence is reported on every result.
+    for l in &mut layers {
+        if matches!(
+            l.name,
+            LayerName::CgroupMemorySwap | LayerName::Seccomp | LayerName::Landlock
+        ) {
+            l.degradable = true;
+        }
     }
+    let mut caps = Capabilities::new(BackendKind::Native);
+    caps.layers = layers;
+    caps
 }

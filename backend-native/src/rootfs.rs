@@ -12,6 +12,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use vana_sandbox_core::host::{PROC_MASKED_DIRS, PROC_MASKED_FILES, PROC_READ_ONLY};
 use vana_sandbox_core::Mount;
 
 /// One step of building the root.
@@ -226,50 +227,6 @@ pub(crate) fn plan(
     p.mount(None, &root_target, None, RO_BIND, None)?;
     Ok(p.ops)
 }
-
-/// /proc files that leak host information or reach the kernel: hidden behind /dev/null.
-pub(crate) const PROC_MASKED_FILES: &[&str] = &[
-    "kcore",
-    "keys",
-    "key-users",
-    "timer_list",
-    "sched_debug",
-    "kallsyms",
-    "sysrq-trigger",
-    "latency_stats",
-    "timer_stats",
-    "kmsg",
-    "kpagecount",
-    "kpageflags",
-    "kpagecgroup",
-    "config.gz",
-    "cmdline",
-    "modules",
-    "vmallocinfo",
-    "slabinfo",
-    "iomem",
-    "ioports",
-    "buddyinfo",
-    "pagetypeinfo",
-    "zoneinfo",
-    "partitions",
-    "diskstats",
-    "swaps",
-    "devices",
-    "mtrr",
-];
-/// /proc directories hidden behind an empty read-only tmpfs.
-pub(crate) const PROC_MASKED_DIRS: &[&str] = &[
-    "acpi",
-    "scsi",
-    "asound",
-    "driver",
-    "tty",
-    "dynamic_debug",
-    "pressure",
-];
-/// /proc directories made read-only.
-pub(crate) const PROC_READ_ONLY: &[&str] = &["sys", "irq", "bus", "fs", "sysvipc"];
 
 fn mask_proc(p: &mut Plan) -> io::Result<()> {
     let host = Path::new("/proc");

@@ -7,7 +7,7 @@ use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use vana_sandbox_core::{
-    BackendError, OutputCapture, OutputSink, ProcessLimits, StreamKind, Truncated,
+    BackendError, Bytes, Exit, Limits, OutputCapture, OutputSink, ProcessOutcome, Stop, StreamKind,
 };
 
 use crate::cgroup::RunCgroup;
@@ -40,27 +40,12 @@ pub(crate) struct Launch<'a> {
     pub cwd: &'a CString,
     pub argv: &'a [CString],
     pub env: &'a [CString],
-    pub limits: ProcessLimits,
+    pub limits: Limits,
     pub stdin: &'a [u8],
     pub sink: Option<OutputSink>,
     pub rlimits: &'a [(libc::__rlimit_resource_t, libc::rlimit)],
     pub landlock: Option<(&'a crate::landlock::Ruleset, &'a [crate::landlock::Rule])>,
     pub seccomp: &'a [crate::seccomp::Insn],
-}
-
-/// What the parent observed.
-#[derive(Debug, Default)]
-pub(crate) struct RawOutcome {
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-    pub truncated: Truncated,
-    pub timed_out: bool,
-    pub output_limit_hit: bool,
-    pub wall_time: Duration,
-    pub rusage_cpu: Duration,
-    pub rusage_maxrss: u64,
 }
 
 /// Blocks SIGPIPE on this thread while writing stdin (the host may not ignore it), and consumes
@@ -151,10 +136,12 @@ fn tv(t: libc::timeval) -> Duration {
 }
 
 /// Runs one process tree to completion.
+/// The outcome has the exit, output, wall time and rusage-based usage; the caller adds what the
+/// cgroup measured.
 pub(crate) fn launch(
     l: Launch<'_>,
     cgroup: &mut dyn RunCgroup,
-) -> Result<RawOutcome, BackendError> {
+) -> Result<ProcessOutcome, BackendError> {
     fn setup(step: &'static str) -> impl Fn(io::Error) -> BackendError {
         move |e| BackendError::setup(step, e)
     }
@@ -247,8 +234,8 @@ pub(crate) fn launch(
     };
     drop((stdin_r, stdout_w, stderr_w, report_w));
 
-    let mut cap = OutputCapture::new(l.limits.max_output_bytes, l.sink);
-    let mut out = RawOutcome::default();
+    let mut cap = OutputCapture::new(l.limits.output.get(), l.sink);
+    let mut out = ProcessOutcome::default();
     let mut streams: [Option<(Fd, StreamKind)>; 2] = [
         Some((stdout_r, StreamKind::Stdout)),
         Some((stderr_r, StreamKind::Stderr)),
@@ -269,7 +256,7 @@ pub(crate) fn launch(
     loop {
         let now = Instant::now();
         if exited_at.is_none() && killed_at.is_none() && now >= deadline {
-            out.timed_out = true;
+            out.stopped = Some(Stop::Timeout);
             child.kill();
             killed_at = Some(now);
         }
@@ -364,15 +351,15 @@ pub(crate) fn launch(
                     let r = unsafe { libc::read(raw, buf.as_mut_ptr().cast(), buf.len()) };
                     if r > 0 {
                         if cap.push(kind, buf.get(..r as usize).unwrap_or(&[]))
-                            && !out.output_limit_hit
+                            && out.stopped.is_none()
                         {
-                            out.output_limit_hit = true;
+                            out.stopped = Some(Stop::OutputLimit);
                             if exited_at.is_none() && killed_at.is_none() {
                                 child.kill();
                                 killed_at = Some(Instant::now());
                             }
                         }
-                        if out.output_limit_hit && exited_at.is_some() {
+                        if out.stopped == Some(Stop::OutputLimit) && exited_at.is_some() {
                             *slot = None;
                             break;
                         }
@@ -393,8 +380,8 @@ pub(crate) fn launch(
     if out.wall_time.is_zero() {
         out.wall_time = start.elapsed();
     }
-    out.rusage_cpu = tv(ru.ru_utime) + tv(ru.ru_stime);
-    out.rusage_maxrss = ru.ru_maxrss.max(0) as u64 * 1024;
+    out.usage.cpu = tv(ru.ru_utime) + tv(ru.ru_stime);
+    out.usage.memory_peak = Bytes(ru.ru_maxrss.max(0) as u64 * 1024);
     (out.stdout, out.stderr, out.truncated) = cap.finish();
 
     let (pid1_code, pid1_signal) = sys::decode_wait(status);
@@ -440,16 +427,24 @@ pub(crate) fn launch(
         }
     }
     match exited {
-        Some(st) => (out.exit_code, out.signal) = sys::decode_wait(st),
+        Some(st) => {
+            out.exit = match sys::decode_wait(st) {
+                (_, Some(sig)) => Exit::Signal(sig),
+                (code, None) => Exit::Code(code.unwrap_or(0)),
+            }
+        }
         None => {
             // PID 1 died before the program finished (killed on timeout, output limit or OOM).
-            out.signal = pid1_signal.or(Some(libc::SIGKILL));
             if pid1_signal.is_none() && pid1_code.is_some_and(|c| c != 0) {
-                return Err(BackendError::Other(format!(
-                    "sandbox init exited with status {}",
-                    pid1_code.unwrap_or(0)
-                )));
+                return Err(BackendError::setup(
+                    "the sandbox init",
+                    io::Error::other(format!(
+                        "exited with status {} before the program ended",
+                        pid1_code.unwrap_or(0)
+                    )),
+                ));
             }
+            out.exit = Exit::Signal(pid1_signal.unwrap_or(libc::SIGKILL));
         }
     }
     Ok(out)

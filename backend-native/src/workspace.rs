@@ -12,9 +12,6 @@ use vana_sandbox_core::{BackendError, FileEntry};
 
 use crate::sys::{cvt, Fd};
 
-/// Most bytes `read_files` returns per file.
-pub const MAX_READ_BYTES: u64 = 64 * 1024 * 1024;
-
 /// A mounted instance directory.
 #[derive(Debug)]
 pub(crate) struct Workspace {
@@ -33,13 +30,14 @@ fn cname(s: &str) -> io::Result<CString> {
 }
 
 impl Workspace {
-    /// Creates `dir`, mounts a tmpfs of `bytes` on it and lays out the subdirectories.
+    /// Creates `dir`, mounts a tmpfs of `size` on it and lays out the subdirectories.
     pub(crate) fn create(
         dir: PathBuf,
-        bytes: u64,
+        size: vana_sandbox_core::Bytes,
         uid: u32,
         gid: u32,
     ) -> Result<Self, BackendError> {
+        let bytes = size.get();
         std::fs::create_dir(&dir)
             .map_err(|e| BackendError::setup(format!("mkdir {}", dir.display()), e))?;
         let mut ws = Self {
@@ -174,12 +172,12 @@ impl Workspace {
         Ok(())
     }
 
-    /// Reads files back (regular files only, never through a link, at most [`MAX_READ_BYTES`]).
-    pub(crate) fn read(&self, paths: &[String]) -> Result<Vec<FileEntry>, BackendError> {
+    /// Reads files back (regular files only, never through a link, at most `max` bytes each).
+    pub(crate) fn read(&self, paths: &[String], max: u64) -> Result<Vec<FileEntry>, BackendError> {
         paths
             .iter()
             .map(|p| {
-                self.read_one(p).map_err(|e| BackendError::File {
+                self.read_one(p, max).map_err(|e| BackendError::File {
                     path: p.clone(),
                     reason: e.to_string(),
                 })
@@ -187,7 +185,7 @@ impl Workspace {
             .collect()
     }
 
-    fn read_one(&self, path: &str) -> io::Result<FileEntry> {
+    fn read_one(&self, path: &str, max: u64) -> io::Result<FileEntry> {
         vana_sandbox_core::validate::check_relative_path(path)
             .map_err(|m| io::Error::new(io::ErrorKind::InvalidInput, m))?;
         let mut dir = self.open_workspace()?;
@@ -223,7 +221,7 @@ impl Workspace {
                 "not a regular file",
             ));
         }
-        if st.st_size as u64 > MAX_READ_BYTES {
+        if st.st_size as u64 > max.min(vana_sandbox_core::host::MAX_READ_BYTES) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "file too large to read back",

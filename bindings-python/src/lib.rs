@@ -8,8 +8,8 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use vana_sandbox::{
-    default_compile_cache, lang, DockerConfig, DockerExecutor, Engine, ExecutionRequest,
-    ExecutionResult, Executor, NativeExecutor, PolicyConfig, TracingMonitor,
+    DockerConfig, Engine, ExecutionRequest, ExecutionResult, LimitKind, PolicyConfig, Runtime,
+    Sandbox,
 };
 
 create_exception!(
@@ -53,7 +53,7 @@ impl NativeEngine {
         runtime: Option<&str>,
         pool_size: usize,
     ) -> PyResult<Self> {
-        let mut policy = match policy_json {
+        let policy = match policy_json {
             Some(j) => {
                 PolicyConfig::from_json(j).map_err(|e| PolicyRejected::new_err(e.to_string()))?
             }
@@ -65,49 +65,45 @@ impl NativeEngine {
             .enable_all()
             .build()
             .map_err(|e| SandboxError::new_err(format!("cannot start the runtime: {e}")))?;
-        if runtime.is_some() && backend != "docker" {
-            return Err(BackendUnavailable::new_err(
-                "`runtime` is an option of the docker backend",
-            ));
-        }
-        let executor: Arc<dyn Executor> = match backend {
-            "native" => Arc::new(
-                py.allow_threads(NativeExecutor::new)
-                    .map_err(|e| BackendUnavailable::new_err(e.to_string()))?,
-            ),
-            "docker" => {
-                let config = DockerConfig {
-                    runtime: runtime.unwrap_or("runc").to_string(),
+        let mut builder = Sandbox::builder().policy(policy);
+        match (backend, runtime) {
+            ("native", None) => {}
+            ("native", Some(_)) => {
+                return Err(BackendUnavailable::new_err(
+                    "`runtime` is an option of the docker backend",
+                ))
+            }
+            ("docker", rt) => {
+                let rt = match rt {
+                    None => Runtime::Runc,
+                    Some(name) => Runtime::parse(name).ok_or_else(|| {
+                        BackendUnavailable::new_err(format!(
+                            "unknown runtime `{name}`; use \"runc\" or \"runsc\""
+                        ))
+                    })?,
+                };
+                builder = builder.docker(DockerConfig {
+                    runtime: rt,
                     pool_size,
                     ..DockerConfig::default()
-                };
-                // The Debian image's Node.js has no permission model.
-                policy.guards.node_permissions = false;
-                let exec = py
-                    .allow_threads(|| runtime_rt.block_on(DockerExecutor::new(config)))
-                    .map_err(|e| BackendUnavailable::new_err(e.to_string()))?;
-                Arc::new(exec)
+                });
             }
-            other => {
+            (other, _) => {
                 return Err(BackendUnavailable::new_err(format!(
                     "unknown backend `{other}`; use \"native\" or \"docker\""
                 )))
             }
-        };
-        let mut builder = Engine::builder()
-            .executor(executor)
-            .policy(Arc::new(policy))
-            .languages(lang::installed())
-            .monitor(Arc::new(TracingMonitor));
+        }
         if let Some(n) = max_concurrency {
             builder = builder.max_concurrency(n);
         }
-        if let Some(cache) = default_compile_cache() {
-            builder = builder.compile_cache(cache);
-        }
-        let engine = builder
-            .build()
-            .map_err(|e| SandboxError::new_err(e.to_string()))?;
+        let engine = py
+            .allow_threads(|| runtime_rt.block_on(builder.build()))
+            .map_err(|e| match e {
+                vana_sandbox::Error::Backend(e) => BackendUnavailable::new_err(e.to_string()),
+                vana_sandbox::Error::Policy(e) => PolicyRejected::new_err(e.to_string()),
+                e => SandboxError::new_err(e.to_string()),
+            })?;
         Ok(Self {
             engine,
             runtime: Arc::new(runtime_rt),
@@ -137,8 +133,9 @@ impl NativeEngine {
     }
 
     /// What the backend enforces on this host, as JSON.
-    fn capabilities(&self) -> String {
-        serde_json::to_string(self.engine.executor().capabilities()).unwrap_or_default()
+    fn capabilities(&self) -> PyResult<String> {
+        serde_json::to_string(self.engine.executor().capabilities())
+            .map_err(|e| SandboxError::new_err(e.to_string()))
     }
 
     /// The backend's name.
@@ -162,8 +159,9 @@ fn load_policy(text: &str, format: &str) -> PyResult<String> {
 
 /// The default policy as JSON.
 #[pyfunction]
-fn default_policy() -> String {
-    serde_json::to_string(&PolicyConfig::default()).unwrap_or_default()
+fn default_policy() -> PyResult<String> {
+    serde_json::to_string(&PolicyConfig::default())
+        .map_err(|e| SandboxError::new_err(e.to_string()))
 }
 
 #[pymodule]
@@ -171,6 +169,17 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeEngine>()?;
     m.add_function(wrap_pyfunction!(load_policy, m)?)?;
     m.add_function(wrap_pyfunction!(default_policy, m)?)?;
+    // The surfaces the Python package mirrors, from their one source: the result's wire fields
+    // and the limits table's keys (the timeout is a request field of its own).
+    m.add("RESULT_FIELDS", ExecutionResult::field_names())?;
+    m.add(
+        "LIMIT_KEYS",
+        LimitKind::ALL
+            .iter()
+            .filter(|k| **k != LimitKind::Timeout)
+            .map(|k| k.key())
+            .collect::<Vec<_>>(),
+    )?;
     m.add("SandboxError", m.py().get_type::<SandboxError>())?;
     m.add("PolicyRejected", m.py().get_type::<PolicyRejected>())?;
     m.add(

@@ -5,33 +5,27 @@
 use std::path::{Path, PathBuf};
 use std::process::Command as HostCommand;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use vana_sandbox_core::{
-    Command, FileEntry, Language, LanguageError, Mount, ProcessLimits, StepContext,
+    Bytes, Command, CompileStep, FileEntry, Language, LanguageInfo, Limits, Mount, StepContext,
+    Toolchain,
 };
 
-use crate::toolchain::{find_program, version_of, Program};
+use crate::info::{GO, RUST};
 
 /// The compiled program, relative to the workspace.
 const ARTIFACT: &str = "main";
 const ARTIFACT_PATH: &str = "/workspace/main";
 
-/// The language's own compile defaults, capped by the policy's ceiling.
-fn capped(
-    ceiling: &ProcessLimits,
-    memory_mb: u64,
-    processes: u64,
-    timeout_secs: u64,
-) -> ProcessLimits {
-    ProcessLimits {
-        memory_bytes: ceiling.memory_bytes.min(memory_mb << 20),
-        max_processes: ceiling.max_processes.min(processes),
-        timeout: ceiling
-            .timeout
-            .min(std::time::Duration::from_secs(timeout_secs)),
-        ..*ceiling
-    }
-}
+/// What a compiler of ours needs at most (the policy's compile ceiling may allow less): 1 GiB,
+/// 128 processes, 120 s; everything else is the ceiling's.
+const COMPILER_LIMITS: Limits = Limits {
+    memory: Bytes(1 << 30),
+    processes: 128,
+    timeout: Duration::from_secs(120),
+    ..Limits::MAX
+};
 
 fn run_artifact(ctx: &StepContext<'_>) -> Command {
     Command {
@@ -52,8 +46,7 @@ fn run_artifact(ctx: &StepContext<'_>) -> Command {
 /// GOCACHE before each build (0.3 s). Sandboxes never write the seed.
 #[derive(Debug)]
 pub struct Go {
-    go: Program,
-    version: OnceLock<Option<String>>,
+    go: Toolchain,
     seed: OnceLock<Option<PathBuf>>,
 }
 
@@ -75,22 +68,18 @@ const GO_ENV: [(&str, &str); 8] = [
 ];
 
 impl Go {
-    const CANDIDATES: &'static [&'static str] =
-        &["/usr/bin/go", "/usr/lib/go/bin/go", "/usr/local/go/bin/go"];
-
     /// Looks the toolchain up on this host.
     pub fn detect() -> Self {
+        let candidates = ["/usr/bin/go", "/usr/lib/go/bin/go", "/usr/local/go/bin/go"];
         Self {
-            go: Program::find(Self::CANDIDATES),
-            version: OnceLock::new(),
+            go: Toolchain::find(
+                "go",
+                candidates.map(PathBuf::from),
+                "version",
+                " (install Debian's golang-go)",
+            ),
             seed: OnceLock::new(),
         }
-    }
-
-    fn cached_version(&self) -> Option<String> {
-        self.version
-            .get_or_init(|| self.go.version("version"))
-            .clone()
     }
 
     /// The seed cache for this Go version, built on first use (trusted: our own program, the
@@ -102,7 +91,7 @@ impl Go {
 
     fn build_seed(&self) -> Option<PathBuf> {
         let go = self.go.path()?;
-        let version = self.cached_version()?;
+        let version = self.go.version()?;
         let tag: String = version
             .chars()
             .map(|c| {
@@ -146,24 +135,12 @@ impl Go {
 }
 
 impl Language for Go {
-    fn name(&self) -> &'static str {
-        "go"
+    fn info(&self) -> &'static LanguageInfo {
+        &GO
     }
 
-    fn aliases(&self) -> &'static [&'static str] {
-        &["golang"]
-    }
-
-    fn source_file(&self) -> &'static str {
-        "main.go"
-    }
-
-    fn check_available(&self) -> Result<(), LanguageError> {
-        self.go.require("go", " (install Debian's golang-go)")
-    }
-
-    fn version(&self) -> Option<String> {
-        self.cached_version()
+    fn toolchain(&self) -> &Toolchain {
+        &self.go
     }
 
     fn support_files(&self, ctx: &StepContext<'_>) -> Vec<FileEntry> {
@@ -188,7 +165,7 @@ impl Language for Go {
             .unwrap_or_default()
     }
 
-    fn compile(&self, _ctx: &StepContext<'_>) -> Option<Command> {
+    fn compile(&self, _ctx: &StepContext<'_>) -> Option<CompileStep> {
         let go = self.go.command_path();
         let build = format!("{go} build -trimpath -o {ARTIFACT_PATH} .");
         // The build cache is scratch space of the compile step: gone before the program runs, so
@@ -204,46 +181,22 @@ impl Language for Go {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         env.push(("GOCACHE".into(), "/tmp/.gocache".into()));
-        Some(Command {
-            argv: vec!["/bin/sh".into(), "-c".into(), script],
-            env,
+        Some(CompileStep {
+            command: Command {
+                argv: vec!["/bin/sh".into(), "-c".into(), script],
+                env,
+            },
+            limits: COMPILER_LIMITS,
+            artifact: ARTIFACT,
+            cache_salt: format!(
+                "{} build -trimpath CGO_ENABLED=0",
+                self.go.version().unwrap_or_default()
+            ),
         })
-    }
-
-    fn compile_limits(&self, ceiling: &ProcessLimits) -> ProcessLimits {
-        capped(ceiling, 1024, 128, 120)
-    }
-
-    fn artifact(&self) -> Option<&'static str> {
-        Some(ARTIFACT)
-    }
-
-    fn cache_salt(&self, _ctx: &StepContext<'_>) -> String {
-        format!(
-            "{} build -trimpath CGO_ENABLED=0",
-            self.cached_version().unwrap_or_default()
-        )
     }
 
     fn run(&self, ctx: &StepContext<'_>) -> Command {
         run_artifact(ctx)
-    }
-
-    fn detect(&self, code: &str, files: &[&str]) -> u32 {
-        let mut score = 0;
-        if files.iter().any(|f| f.ends_with(".go")) {
-            score += 50;
-        }
-        if code.contains("package main") {
-            score += 60;
-        }
-        if code.contains("func main()") {
-            score += 30;
-        }
-        if code.contains("fmt.Print") {
-            score += 10;
-        }
-        score.min(100)
     }
 }
 
@@ -255,13 +208,12 @@ const RUST_MOUNT: &str = "/opt/vana/rust";
 /// never sees the home directory.
 #[derive(Debug)]
 pub struct Rust {
-    rustc: Option<PathBuf>,
-    sysroot: OnceLock<Option<PathBuf>>,
-    version: OnceLock<Option<String>>,
+    /// `<sysroot>/bin/rustc` of the first `rustc` found that has a sysroot.
+    rustc: Toolchain,
 }
 
 impl Rust {
-    /// Looks for `rustc` (`$RUSTC`, `$PATH`, the usual places); the sysroot is resolved on first use.
+    /// Looks for `rustc` (`$RUSTC`, `$PATH`, the usual places) and resolves its sysroot.
     pub fn detect() -> Self {
         let mut candidates: Vec<PathBuf> = std::env::var_os("RUSTC")
             .map(PathBuf::from)
@@ -281,28 +233,21 @@ impl Rust {
             ]
             .map(PathBuf::from),
         );
-        let found = candidates
-            .iter()
-            .filter_map(|p| p.to_str())
-            .find_map(|p| find_program(&[p]));
+        // The rustup proxy in ~/.cargo/bin is not the compiler: find the real one through the
+        // sysroot, which is also what the sandbox mounts.
+        let found = Toolchain::find("rust", candidates.clone(), "--version", "");
+        let real = found.path().and_then(sysroot).map(|s| s.join("bin/rustc"));
         Self {
-            rustc: found,
-            sysroot: OnceLock::new(),
-            version: OnceLock::new(),
+            rustc: match real {
+                Some(r) => Toolchain::find("rust", [r], "--version", ""),
+                None => Toolchain::missing("rust", candidates, " (none with a sysroot)"),
+            },
         }
     }
 
-    fn sysroot(&self) -> Option<&PathBuf> {
-        self.sysroot
-            .get_or_init(|| {
-                let out = HostCommand::new(self.rustc.as_ref()?)
-                    .args(["--print", "sysroot"])
-                    .output()
-                    .ok()?;
-                let root = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
-                root.join("bin/rustc").is_file().then_some(root)
-            })
-            .as_ref()
+    /// The toolchain's root (`<sysroot>`), from where its rustc lives.
+    fn sysroot(&self) -> Option<&Path> {
+        self.rustc.path()?.parent()?.parent()
     }
 
     fn in_usr(&self) -> bool {
@@ -317,34 +262,23 @@ impl Rust {
     }
 }
 
+/// `rustc --print sysroot`, when that directory has a `bin/rustc`.
+fn sysroot(rustc: &Path) -> Option<PathBuf> {
+    let out = HostCommand::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()?;
+    let root = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
+    root.join("bin/rustc").is_file().then_some(root)
+}
+
 impl Language for Rust {
-    fn name(&self) -> &'static str {
-        "rust"
+    fn info(&self) -> &'static LanguageInfo {
+        &RUST
     }
 
-    fn aliases(&self) -> &'static [&'static str] {
-        &["rs"]
-    }
-
-    fn source_file(&self) -> &'static str {
-        "main.rs"
-    }
-
-    fn check_available(&self) -> Result<(), LanguageError> {
-        match self.sysroot() {
-            Some(_) => Ok(()),
-            None => Err(LanguageError::ToolchainMissing {
-                language: "rust".into(),
-                detail: "no rustc with a sysroot found ($RUSTC, $PATH, ~/.cargo/bin, /usr/bin)"
-                    .into(),
-            }),
-        }
-    }
-
-    fn version(&self) -> Option<String> {
-        self.version
-            .get_or_init(|| version_of(&self.sysroot()?.join("bin/rustc"), "--version"))
-            .clone()
+    fn toolchain(&self) -> &Toolchain {
+        &self.rustc
     }
 
     fn mounts(&self) -> Vec<Mount> {
@@ -357,99 +291,52 @@ impl Language for Rust {
         }
     }
 
-    fn compile(&self, ctx: &StepContext<'_>) -> Option<Command> {
-        Some(Command {
-            argv: vec![
-                self.sandbox_rustc(),
-                "--edition".into(),
-                "2021".into(),
-                "-C".into(),
-                format!("opt-level={}", ctx.opt_level.min(3)),
-                "-C".into(),
-                "debuginfo=0".into(),
-                "-o".into(),
-                ARTIFACT_PATH.into(),
-                ctx.source_path.into(),
-            ],
-            env: vec![],
+    fn compile(&self, ctx: &StepContext<'_>) -> Option<CompileStep> {
+        let opt = ctx.opt_level.min(3);
+        Some(CompileStep {
+            command: Command {
+                argv: vec![
+                    self.sandbox_rustc(),
+                    "--edition".into(),
+                    "2021".into(),
+                    "-C".into(),
+                    format!("opt-level={opt}"),
+                    "-C".into(),
+                    "debuginfo=0".into(),
+                    "-o".into(),
+                    ARTIFACT_PATH.into(),
+                    ctx.source_path.into(),
+                ],
+                env: vec![],
+            },
+            limits: COMPILER_LIMITS,
+            artifact: ARTIFACT,
+            cache_salt: self.rustc.version().unwrap_or_default(),
         })
-    }
-
-    fn compile_limits(&self, ceiling: &ProcessLimits) -> ProcessLimits {
-        capped(ceiling, 1024, 128, 120)
-    }
-
-    fn artifact(&self) -> Option<&'static str> {
-        Some(ARTIFACT)
-    }
-
-    fn cache_salt(&self, ctx: &StepContext<'_>) -> String {
-        format!(
-            "{} --edition 2021 opt-level={} debuginfo=0",
-            self.version().unwrap_or_default(),
-            ctx.opt_level.min(3)
-        )
     }
 
     fn run(&self, ctx: &StepContext<'_>) -> Command {
         run_artifact(ctx)
-    }
-
-    fn detect(&self, code: &str, files: &[&str]) -> u32 {
-        let mut score = 0;
-        if files.iter().any(|f| f.ends_with(".rs")) {
-            score += 50;
-        }
-        if code.contains("fn main(") {
-            score += 60;
-        }
-        if code.contains("println!") || code.contains("let mut ") {
-            score += 30;
-        }
-        score.min(100)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
-    fn compile_limits_take_the_smaller_of_defaults_and_ceiling() {
-        let ceiling = ProcessLimits {
-            memory_bytes: 512 << 20,
-            cpus: 1.0,
-            max_processes: 1000,
+    fn compile_limits_are_the_compilers_under_the_ceiling() {
+        let ceiling = Limits {
+            memory: Bytes(512 << 20),
+            processes: 1000,
             timeout: Duration::from_secs(30),
-            max_output_bytes: 1 << 20,
-            cpu_time: None,
+            ..Limits::default()
         };
-        let l = Rust {
-            rustc: None,
-            sysroot: OnceLock::new(),
-            version: OnceLock::new(),
-        }
-        .compile_limits(&ceiling);
-        assert_eq!(l.memory_bytes, 512 << 20);
-        assert_eq!(l.max_processes, 128);
+        let l = COMPILER_LIMITS.min(&ceiling);
+        assert_eq!(l.memory, Bytes(512 << 20));
+        assert_eq!(l.processes, 128);
         assert_eq!(l.timeout, Duration::from_secs(30));
-    }
-
-    #[test]
-    fn detection_scores() {
-        let go = Go {
-            go: Program::at(None, Go::CANDIDATES),
-            version: OnceLock::new(),
-            seed: OnceLock::new(),
-        };
-        assert!(go.detect("package main\nfunc main() {}", &[]) >= 90);
-        let rs = Rust {
-            rustc: None,
-            sysroot: OnceLock::new(),
-            version: OnceLock::new(),
-        };
-        assert!(rs.detect("fn main() { println!(\"x\"); }", &[]) >= 90);
-        assert_eq!(rs.detect("print(1)", &[]), 0);
+        assert_eq!(l.disk, ceiling.disk);
+        assert_eq!(l.cpus, ceiling.cpus);
     }
 }

@@ -1,10 +1,19 @@
 //! Interpreted languages: Python, JavaScript (Node) and Bash, each with its language guard.
 
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use vana_sandbox_core::{Command, FileEntry, Language, LanguageError, SecurityEvent, StepContext};
+use vana_sandbox_core::language::MAX_GUARD_EVENTS;
+use vana_sandbox_core::{
+    Command, FileEntry, Language, LanguageInfo, SecurityEvent, SecurityEventKind, StepContext,
+    Toolchain,
+};
 
-use crate::toolchain::Program;
+use crate::info::{BASH, JAVASCRIPT, PYTHON};
+
+fn candidates(paths: &[&str]) -> Vec<PathBuf> {
+    paths.iter().map(PathBuf::from).collect()
+}
 
 fn command(argv: Vec<String>, ctx: &StepContext<'_>, env: &[(&str, &str)]) -> Command {
     let argv = argv
@@ -21,33 +30,6 @@ fn command(argv: Vec<String>, ctx: &StepContext<'_>, env: &[(&str, &str)]) -> Co
     }
 }
 
-/// Detection score: a matching shebang is certain, a file of the language's extension is strong
-/// evidence, and each keyword adds its weight.
-fn score(
-    code: &str,
-    files: &[&str],
-    shebangs: &[&str],
-    ext: &str,
-    keywords: &[(&str, u32)],
-) -> u32 {
-    if let Some(first) = code.lines().next().filter(|l| l.starts_with("#!")) {
-        return if shebangs.iter().any(|s| first.contains(s)) {
-            100
-        } else {
-            0
-        };
-    }
-    let mut s: u32 = keywords
-        .iter()
-        .filter(|(k, _)| code.contains(k))
-        .map(|(_, w)| w)
-        .sum();
-    if files.iter().any(|f| f.ends_with(ext)) {
-        s += 30;
-    }
-    s.min(95)
-}
-
 /// Where the Python guard lives in the workspace, and where it writes events.
 const PY_GUARD: &str = ".vana/guard.py";
 const PY_EVENTS: &str = ".vana/events.jsonl";
@@ -57,62 +39,36 @@ const PY_GUARD_SOURCE: &str = include_str!("guards/python_guard.py");
 ///
 /// With the guard on, the program runs isolated (`-I`) under an audit hook that reports
 /// subprocesses, sockets, ctypes and writes outside /workspace and /tmp as security events.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Python {
-    program: Program,
+    toolchain: Toolchain,
 }
 
 impl Python {
-    const CANDIDATES: &'static [&'static str] = &["/usr/bin/python3", "/usr/local/bin/python3"];
-
     /// Looks the toolchain up on this host.
     pub fn detect() -> Self {
         Self {
-            program: Program::find(Self::CANDIDATES),
+            toolchain: Toolchain::find(
+                "python",
+                candidates(&["/usr/bin/python3", "/usr/local/bin/python3"]),
+                "--version",
+                " (install Debian's python3)",
+            ),
         }
     }
 }
 
 impl Language for Python {
-    fn name(&self) -> &'static str {
-        "python"
+    fn info(&self) -> &'static LanguageInfo {
+        &PYTHON
     }
 
-    fn aliases(&self) -> &'static [&'static str] {
-        &["py", "python3"]
-    }
-
-    fn source_file(&self) -> &'static str {
-        "main.py"
-    }
-
-    fn check_available(&self) -> Result<(), LanguageError> {
-        self.program.require("python", "")
-    }
-
-    fn version(&self) -> Option<String> {
-        self.program.version("--version")
-    }
-
-    fn detect(&self, code: &str, files: &[&str]) -> u32 {
-        score(
-            code,
-            files,
-            &["python"],
-            ".py",
-            &[
-                ("def ", 25),
-                ("import ", 20),
-                ("print(", 25),
-                ("self.", 10),
-                ("elif ", 20),
-                (":\n    ", 10),
-            ],
-        )
+    fn toolchain(&self) -> &Toolchain {
+        &self.toolchain
     }
 
     fn run(&self, ctx: &StepContext<'_>) -> Command {
-        let py = self.program.command_path();
+        let py = self.toolchain.command_path();
         let env = [
             ("PYTHONDONTWRITEBYTECODE", "1"),
             ("PYTHONIOENCODING", "utf-8"),
@@ -154,27 +110,33 @@ impl Language for Python {
 /// With the guard on and a Node.js that has the permission model (20+), the program may read
 /// anything it can see but write only in /workspace and /tmp, and may not start child processes
 /// or workers or load native addons; denials are reported as security events.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct JavaScript {
-    program: Program,
+    toolchain: Toolchain,
     major: OnceLock<Option<u32>>,
 }
 
 impl JavaScript {
-    const CANDIDATES: &'static [&'static str] =
-        &["/usr/bin/node", "/usr/bin/nodejs", "/usr/local/bin/node"];
-
     /// Looks the toolchain up on this host.
     pub fn detect() -> Self {
+        Self::with(Toolchain::find(
+            "javascript",
+            candidates(&["/usr/bin/node", "/usr/bin/nodejs", "/usr/local/bin/node"]),
+            "--version",
+            " (install Debian's nodejs)",
+        ))
+    }
+
+    fn with(toolchain: Toolchain) -> Self {
         Self {
-            program: Program::find(Self::CANDIDATES),
+            toolchain,
             major: OnceLock::new(),
         }
     }
 
     fn major(&self) -> Option<u32> {
         *self.major.get_or_init(|| {
-            let v = self.program.version("--version")?;
+            let v = self.toolchain.version()?;
             v.trim_start_matches('v').split('.').next()?.parse().ok()
         })
     }
@@ -200,46 +162,16 @@ impl JavaScript {
 }
 
 impl Language for JavaScript {
-    fn name(&self) -> &'static str {
-        "javascript"
+    fn info(&self) -> &'static LanguageInfo {
+        &JAVASCRIPT
     }
 
-    fn aliases(&self) -> &'static [&'static str] {
-        &["js", "node", "nodejs"]
-    }
-
-    fn source_file(&self) -> &'static str {
-        "main.js"
-    }
-
-    fn check_available(&self) -> Result<(), LanguageError> {
-        self.program.require("javascript", "")
-    }
-
-    fn version(&self) -> Option<String> {
-        self.program.version("--version")
-    }
-
-    fn detect(&self, code: &str, files: &[&str]) -> u32 {
-        score(
-            code,
-            files,
-            &["node"],
-            ".js",
-            &[
-                ("console.log", 40),
-                ("require(", 30),
-                ("=>", 10),
-                ("const ", 15),
-                ("let ", 10),
-                ("function ", 15),
-                ("};", 10),
-            ],
-        )
+    fn toolchain(&self) -> &Toolchain {
+        &self.toolchain
     }
 
     fn run(&self, ctx: &StepContext<'_>) -> Command {
-        let mut argv = vec![self.program.command_path()];
+        let mut argv = vec![self.toolchain.command_path()];
         if ctx.guards.node_permissions {
             argv.extend(self.permission_flags());
         }
@@ -250,7 +182,12 @@ impl Language for JavaScript {
         )
     }
 
-    fn stderr_events(&self, ctx: &StepContext<'_>, stderr: &[u8]) -> Vec<SecurityEvent> {
+    fn guard_events(
+        &self,
+        ctx: &StepContext<'_>,
+        stderr: &[u8],
+        _events_file: Option<&[u8]>,
+    ) -> Vec<SecurityEvent> {
         if !ctx.guards.node_permissions {
             return Vec::new();
         }
@@ -269,9 +206,7 @@ fn node_denials(stderr: &[u8]) -> Vec<SecurityEvent> {
     let mut events = Vec::new();
     let mut lines = text.lines().peekable();
     while let Some(line) = lines.next() {
-        if !line.contains("ERR_ACCESS_DENIED")
-            || events.len() >= vana_sandbox_core::language::MAX_GUARD_EVENTS
-        {
+        if !line.contains("ERR_ACCESS_DENIED") || events.len() >= MAX_GUARD_EVENTS {
             continue;
         }
         let (mut permission, mut resource) = (None, None);
@@ -286,8 +221,8 @@ fn node_denials(stderr: &[u8]) -> Vec<SecurityEvent> {
             }
             lines.next();
         }
-        events.push(SecurityEvent::new(
-            "language_guard",
+        events.push(SecurityEvent::program(
+            SecurityEventKind::LanguageGuard,
             format!(
                 "javascript permission model denied {} on {}",
                 permission.as_deref().unwrap_or("an operation"),
@@ -299,77 +234,61 @@ fn node_denials(stderr: &[u8]) -> Vec<SecurityEvent> {
 }
 
 /// Bash scripts; restricted mode (`bash -r`) when the guard is on.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Bash {
-    program: Program,
+    toolchain: Toolchain,
 }
 
 impl Bash {
-    const CANDIDATES: &'static [&'static str] = &["/usr/bin/bash", "/bin/bash"];
-
     /// Looks the toolchain up on this host.
     pub fn detect() -> Self {
         Self {
-            program: Program::find(Self::CANDIDATES),
+            toolchain: Toolchain::find(
+                "bash",
+                candidates(&["/usr/bin/bash", "/bin/bash"]),
+                "--version",
+                "",
+            ),
         }
     }
 }
 
 impl Language for Bash {
-    fn name(&self) -> &'static str {
-        "bash"
+    fn info(&self) -> &'static LanguageInfo {
+        &BASH
     }
 
-    fn aliases(&self) -> &'static [&'static str] {
-        &["sh", "shell"]
-    }
-
-    fn source_file(&self) -> &'static str {
-        "main.sh"
-    }
-
-    fn check_available(&self) -> Result<(), LanguageError> {
-        self.program.require("bash", "")
-    }
-
-    fn version(&self) -> Option<String> {
-        self.program.version("--version")
-    }
-
-    fn detect(&self, code: &str, files: &[&str]) -> u32 {
-        score(
-            code,
-            files,
-            &["bash", "/sh"],
-            ".sh",
-            &[
-                ("echo ", 25),
-                ("\nfi", 20),
-                ("done", 15),
-                ("$(", 15),
-                ("${", 10),
-                ("then", 10),
-            ],
-        )
+    fn toolchain(&self) -> &Toolchain {
+        &self.toolchain
     }
 
     fn run(&self, ctx: &StepContext<'_>) -> Command {
-        let mut argv = vec![self.program.command_path()];
+        let mut argv = vec![self.toolchain.command_path()];
         if ctx.guards.bash_restricted {
             argv.push("-r".into());
         }
         command(argv, ctx, &[])
     }
 
-    fn stderr_events(&self, ctx: &StepContext<'_>, stderr: &[u8]) -> Vec<SecurityEvent> {
+    fn guard_events(
+        &self,
+        ctx: &StepContext<'_>,
+        stderr: &[u8],
+        _events_file: Option<&[u8]>,
+    ) -> Vec<SecurityEvent> {
         if !ctx.guards.bash_restricted {
             return Vec::new();
         }
         String::from_utf8_lossy(stderr)
             .lines()
             .filter(|l| l.ends_with(": restricted") || l.contains(": restricted: "))
-            .take(vana_sandbox_core::language::MAX_GUARD_EVENTS)
-            .map(|l| SecurityEvent::new("language_guard", format!("bash restricted: {}", l.trim())))
+            .take(MAX_GUARD_EVENTS)
+            .map(|l| {
+                SecurityEvent::program(
+                    SecurityEventKind::LanguageGuard,
+                    format!("bash restricted: {}", l.trim()),
+                )
+            })
             .collect()
     }
 }
@@ -377,7 +296,6 @@ impl Language for Bash {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
     use vana_sandbox_core::Guards;
 
     fn ctx<'a>(args: &'a [String], guards: Guards) -> StepContext<'a> {
@@ -394,7 +312,7 @@ mod tests {
     #[test]
     fn python_runs_isolated_under_the_guard() {
         let py = Python {
-            program: Program::at(Some(PathBuf::from("/usr/bin/python3")), Python::CANDIDATES),
+            toolchain: Toolchain::at("python", Some("/usr/bin/python3".into()), "--version"),
         };
         let args = vec!["a".to_string()];
         let cmd = py.run(&ctx(&args, Guards::default()));
@@ -422,24 +340,9 @@ mod tests {
     }
 
     #[test]
-    fn missing_toolchain_is_a_clear_error() {
-        let js = JavaScript {
-            program: Program::at(None, JavaScript::CANDIDATES),
-            major: OnceLock::new(),
-        };
-        let err = js
-            .check_available()
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(err.contains("javascript toolchain not found"), "{err}");
-        assert!(err.contains("/usr/bin/node"), "{err}");
-    }
-
-    #[test]
     fn bash_restricted_mode() {
         let sh = Bash {
-            program: Program::at(Some(PathBuf::from("/usr/bin/bash")), Bash::CANDIDATES),
+            toolchain: Toolchain::at("bash", Some("/usr/bin/bash".into()), "--version"),
         };
         let g = Guards {
             bash_restricted: true,
@@ -454,7 +357,7 @@ mod tests {
             files: &[],
         });
         assert_eq!(cmd.argv, ["/usr/bin/bash", "-r", "/workspace/main.sh"]);
-        let ev = sh.stderr_events(
+        let ev = sh.guard_events(
             &StepContext {
                 workdir: "/workspace",
                 source_path: "",
@@ -464,6 +367,7 @@ mod tests {
                 files: &[],
             },
             b"main.sh: line 2: cd: restricted\n",
+            None,
         );
         assert_eq!(ev.len(), 1);
     }

@@ -2,9 +2,11 @@
 
 use std::path::Path;
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
-use vana_sandbox_core::compile_cache::CacheScope;
-use vana_sandbox_core::Guards;
+use vana_sandbox_core::limits::wire;
+use vana_sandbox_core::{Bytes, CacheScope, Cores, Guards, LayerName, Limits, Runtime};
 
 /// Loading or checking a policy failed.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +26,9 @@ pub enum PolicyError {
     /// JSON syntax or schema error.
     #[error("invalid JSON policy: {0}")]
     Json(#[from] serde_json::Error),
+    /// The policy could not be written as TOML.
+    #[error("cannot write the policy as TOML: {0}")]
+    TomlWrite(#[source] toml::ser::Error),
     /// A value is out of range.
     #[error("invalid policy: {0}")]
     Invalid(String),
@@ -35,42 +40,6 @@ pub enum PolicyError {
 /// Preset names.
 pub const PRESETS: &[&str] = &["default", "strict", "relaxed"];
 
-/// Resource ceilings (and the values used when a request gives none).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
-    /// Memory including swap, MiB.
-    pub memory_mb: u64,
-    /// CPU cores.
-    pub cpus: f64,
-    /// Writable workspace and /tmp together, MiB.
-    pub disk_mb: u64,
-    /// Processes and threads alive at once.
-    pub max_processes: u64,
-    /// stdout and stderr together, bytes.
-    pub max_output_bytes: u64,
-    /// Wall clock of the run step, seconds.
-    pub timeout_secs: f64,
-    /// CPU seconds per process (`RLIMIT_CPU`); none by default (the wall clock bounds it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu_time_secs: Option<f64>,
-}
-
-impl Default for LimitsConfig {
-    /// The plan's defaults: 1 CPU, 512 MB memory, 100 MB disk, 30 s, 1 MiB output.
-    fn default() -> Self {
-        Self {
-            memory_mb: 512,
-            cpus: 1.0,
-            disk_mb: 100,
-            max_processes: 64,
-            max_output_bytes: 1 << 20,
-            timeout_secs: 30.0,
-            cpu_time_secs: None,
-        }
-    }
-}
-
 /// Network rules.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -81,22 +50,22 @@ pub struct NetworkConfig {
     pub allow: Vec<String>,
 }
 
-/// Language guards (defence in depth, reported as security events; never the boundary): the
-/// policy file's `[guards]` section is the core [`Guards`] type.
-pub type GuardsConfig = Guards;
-
 /// Ceilings of compile steps (Go, Rust). Each language's defaults are capped by these.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CompileConfig {
-    /// Memory including swap, MiB.
-    pub memory_mb: u64,
+    /// Memory including swap.
+    #[serde(rename = "memory_mb", with = "wire::memory")]
+    pub memory: Bytes,
     /// CPU cores.
-    pub cpus: f64,
+    #[serde(with = "wire::cpus")]
+    pub cpus: Cores,
     /// Processes and threads alive at once.
-    pub max_processes: u64,
-    /// Wall clock, seconds.
-    pub timeout_secs: f64,
+    #[serde(rename = "max_processes", with = "wire::processes")]
+    pub processes: u64,
+    /// Wall clock.
+    #[serde(rename = "timeout_secs", with = "wire::timeout")]
+    pub timeout: Duration,
     /// Optimisation level (0-3).
     pub opt_level: u8,
     /// Who may share compiled artifacts: `shared` (default), `tenant` or `off`.
@@ -106,12 +75,26 @@ pub struct CompileConfig {
 impl Default for CompileConfig {
     fn default() -> Self {
         Self {
-            memory_mb: 1024,
-            cpus: 1.0,
-            max_processes: 256,
-            timeout_secs: 120.0,
+            memory: Bytes::mib(1024),
+            cpus: Cores::ONE,
+            processes: 256,
+            timeout: Duration::from_secs(120),
             opt_level: 1,
             cache_scope: CacheScope::Shared,
+        }
+    }
+}
+
+impl CompileConfig {
+    /// The compile ceiling as full limits: disk and output are the run step's.
+    pub fn limits(&self, run: &Limits) -> Limits {
+        Limits {
+            memory: self.memory,
+            cpus: self.cpus,
+            processes: self.processes,
+            timeout: self.timeout,
+            cpu_time: None,
+            ..*run
         }
     }
 }
@@ -122,32 +105,34 @@ impl Default for CompileConfig {
 pub struct PolicyConfig {
     /// A name for messages and audit.
     pub name: String,
-    /// Resource ceilings.
-    pub limits: LimitsConfig,
+    /// Resource ceilings (and the values used when a request gives none): the core's typed
+    /// limits, whose serde form is this `[limits]` section, checked on load against the one
+    /// limits table.
+    pub limits: Limits,
     /// Network rules (default: no network).
     pub network: NetworkConfig,
     /// Languages allowed; empty means every installed one.
     pub languages: Vec<String>,
     /// Isolation layers that must be enforced: creation fails when one is missing.
-    pub require: Vec<String>,
-    /// Language guards.
-    pub guards: GuardsConfig,
+    pub require: Vec<LayerName>,
+    /// Language guards (defence in depth, reported as security events; never the boundary).
+    pub guards: Guards,
     /// Compile-step ceilings.
     pub compile: CompileConfig,
     /// Container runtime for the Docker backend: `runc` (default) or `runsc` (gVisor).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub runtime: Option<String>,
+    pub runtime: Option<Runtime>,
 }
 
 impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
             name: "default".into(),
-            limits: LimitsConfig::default(),
+            limits: Limits::default(),
             network: NetworkConfig::default(),
             languages: Vec::new(),
             require: Vec::new(),
-            guards: GuardsConfig::default(),
+            guards: Guards::default(),
             compile: CompileConfig::default(),
             runtime: None,
         }
@@ -165,34 +150,35 @@ impl PolicyConfig {
         match name {
             "default" => {}
             "strict" => {
-                p.limits = LimitsConfig {
-                    memory_mb: 128,
-                    cpus: 0.5,
-                    disk_mb: 16,
-                    max_processes: 16,
-                    max_output_bytes: 64 * 1024,
-                    timeout_secs: 10.0,
-                    cpu_time_secs: Some(10.0),
+                let half = Cores::new(0.5).unwrap_or(Cores::ONE);
+                p.limits = Limits {
+                    memory: Bytes::mib(128),
+                    cpus: half,
+                    disk: Bytes::mib(16),
+                    processes: 16,
+                    output: Bytes(64 * 1024),
+                    timeout: Duration::from_secs(10),
+                    cpu_time: Some(Duration::from_secs(10)),
                 };
                 p.guards.bash_restricted = true;
                 p.compile = CompileConfig {
-                    memory_mb: 512,
-                    cpus: 0.5,
-                    max_processes: 64,
-                    timeout_secs: 60.0,
+                    memory: Bytes::mib(512),
+                    cpus: half,
+                    processes: 64,
+                    timeout: Duration::from_secs(60),
                     opt_level: 0,
                     cache_scope: CacheScope::Tenant,
                 };
             }
             "relaxed" => {
-                p.limits = LimitsConfig {
-                    memory_mb: 2048,
-                    cpus: 2.0,
-                    disk_mb: 1024,
-                    max_processes: 256,
-                    max_output_bytes: 16 << 20,
-                    timeout_secs: 300.0,
-                    cpu_time_secs: None,
+                p.limits = Limits {
+                    memory: Bytes::mib(2048),
+                    cpus: Cores::new(2.0).unwrap_or(Cores::ONE),
+                    disk: Bytes::mib(1024),
+                    processes: 256,
+                    output: Bytes(16 << 20),
+                    timeout: Duration::from_secs(300),
+                    cpu_time: None,
                 };
             }
             other => return Err(PolicyError::UnknownPreset(other.to_string())),
@@ -231,58 +217,26 @@ impl PolicyConfig {
         }
     }
 
-    /// Checks that every value is in range.
+    /// Checks the rules that span fields (every single value is already checked by its type
+    /// when the file is read).
     pub fn check(&self) -> Result<(), PolicyError> {
-        let l = &self.limits;
-        let bad = |m: String| Err(PolicyError::Invalid(m));
-        if l.memory_mb < 8 {
-            return bad(format!(
-                "limits.memory_mb must be at least 8 (got {})",
-                l.memory_mb
-            ));
-        }
-        if !(l.cpus.is_finite() && l.cpus > 0.0) {
-            return bad(format!("limits.cpus must be more than 0 (got {})", l.cpus));
-        }
-        if l.disk_mb == 0 || l.max_processes == 0 || l.max_output_bytes == 0 {
-            return bad(
-                "limits.disk_mb, max_processes and max_output_bytes must be positive".into(),
-            );
-        }
-        if !(l.timeout_secs.is_finite() && l.timeout_secs > 0.0 && l.timeout_secs <= 3600.0) {
-            return bad(format!(
-                "limits.timeout_secs must be in (0, 3600] (got {})",
-                l.timeout_secs
-            ));
-        }
-        let c = &self.compile;
-        if c.memory_mb < 8 || !(c.cpus.is_finite() && c.cpus > 0.0) || c.max_processes == 0 {
-            return bad(
-                "compile.memory_mb must be at least 8, compile.cpus and max_processes positive"
-                    .into(),
-            );
-        }
-        if !(c.timeout_secs.is_finite() && c.timeout_secs > 0.0 && c.timeout_secs <= 3600.0)
-            || c.opt_level > 3
-        {
-            return bad(
-                "compile.timeout_secs must be in (0, 3600] and compile.opt_level in 0-3".into(),
-            );
-        }
-        if let Some(r) = &self.runtime {
-            if !["runc", "runsc"].contains(&r.as_str()) {
-                return bad(format!("runtime must be `runc` or `runsc` (got `{r}`)"));
-            }
+        if self.compile.opt_level > 3 {
+            return Err(PolicyError::Invalid(format!(
+                "compile.opt_level must be 0-3 (got {})",
+                self.compile.opt_level
+            )));
         }
         if self.network.enabled && self.network.allow.is_empty() {
-            return bad("network.enabled needs a non-empty network.allow list".into());
+            return Err(PolicyError::Invalid(
+                "network.enabled needs a non-empty network.allow list".into(),
+            ));
         }
         Ok(())
     }
 
     /// Serialises to TOML.
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_default()
+    pub fn to_toml(&self) -> Result<String, PolicyError> {
+        toml::to_string_pretty(self).map_err(PolicyError::TomlWrite)
     }
 }
 
@@ -293,11 +247,12 @@ mod tests {
     #[test]
     fn defaults_are_the_plans() {
         let p = PolicyConfig::default();
-        assert_eq!(p.limits.memory_mb, 512);
-        assert_eq!(p.limits.cpus, 1.0);
-        assert_eq!(p.limits.disk_mb, 100);
-        assert_eq!(p.limits.timeout_secs, 30.0);
-        assert_eq!(p.limits.max_output_bytes, 1 << 20);
+        assert_eq!(p.limits, Limits::default());
+        assert_eq!(p.limits.memory, Bytes::mib(512));
+        assert_eq!(p.limits.cpus, Cores::ONE);
+        assert_eq!(p.limits.disk, Bytes::mib(100));
+        assert_eq!(p.limits.timeout, Duration::from_secs(30));
+        assert_eq!(p.limits.output, Bytes(1 << 20));
         assert!(!p.network.enabled);
     }
 
@@ -305,9 +260,11 @@ mod tests {
     fn toml_and_json_round_trip() {
         for name in PRESETS {
             let p = PolicyConfig::preset(name).unwrap_or_default();
+            let toml = p.to_toml().unwrap_or_default();
             assert_eq!(
-                PolicyConfig::from_toml(&p.to_toml()).ok().as_ref(),
-                Some(&p)
+                PolicyConfig::from_toml(&toml).ok().as_ref(),
+                Some(&p),
+                "{toml}"
             );
             let j = serde_json::to_string(&p).unwrap_or_default();
             assert_eq!(PolicyConfig::from_json(&j).ok().as_ref(), Some(&p));
@@ -317,9 +274,19 @@ mod tests {
     #[test]
     fn partial_file_keeps_defaults_and_rejects_typos() {
         let p = PolicyConfig::from_toml("name = 'x'\n[limits]\nmemory_mb = 256\n");
-        assert!(matches!(&p, Ok(p) if p.limits.memory_mb == 256 && p.limits.disk_mb == 100));
+        assert!(
+            matches!(&p, Ok(p) if p.limits.memory == Bytes::mib(256) && p.limits.disk == Bytes::mib(100))
+        );
         assert!(PolicyConfig::from_toml("[limits]\nmemroy_mb = 1\n").is_err());
-        assert!(PolicyConfig::from_toml("[limits]\nmemory_mb = 0\n").is_err());
+        let e = PolicyConfig::from_toml("[limits]\nmemory_mb = 0\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("memory_mb must be at least 8"), "{e}");
+        assert!(PolicyConfig::from_toml("require = ['seccomp', 'landlock']\n").is_ok());
+        assert!(PolicyConfig::from_toml("require = ['secomp']\n").is_err());
+        assert!(PolicyConfig::from_toml("runtime = 'kata'\n").is_err());
+        assert!(PolicyConfig::from_toml("[compile]\nopt_level = 4\n").is_err());
         assert!(PolicyConfig::preset("nope").is_err());
     }
 }

@@ -8,7 +8,5 @@ mod config;
 mod evaluate;
 mod fingerprint;
 
-pub use config::{
-    CompileConfig, GuardsConfig, LimitsConfig, NetworkConfig, PolicyConfig, PolicyError, PRESETS,
-};
+pub use config::{CompileConfig, NetworkConfig, PolicyConfig, PolicyError, PRESETS};
 pub use fingerprint::fingerprint;

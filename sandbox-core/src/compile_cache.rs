@@ -246,17 +246,10 @@ mod tests {
         CacheKey::new().part(&[n]).finish()
     }
 
-    /// A fake executable for this machine: a valid ELF header, then `fill`.
+    /// A fake executable for this machine of `len` bytes (at least 128).
     fn elf(fill: u8, len: usize) -> Vec<u8> {
-        let mut v = vec![fill; len.max(64)];
-        v[..4].copy_from_slice(b"\x7fELF");
-        v[4] = 2;
-        v[5] = 1;
-        v[16..18].copy_from_slice(&3u16.to_le_bytes());
-        #[cfg(target_arch = "x86_64")]
-        v[18..20].copy_from_slice(&62u16.to_le_bytes());
-        #[cfg(target_arch = "aarch64")]
-        v[18..20].copy_from_slice(&183u16.to_le_bytes());
+        let mut v = crate::fake::fake_elf(fill);
+        v.resize(len.max(v.len()), fill);
         v
     }
 

@@ -1,4 +1,9 @@
-//! Errors of the core roles.
+//! Errors of the core roles. Every variant that wraps a failure keeps it as its `source`.
+
+use crate::capabilities::{BackendKind, LayerName, Runtime};
+
+/// Any error, boxed, for a backend's own error types (cgroup, Docker, …).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// An error from an isolation backend.
 #[derive(Debug, thiserror::Error)]
@@ -9,10 +14,18 @@ pub enum BackendError {
     /// A layer the policy requires is missing on this host.
     #[error("required isolation layer `{layer}` is not available: {detail}")]
     MissingLayer {
-        /// Layer name as in `require`.
-        layer: String,
+        /// The layer.
+        layer: LayerName,
         /// Why it is missing.
         detail: String,
+    },
+    /// The policy names a container runtime this backend does not have.
+    #[error("runtime `{runtime}` is not available on the {backend} backend")]
+    MissingRuntime {
+        /// The runtime asked for.
+        runtime: Runtime,
+        /// The backend.
+        backend: BackendKind,
     },
     /// Setting up the sandbox failed at a named step.
     #[error("sandbox setup failed at {step}: {source}")]
@@ -31,9 +44,22 @@ pub enum BackendError {
         /// What went wrong.
         reason: String,
     },
-    /// Any other backend failure.
-    #[error("{0}")]
-    Other(String),
+    /// The process to run cannot be expressed (an empty argv, a NUL byte in a string).
+    #[error("invalid process: {0}")]
+    InvalidProcess(&'static str),
+    /// The instance was destroyed or killed by an earlier step.
+    #[error("the instance is gone: {0}")]
+    InstanceGone(&'static str),
+    /// A failure of the backend's own machinery (cgroups, the container engine, a supervisor
+    /// thread), with what was being done.
+    #[error("{context}: {source}")]
+    Backend {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+    },
 }
 
 impl BackendError {
@@ -42,6 +68,14 @@ impl BackendError {
         Self::Setup {
             step: step.into(),
             source,
+        }
+    }
+
+    /// Wraps a backend-specific error with what was being done.
+    pub fn backend(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Backend {
+            context: context.into(),
+            source: source.into(),
         }
     }
 }
@@ -55,6 +89,9 @@ pub enum EngineError {
         /// The configured queue bound.
         max_queue: usize,
     },
+    /// The engine is shutting down.
+    #[error("the engine is shutting down")]
+    ShuttingDown,
     /// The builder was missing a required part or had an invalid setting.
     #[error("invalid engine configuration: {0}")]
     Config(String),

@@ -4,32 +4,48 @@
 //! This crate depends on no other crate of the workspace. Backends (`vana-sandbox-native`, …),
 //! policies (`vana-sandbox-policy`) and languages (`vana-sandbox-lang`) implement its traits; the
 //! facade crate `vana-sandbox` wires them up.
+//!
+//! One request's way: [`request`] (wire) → [`validate`] (typed, checked once) → [`policy`] (a
+//! [`SandboxSpec`]) → [`engine`] admission → pipeline (stage, compile, run, collect) over an
+//! [`Executor`]'s [`Instance`] → a [`ProcessOutcome`] per step → [`result`] (wire).
 
+pub mod capabilities;
 pub mod capture;
 pub mod compile_cache;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod executor;
+pub mod fake;
+pub mod host;
 pub mod language;
+pub mod limits;
 pub mod monitor;
+pub mod outcome;
 pub mod policy;
 pub mod request;
 pub mod result;
 pub mod spec;
-pub mod status;
-pub mod units;
 pub mod validate;
 
+pub use capabilities::{BackendKind, Capabilities, Layer, LayerName, Runtime};
 pub use capture::OutputCapture;
+pub use compile_cache::{CacheScope, CompileCache, DirCompileCache};
 pub use engine::{Engine, EngineBuilder};
-pub use error::{BackendError, EngineError};
-pub use executor::{Capabilities, Executor, Instance, Layer};
-pub use language::{Command, Language, LanguageError, Languages, StepContext};
-pub use monitor::{Event, Monitor, Phase, TracingMonitor};
+pub use error::{BackendError, BoxError, EngineError};
+pub use events::{Phase, Reporter, SecurityEvent, SecurityEventKind};
+pub use executor::{Executor, Instance};
+pub use language::{
+    Command, CompileStep, Language, LanguageError, LanguageInfo, Languages, StepContext, Toolchain,
+};
+pub use limits::{AskedLimits, Bytes, Cores, LimitKind, Limits};
+pub use monitor::{Event, Monitor, TracingMonitor};
+pub use outcome::{Exit, ProcessOutcome, Stop, Usage};
 pub use policy::{Policy, PolicyContext, Rejection};
 pub use request::{ExecutionRequest, FileSpec, LimitsRequest, NetworkRequest};
-pub use result::{CompileReport, ExecutionResult, ResourceUsage, SecurityEvent, Status, Truncated};
+pub use result::{CompileReport, ExecutionResult, ResourceUsage, Status, Truncated};
 pub use spec::{
-    FileEntry, Guards, InstanceSpec, Mount, NetworkMode, OutputSink, ProcessIo, ProcessLimits,
-    ProcessOutcome, ProcessSpec, SandboxSpec, StreamKind,
+    FileEntry, Guards, InstanceSpec, Mount, NetworkMode, OutputSink, ProcessIo, ProcessSpec,
+    SandboxSpec, StreamKind,
 };
+pub use validate::ValidRequest;

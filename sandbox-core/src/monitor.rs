@@ -2,26 +2,10 @@
 
 use std::time::Duration;
 
-use crate::result::{ExecutionResult, SecurityEvent, Status};
-
-/// A step of an execution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// The compile step.
-    Compile,
-    /// The run step.
-    Run,
-}
-
-impl Phase {
-    /// `compile` or `run`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Compile => "compile",
-            Phase::Run => "run",
-        }
-    }
-}
+use crate::capabilities::BackendKind;
+use crate::events::{Phase, SecurityEvent};
+use crate::limits::LimitKind;
+use crate::result::{ExecutionResult, Status};
 
 /// Something that happened to an execution.
 #[derive(Debug, Clone, Copy)]
@@ -37,8 +21,8 @@ pub enum Event<'a> {
         id: &'a str,
         /// Canonical language.
         language: &'a str,
-        /// Backend name.
-        backend: &'a str,
+        /// Backend.
+        backend: BackendKind,
     },
     /// A step finished.
     PhaseFinished {
@@ -55,8 +39,8 @@ pub enum Event<'a> {
     LimitHit {
         /// Execution id.
         id: &'a str,
-        /// Which limit (`timeout`, `memory`, `output`, `pids`).
-        limit: &'a str,
+        /// Which limit (timeout, memory, output, processes).
+        limit: LimitKind,
     },
     /// A security event.
     Security {
@@ -90,7 +74,7 @@ impl Monitor for TracingMonitor {
                 id,
                 language,
                 backend,
-            } => tracing::debug!(id, language, backend, "started"),
+            } => tracing::debug!(id, language, backend = backend.as_str(), "started"),
             Event::PhaseFinished {
                 id,
                 phase,
@@ -105,9 +89,9 @@ impl Monitor for TracingMonitor {
                     "phase finished"
                 )
             }
-            Event::LimitHit { id, limit } => tracing::info!(id, limit, "limit hit"),
+            Event::LimitHit { id, limit } => tracing::info!(id, %limit, "limit hit"),
             Event::Security { id, event } => {
-                tracing::warn!(id, kind = %event.kind, detail = %event.detail, "security event")
+                tracing::warn!(id, kind = %event.kind, detail = %event.detail, source = ?event.source, "security event")
             }
             Event::Finished { result } => tracing::info!(
                 id = %result.id,

@@ -1,7 +1,8 @@
-//! The policy role: turns a request into a [`SandboxSpec`] or a [`Rejection`].
+//! The policy role: turns a validated request into a [`SandboxSpec`] or a [`Rejection`].
 
-use crate::request::ExecutionRequest;
+use crate::capabilities::BackendKind;
 use crate::spec::SandboxSpec;
+use crate::validate::ValidRequest;
 
 /// Why a request was refused. The message is shown to the caller as is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,22 +22,23 @@ impl Rejection {
 }
 
 /// Facts the policy may use besides the request.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyContext {
     /// Canonical language name.
-    pub language: String,
+    pub language: &'static str,
     /// Backend that will run it.
-    pub backend: String,
+    pub backend: BackendKind,
     /// The caller's tenant, when the host names one (never taken from the request).
     pub tenant: Option<String>,
 }
 
 /// A policy: evaluation may only tighten what it allows, never widen it.
 pub trait Policy: Send + Sync {
-    /// Evaluates a (validated) request.
+    /// Evaluates a validated request (its limits are already typed and in range; the policy
+    /// only compares them with its own).
     fn evaluate(
         &self,
-        request: &ExecutionRequest,
+        request: &ValidRequest,
         context: &PolicyContext,
     ) -> Result<SandboxSpec, Rejection>;
 

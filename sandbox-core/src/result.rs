@@ -1,9 +1,14 @@
 //! The execution result: every field of the plan's response, plus what an honest account of a
-//! run needs (status, signal, usage in bytes, truncation, security events, backend).
+//! run needs (status, signal, usage in bytes, truncation, security events, backend). Assembly
+//! from a step's [`ProcessOutcome`] lives here too, so the result has one constructor per way a
+//! run can end.
 
 use serde::{Deserialize, Serialize};
 
-use crate::units::human_bytes;
+use crate::capabilities::BackendKind;
+use crate::events::SecurityEvent;
+use crate::limits::Limits;
+use crate::outcome::{ProcessOutcome, Usage};
 
 /// How a run ended. **Contract**: the set of values and their meaning are relied on by users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -30,6 +35,19 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status, for metrics and documentation.
+    pub const ALL: [Status; 9] = [
+        Status::Success,
+        Status::Error,
+        Status::CompileError,
+        Status::Timeout,
+        Status::MemoryLimit,
+        Status::OutputLimit,
+        Status::Killed,
+        Status::Rejected,
+        Status::SandboxError,
+    ];
+
     /// The wire name (`"success"`, `"memory_limit"`, …).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -48,11 +66,11 @@ impl Status {
 
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
-/// Resources a step used.
+/// Resources a step used, as the plan's JSON shows them (human strings beside the numbers).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResourceUsage {
     /// CPU time (user + system) of every process of the step, in seconds.
@@ -69,21 +87,15 @@ pub struct ResourceUsage {
     pub processes_peak: u64,
 }
 
-impl ResourceUsage {
-    /// Builds a usage record, filling in the human-readable fields.
-    pub fn new(
-        cpu_time: f64,
-        memory_peak_bytes: u64,
-        disk_usage_bytes: u64,
-        processes_peak: u64,
-    ) -> Self {
+impl From<&Usage> for ResourceUsage {
+    fn from(u: &Usage) -> Self {
         Self {
-            cpu_time,
-            memory_peak: human_bytes(memory_peak_bytes),
-            memory_peak_bytes,
-            disk_usage: human_bytes(disk_usage_bytes),
-            disk_usage_bytes,
-            processes_peak,
+            cpu_time: u.cpu.as_secs_f64(),
+            memory_peak: u.memory_peak.to_string(),
+            memory_peak_bytes: u.memory_peak.get(),
+            disk_usage: u.disk.to_string(),
+            disk_usage_bytes: u.disk.get(),
+            processes_peak: u.processes_peak,
         }
     }
 }
@@ -97,33 +109,10 @@ pub struct Truncated {
     pub stderr: bool,
 }
 
-/// A security-relevant observation made during a run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SecurityEvent {
-    /// Short machine-readable kind, e.g. `limit_hit`, `seccomp_kill`, `layer_degraded`.
-    pub kind: String,
-    /// Human-readable detail.
-    pub detail: String,
-    /// Which step it happened in (`compile` or `run`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
-}
-
-impl SecurityEvent {
-    /// A new event.
-    pub fn new(kind: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self {
-            kind: kind.into(),
-            detail: detail.into(),
-            phase: None,
-        }
-    }
-}
-
 /// The outcome of a compile step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompileReport {
-    /// `success`, `compile_error`, `timeout`, `memory_limit`, …
+    /// `success`, `error`, `timeout`, `memory_limit`, …
     pub status: Status,
     /// Compiler stdout.
     pub output: String,
@@ -136,6 +125,58 @@ pub struct CompileReport {
     /// Whether the binary came from the compile cache (the compiler did not run).
     #[serde(default)]
     pub cached: bool,
+}
+
+impl CompileReport {
+    /// The report of a compile step that ran under `limits`.
+    pub fn of(outcome: &ProcessOutcome, limits: &Limits) -> Self {
+        Self {
+            status: outcome.status(),
+            output: lossy(&outcome.stdout),
+            error: outcome
+                .reason(limits)
+                .or_else(|| (!outcome.stderr.is_empty()).then(|| lossy(&outcome.stderr))),
+            execution_time: outcome.wall_time.as_secs_f64(),
+            resource_usage: ResourceUsage::from(&outcome.usage),
+            cached: false,
+        }
+    }
+
+    /// The report of a cache hit: the compiler did not run.
+    pub fn cached() -> Self {
+        Self {
+            status: Status::Success,
+            output: String::new(),
+            error: None,
+            execution_time: 0.0,
+            resource_usage: ResourceUsage::from(&Usage::default()),
+            cached: true,
+        }
+    }
+}
+
+/// `Option<BackendKind>` on the wire: the backend's name, or `"none"` when nothing ran.
+mod backend_or_none {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::capabilities::BackendKind;
+
+    pub fn serialize<S: Serializer>(b: &Option<BackendKind>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(b.map_or("none", BackendKind::as_str))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<BackendKind>, D::Error> {
+        let name = String::deserialize(d)?;
+        match name.as_str() {
+            "none" => Ok(None),
+            "native" => Ok(Some(BackendKind::Native)),
+            "docker" => Ok(Some(BackendKind::Docker)),
+            "fake" => Ok(Some(BackendKind::Fake)),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown backend `{other}`"
+            ))),
+        }
+    }
 }
 
 /// The result of one execution. Every field of the plan's response is present.
@@ -166,13 +207,18 @@ pub struct ExecutionResult {
     pub truncated: Truncated,
     /// Security events observed (limit hits, degraded layers, guard reports).
     pub security_events: Vec<SecurityEvent>,
-    /// Backend that ran it (`native`, `docker`), or `none` when nothing ran.
-    pub backend: String,
+    /// Backend that ran it; `"none"` on the wire when nothing ran.
+    #[serde(with = "backend_or_none")]
+    pub backend: Option<BackendKind>,
     /// Canonical language name.
     pub language: String,
     /// Fingerprint of the effective policy, for audit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_fingerprint: Option<String>,
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 impl ExecutionResult {
@@ -182,7 +228,7 @@ impl ExecutionResult {
         language: impl Into<String>,
         reason: impl Into<String>,
     ) -> Self {
-        Self::not_run(id, language, Status::Rejected, reason)
+        Self::not_run(id, language, Status::Rejected, Some(reason.into()))
     }
 
     /// A result for a run the sandbox could not carry out.
@@ -191,14 +237,68 @@ impl ExecutionResult {
         language: impl Into<String>,
         reason: impl Into<String>,
     ) -> Self {
-        Self::not_run(id, language, Status::SandboxError, reason)
+        Self::not_run(id, language, Status::SandboxError, Some(reason.into()))
+    }
+
+    /// A result for a program whose compile step failed (the program never ran).
+    pub fn compile_failed(
+        id: impl Into<String>,
+        language: impl Into<String>,
+        backend: BackendKind,
+        outcome: &ProcessOutcome,
+        limits: &Limits,
+    ) -> Self {
+        let report = CompileReport::of(outcome, limits);
+        let error = match report.status {
+            Status::Error => lossy(&outcome.stderr),
+            _ => format!(
+                "the compile step stopped at its limits: {}",
+                report.error.as_deref().unwrap_or_default()
+            ),
+        };
+        let mut r = Self::not_run(id, language, Status::CompileError, Some(error));
+        r.backend = Some(backend);
+        r.compile = Some(report);
+        r
+    }
+
+    /// The result of a program that ran: its `outcome` under `limits`, after `compile`.
+    pub fn finished(
+        id: impl Into<String>,
+        language: impl Into<String>,
+        backend: BackendKind,
+        outcome: ProcessOutcome,
+        limits: &Limits,
+        compile: Option<CompileReport>,
+    ) -> Self {
+        let status = outcome.status();
+        let error = outcome
+            .reason(limits)
+            .or_else(|| (!outcome.stderr.is_empty()).then(|| lossy(&outcome.stderr)));
+        Self {
+            id: id.into(),
+            status,
+            exit_code: outcome.exit_code(),
+            signal: outcome.signal(),
+            output: lossy(&outcome.stdout),
+            error,
+            stderr: lossy(&outcome.stderr),
+            execution_time: outcome.wall_time.as_secs_f64(),
+            resource_usage: ResourceUsage::from(&outcome.usage),
+            compile,
+            truncated: outcome.truncated,
+            security_events: outcome.events,
+            backend: Some(backend),
+            language: language.into(),
+            policy_fingerprint: None,
+        }
     }
 
     fn not_run(
         id: impl Into<String>,
         language: impl Into<String>,
         status: Status,
-        reason: impl Into<String>,
+        error: Option<String>,
     ) -> Self {
         Self {
             id: id.into(),
@@ -206,14 +306,14 @@ impl ExecutionResult {
             exit_code: None,
             signal: None,
             output: String::new(),
-            error: Some(reason.into()),
+            error,
             stderr: String::new(),
             execution_time: 0.0,
-            resource_usage: ResourceUsage::new(0.0, 0, 0, 0),
+            resource_usage: ResourceUsage::from(&Usage::default()),
             compile: None,
             truncated: Truncated::default(),
             security_events: Vec::new(),
-            backend: "none".into(),
+            backend: None,
             language: language.into(),
             policy_fingerprint: None,
         }
@@ -226,7 +326,21 @@ impl ExecutionResult {
 
     /// The result as JSON.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self)
-            .unwrap_or_else(|e| format!("{{\"status\":\"sandbox_error\",\"error\":\"{e}\"}}"))
+        // Serialising this struct cannot fail: every map key is a string and every float is
+        // finite by construction; the fallback still yields valid JSON naming the problem.
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            serde_json::json!({"id": self.id, "status": "sandbox_error", "error": e.to_string()})
+                .to_string()
+        })
+    }
+
+    /// The wire field names, sorted (the Python package's surface is checked against them).
+    pub fn field_names() -> Vec<String> {
+        let mut sample = Self::not_run("", "", Status::Success, None);
+        sample.policy_fingerprint = Some(String::new());
+        match serde_json::to_value(&sample) {
+            Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
     }
 }

@@ -1,30 +1,12 @@
 //! What the Engine hands to a backend: the evaluated policy ([`SandboxSpec`]), the environment to
-//! create ([`InstanceSpec`]), a process to run in it ([`ProcessSpec`]) and what came back
-//! ([`ProcessOutcome`]).
-
-use std::time::Duration;
+//! create ([`InstanceSpec`]) and a process to run in it ([`ProcessSpec`]). What comes back is a
+//! [`ProcessOutcome`](crate::outcome::ProcessOutcome).
 
 use serde::{Deserialize, Serialize};
 
-use crate::result::{ResourceUsage, SecurityEvent, Truncated};
-
-/// Effective limits of one step, after policy evaluation.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct ProcessLimits {
-    /// Memory plus swap, in bytes.
-    pub memory_bytes: u64,
-    /// CPU share in cores (quota per period).
-    pub cpus: f64,
-    /// Processes and threads alive at once.
-    pub max_processes: u64,
-    /// Wall-clock limit.
-    pub timeout: Duration,
-    /// Bytes of stdout and stderr together.
-    pub max_output_bytes: u64,
-    /// CPU time per process (`RLIMIT_CPU`), when set.
-    #[serde(default)]
-    pub cpu_time: Option<Duration>,
-}
+use crate::capabilities::{LayerName, Runtime};
+use crate::compile_cache::CacheScope;
+use crate::limits::Limits;
 
 /// How the sandbox reaches the network.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -62,35 +44,30 @@ impl Default for Guards {
     }
 }
 
-/// The outcome of policy evaluation: everything a run may use.
+/// The outcome of policy evaluation: everything a run may use, decided. Backends receive these
+/// values and never re-decide them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SandboxSpec {
     /// Limits of the run step.
-    pub limits: ProcessLimits,
-    /// Writable workspace and /tmp together, in bytes.
-    pub disk_bytes: u64,
+    pub limits: Limits,
+    /// Ceiling of compile steps (each language's defaults are capped by it).
+    pub compile_limits: Limits,
     /// Network access.
     pub network: NetworkMode,
     /// Isolation layers that must be enforced (fail closed when missing).
-    pub require: Vec<String>,
-    /// Fingerprint of the effective policy.
-    pub policy_fingerprint: String,
-    /// Container runtime (`runc`, `runsc`) for backends that have one.
-    #[serde(default)]
-    pub runtime: Option<String>,
-    /// Name of the policy that produced this spec.
-    pub policy_name: String,
+    pub require: Vec<LayerName>,
+    /// Container runtime, for backends that have one.
+    pub runtime: Option<Runtime>,
     /// Language guards to apply.
-    #[serde(default)]
     pub guards: Guards,
-    /// Ceiling for compile steps (each language's defaults are capped by it).
-    pub compile_limits: ProcessLimits,
     /// Optimisation level for compiled languages (0-3).
-    #[serde(default)]
     pub opt_level: u8,
     /// Who may share compiled artifacts.
-    #[serde(default)]
-    pub cache_scope: crate::compile_cache::CacheScope,
+    pub cache_scope: CacheScope,
+    /// Name of the policy that produced this spec.
+    pub policy_name: String,
+    /// Fingerprint of the effective policy.
+    pub policy_fingerprint: String,
 }
 
 /// A read-only bind of a host path into the sandbox.
@@ -105,24 +82,20 @@ pub struct Mount {
 /// What a backend needs to create one isolated environment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceSpec {
-    /// Execution id, for labels and logs.
+    /// Execution (or session) id, for labels and logs.
     pub id: String,
     /// Canonical language name: a key for backends that pick an environment per language (the
     /// Docker backend's image map); never used to change how a program runs.
     pub language: String,
-    /// Limits of the run step (backends that size the environment up front, such as a container,
-    /// use them; each `run` still carries its own limits).
-    pub limits: ProcessLimits,
-    /// Container runtime asked for by the policy (`runc`, `runsc`), for backends that have one.
-    pub runtime: Option<String>,
-    /// Writable workspace and /tmp together, in bytes.
-    pub disk_bytes: u64,
+    /// The instance's envelope: large enough for every step it will run (memory, CPU,
+    /// processes); `disk` sizes the writable storage. Each `run` carries its own limits within.
+    pub limits: Limits,
+    /// Container runtime, for backends that have one.
+    pub runtime: Option<Runtime>,
     /// Extra read-only binds (language toolchains).
     pub mounts: Vec<Mount>,
     /// Network access.
     pub network: NetworkMode,
-    /// Layers that must be enforced.
-    pub require: Vec<String>,
 }
 
 /// A file to place in (or read from) the workspace.
@@ -146,7 +119,7 @@ pub struct ProcessSpec {
     /// Working directory inside the sandbox.
     pub cwd: String,
     /// Limits of this process tree.
-    pub limits: ProcessLimits,
+    pub limits: Limits,
 }
 
 /// Which output stream a chunk came from.
@@ -177,33 +150,4 @@ impl std::fmt::Debug for ProcessIo {
             .field("sink", &self.sink.is_some())
             .finish()
     }
-}
-
-/// What happened to one process tree. Backends fill it; the Engine turns it into a status.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ProcessOutcome {
-    /// Exit status when the main process exited.
-    pub exit_code: Option<i32>,
-    /// Signal when the main process was killed by one.
-    pub signal: Option<i32>,
-    /// Captured stdout (at most the output limit).
-    pub stdout: Vec<u8>,
-    /// Captured stderr.
-    pub stderr: Vec<u8>,
-    /// Which streams were cut.
-    pub truncated: Truncated,
-    /// The wall-clock limit was hit and the tree killed.
-    pub timed_out: bool,
-    /// The output limit was hit and the tree killed.
-    pub output_limit_hit: bool,
-    /// The kernel's OOM killer killed a process of the tree (evidence from the cgroup).
-    pub oom_killed: bool,
-    /// Times the process limit refused a fork.
-    pub pids_limit_hits: u64,
-    /// Wall-clock time of the tree.
-    pub wall_time: Duration,
-    /// Resources used.
-    pub usage: ResourceUsage,
-    /// Security events observed by the backend.
-    pub security_events: Vec<SecurityEvent>,
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 
 use crate::language::{Language, Languages};
+use crate::limits::{AskedLimits, LimitKind};
 use crate::policy::Rejection;
 use crate::request::ExecutionRequest;
 use crate::spec::FileEntry;
@@ -22,14 +23,19 @@ pub const MAX_ARGS: usize = 1024;
 pub const MAX_ENV: usize = 256;
 /// Largest standard input, in bytes.
 pub const MAX_STDIN_BYTES: usize = 16 * 1024 * 1024;
-/// Longest accepted timeout, in seconds (policies usually allow far less).
-pub const MAX_TIMEOUT_SECS: f64 = 3600.0;
 
-/// A request that passed validation, with its language resolved and inputs decoded.
+/// A request that passed validation, with its language resolved, its limits typed and its
+/// inputs decoded. Nothing downstream re-checks what is here.
 #[derive(Clone)]
 pub struct ValidRequest {
     /// The language.
     pub language: Arc<dyn Language>,
+    /// The limits asked for (the timeout among them), checked against the limits table.
+    pub limits: AskedLimits,
+    /// Whether any network access is asked for.
+    pub wants_network: bool,
+    /// Destinations asked for (`network.allow`).
+    pub network_allow: Vec<String>,
     /// Standard input bytes.
     pub stdin: Vec<u8>,
     /// Extra files, decoded.
@@ -95,14 +101,7 @@ pub fn validate(
     if request.code.contains('\0') {
         return reject("code contains a NUL byte");
     }
-    if let Some(t) = request.timeout {
-        if !t.is_finite() || t <= 0.0 || t > MAX_TIMEOUT_SECS {
-            return reject(format!(
-                "timeout must be more than 0 and at most {MAX_TIMEOUT_SECS} seconds (got {t})"
-            ));
-        }
-    }
-    check_limits(request)?;
+    let limits = asked_limits(request)?;
     if request.args.len() > MAX_ARGS {
         return reject(format!(
             "too many args ({}; the maximum is {MAX_ARGS})",
@@ -154,9 +153,16 @@ pub fn validate(
             stdin.len()
         ));
     }
-    let files = decode_files(request, language.source_file())?;
+    let files = decode_files(request, language.info().source_file)?;
     Ok(ValidRequest {
         language: language.clone(),
+        limits,
+        wants_network: request.wants_network(),
+        network_allow: request
+            .network
+            .as_ref()
+            .map(|n| n.allow.clone())
+            .unwrap_or_default(),
         stdin,
         files,
     })
@@ -169,11 +175,7 @@ pub fn detect_language(
     languages: &Languages,
 ) -> Result<String, Rejection> {
     let files: Vec<&str> = request.files.iter().map(|f| f.path.as_str()).collect();
-    let mut scores: Vec<(u32, &'static str)> = languages
-        .iter()
-        .map(|l| (l.detect(&request.code, &files), l.name()))
-        .collect();
-    scores.sort_by(|a, b| b.cmp(a));
+    let scores = languages.scores(&request.code, &files);
     match scores.as_slice() {
         [(best, name), rest @ ..]
             if *best >= 20 && rest.first().is_none_or(|(second, _)| best - second >= 10) =>
@@ -192,45 +194,44 @@ pub fn detect_language(
     }
 }
 
-fn check_limits(request: &ExecutionRequest) -> Result<(), Rejection> {
-    let Some(l) = &request.limits else {
-        return Ok(());
-    };
-    let int = |name: &str, v: Option<i64>, max: i64| -> Result<(), Rejection> {
-        match v {
-            Some(v) if v <= 0 => {
-                reject(format!("limits.{name} must be a positive number (got {v})"))
-            }
-            Some(v) if v > max => reject(format!(
-                "limits.{name} is out of range (got {v}; at most {max})"
-            )),
-            _ => Ok(()),
-        }
-    };
-    int("memory_mb", l.memory_mb, 1 << 20)?;
-    int("disk_mb", l.disk_mb, 1 << 20)?;
-    int("max_processes", l.max_processes, 1 << 20)?;
-    int("max_output_bytes", l.max_output_bytes, 1 << 30)?;
-    if let Some(c) = l.cpus {
-        if !c.is_finite() || c <= 0.0 || c > 1024.0 {
-            return reject(format!(
-                "limits.cpus must be more than 0 and at most 1024 (got {c})"
-            ));
+/// The request's limits, each checked against the limits table once and typed.
+fn asked_limits(request: &ExecutionRequest) -> Result<AskedLimits, Rejection> {
+    let l = request.limits.clone().unwrap_or_default();
+    let wire: [(LimitKind, &str, Option<f64>); 7] = [
+        (
+            LimitKind::Memory,
+            "limits.memory_mb",
+            l.memory_mb.map(|v| v as f64),
+        ),
+        (LimitKind::Cpus, "limits.cpus", l.cpus),
+        (
+            LimitKind::Disk,
+            "limits.disk_mb",
+            l.disk_mb.map(|v| v as f64),
+        ),
+        (
+            LimitKind::Processes,
+            "limits.max_processes",
+            l.max_processes.map(|v| v as f64),
+        ),
+        (
+            LimitKind::Output,
+            "limits.max_output_bytes",
+            l.max_output_bytes.map(|v| v as f64),
+        ),
+        (LimitKind::Timeout, "timeout", request.timeout),
+        (LimitKind::CpuTime, "limits.cpu_time_secs", l.cpu_time_secs),
+    ];
+    let mut asked = AskedLimits::default();
+    for (kind, field, value) in wire {
+        if let Some(v) = value {
+            let typed = kind
+                .parse(field, v)
+                .map_err(|e| Rejection::new(e.to_string()))?;
+            asked.push(kind, typed);
         }
     }
-    if let Some(c) = l.cpu_time_secs {
-        if !c.is_finite() || c <= 0.0 || c > MAX_TIMEOUT_SECS {
-            return reject(format!(
-                "limits.cpu_time_secs must be more than 0 and at most {MAX_TIMEOUT_SECS} (got {c})"
-            ));
-        }
-    }
-    if let Some(m) = l.memory_mb {
-        if m < 8 {
-            return reject(format!("limits.memory_mb must be at least 8 (got {m})"));
-        }
-    }
-    Ok(())
+    Ok(asked)
 }
 
 fn valid_env_name(name: &str) -> bool {

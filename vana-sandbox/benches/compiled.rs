@@ -12,21 +12,14 @@ use std::time::{Duration, Instant};
 use vana_sandbox::{
     lang, DirCompileCache, Engine, ExecutionRequest, Executor, NativeExecutor, PolicyConfig, Status,
 };
-use vana_sandbox_core::{FileEntry, InstanceSpec, ProcessIo, ProcessLimits, ProcessSpec};
+use vana_sandbox_core::{FileEntry, InstanceSpec, Limits, ProcessIo, ProcessSpec};
 
 const GO: &str =
     "package main\n\nimport \"fmt\"\n\nfunc main() {\n\tfmt.Println(\"Hello, World!\")\n}\n";
 const RUST: &str = "fn main() {\n    println!(\"Hello, World!\");\n}\n";
 
-fn limits() -> ProcessLimits {
-    ProcessLimits {
-        memory_bytes: 512 << 20,
-        cpus: 1.0,
-        max_processes: 64,
-        timeout: Duration::from_secs(30),
-        max_output_bytes: 1 << 20,
-        cpu_time: None,
-    }
+fn limits() -> Limits {
+    Limits::default()
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -99,6 +92,8 @@ fn main() {
             .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
             .map(|e| std::fs::read(e.path()).expect("binary"))
             .expect("cached binary");
+        // A cache entry is an 8-byte magic and a 32-byte digest, then the binary.
+        let binary = binary[40..].to_vec();
         let direct: Vec<Duration> = (0..30)
             .map(|_| {
                 let t = Instant::now();
@@ -108,10 +103,8 @@ fn main() {
                         language: language.into(),
                         limits: limits(),
                         runtime: None,
-                        disk_bytes: 100 << 20,
                         mounts: l.mounts(),
                         network: Default::default(),
-                        require: vec![],
                     };
                     let mut inst = exec.create(&spec).await.expect("create");
                     inst.put_files(&[FileEntry {

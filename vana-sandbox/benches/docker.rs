@@ -49,7 +49,7 @@ fn main() {
             };
             let cold_exec = Arc::new(
                 DockerExecutor::new(DockerConfig {
-                    runtime: runtime.into(),
+                    runtime: vana_sandbox::Runtime::parse(runtime).expect("runtime"),
                     ..DockerConfig::default()
                 })
                 .await
@@ -57,7 +57,7 @@ fn main() {
             );
             let warm_exec = Arc::new(
                 DockerExecutor::new(DockerConfig {
-                    runtime: runtime.into(),
+                    runtime: vana_sandbox::Runtime::parse(runtime).expect("runtime"),
                     pool_size: 2,
                     ..DockerConfig::default()
                 })

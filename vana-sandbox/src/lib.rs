@@ -14,16 +14,18 @@
 //!
 //! The full contract is [`ExecutionRequest`] in, [`ExecutionResult`] out, through an [`Engine`]
 //! that validates, applies a [`PolicyConfig`] (a request can only tighten it), bounds concurrency
-//! and the queue, and reports to [`Monitor`]s.
+//! and the queue, and reports to [`Monitor`]s. [`Sandbox::builder`] picks the backend, policy and
+//! bounds; [`Engine::builder`] gives full control over every part.
 
 use std::sync::Arc;
 
 pub use vana_sandbox_core::compile_cache::{CacheScope, CompileCache, DirCompileCache};
 pub use vana_sandbox_core::{
-    units, BackendError, Capabilities, CompileReport, Engine, EngineBuilder, EngineError, Event,
-    ExecutionRequest, ExecutionResult, Executor, FileSpec, Language, Languages, Layer,
-    LimitsRequest, Monitor, NetworkRequest, OutputSink, Phase, Policy, ProcessIo, ResourceUsage,
-    SecurityEvent, Status, StreamKind, TracingMonitor, Truncated,
+    fake, host, limits, BackendError, BackendKind, Bytes, Capabilities, CompileReport, Cores,
+    Engine, EngineBuilder, EngineError, Event, ExecutionRequest, ExecutionResult, Executor,
+    FileSpec, Instance, Language, Languages, Layer, LayerName, LimitKind, Limits, LimitsRequest,
+    Monitor, NetworkRequest, OutputSink, Phase, Policy, ProcessIo, ResourceUsage, Runtime,
+    SecurityEvent, SecurityEventKind, Status, StreamKind, TracingMonitor, Truncated,
 };
 pub use vana_sandbox_docker::{image, DockerConfig, DockerExecutor};
 pub use vana_sandbox_lang as lang;
@@ -49,43 +51,133 @@ pub enum Error {
 pub struct Sandbox;
 
 impl Sandbox {
-    /// A builder for full control (backend, policy, languages, monitors, bounds).
-    pub fn builder() -> EngineBuilder {
-        Engine::builder()
+    /// A builder: backend (native by default), policy, bounds, monitors, compile cache.
+    pub fn builder() -> SandboxBuilder {
+        SandboxBuilder::default()
     }
 
-    /// The native backend with the default policy (the plan's limits), every installed language
-    /// and a tracing monitor.
+    /// The native backend with the default policy (the plan's limits), every installed language,
+    /// a tracing monitor and the default compile cache.
     pub fn native() -> Result<Engine, Error> {
         Self::native_with_policy(PolicyConfig::default())
     }
 
     /// The native backend with `policy`.
     pub fn native_with_policy(policy: PolicyConfig) -> Result<Engine, Error> {
-        Self::with_executor(Arc::new(NativeExecutor::new()?), policy)
+        let executor = Arc::new(NativeExecutor::new()?);
+        Self::builder().policy(policy).assemble(executor)
     }
 
     /// The Docker backend with `policy` (see [`DockerConfig`] for images, runtime and the warm
-    /// pool). Node's permission-model guard is turned off: the Debian image's Node.js (18) has
-    /// no permission model.
-    pub async fn docker(config: DockerConfig, mut policy: PolicyConfig) -> Result<Engine, Error> {
-        policy.guards.node_permissions = false;
-        Self::with_executor(Arc::new(DockerExecutor::new(config).await?), policy)
+    /// pool).
+    pub async fn docker(config: DockerConfig, policy: PolicyConfig) -> Result<Engine, Error> {
+        Self::builder().docker(config).policy(policy).build().await
+    }
+}
+
+/// Which backend a [`SandboxBuilder`] builds on.
+#[derive(Clone, Default)]
+pub enum BackendChoice {
+    /// The native backend (the default).
+    #[default]
+    Native,
+    /// The Docker backend.
+    Docker(DockerConfig),
+    /// A backend the host made.
+    Custom(Arc<dyn Executor>),
+}
+
+/// Builds an [`Engine`] over one backend with every installed language: the one way the CLI,
+/// the Python bindings and hosts put an engine together.
+#[derive(Default)]
+pub struct SandboxBuilder {
+    backend: BackendChoice,
+    policy: PolicyConfig,
+    max_concurrency: Option<usize>,
+    max_queue: Option<usize>,
+    monitors: Vec<Arc<dyn Monitor>>,
+    compile_cache: Option<Option<Arc<dyn CompileCache>>>,
+}
+
+impl SandboxBuilder {
+    /// The backend.
+    pub fn backend(mut self, backend: BackendChoice) -> Self {
+        self.backend = backend;
+        self
     }
 
-    /// Any backend with `policy`, every installed language, a tracing monitor and the default
-    /// compile cache.
-    pub fn with_executor(
-        executor: Arc<dyn Executor>,
-        policy: PolicyConfig,
-    ) -> Result<Engine, Error> {
+    /// The Docker backend with `config`.
+    pub fn docker(self, config: DockerConfig) -> Self {
+        self.backend(BackendChoice::Docker(config))
+    }
+
+    /// A backend the host made.
+    pub fn executor(self, executor: Arc<dyn Executor>) -> Self {
+        self.backend(BackendChoice::Custom(executor))
+    }
+
+    /// The policy (default: the plan's limits).
+    pub fn policy(mut self, policy: PolicyConfig) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Executions running at once (default: the number of CPUs).
+    pub fn max_concurrency(mut self, n: usize) -> Self {
+        self.max_concurrency = Some(n);
+        self
+    }
+
+    /// Executions waiting for a slot before a request is refused (default: 64 per slot).
+    pub fn max_queue(mut self, n: usize) -> Self {
+        self.max_queue = Some(n);
+        self
+    }
+
+    /// Adds a monitor (a tracing monitor is always there).
+    pub fn monitor(mut self, monitor: Arc<dyn Monitor>) -> Self {
+        self.monitors.push(monitor);
+        self
+    }
+
+    /// The compile cache (`None`: no cache). Default: [`default_compile_cache`].
+    pub fn compile_cache(mut self, cache: Option<Arc<dyn CompileCache>>) -> Self {
+        self.compile_cache = Some(cache);
+        self
+    }
+
+    /// Connects to the backend and builds the engine.
+    pub async fn build(self) -> Result<Engine, Error> {
+        let executor: Arc<dyn Executor> = match &self.backend {
+            BackendChoice::Native => Arc::new(NativeExecutor::new()?),
+            BackendChoice::Docker(config) => Arc::new(DockerExecutor::new(config.clone()).await?),
+            BackendChoice::Custom(e) => e.clone(),
+        };
+        self.assemble(executor)
+    }
+
+    fn assemble(mut self, executor: Arc<dyn Executor>) -> Result<Engine, Error> {
+        if executor.kind() == BackendKind::Docker {
+            // The Debian image's Node.js (18) has no permission model.
+            self.policy.guards.node_permissions = false;
+        }
+        self.policy.check()?;
         let mut builder = Engine::builder()
             .executor(executor)
-            .policy(Arc::new(policy))
+            .policy(Arc::new(self.policy))
             .languages(lang::installed())
             .monitor(Arc::new(TracingMonitor));
-        if let Some(cache) = default_compile_cache() {
+        for m in self.monitors {
+            builder = builder.monitor(m);
+        }
+        if let Some(cache) = self.compile_cache.unwrap_or_else(default_compile_cache) {
             builder = builder.compile_cache(cache);
+        }
+        if let Some(n) = self.max_concurrency {
+            builder = builder.max_concurrency(n);
+        }
+        if let Some(n) = self.max_queue {
+            builder = builder.max_queue(n);
         }
         Ok(builder.build()?)
     }

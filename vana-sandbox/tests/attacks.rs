@@ -155,23 +155,21 @@ fn fs_symlink_planted_for_the_host_is_not_followed() {
     let exec = NativeExecutor::new().expect("native");
     let rt = rt();
     rt.block_on(async {
-        let limits = vana_sandbox_core::ProcessLimits {
-            memory_bytes: 256 << 20,
-            cpus: 1.0,
-            max_processes: 16,
+        let limits = vana_sandbox::Limits {
+            memory: vana_sandbox::Bytes::mib(256),
+            processes: 16,
             timeout: Duration::from_secs(5),
-            max_output_bytes: 1 << 16,
-            cpu_time: None,
+            output: vana_sandbox::Bytes(1 << 16),
+            disk: vana_sandbox::Bytes::mib(16),
+            ..Default::default()
         };
         let spec = vana_sandbox_core::InstanceSpec {
             id: "symlink".into(),
             language: "bash".into(),
             limits,
             runtime: None,
-            disk_bytes: 16 << 20,
             mounts: vec![],
             network: Default::default(),
-            require: vec![],
         };
         let mut inst = exec.create(&spec).await.expect("create");
         let p = vana_sandbox_core::ProcessSpec {
@@ -181,9 +179,9 @@ fn fs_symlink_planted_for_the_host_is_not_followed() {
             limits,
         };
         let o = inst.run(&p, Default::default()).await.expect("run");
-        assert_eq!(o.exit_code, Some(0), "{o:?}");
+        assert_eq!(o.exit_code(), Some(0), "{o:?}");
         for path in ["out", "d/up/etc/shadow", "etc/shadow"] {
-            assert!(inst.read_files(&[path.to_string()]).await.is_err(), "{path} was followed");
+            assert!(inst.read_files(&[path.to_string()], 1 << 20).await.is_err(), "{path} was followed");
         }
         let put = vana_sandbox_core::FileEntry { path: "etc/evil".into(), content: b"x".to_vec(), executable: false };
         assert!(inst.put_files(&[put]).await.is_err(), "put_files followed a planted symlink");
@@ -482,7 +480,9 @@ print("SURVIVED")
             assert_eq!(r.signal, Some(31));
             assert!(!r.output.contains("SURVIVED"));
             assert!(
-                r.security_events.iter().any(|e| e.kind == "seccomp_kill"),
+                r.security_events
+                    .iter()
+                    .any(|e| e.kind.as_str() == "seccomp_kill"),
                 "{r:#?}"
             );
         },
@@ -904,7 +904,7 @@ fn cache_poisoning_through_build_env_fails() {
     let dir = std::env::temp_dir().join(format!("vana-attack-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut policy = vana_sandbox::PolicyConfig::default();
-    policy.compile.cpus = 2.0;
+    policy.compile.cpus = vana_sandbox::Cores::new(2.0).expect("cores");
     let e = vana_sandbox::Engine::builder()
         .executor(std::sync::Arc::new(
             vana_sandbox::NativeExecutor::new().expect("native"),

@@ -111,11 +111,11 @@ fn invalid_requests_are_rejected_with_clear_messages() {
         (r#"{"language":"python","code":"   "}"#, "code is empty"),
         (
             r#"{"language":"python","code":"print(1)","timeout":0}"#,
-            "timeout must be more than 0",
+            "timeout must be at least 0.001",
         ),
         (
             r#"{"language":"python","code":"print(1)","timeout":10000}"#,
-            "timeout must be more than 0 and at most",
+            "timeout must be at least 0.001 and at most 3600",
         ),
         (
             r#"{"language":"python","code":"print(1)","args":["a\u0000b"]}"#,
@@ -128,7 +128,7 @@ fn invalid_requests_are_rejected_with_clear_messages() {
         (r#"not json at all"#, "malformed request JSON"),
         (
             r#"{"language":"python","code":"print(1)","limits":{"memory_mb":-5}}"#,
-            "limits.memory_mb must be a positive number",
+            "limits.memory_mb must be at least 8",
         ),
         (
             r#"{"language":"python","code":"print(1)","timeout":20,"limits":{"memory_mb":100000}}"#,

@@ -47,7 +47,7 @@ fn engine(backend: Backend, policy: PolicyConfig) -> (tokio::runtime::Runtime, E
         Backend::Docker(runtime) => {
             require_docker(runtime);
             let config = DockerConfig {
-                runtime: runtime.into(),
+                runtime: vana_sandbox::Runtime::parse(runtime).expect("runtime"),
                 ..DockerConfig::default()
             };
             rt.block_on(Sandbox::docker(config, policy))

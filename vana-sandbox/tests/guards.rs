@@ -11,7 +11,7 @@ use vana_sandbox::{lang, Engine, ExecutionResult, NativeExecutor, PolicyConfig, 
 fn guard_details(r: &ExecutionResult) -> Vec<String> {
     r.security_events
         .iter()
-        .filter(|e| e.kind == "language_guard")
+        .filter(|e| e.kind.as_str() == "language_guard")
         .map(|e| e.detail.clone())
         .collect()
 }

@@ -31,7 +31,7 @@ fn engine_with(policy: PolicyConfig, cache_dir: &str) -> Engine {
 /// Compilers may use both cores here, so that the suite stays quick.
 fn fast_compile_policy() -> PolicyConfig {
     let mut p = PolicyConfig::default();
-    p.compile.cpus = 2.0;
+    p.compile.cpus = vana_sandbox::Cores::new(2.0).expect("cores");
     p
 }
 
@@ -126,8 +126,8 @@ fn compile_errors_carry_the_compilers_message() {
 fn rust_macro_expansion_bomb_stops_at_the_compile_limits() {
     let _g = serial();
     let mut p = fast_compile_policy();
-    p.compile.memory_mb = 256;
-    p.compile.timeout_secs = 20.0;
+    p.compile.memory = vana_sandbox::Bytes::mib(256);
+    p.compile.timeout = std::time::Duration::from_secs_f64(20.0);
     let e = engine_with(p, "vana-lang-bomb");
     let code = "macro_rules! bomb { () => {}; ($t:tt $($rest:tt)*) => { bomb!($($rest)* $($rest)*); }; }\nfn main() { bomb!(a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a); }\n";
     let r = exec(&e, req("rust", code));
@@ -151,7 +151,7 @@ fn rust_macro_expansion_bomb_stops_at_the_compile_limits() {
 fn go_build_over_its_memory_is_a_clear_status() {
     let _g = serial();
     let mut p = fast_compile_policy();
-    p.compile.memory_mb = 48;
+    p.compile.memory = vana_sandbox::Bytes::mib(48);
     let e = engine_with(p, "vana-lang-gomem");
     let r = exec(&e, req("go", HELLO[3].1));
     assert_eq!(r.status, Status::CompileError, "{r:#?}");

@@ -69,7 +69,7 @@ fn fork_bomb_is_held_by_the_pids_limit_and_the_host_stays_usable() {
     assert!(
         res.security_events
             .iter()
-            .any(|e| e.kind == "limit_hit" && e.detail.contains("process limit")),
+            .any(|e| e.kind.as_str() == "limit_hit" && e.detail.contains("process limit")),
         "{res:#?}"
     );
     assert_no_leftovers();

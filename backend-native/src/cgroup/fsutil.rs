@@ -12,20 +12,7 @@ pub(crate) fn write(dir: &Path, file: &str, value: &str) -> Result<(), CgroupErr
     fs::write(&path, value).map_err(|e| CgroupError::io("write", path, e))
 }
 
-pub(crate) fn read_u64(dir: &Path, file: &str) -> Option<u64> {
-    fs::read_to_string(dir.join(file)).ok()?.trim().parse().ok()
-}
-
-/// A `key value` line from a flat-keyed file such as `memory.events` or `memory.oom_control`.
-pub(crate) fn read_key(dir: &Path, file: &str, key: &str) -> Option<u64> {
-    let text = fs::read_to_string(dir.join(file)).ok()?;
-    text.lines().find_map(|l| {
-        let mut it = l.split_whitespace();
-        (it.next() == Some(key))
-            .then(|| it.next()?.parse().ok())
-            .flatten()
-    })
-}
+pub(crate) use vana_sandbox_core::host::cgroupfs::{read_key, read_u64};
 
 pub(crate) fn open_procs(dir: &Path) -> Result<RawFd, CgroupError> {
     let path = dir.join("cgroup.procs");

@@ -12,6 +12,9 @@ mod v2;
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 
+use vana_sandbox_core::host::OwnerId;
+use vana_sandbox_core::{Layer, Limits};
+
 pub use detect::{detect, Detected};
 pub(crate) use v1::V1;
 pub(crate) use v2::V2;
@@ -45,17 +48,6 @@ impl CgroupError {
     }
 }
 
-/// Limits applied to one run's cgroup.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CgroupLimits {
-    /// Memory plus swap, bytes.
-    pub memory_bytes: u64,
-    /// CPU cores (quota / period).
-    pub cpus: f64,
-    /// Tasks alive at once.
-    pub max_processes: u64,
-}
-
 /// What a run's cgroup measured.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CgroupStats {
@@ -76,11 +68,11 @@ pub trait CgroupDriver: Send + Sync + std::fmt::Debug {
     /// `v1` or `v2`.
     fn version(&self) -> &'static str;
 
-    /// Controllers and features as `(name, available, detail)` for the capability report.
-    fn describe(&self) -> Vec<(String, bool, String)>;
+    /// Controllers and features, for the capability report.
+    fn describe(&self) -> Vec<Layer>;
 
-    /// Creates a cgroup named `name` with `limits` applied.
-    fn create(&self, name: &str, limits: &CgroupLimits) -> Result<Box<dyn RunCgroup>, CgroupError>;
+    /// Creates a cgroup named `name` with the memory, CPU and process limits of `limits`.
+    fn create(&self, name: &str, limits: &Limits) -> Result<Box<dyn RunCgroup>, CgroupError>;
 
     /// Removes cgroups left by crashed processes; `is_stale` decides from the name.
     fn remove_stale(&self, is_stale: &dyn Fn(&str) -> bool) -> usize;
@@ -105,19 +97,12 @@ pub trait RunCgroup: Send {
     fn remove(&mut self) -> Result<(), CgroupError>;
 }
 
-/// The name of a per-run cgroup: owner pid and start time make leftovers recognisable.
-pub(crate) fn run_name(owner_pid: u32, owner_start: u64, seq: u64) -> String {
-    format!("{owner_pid}-{owner_start}-{seq}")
+/// The name of a per-run cgroup: the owner's pid and start time make leftovers recognisable.
+pub(crate) fn run_name(owner: OwnerId, seq: u64) -> String {
+    format!("{owner}-{seq}")
 }
 
 /// Whether a run name belongs to a process that no longer exists.
 pub(crate) fn name_is_stale(name: &str) -> bool {
-    let mut parts = name.split('-');
-    let (Some(pid), Some(start)) = (parts.next(), parts.next()) else {
-        return false;
-    };
-    match (pid.parse::<u32>(), start.parse::<u64>()) {
-        (Ok(pid), Ok(start)) => !crate::sys::process_alive(pid, start),
-        _ => false,
-    }
+    name.parse::<OwnerId>().is_ok_and(|o| !o.alive())
 }

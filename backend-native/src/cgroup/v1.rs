@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use super::detect::{Detected, BASE_NAME};
 use super::fsutil::{self, read_key, read_u64};
-use super::{CgroupDriver, CgroupError, CgroupLimits, CgroupStats, RunCgroup};
+use super::{CgroupDriver, CgroupError, CgroupStats, RunCgroup};
+use vana_sandbox_core::{Layer, LayerName, Limits};
 
 /// The v1 driver: our base directory in each hierarchy, nested under this process's own cgroup so
 /// that limits placed on the host process still apply.
@@ -53,25 +54,25 @@ impl CgroupDriver for V1 {
         "v1"
     }
 
-    fn describe(&self) -> Vec<(String, bool, String)> {
+    fn describe(&self) -> Vec<Layer> {
         let d = |p: &Path| format!("cgroup v1 at {}", p.display());
         vec![
-            ("cgroup_memory".into(), true, d(&self.memory)),
-            (
-                "cgroup_memory_swap".into(),
+            Layer::new(LayerName::CgroupMemory, true, d(&self.memory)),
+            Layer::new(
+                LayerName::CgroupMemorySwap,
                 self.memsw,
                 if self.memsw {
-                    "memory.memsw.limit_in_bytes counts swap".into()
+                    "memory.memsw.limit_in_bytes counts swap"
                 } else {
-                    "memsw accounting is off (swapaccount=0)".into()
+                    "memsw accounting is off (swapaccount=0)"
                 },
             ),
-            ("cgroup_pids".into(), true, d(&self.pids)),
-            ("cgroup_cpu".into(), true, d(&self.cpu)),
+            Layer::new(LayerName::CgroupPids, true, d(&self.pids)),
+            Layer::new(LayerName::CgroupCpu, true, d(&self.cpu)),
         ]
     }
 
-    fn create(&self, name: &str, limits: &CgroupLimits) -> Result<Box<dyn RunCgroup>, CgroupError> {
+    fn create(&self, name: &str, limits: &Limits) -> Result<Box<dyn RunCgroup>, CgroupError> {
         let mut run = V1Run {
             memory: self.memory.join(name),
             pids: self.pids.join(name),
@@ -91,17 +92,17 @@ impl CgroupDriver for V1 {
         fsutil::write(
             &run.memory,
             "memory.limit_in_bytes",
-            &limits.memory_bytes.to_string(),
+            &limits.memory.get().to_string(),
         )?;
         if self.memsw {
             fsutil::write(
                 &run.memory,
                 "memory.memsw.limit_in_bytes",
-                &limits.memory_bytes.to_string(),
+                &limits.memory.get().to_string(),
             )?;
         }
-        fsutil::write(&run.pids, "pids.max", &limits.max_processes.to_string())?;
-        let quota = ((limits.cpus * CFS_PERIOD_US as f64) as u64).max(1000);
+        fsutil::write(&run.pids, "pids.max", &limits.processes.to_string())?;
+        let quota = limits.cpus.quota_us(CFS_PERIOD_US);
         fsutil::write(&run.cpu, "cpu.cfs_period_us", &CFS_PERIOD_US.to_string())?;
         fsutil::write(&run.cpu, "cpu.cfs_quota_us", &quota.to_string())?;
         for dir in run.dirs.clone() {

@@ -4,7 +4,8 @@ use std::os::fd::RawFd;
 use std::path::PathBuf;
 
 use super::fsutil::{self, read_key, read_u64};
-use super::{CgroupDriver, CgroupError, CgroupLimits, CgroupStats, RunCgroup};
+use super::{CgroupDriver, CgroupError, CgroupStats, RunCgroup};
+use vana_sandbox_core::{Layer, LayerName, Limits};
 
 const CPU_PERIOD_US: u64 = 100_000;
 
@@ -41,29 +42,29 @@ impl CgroupDriver for V2 {
         "v2"
     }
 
-    fn describe(&self) -> Vec<(String, bool, String)> {
+    fn describe(&self) -> Vec<Layer> {
         let d = format!("cgroup v2 at {}", self.base.display());
         let swap = self.mount.join("memory.swap.max").exists()
             || std::fs::read_dir(&self.mount).is_ok_and(|mut rd| {
                 rd.any(|e| e.is_ok_and(|e| e.path().join("memory.swap.max").exists()))
             });
         vec![
-            ("cgroup_memory".into(), true, d.clone()),
-            (
-                "cgroup_memory_swap".into(),
+            Layer::new(LayerName::CgroupMemory, true, d.clone()),
+            Layer::new(
+                LayerName::CgroupMemorySwap,
                 swap,
                 if swap {
-                    "memory.swap.max = 0".into()
+                    "memory.swap.max = 0"
                 } else {
-                    "no swap controller files (swap accounting off)".into()
+                    "no swap controller files (swap accounting off)"
                 },
             ),
-            ("cgroup_pids".into(), true, d.clone()),
-            ("cgroup_cpu".into(), true, d),
+            Layer::new(LayerName::CgroupPids, true, d.clone()),
+            Layer::new(LayerName::CgroupCpu, true, d),
         ]
     }
 
-    fn create(&self, name: &str, limits: &CgroupLimits) -> Result<Box<dyn RunCgroup>, CgroupError> {
+    fn create(&self, name: &str, limits: &Limits) -> Result<Box<dyn RunCgroup>, CgroupError> {
         self.ensure_base()?;
         let dir = self.base.join(name);
         fsutil::create_dir(&dir)?;
@@ -74,12 +75,12 @@ impl CgroupDriver for V2 {
             sampled_mem: 0,
             live: true,
         };
-        fsutil::write(&dir, "memory.max", &limits.memory_bytes.to_string())?;
+        fsutil::write(&dir, "memory.max", &limits.memory.get().to_string())?;
         if dir.join("memory.swap.max").exists() {
             fsutil::write(&dir, "memory.swap.max", "0")?;
         }
-        fsutil::write(&dir, "pids.max", &limits.max_processes.to_string())?;
-        let quota = ((limits.cpus * CPU_PERIOD_US as f64) as u64).max(1000);
+        fsutil::write(&dir, "pids.max", &limits.processes.to_string())?;
+        let quota = limits.cpus.quota_us(CPU_PERIOD_US);
         fsutil::write(&dir, "cpu.max", &format!("{quota} {CPU_PERIOD_US}"))?;
         run.fd = fsutil::open_procs(&dir)?;
         Ok(Box::new(run))
@@ -187,10 +188,11 @@ mod tests {
         }
         assert!(std::fs::write(base.join("cgroup.subtree_control"), "cpu memory pids").is_ok());
         let drv = V2::new(base.clone(), root.clone());
-        let limits = CgroupLimits {
-            memory_bytes: 64 << 20,
-            cpus: 0.5,
-            max_processes: 32,
+        let limits = Limits {
+            memory: vana_sandbox_core::Bytes(64 << 20),
+            cpus: vana_sandbox_core::Cores::new(0.5).unwrap_or(vana_sandbox_core::Cores::ONE),
+            processes: 32,
+            ..Limits::default()
         };
         let run = drv.create("r1", &limits);
         assert!(run.is_ok(), "{:?}", run.err());

@@ -43,22 +43,48 @@ PolicyRejected = _native.PolicyRejected
 #: The backend cannot run on this host (not root, no Docker, ...).
 BackendUnavailable = _native.BackendUnavailable
 
-_LIMIT_KEYS = ("memory_mb", "cpus", "disk_mb", "max_processes", "max_output_bytes", "cpu_time_secs")
+#: Limit keywords ``Sandbox`` accepts: the core's limits table (the timeout is a per-run argument).
+_LIMIT_KEYS = tuple(_native.LIMIT_KEYS)
+
+#: Extra documentation for the result's wire fields (the fields themselves come from the core).
+_FIELD_DOCS = {
+    "id": "The execution id.",
+    "status": "``success``, ``error``, ``compile_error``, ``timeout``, ``memory_limit``, "
+    "``output_limit``, ``killed``, ``rejected`` or ``sandbox_error``.",
+    "exit_code": "The exit status, when the program exited.",
+    "signal": "The signal that killed the program, if one did.",
+    "output": "The program's standard output (cut at the output limit).",
+    "error": "stderr for ``success``/``error``, otherwise the reason for the status.",
+    "stderr": "The program's standard error (cut at the output limit).",
+    "execution_time": "Wall-clock seconds of the run step.",
+    "resource_usage": "``cpu_time``, ``memory_peak(_bytes)``, ``disk_usage(_bytes)``, ``processes_peak``.",
+    "compile": "The compile step (Go, Rust): status, output, error, time, usage, ``cached``.",
+    "truncated": "Which of stdout and stderr were cut at the output limit.",
+    "security_events": "Limit hits, degraded layers, language-guard reports.",
+    "backend": "The backend that ran it (``none`` when nothing ran).",
+    "language": "The canonical language name.",
+    "policy_fingerprint": "SHA-256 fingerprint of the effective policy.",
+}
+
+
+def _field(name: str) -> property:
+    def get(self: "Execution") -> Any:
+        return self._d.get(name)
+
+    get.__name__ = name
+    get.__doc__ = _FIELD_DOCS.get(name, "The result's ``%s`` field." % name)
+    return property(get)
 
 
 class Execution:
-    """The result of one run. ``to_dict()`` gives exactly the JSON result's keys."""
+    """The result of one run: one property per field of the JSON result (from the core's list,
+    ``_native.RESULT_FIELDS``), plus ``stdout`` (an alias of ``output``) and ``ok``.
+    ``to_dict()`` gives exactly the JSON result's keys."""
 
     __slots__ = ("_d",)
 
     def __init__(self, data: Dict[str, Any]) -> None:
         self._d = data
-
-    @property
-    def status(self) -> str:
-        """``success``, ``error``, ``compile_error``, ``timeout``, ``memory_limit``,
-        ``output_limit``, ``killed``, ``rejected`` or ``sandbox_error``."""
-        return self._d["status"]
 
     @property
     def ok(self) -> bool:
@@ -67,63 +93,8 @@ class Execution:
 
     @property
     def stdout(self) -> str:
-        """The program's standard output (cut at the output limit)."""
+        """The program's standard output (the ``output`` field)."""
         return self._d.get("output", "")
-
-    @property
-    def stderr(self) -> str:
-        """The program's standard error (cut at the output limit)."""
-        return self._d.get("stderr", "")
-
-    @property
-    def error(self) -> Optional[str]:
-        """stderr for ``success``/``error``, otherwise the reason for the status."""
-        return self._d.get("error")
-
-    @property
-    def exit_code(self) -> Optional[int]:
-        """The exit status, when the program exited."""
-        return self._d.get("exit_code")
-
-    @property
-    def signal(self) -> Optional[int]:
-        """The signal that killed the program, if one did."""
-        return self._d.get("signal")
-
-    @property
-    def execution_time(self) -> float:
-        """Wall-clock seconds of the run step."""
-        return self._d.get("execution_time", 0.0)
-
-    @property
-    def resource_usage(self) -> Dict[str, Any]:
-        """``cpu_time``, ``memory_peak(_bytes)``, ``disk_usage(_bytes)``, ``processes_peak``."""
-        return self._d.get("resource_usage", {})
-
-    @property
-    def compile(self) -> Optional[Dict[str, Any]]:
-        """The compile step (Go, Rust): status, output, error, time, usage, ``cached``."""
-        return self._d.get("compile")
-
-    @property
-    def security_events(self) -> List[Dict[str, Any]]:
-        """Limit hits, degraded layers, language-guard reports."""
-        return self._d.get("security_events", [])
-
-    @property
-    def id(self) -> str:
-        """The execution id."""
-        return self._d["id"]
-
-    @property
-    def language(self) -> str:
-        """The canonical language name."""
-        return self._d.get("language", "")
-
-    @property
-    def backend(self) -> str:
-        """The backend that ran it."""
-        return self._d.get("backend", "")
 
     def to_dict(self) -> Dict[str, Any]:
         """The result as a dict with the JSON result's keys."""
@@ -131,6 +102,11 @@ class Execution:
 
     def __repr__(self) -> str:
         return "Execution(status=%r, exit_code=%r, stdout=%r)" % (self.status, self.exit_code, self.stdout[:80])
+
+
+for _name in _native.RESULT_FIELDS:
+    setattr(Execution, _name, _field(_name))
+del _name
 
 
 class Policy:

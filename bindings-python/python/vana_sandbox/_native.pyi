@@ -1,4 +1,7 @@
-from typing import Optional
+from typing import List, Optional
+
+RESULT_FIELDS: List[str]
+LIMIT_KEYS: List[str]
 
 class SandboxError(Exception): ...
 class PolicyRejected(SandboxError): ...

@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 use serde::Serialize;
-use vana_sandbox::{lang, Capabilities, DockerConfig, DockerExecutor, Executor, NativeExecutor};
+use vana_sandbox::{
+    lang, Capabilities, DockerConfig, Executor, NativeExecutor, PolicyConfig, Runtime, Sandbox,
+};
 
 #[derive(Args, Debug)]
 pub(crate) struct DoctorArgs {
@@ -68,49 +70,43 @@ async fn docker_report() -> (DockerReport, Option<BackendReport>) {
         .map(|m| m.into_keys().collect())
         .unwrap_or_default();
     let mut backend = None;
-    for rt in runtimes.into_iter().filter(|r| r == "runc" || r == "runsc") {
+    for rt in runtimes.iter().filter_map(|r| Runtime::parse(r)) {
         let config = DockerConfig {
-            runtime: rt.clone(),
+            runtime: rt,
             ..DockerConfig::default()
         };
-        let outcome = match DockerExecutor::new(config).await {
-            Ok(exec) => {
-                let engine = vana_sandbox::Engine::builder()
-                    .executor(std::sync::Arc::new(exec))
-                    .policy(std::sync::Arc::new(vana_sandbox::PolicyConfig::default()))
-                    .languages(lang::installed())
-                    .build();
-                match engine {
-                    Ok(engine) => match engine
-                        .execute(vana_sandbox::ExecutionRequest::new("bash", "echo ok"))
-                        .await
-                    {
-                        Ok(res) if res.output == "ok\n" => {
-                            if backend.is_none() {
-                                backend = Some(BackendReport {
-                                    name: "docker",
-                                    usable: true,
-                                    error: None,
-                                    cgroup_version: None,
-                                    capabilities: Some(engine.executor().capabilities().clone()),
-                                });
-                            }
-                            Ok(format!(
-                                "works ({:.0} ms for `echo ok`)",
-                                res.execution_time * 1000.0
-                            ))
-                        }
-                        Ok(res) => {
-                            Err(format!("{}: {}", res.status, res.error.unwrap_or_default()))
-                        }
-                        Err(e) => Err(e.to_string()),
-                    },
-                    Err(e) => Err(e.to_string()),
+        let built = Sandbox::builder()
+            .docker(config)
+            .policy(PolicyConfig::default())
+            .compile_cache(None)
+            .build()
+            .await;
+        let outcome = match built {
+            Ok(engine) => match engine
+                .execute(vana_sandbox::ExecutionRequest::new("bash", "echo ok"))
+                .await
+            {
+                Ok(res) if res.output == "ok\n" => {
+                    if backend.is_none() {
+                        backend = Some(BackendReport {
+                            name: "docker",
+                            usable: true,
+                            error: None,
+                            cgroup_version: None,
+                            capabilities: Some(engine.executor().capabilities().clone()),
+                        });
+                    }
+                    Ok(format!(
+                        "works ({:.0} ms for `echo ok`)",
+                        res.execution_time * 1000.0
+                    ))
                 }
-            }
+                Ok(res) => Err(format!("{}: {}", res.status, res.error.unwrap_or_default())),
+                Err(e) => Err(e.to_string()),
+            },
             Err(e) => Err(e.to_string()),
         };
-        r.runtimes.push((rt, outcome));
+        r.runtimes.push((rt.to_string(), outcome));
     }
     (r, backend)
 }
@@ -143,11 +139,11 @@ pub(crate) async fn main(a: DoctorArgs) -> ExitCode {
     };
     let languages = lang::installed()
         .iter()
-        .map(|l| match l.check_available() {
-            Ok(()) => Toolchain {
+        .map(|l| match l.toolchain().require() {
+            Ok(_) => Toolchain {
                 language: l.name(),
                 available: true,
-                detail: l.version().unwrap_or_else(|| "found".into()),
+                detail: l.toolchain().version().unwrap_or_else(|| "found".into()),
             },
             Err(e) => Toolchain {
                 language: l.name(),

@@ -9,7 +9,7 @@ mod run;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use vana_sandbox::{DockerConfig, Engine, PolicyConfig, Sandbox};
+use vana_sandbox::{DockerConfig, Engine, PolicyConfig, Runtime, Sandbox};
 
 /// Run untrusted code in a sandbox.
 #[derive(Parser, Debug)]
@@ -67,19 +67,19 @@ impl EngineArgs {
         if self.runtime.is_some() && self.backend != "docker" {
             return Err("--runtime needs --backend docker".into());
         }
-        match self.backend.as_str() {
-            "docker" => {
-                let config = DockerConfig {
-                    runtime: self.runtime.clone().unwrap_or_else(|| "runc".into()),
-                    pool_size: self.pool,
-                    ..DockerConfig::default()
-                };
-                Sandbox::docker(config, policy)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            _ => Sandbox::native_with_policy(policy).map_err(|e| e.to_string()),
+        let mut builder = Sandbox::builder().policy(policy);
+        if self.backend == "docker" {
+            builder = builder.docker(DockerConfig {
+                runtime: self
+                    .runtime
+                    .as_deref()
+                    .and_then(Runtime::parse)
+                    .unwrap_or(Runtime::Runc),
+                pool_size: self.pool,
+                ..DockerConfig::default()
+            });
         }
+        builder.build().await.map_err(|e| e.to_string())
     }
 }
 

@@ -42,14 +42,7 @@ pub(crate) struct RunArgs {
 }
 
 fn guess_language(path: &std::path::Path) -> Option<&'static str> {
-    match path.extension()?.to_str()? {
-        "py" => Some("python"),
-        "js" | "mjs" | "cjs" => Some("javascript"),
-        "sh" | "bash" => Some("bash"),
-        "go" => Some("go"),
-        "rs" => Some("rust"),
-        _ => None,
-    }
+    vana_sandbox::lang::info::by_extension(path.to_str()?).map(|l| l.name)
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {

@@ -1,0 +1,290 @@
+//! The Engine: validate → policy → admission (bounded concurrency, bounded queue) → the
+//! pipeline (stage → compile → run → collect, in [`pipeline`]) → result, reporting every step to
+//! monitors.
+
+mod admission;
+mod compile;
+mod pipeline;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::compile_cache::CompileCache;
+use crate::error::EngineError;
+use crate::executor::Executor;
+use crate::language::Languages;
+use crate::monitor::{Event, Monitor};
+use crate::policy::{Policy, PolicyContext};
+use crate::request::ExecutionRequest;
+use crate::result::ExecutionResult;
+use crate::spec::ProcessIo;
+use crate::validate::validate;
+
+use admission::Admission;
+pub use pipeline::WORKDIR;
+
+/// Runs requests. Cheap to clone; clones share the concurrency bound and queue.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    executor: Arc<dyn Executor>,
+    policy: Arc<dyn Policy>,
+    languages: Languages,
+    monitors: Vec<Arc<dyn Monitor>>,
+    compile_cache: Option<Arc<dyn CompileCache>>,
+    admission: Admission,
+}
+
+impl Inner {
+    fn emit(&self, event: &Event<'_>) {
+        for m in &self.monitors {
+            m.on_event(event);
+        }
+    }
+}
+
+/// Builds an [`Engine`].
+#[derive(Default)]
+pub struct EngineBuilder {
+    executor: Option<Arc<dyn Executor>>,
+    policy: Option<Arc<dyn Policy>>,
+    languages: Languages,
+    monitors: Vec<Arc<dyn Monitor>>,
+    compile_cache: Option<Arc<dyn CompileCache>>,
+    max_concurrency: Option<usize>,
+    max_queue: Option<usize>,
+}
+
+impl EngineBuilder {
+    /// The isolation backend (required).
+    pub fn executor(mut self, executor: Arc<dyn Executor>) -> Self {
+        self.executor = Some(executor);
+        self
+    }
+
+    /// The policy (required).
+    pub fn policy(mut self, policy: Arc<dyn Policy>) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// The languages requests may use.
+    pub fn languages(mut self, languages: Languages) -> Self {
+        self.languages = languages;
+        self
+    }
+
+    /// Adds a monitor.
+    pub fn monitor(mut self, monitor: Arc<dyn Monitor>) -> Self {
+        self.monitors.push(monitor);
+        self
+    }
+
+    /// A compile cache for compiled languages (default: none).
+    pub fn compile_cache(mut self, cache: Arc<dyn CompileCache>) -> Self {
+        self.compile_cache = Some(cache);
+        self
+    }
+
+    /// Executions running at once (default: the number of CPUs).
+    pub fn max_concurrency(mut self, n: usize) -> Self {
+        self.max_concurrency = Some(n);
+        self
+    }
+
+    /// Executions waiting for a slot before `execute` fails with [`EngineError::QueueFull`]
+    /// (default: 64 per slot).
+    pub fn max_queue(mut self, n: usize) -> Self {
+        self.max_queue = Some(n);
+        self
+    }
+
+    /// Builds the engine.
+    pub fn build(self) -> Result<Engine, EngineError> {
+        let executor = self
+            .executor
+            .ok_or_else(|| EngineError::Config("no executor given".into()))?;
+        let policy = self
+            .policy
+            .ok_or_else(|| EngineError::Config("no policy given".into()))?;
+        let max_concurrency = self.max_concurrency.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        if max_concurrency == 0 {
+            return Err(EngineError::Config(
+                "max_concurrency must be at least 1".into(),
+            ));
+        }
+        let max_queue = self.max_queue.unwrap_or(64 * max_concurrency);
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                executor,
+                policy,
+                languages: self.languages,
+                monitors: self.monitors,
+                compile_cache: self.compile_cache,
+                admission: Admission::new(max_concurrency, max_queue),
+            }),
+        })
+    }
+}
+
+fn new_id() -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{:012x}-{:04x}-{:06x}",
+        (nanos / 1000) as u64 & 0xffff_ffff_ffff,
+        std::process::id() & 0xffff,
+        seq & 0xff_ffff
+    )
+}
+
+impl Engine {
+    /// A builder.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// The backend.
+    pub fn executor(&self) -> &Arc<dyn Executor> {
+        &self.inner.executor
+    }
+
+    /// The languages.
+    pub fn languages(&self) -> &Languages {
+        &self.inner.languages
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Arc<dyn Policy> {
+        &self.inner.policy
+    }
+
+    /// Executions running now.
+    pub fn running(&self) -> usize {
+        self.inner.admission.running()
+    }
+
+    /// Executions waiting for a slot now.
+    pub fn queued(&self) -> usize {
+        self.inner.admission.queued()
+    }
+
+    /// Runs `code` in `language` with the policy's defaults: the short form of
+    /// [`execute`](Self::execute).
+    pub async fn run(&self, language: &str, code: &str) -> Result<ExecutionResult, EngineError> {
+        self.execute(ExecutionRequest::new(language, code)).await
+    }
+
+    /// Runs one request to completion.
+    ///
+    /// Validation and policy failures come back as a result with status `rejected`; backend
+    /// failures as `sandbox_error`. The only errors are the Engine's own (a full queue).
+    pub async fn execute(&self, request: ExecutionRequest) -> Result<ExecutionResult, EngineError> {
+        self.execute_inner(None, request, ProcessIo::default())
+            .await
+    }
+
+    /// Like [`execute`](Self::execute), with an output sink for streaming. The request's
+    /// stdin is used; `io.stdin` is ignored.
+    pub async fn execute_with_io(
+        &self,
+        request: ExecutionRequest,
+        io: ProcessIo,
+    ) -> Result<ExecutionResult, EngineError> {
+        self.execute_inner(None, request, io).await
+    }
+
+    /// Like [`execute`](Self::execute) on behalf of `tenant` (a label the host vouches for,
+    /// never taken from the request): with the policy's `cache_scope = "tenant"`, compiled
+    /// artifacts are shared only within one tenant.
+    pub async fn execute_as(
+        &self,
+        tenant: &str,
+        request: ExecutionRequest,
+    ) -> Result<ExecutionResult, EngineError> {
+        self.execute_inner(Some(tenant), request, ProcessIo::default())
+            .await
+    }
+
+    async fn execute_inner(
+        &self,
+        tenant: Option<&str>,
+        request: ExecutionRequest,
+        io: ProcessIo,
+    ) -> Result<ExecutionResult, EngineError> {
+        let inner = &*self.inner;
+        let id = request
+            .id
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(new_id);
+
+        // Validate and evaluate the policy: both decide once, before anything waits or runs.
+        let valid = match validate(&request, &inner.languages) {
+            Ok(v) => v,
+            Err(rej) => {
+                let language = request.language.trim().to_ascii_lowercase();
+                return Ok(self.finish(ExecutionResult::rejected(&id, language, rej.message)));
+            }
+        };
+        let context = PolicyContext {
+            language: valid.language.name(),
+            backend: inner.executor.kind(),
+            tenant: tenant.map(str::to_string),
+        };
+        let spec = match inner.policy.evaluate(&valid, &context) {
+            Ok(s) => s,
+            Err(rej) => {
+                let mut r = ExecutionResult::rejected(&id, context.language, rej.message);
+                r.policy_fingerprint = Some(inner.policy.fingerprint());
+                return Ok(self.finish(r));
+            }
+        };
+
+        let _slot = inner
+            .admission
+            .enter(|| inner.emit(&Event::Queued { id: &id }))
+            .await?;
+        inner.emit(&Event::Started {
+            id: &id,
+            language: context.language,
+            backend: context.backend,
+        });
+        let job = pipeline::Job {
+            id: &id,
+            request: &request,
+            valid: &valid,
+            spec: &spec,
+            tenant,
+        };
+        let mut result = pipeline::execute(inner, &job, io).await;
+        result.policy_fingerprint = Some(spec.policy_fingerprint.clone());
+        Ok(self.finish(result))
+    }
+
+    fn finish(&self, result: ExecutionResult) -> ExecutionResult {
+        for ev in &result.security_events {
+            self.inner.emit(&Event::Security {
+                id: &result.id,
+                event: ev,
+            });
+        }
+        self.inner.emit(&Event::Finished { result: &result });
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,364 @@
+//! The engine against the fake backend: no root, no kernel feature.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use super::*;
+use crate::capabilities::{BackendKind, Layer, LayerName};
+use crate::compile_cache::{CacheScope, DirCompileCache};
+use crate::events::SecurityEventKind;
+use crate::fake::{default_script, Call, FakeExecutor, FakeLanguage, FakePolicy};
+use crate::limits::LimitKind;
+use crate::outcome::{Exit, ProcessOutcome, Stop};
+use crate::request::LimitsRequest;
+use crate::result::Status;
+
+fn languages() -> Languages {
+    Languages::new()
+        .with(Arc::new(FakeLanguage::interpreted()))
+        .with(Arc::new(FakeLanguage::compiled()))
+}
+
+fn engine(executor: FakeExecutor, policy: FakePolicy) -> Engine {
+    Engine::builder()
+        .executor(Arc::new(executor))
+        .policy(Arc::new(policy))
+        .languages(languages())
+        .max_concurrency(1)
+        .max_queue(1)
+        .build()
+        .unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Records the events a monitor sees, as short names.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+impl Monitor for Recorder {
+    fn on_event(&self, event: &Event<'_>) {
+        let name = match event {
+            Event::Queued { .. } => "queued".to_string(),
+            Event::Started { .. } => "started".to_string(),
+            Event::PhaseFinished { phase, status, .. } => format!("{phase}:{status}"),
+            Event::LimitHit { limit, .. } => format!("limit:{limit}"),
+            Event::Security { event, .. } => format!("security:{}", event.kind),
+            Event::Finished { result } => format!("finished:{}", result.status),
+        };
+        self.0.lock().unwrap().push(name);
+    }
+}
+
+#[test]
+fn a_run_goes_through_stage_run_collect_destroy() {
+    let exec = FakeExecutor::new(default_script);
+    let calls = exec.calls();
+    let e = engine(exec, FakePolicy::default());
+    let r = rt().block_on(e.run("fake", "hello\n")).unwrap();
+    assert_eq!(r.status, Status::Success, "{r:#?}");
+    assert_eq!(r.output, "hello\n");
+    assert_eq!(r.backend, Some(BackendKind::Fake));
+    assert_eq!(r.policy_fingerprint.as_deref(), Some("sha256:fake"));
+    let calls = calls.all();
+    assert!(matches!(calls[0], Call::Create { .. }));
+    assert_eq!(calls[1], Call::PutFiles(vec!["main.fake".into()]));
+    assert_eq!(
+        calls[2],
+        Call::Run(vec!["/bin/fake".into(), "/workspace/main.fake".into()])
+    );
+    assert_eq!(calls[3], Call::Destroy);
+    assert_eq!(calls.len(), 4);
+}
+
+#[test]
+fn the_request_env_reaches_the_program_but_never_the_compiler() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let exec = FakeExecutor::new(move |p, files, stdin| {
+        s.lock().unwrap().push((p.argv[0].clone(), p.env.clone()));
+        default_script(p, files, stdin)
+    });
+    let e = engine(exec, FakePolicy::default());
+    let mut req = ExecutionRequest::new("fakec", "compile!");
+    req.env
+        .insert("GOFLAGS".into(), "-ldflags=-X=main.x=pwned".into());
+    let r = rt().block_on(e.execute(req)).unwrap();
+    assert_eq!(r.status, Status::Success, "{r:#?}");
+    let seen = seen.lock().unwrap();
+    let compiler = &seen[0];
+    assert_eq!(compiler.0, "/bin/fakecc");
+    assert!(!compiler.1.iter().any(|(k, _)| k == "GOFLAGS"));
+    assert!(compiler.1.contains(&("FAKECC".into(), "1".into())));
+    let program = &seen[1];
+    assert!(program
+        .1
+        .contains(&("GOFLAGS".into(), "-ldflags=-X=main.x=pwned".into())));
+}
+
+#[test]
+fn a_full_queue_is_an_immediate_error() {
+    let rt = rt();
+    let gate = Arc::new(Semaphore::new(0));
+    let e = engine(
+        FakeExecutor::new(default_script).with_gate(gate.clone()),
+        FakePolicy::default(),
+    );
+    rt.block_on(async {
+        let running = tokio::spawn({
+            let e = e.clone();
+            async move { e.run("fake", "a").await }
+        });
+        while e.running() < 1 {
+            tokio::task::yield_now().await;
+        }
+        let queued = tokio::spawn({
+            let e = e.clone();
+            async move { e.run("fake", "b").await }
+        });
+        while e.queued() < 1 {
+            tokio::task::yield_now().await;
+        }
+        let full = e.run("fake", "c").await;
+        assert!(
+            matches!(full, Err(EngineError::QueueFull { max_queue: 1 })),
+            "{full:?}"
+        );
+        gate.add_permits(2);
+        assert_eq!(running.await.unwrap().unwrap().output, "a");
+        assert_eq!(queued.await.unwrap().unwrap().output, "b");
+    });
+}
+
+#[test]
+fn cancelling_a_run_frees_its_slot_and_drops_its_instance() {
+    let rt = rt();
+    let gate = Arc::new(Semaphore::new(0));
+    let exec = FakeExecutor::new(default_script).with_gate(gate.clone());
+    let calls = exec.calls();
+    let e = engine(exec, FakePolicy::default());
+    rt.block_on(async {
+        let task = tokio::spawn({
+            let e = e.clone();
+            async move { e.run("fake", "never").await }
+        });
+        while e.running() < 1 {
+            tokio::task::yield_now().await;
+        }
+        task.abort();
+        assert!(task.await.is_err());
+        assert_eq!(e.running(), 0, "the slot was not freed");
+        assert!(calls.all().contains(&Call::Dropped), "{:?}", calls.all());
+        gate.add_permits(1);
+        let r = tokio::time::timeout(Duration::from_secs(5), e.run("fake", "next"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.output, "next");
+    });
+}
+
+#[test]
+fn the_compile_cache_misses_then_hits_and_scopes_by_tenant() {
+    let dir = std::env::temp_dir().join(format!("vana-engine-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let exec = FakeExecutor::new(default_script);
+    let calls = exec.calls();
+    let policy = FakePolicy {
+        cache_scope: CacheScope::Tenant,
+        ..FakePolicy::default()
+    };
+    let e = Engine::builder()
+        .executor(Arc::new(exec))
+        .policy(Arc::new(policy))
+        .languages(languages())
+        .compile_cache(Arc::new(DirCompileCache::new(&dir, 1 << 20).unwrap()))
+        .build()
+        .unwrap();
+    let rt = rt();
+    let compiles = || {
+        calls
+            .runs()
+            .iter()
+            .filter(|a| a[0] == "/bin/fakecc")
+            .count()
+    };
+    let run = |tenant: &str, args: &[&str]| {
+        let mut req = ExecutionRequest::new("fakec", "compile!");
+        req.args = args.iter().map(|s| s.to_string()).collect();
+        rt.block_on(e.execute_as(tenant, req)).unwrap()
+    };
+    let first = run("a", &[]);
+    assert_eq!(first.status, Status::Success, "{first:#?}");
+    assert!(!first.compile.as_ref().unwrap().cached);
+    assert_eq!(compiles(), 1);
+    let second = run("a", &["x"]);
+    assert_eq!(second.output, "compiled x\n");
+    assert!(second.compile.as_ref().unwrap().cached);
+    assert_eq!(compiles(), 1, "a hit must not run the compiler");
+    let other = run("b", &[]);
+    assert!(!other.compile.as_ref().unwrap().cached);
+    assert_eq!(compiles(), 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_compile_error_never_runs_the_program() {
+    let exec = FakeExecutor::new(default_script);
+    let calls = exec.calls();
+    let e = engine(exec, FakePolicy::default());
+    let r = rt().block_on(e.run("fakec", "error here")).unwrap();
+    assert_eq!(r.status, Status::CompileError, "{r:#?}");
+    assert_eq!(r.compile.as_ref().map(|c| c.status), Some(Status::Error));
+    assert!(r.error.as_deref().unwrap().contains("expected compile!"));
+    assert!(!calls.runs().iter().any(|a| a[0] == "/workspace/main"));
+    assert_eq!(calls.all().last(), Some(&Call::Destroy));
+}
+
+#[test]
+fn a_failed_cleanup_is_reported_not_hidden() {
+    let e = engine(
+        FakeExecutor::new(default_script).failing_destroy(),
+        FakePolicy::default(),
+    );
+    let r = rt().block_on(e.run("fake", "x")).unwrap();
+    assert_eq!(r.status, Status::Success);
+    assert!(r
+        .security_events
+        .iter()
+        .any(|ev| ev.kind == SecurityEventKind::CleanupFailed));
+}
+
+#[test]
+fn rejections_happen_before_anything_is_created() {
+    let exec = FakeExecutor::new(default_script);
+    let calls = exec.calls();
+    let e = engine(exec, FakePolicy::default());
+    let rt = rt();
+    let mut req = ExecutionRequest::new("fake", "x");
+    req.limits = Some(LimitsRequest {
+        memory_mb: Some(4096),
+        ..Default::default()
+    });
+    let r = rt.block_on(e.execute(req)).unwrap();
+    assert_eq!(r.status, Status::Rejected);
+    assert!(r
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("limits.memory_mb 4096 exceeds"));
+    assert_eq!(r.policy_fingerprint.as_deref(), Some("sha256:fake"));
+    assert_eq!(r.backend, None);
+    let mut req = ExecutionRequest::new("fake", "x");
+    req.timeout = Some(-5.0);
+    let r = rt.block_on(e.execute(req)).unwrap();
+    assert_eq!(r.status, Status::Rejected);
+    assert!(
+        r.error.as_deref().unwrap().contains("timeout must be"),
+        "{r:?}"
+    );
+    let r = rt.block_on(e.run("cobol", "x")).unwrap();
+    assert_eq!(r.status, Status::Rejected);
+    assert!(calls.all().is_empty(), "{:?}", calls.all());
+}
+
+#[test]
+fn a_missing_toolchain_or_layer_is_a_sandbox_error() {
+    let e = Engine::builder()
+        .executor(Arc::new(FakeExecutor::new(default_script)))
+        .policy(Arc::new(FakePolicy::default()))
+        .languages(Languages::new().with(Arc::new(FakeLanguage::missing())))
+        .build()
+        .unwrap();
+    let r = rt().block_on(e.run("fake", "x")).unwrap();
+    assert_eq!(r.status, Status::SandboxError);
+    assert!(r
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("fake toolchain not found"));
+
+    let exec = FakeExecutor::new(default_script).with_layers(vec![Layer::new(
+        LayerName::Seccomp,
+        false,
+        "no seccomp here",
+    )]);
+    let calls = exec.calls();
+    let policy = FakePolicy {
+        require: vec![LayerName::Seccomp],
+        ..FakePolicy::default()
+    };
+    let e = engine(exec, policy);
+    let r = rt().block_on(e.run("fake", "x")).unwrap();
+    assert_eq!(r.status, Status::SandboxError);
+    assert!(r
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("required isolation layer `seccomp` is not available: no seccomp here"));
+    assert!(
+        calls.all().is_empty(),
+        "fails closed before creating anything"
+    );
+}
+
+#[test]
+fn monitors_see_every_step_in_order() {
+    let rec = Arc::new(Recorder::default());
+    let exec = FakeExecutor::new(|p, files, stdin| {
+        if p.argv[0] == "/workspace/main" {
+            return Ok(ProcessOutcome {
+                exit: Exit::Signal(9),
+                stopped: Some(Stop::Timeout),
+                ..Default::default()
+            });
+        }
+        default_script(p, files, stdin)
+    });
+    let e = Engine::builder()
+        .executor(Arc::new(exec))
+        .policy(Arc::new(FakePolicy::default()))
+        .languages(languages())
+        .monitor(rec.clone())
+        .build()
+        .unwrap();
+    let r = rt().block_on(e.run("fakec", "compile!")).unwrap();
+    assert_eq!(r.status, Status::Timeout);
+    assert!(r.error.as_deref().unwrap().contains("timed out after 30 s"));
+    assert_eq!(
+        *rec.0.lock().unwrap(),
+        [
+            "started",
+            "compile:success",
+            "run:timeout",
+            &format!("limit:{}", LimitKind::Timeout),
+            "finished:timeout"
+        ]
+    );
+}
+
+#[test]
+fn the_instance_is_sized_for_the_compiler_too() {
+    let exec = FakeExecutor::new(default_script);
+    let calls = exec.calls();
+    let e = engine(exec, FakePolicy::default());
+    let mut req = ExecutionRequest::new("fakec", "compile!");
+    req.limits = Some(LimitsRequest {
+        memory_mb: Some(64),
+        ..Default::default()
+    });
+    rt().block_on(e.execute(req)).unwrap();
+    let Call::Create { limits, .. } = &calls.all()[0] else {
+        panic!("no create")
+    };
+    assert_eq!(limits.memory, crate::limits::Bytes::mib(1024));
+    assert_eq!(limits.processes, 128);
+}

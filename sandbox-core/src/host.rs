@@ -1,0 +1,180 @@
+//! Facts and helpers every backend shares: who owns a sandbox (and whether that process is still
+//! alive), which `/proc` entries are hidden, how cgroup files are read, how much a file read
+//! back may hold. One copy, so the backends cannot drift apart.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+/// Most bytes a backend returns when a file is read back from a workspace.
+pub const MAX_READ_BYTES: u64 = 64 << 20;
+
+/// `/proc` files that leak host information or reach the kernel: hidden behind an empty file.
+pub const PROC_MASKED_FILES: &[&str] = &[
+    "kcore",
+    "keys",
+    "key-users",
+    "timer_list",
+    "sched_debug",
+    "kallsyms",
+    "sysrq-trigger",
+    "latency_stats",
+    "timer_stats",
+    "kmsg",
+    "kpagecount",
+    "kpageflags",
+    "kpagecgroup",
+    "config.gz",
+    "cmdline",
+    "modules",
+    "vmallocinfo",
+    "slabinfo",
+    "iomem",
+    "ioports",
+    "buddyinfo",
+    "pagetypeinfo",
+    "zoneinfo",
+    "partitions",
+    "diskstats",
+    "swaps",
+    "devices",
+    "mtrr",
+];
+
+/// `/proc` directories hidden behind an empty read-only directory.
+pub const PROC_MASKED_DIRS: &[&str] = &[
+    "acpi",
+    "scsi",
+    "asound",
+    "driver",
+    "tty",
+    "dynamic_debug",
+    "pressure",
+];
+
+/// `/proc` directories made read-only.
+pub const PROC_READ_ONLY: &[&str] = &["sys", "irq", "bus", "fs", "sysvipc"];
+
+/// The process that owns sandboxes: its pid and start time (which guards against pid reuse).
+/// Written into the names of everything a backend leaves on the host (cgroups, containers), so
+/// that leftovers of a dead owner can be recognised and removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OwnerId {
+    /// Process id.
+    pub pid: u32,
+    /// Start time in clock ticks since boot (`/proc/<pid>/stat` field 22).
+    pub start: u64,
+}
+
+impl OwnerId {
+    /// This process.
+    pub fn current() -> Self {
+        let pid = std::process::id();
+        Self {
+            pid,
+            start: start_ticks(pid).unwrap_or(0),
+        }
+    }
+
+    /// Whether the owner still runs (the same process, not a later one with its pid).
+    pub fn alive(&self) -> bool {
+        start_ticks(self.pid) == Some(self.start)
+    }
+}
+
+impl fmt::Display for OwnerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.pid, self.start)
+    }
+}
+
+impl FromStr for OwnerId {
+    type Err = ();
+    /// Parses `<pid>-<start>`, optionally followed by `-<more>`.
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let mut parts = s.split('-');
+        let pid = parts.next().and_then(|p| p.parse().ok()).ok_or(())?;
+        let start = parts.next().and_then(|p| p.parse().ok()).ok_or(())?;
+        Ok(Self { pid, start })
+    }
+}
+
+/// Start time of `pid` in clock ticks, from `/proc/<pid>/stat`.
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_start_ticks(&stat)
+}
+
+/// Field 22 (starttime) of a `/proc/<pid>/stat` line.
+pub fn parse_start_ticks(stat: &str) -> Option<u64> {
+    // The command name may contain spaces and parentheses: split after the last ')'.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Reading cgroup files (v1 and v2), for every backend that measures through cgroups.
+pub mod cgroupfs {
+    use super::Path;
+
+    /// A file holding one number (`memory.peak`, `pids.current`, …).
+    pub fn read_u64(dir: &Path, file: &str) -> Option<u64> {
+        parse_u64(&std::fs::read_to_string(dir.join(file)).ok()?)
+    }
+
+    /// One number, as a cgroup file holds it.
+    pub fn parse_u64(text: &str) -> Option<u64> {
+        text.trim().parse().ok()
+    }
+
+    /// The value of `key` in a flat-keyed file (`memory.events`, `memory.oom_control`,
+    /// `cpu.stat`, `pids.events`).
+    pub fn read_key(dir: &Path, file: &str, key: &str) -> Option<u64> {
+        parse_key(&std::fs::read_to_string(dir.join(file)).ok()?, key)
+    }
+
+    /// The value of `key` in flat-keyed text.
+    pub fn parse_key(text: &str, key: &str) -> Option<u64> {
+        text.lines().find_map(|l| {
+            let mut it = l.split_whitespace();
+            (it.next() == Some(key))
+                .then(|| it.next()?.parse().ok())
+                .flatten()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_ids_round_trip_and_detect_reuse() {
+        let me = OwnerId::current();
+        assert!(me.alive());
+        assert_eq!(me.to_string().parse::<OwnerId>(), Ok(me));
+        assert_eq!(format!("{me}-7").parse::<OwnerId>(), Ok(me));
+        let later = OwnerId {
+            start: me.start + 1,
+            ..me
+        };
+        assert!(!later.alive());
+        assert!("x-1".parse::<OwnerId>().is_err());
+    }
+
+    #[test]
+    fn parses_start_time_with_odd_command_names() {
+        let stat =
+            "123 (a b) c)) S 1 123 123 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 200";
+        assert_eq!(parse_start_ticks(stat), Some(98765));
+    }
+
+    #[test]
+    fn cgroup_files() {
+        assert_eq!(cgroupfs::parse_u64("123\n"), Some(123));
+        assert_eq!(cgroupfs::parse_u64("max\n"), None);
+        let events = "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n";
+        assert_eq!(cgroupfs::parse_key(events, "oom_kill"), Some(1));
+        assert_eq!(cgroupfs::parse_key(events, "max"), Some(3));
+        assert_eq!(cgroupfs::parse_key(events, "nope"), None);
+    }
+}
