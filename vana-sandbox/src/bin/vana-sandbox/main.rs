@@ -4,6 +4,7 @@
 mod doctor;
 mod exec;
 mod image;
+mod load;
 mod run;
 
 use std::process::ExitCode;
@@ -31,6 +32,8 @@ enum Cmd {
     /// Manage the Docker backend's runtime images.
     #[command(subcommand)]
     Image(image::ImageCmd),
+    /// Run the requests of a JSON-lines file many times at a concurrency; print a summary.
+    Load(load::LoadArgs),
 }
 
 /// Options shared by `run` and `exec`.
@@ -63,11 +66,23 @@ impl EngineArgs {
     }
 
     pub(crate) async fn engine(&self) -> Result<Engine, String> {
+        self.build(None).await
+    }
+
+    /// An engine running `concurrency` executions at once.
+    pub(crate) async fn engine_with(&self, concurrency: usize) -> Result<Engine, String> {
+        self.build(Some(concurrency)).await
+    }
+
+    async fn build(&self, concurrency: Option<usize>) -> Result<Engine, String> {
         let policy = self.policy()?;
         if self.runtime.is_some() && self.backend != "docker" {
             return Err("--runtime needs --backend docker".into());
         }
         let mut builder = Sandbox::builder().policy(policy);
+        if let Some(n) = concurrency {
+            builder = builder.max_concurrency(n);
+        }
         if self.backend == "docker" {
             builder = builder.docker(DockerConfig {
                 runtime: self
@@ -109,6 +124,7 @@ fn main() -> ExitCode {
             Cmd::Exec(a) => exec::main(a).await,
             Cmd::Doctor(a) => doctor::main(a).await,
             Cmd::Image(a) => image::main(a).await,
+            Cmd::Load(a) => load::main(a).await,
         }
     })
 }
