@@ -76,6 +76,30 @@ pub struct Limits {
     pub response_timeout: Duration,
 }
 
+/// The longest any timeout may be: longer ones are shortened to this (a deadline past what
+/// the clock can hold would otherwise overflow).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+impl Limits {
+    /// The limits as the proxy applies them: timeouts at most [`MAX_TIMEOUT`], a burst of at
+    /// least 1, a connection count tokio's semaphore can hold.
+    pub fn clamped(&self) -> Limits {
+        let t = |d: Duration| d.min(MAX_TIMEOUT);
+        Limits {
+            burst: self.burst.max(1),
+            max_connections: self
+                .max_connections
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+            header_timeout: t(self.header_timeout),
+            idle_timeout: t(self.idle_timeout),
+            resolve_timeout: t(self.resolve_timeout),
+            connect_timeout: t(self.connect_timeout),
+            response_timeout: t(self.response_timeout),
+            ..self.clone()
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -94,5 +118,29 @@ impl Default for Limits {
             connect_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(60),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clamping_keeps_deadlines_representable() {
+        let wild = Limits {
+            burst: 0,
+            max_connections: usize::MAX,
+            header_timeout: Duration::MAX,
+            idle_timeout: Duration::MAX,
+            ..Limits::default()
+        };
+        let c = wild.clamped();
+        assert_eq!(c.burst, 1);
+        assert_eq!(c.max_connections, tokio::sync::Semaphore::MAX_PERMITS);
+        assert_eq!(c.header_timeout, MAX_TIMEOUT);
+        assert!(std::time::Instant::now()
+            .checked_add(c.idle_timeout)
+            .is_some());
+        assert_eq!(Limits::default().clamped(), Limits::default());
     }
 }

@@ -61,13 +61,13 @@ impl Exchange {
     }
 
     /// Counts `n` bytes one way against the connection's and the instance's caps; over a cap,
-    /// the exchange is denied with `byte_limit`.
+    /// the exchange is denied with `byte_limit` (and the bytes, which are not passed on, are
+    /// not counted in the decision).
     pub(crate) fn charge(&self, way: Way, n: u64) -> Result<(), DenyReason> {
         let counter = match way {
             Way::Up => &self.up,
             Way::Down => &self.down,
         };
-        counter.fetch_add(n, Ordering::Relaxed);
         limit::charge(
             &self.shared.config.limits,
             &self.connection,
@@ -75,7 +75,9 @@ impl Exchange {
             way,
             n,
         )
-        .map_err(|reason| self.deny(reason))
+        .map_err(|reason| self.deny(reason))?;
+        counter.fetch_add(n, Ordering::Relaxed);
+        Ok(())
     }
 }
 

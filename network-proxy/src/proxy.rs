@@ -99,9 +99,13 @@ impl Listener for UnixListener {
 }
 
 impl Proxy {
-    /// A proxy enforcing `config`, resolving names with `resolver`, reporting each decision to
-    /// `sink` (and to its own [`Summary`]).
+    /// A proxy enforcing `config` (its limits [clamped](crate::Limits::clamped)), resolving
+    /// names with `resolver`, reporting each decision to `sink` (and to its own [`Summary`]).
     pub fn new(config: ProxyConfig, resolver: Arc<dyn Resolver>, sink: DecisionSink) -> Proxy {
+        let config = ProxyConfig {
+            limits: config.limits.clamped(),
+            ..config
+        };
         let rate = RateLimiter::new(config.limits.requests_per_second, config.limits.burst);
         let connections = Arc::new(Semaphore::new(config.limits.max_connections));
         Proxy {
