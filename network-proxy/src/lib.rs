@@ -59,7 +59,6 @@ pub mod summary;
 pub mod target;
 
 pub use addr::AddressClass;
-pub use body::{BodyError, ProxyBody};
 pub use check::authorize;
 pub use config::{Limits, MethodPolicy, MixedAnswers, ProxyConfig};
 pub use decision::{Decision, DenyReason, Method, ReasonKind, Verdict};
