@@ -226,6 +226,12 @@ impl NativeExecutor {
             .collect();
         let init = InitImage::create()
             .map_err(|e| BackendError::setup("loading the sandbox init into memory", e))?;
+        let seccomp = if seccomp_on {
+            vana_sandbox_seccomp::bpf()
+                .map_err(|e| BackendError::backend("building the seccomp filter", e))?
+        } else {
+            Vec::new()
+        };
         let shared = Shared {
             dirs: StateDirs {
                 root_c: cpath(&root)?,
@@ -240,11 +246,7 @@ impl NativeExecutor {
             owner: OwnerId::current(),
             seq: AtomicU64::new(0),
             degraded,
-            seccomp: if seccomp_on {
-                seccomp::build()
-            } else {
-                Vec::new()
-            },
+            seccomp,
             landlock_abi,
             init,
         };

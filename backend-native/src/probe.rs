@@ -146,9 +146,12 @@ pub(crate) fn probe(
         LayerName::Seccomp,
         seccomp,
         if seccomp {
-            "BPF filter: non-native ABIs killed, kernel attack surface denied (see docs/SECURITY.md)"
+            format!(
+                "allow-list of {} system calls (the rest: ENOSYS), non-native ABIs killed",
+                vana_sandbox_seccomp::table_size()
+            )
         } else {
-            "the kernel has no seccomp filters (or it was turned off)"
+            "the kernel has no seccomp filters (or it was turned off)".to_string()
         },
     ));
     let full = crate::landlock::FULL_ABI;

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 
 use crate::capabilities::{BackendKind, Capabilities};
 use crate::error::BackendError;
+use crate::language::Language;
 use crate::outcome::ProcessOutcome;
 use crate::spec::{FileEntry, InstanceSpec, ProcessIo, ProcessSpec};
 
@@ -26,6 +27,17 @@ pub trait Executor: Send + Sync {
     /// are never handed to another.
     fn environment_id(&self, _language: &str) -> String {
         self.kind().as_str().to_string()
+    }
+
+    /// Whether programs of `language` can run here. The default — for backends whose sandboxes
+    /// see the host's toolchains — is that the host has the language's toolchain; a backend with
+    /// an environment of its own (a container image) answers for that environment instead.
+    fn check_language(&self, language: &dyn Language) -> Result<(), BackendError> {
+        language
+            .toolchain()
+            .require()
+            .map(drop)
+            .map_err(|e| BackendError::Unavailable(e.to_string()))
     }
 
     /// Creates one isolated environment.

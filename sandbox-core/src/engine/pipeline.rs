@@ -92,8 +92,12 @@ pub(crate) fn environment(
 /// Runs `job` on the engine's backend; every failure becomes a result (`sandbox_error`).
 pub(crate) async fn execute(engine: &Inner, job: &Job<'_>, io: ProcessIo) -> ExecutionResult {
     let language = job.language();
-    if let Err(e) = language.toolchain().require() {
-        return ExecutionResult::sandbox_error(job.id, language.name(), e.to_string());
+    if let Err(e) = engine.executor.check_language(language) {
+        let msg = match e {
+            BackendError::Unavailable(m) => m,
+            e => e.to_string(),
+        };
+        return ExecutionResult::sandbox_error(job.id, language.name(), msg);
     }
     match in_instance(engine, job, io).await {
         Ok(r) => r,

@@ -1,0 +1,205 @@
+//! The filter's decisions, checked by interpreting the BPF program (no filter is installed),
+//! and the Docker profile checked against the same table.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+
+use super::*;
+
+const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+const ALU_AND_K: u16 = (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u16;
+const JA: u16 = (libc::BPF_JMP | libc::BPF_JA) as u16;
+const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+const JGT_K: u16 = (libc::BPF_JMP | libc::BPF_JGT | libc::BPF_K) as u16;
+const JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
+const JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 0xC000_003E;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 0xC000_00B7;
+
+const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
+const ENOSYS: u32 = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+const KILL: u32 = libc::SECCOMP_RET_KILL_PROCESS;
+
+/// Runs the classic-BPF program on one `seccomp_data`.
+fn eval(f: &[Insn], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
+    let mut data = [0u8; 64];
+    data[0..4].copy_from_slice(&nr.to_ne_bytes());
+    data[4..8].copy_from_slice(&arch.to_ne_bytes());
+    for (i, a) in args.iter().enumerate() {
+        data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_ne_bytes());
+    }
+    let (mut pc, mut acc) = (0usize, 0u32);
+    loop {
+        let i = f[pc];
+        pc += 1;
+        match i.code {
+            LD_W_ABS => {
+                let k = i.k as usize;
+                acc = u32::from_ne_bytes([data[k], data[k + 1], data[k + 2], data[k + 3]]);
+            }
+            ALU_AND_K => acc &= i.k,
+            JA => pc += i.k as usize,
+            RET_K => return i.k,
+            c => {
+                let taken = match c {
+                    JEQ_K => acc == i.k,
+                    JGT_K => acc > i.k,
+                    JGE_K => acc >= i.k,
+                    JSET_K => acc & i.k != 0,
+                    _ => panic!("unexpected opcode {c:#x}"),
+                };
+                pc += if taken { i.jt as usize } else { i.jf as usize };
+            }
+        }
+    }
+}
+
+fn decide(nr: libc::c_long, args: [u64; 6]) -> u32 {
+    eval(&bpf().unwrap(), AUDIT_ARCH, nr as u32, args)
+}
+
+fn a0(v: u64) -> [u64; 6] {
+    [v, 0, 0, 0, 0, 0]
+}
+
+#[test]
+fn ordinary_calls_are_allowed_and_the_attack_surface_is_not() {
+    let z = [0u64; 6];
+    for nr in [
+        libc::SYS_read,
+        libc::SYS_openat,
+        libc::SYS_futex,
+        libc::SYS_execve,
+    ] {
+        assert_eq!(decide(nr, z), ALLOW, "{nr}");
+    }
+    for nr in [
+        libc::SYS_ptrace,
+        libc::SYS_io_setup,
+        libc::SYS_io_submit,
+        libc::SYS_io_uring_setup,
+        libc::SYS_kcmp,
+        libc::SYS_memfd_secret,
+        libc::SYS_bpf,
+        libc::SYS_mount,
+        libc::SYS_unshare,
+        libc::SYS_setns,
+        libc::SYS_keyctl,
+        libc::SYS_userfaultfd,
+        libc::SYS_perf_event_open,
+        libc::SYS_open_by_handle_at,
+        libc::SYS_clone3,
+        libc::SYS_pidfd_getfd,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_modify_ldt,
+    ] {
+        assert_eq!(decide(nr, z), ENOSYS, "{nr}");
+    }
+}
+
+#[test]
+fn arguments_are_checked() {
+    assert_eq!(decide(libc::SYS_clone, a0(libc::SIGCHLD as u64)), ALLOW);
+    assert_eq!(decide(libc::SYS_clone, a0(0x003d_0f00)), ALLOW); // pthread_create's flags
+    assert_eq!(
+        decide(libc::SYS_clone, a0(libc::CLONE_NEWUSER as u64)),
+        ENOSYS
+    );
+    assert_eq!(decide(libc::SYS_clone, a0(0x80)), ENOSYS); // CLONE_NEWTIME
+    assert_eq!(decide(libc::SYS_socket, a0(libc::AF_INET6 as u64)), ALLOW);
+    assert_eq!(decide(libc::SYS_socket, a0(libc::AF_PACKET as u64)), ENOSYS);
+    assert_eq!(decide(libc::SYS_socket, a0(libc::AF_VSOCK as u64)), ENOSYS);
+    let route = [
+        libc::AF_NETLINK as u64,
+        3,
+        libc::NETLINK_ROUTE as u64,
+        0,
+        0,
+        0,
+    ];
+    assert_eq!(decide(libc::SYS_socket, route), ALLOW);
+    let audit = [
+        libc::AF_NETLINK as u64,
+        3,
+        libc::NETLINK_AUDIT as u64,
+        0,
+        0,
+        0,
+    ];
+    assert_eq!(decide(libc::SYS_socket, audit), ENOSYS);
+    assert_eq!(decide(libc::SYS_prlimit64, a0(0)), ALLOW);
+    assert_eq!(decide(libc::SYS_prlimit64, a0(1)), ENOSYS);
+    assert_eq!(decide(libc::SYS_setpriority, [0, 0, 10, 0, 0, 0]), ALLOW);
+    assert_eq!(decide(libc::SYS_setpriority, [0, 1, 10, 0, 0, 0]), ENOSYS);
+    assert_eq!(decide(libc::SYS_setpriority, [2, 0, 10, 0, 0, 0]), ENOSYS); // PRIO_USER
+    let fifo = [0, 0, libc::S_IFIFO as u64 | 0o644, 0, 0, 0];
+    let chr = [0, 0, libc::S_IFCHR as u64 | 0o644, 0, 0, 0];
+    assert_eq!(decide(libc::SYS_mknodat, fifo), ALLOW);
+    assert_eq!(decide(libc::SYS_mknodat, chr), ENOSYS);
+    assert_eq!(decide(libc::SYS_personality, a0(0xffff_ffff)), ALLOW);
+    assert_eq!(decide(libc::SYS_personality, a0(0x0040_0000)), ENOSYS);
+}
+
+#[test]
+fn other_abis_are_killed_and_unknown_numbers_get_enosys() {
+    let f = bpf().unwrap();
+    let z = [0u64; 6];
+    assert_eq!(eval(&f, 0x4000_0003, 20, z), KILL, "i386");
+    #[cfg(target_arch = "x86_64")]
+    assert_eq!(
+        eval(&f, AUDIT_ARCH, libc::SYS_getpid as u32 | 0x4000_0000, z),
+        KILL,
+        "x32"
+    );
+    let max = table_max() as u32;
+    for nr in [max + 1, max + 100, 1000, 4095, 0x3fff_ffff] {
+        assert_eq!(eval(&f, AUDIT_ARCH, nr, z), ENOSYS, "{nr}");
+    }
+}
+
+#[test]
+fn the_bpf_program_and_the_docker_profile_come_from_one_table() {
+    let f = bpf().unwrap();
+    // Every number the table names is allowed by the program (with arguments that satisfy its
+    // first rule), and every number it does not name up to the maximum is not.
+    let named: BTreeSet<i64> = TABLE.iter().map(|e| e.nr).collect();
+    for e in TABLE {
+        let mut args = [0u64; 6];
+        if let Some(rule) = e.rules.first() {
+            for c in *rule {
+                args[c.arg as usize] = c.value;
+            }
+        }
+        assert_eq!(eval(&f, AUDIT_ARCH, e.nr as u32, args), ALLOW, "{}", e.name);
+    }
+    for nr in 0..=table_max() {
+        if !named.contains(&nr) {
+            assert_eq!(eval(&f, AUDIT_ARCH, nr as u32, [0; 6]), ENOSYS, "{nr}");
+        }
+    }
+    // The profile allows exactly the table's names, each rule as one entry.
+    let profile = docker_profile();
+    assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO");
+    assert_eq!(profile["defaultErrnoRet"], libc::ENOSYS);
+    let mut names = BTreeSet::new();
+    let mut conditional_entries = 0;
+    for s in profile["syscalls"].as_array().unwrap() {
+        assert_eq!(s["action"], "SCMP_ACT_ALLOW");
+        for n in s["names"].as_array().unwrap() {
+            names.insert(n.as_str().unwrap().to_string());
+        }
+        if s.get("args").is_some() {
+            conditional_entries += 1;
+        }
+    }
+    let table_names: BTreeSet<String> = TABLE.iter().map(|e| e.name.to_string()).collect();
+    assert_eq!(names, table_names);
+    let rules: usize = TABLE.iter().map(|e| e.rules.len()).sum();
+    assert_eq!(conditional_entries, rules);
+    assert_eq!(table_size(), TABLE.len());
+    assert_eq!(table_names.len(), TABLE.len(), "a name is listed twice");
+}
