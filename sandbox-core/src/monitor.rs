@@ -61,6 +61,8 @@ pub enum Event<'a> {
     Ready {
         /// Execution id.
         id: &'a str,
+        /// Backend.
+        backend: BackendKind,
         /// From asking the backend for an instance to the files being in place.
         startup: Duration,
     },
@@ -131,6 +133,8 @@ pub enum Event<'a> {
         tenant: Option<&'a str>,
         /// From `execute` being called to the cancellation.
         elapsed: Duration,
+        /// The load once its slot (if it had one) was given back.
+        load: Load,
     },
 }
 
@@ -163,7 +167,7 @@ impl Monitor for TracingMonitor {
                 ?queue_wait,
                 "started"
             ),
-            Event::Ready { id, startup } => tracing::debug!(id, ?startup, "ready"),
+            Event::Ready { id, startup, .. } => tracing::debug!(id, ?startup, "ready"),
             Event::CompileCache { id, language, hit } => {
                 tracing::debug!(id, language, hit, "compile cache")
             }

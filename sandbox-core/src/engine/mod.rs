@@ -370,6 +370,7 @@ impl Drop for Watch<'_> {
                 id: self.id,
                 tenant: self.tenant,
                 elapsed: self.begun.elapsed(),
+                load: self.inner.admission.load(),
             });
         }
     }

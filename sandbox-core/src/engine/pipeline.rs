@@ -163,6 +163,7 @@ async fn steps(
     let files = stage(job, step, instance).await?;
     engine.emit(&Event::Ready {
         id: job.id,
+        backend: engine.executor.kind(),
         startup: creating.elapsed(),
     });
     let report = match compile_step {
