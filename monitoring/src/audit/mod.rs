@@ -366,7 +366,12 @@ impl AuditLog {
     #[doc(hidden)]
     pub fn hold_writer(&self) -> WriterHold {
         let (release, wait) = mpsc::sync_channel(0);
-        let _ = self.control(Msg::Hold(wait), Instant::now() + Duration::from_secs(5));
+        let (held, holding) = mpsc::sync_channel(1);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        if self.control(Msg::Hold(held, wait), deadline) {
+            // Once the writer answers, the queue is empty and the writer waits.
+            let _ = holding.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        }
         WriterHold(release)
     }
 

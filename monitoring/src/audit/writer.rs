@@ -21,8 +21,8 @@ pub(crate) enum Msg {
     Record(Box<AuditRecord>),
     /// Write what is pending (drop counts), sync, then answer.
     Flush(SyncSender<()>),
-    /// Wait until the sender is dropped (tests: a writer that cannot keep up).
-    Hold(Receiver<()>),
+    /// Answer, then wait until the sender is dropped (tests: a writer that cannot keep up).
+    Hold(SyncSender<()>, Receiver<()>),
     /// Write `log_closed`, sync, answer and stop.
     Close(SyncSender<()>),
 }
@@ -184,7 +184,8 @@ impl Writer {
                     self.sync(true);
                     let _ = ack.send(());
                 }
-                Ok(Msg::Hold(release)) => {
+                Ok(Msg::Hold(held, release)) => {
+                    let _ = held.send(());
                     let _ = release.recv();
                 }
                 Ok(Msg::Close(ack)) => {
