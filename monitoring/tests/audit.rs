@@ -355,6 +355,8 @@ fn a_full_queue_drops_counts_and_records_the_count() {
     );
     assert_eq!(log.stats().dropped_queue_full, 12);
     drop(hold);
+    // Wait for the writer to drain the queue before offering more.
+    assert!(log.flush(Duration::from_secs(5)));
     log.record(record(99));
     assert!(log.shutdown(Duration::from_secs(5)));
     let files = log.files().unwrap();

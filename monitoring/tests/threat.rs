@@ -114,16 +114,36 @@ fn every_code_rule_fires_on_its_attacks_and_names_the_line() {
 #[test]
 fn the_compatibility_corpus_raises_nothing() {
     let a = analyzer();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    assert!(files.len() >= 10, "{files:?}");
-    for f in files {
-        let name = f.file_name().unwrap().to_string_lossy().into_owned();
-        let code = std::fs::read_to_string(&f).unwrap();
+    // Embedded, so that the test binary runs anywhere (also copied, as another user).
+    let corpus: &[(&str, &str)] = &[
+        ("build.sh", include_str!("corpus/build.sh")),
+        (
+            "data_processing.py",
+            include_str!("corpus/data_processing.py"),
+        ),
+        ("deploy_notes.sh", include_str!("corpus/deploy_notes.sh")),
+        ("encoding.py", include_str!("corpus/encoding.py")),
+        (
+            "localhost_test.py",
+            include_str!("corpus/localhost_test.py"),
+        ),
+        ("main.go", include_str!("corpus/main.go")),
+        ("main.rs", include_str!("corpus/main.rs")),
+        ("numeric.py", include_str!("corpus/numeric.py")),
+        ("proc_and_env.py", include_str!("corpus/proc_and_env.py")),
+        ("server.js", include_str!("corpus/server.js")),
+        (
+            "subprocess_and_threads.py",
+            include_str!("corpus/subprocess_and_threads.py"),
+        ),
+    ];
+    let on_disk =
+        std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus"))
+            .map(|d| d.count())
+            .unwrap_or(corpus.len());
+    assert_eq!(on_disk, corpus.len(), "every corpus file is listed here");
+    for (name, code) in corpus {
+        let (name, code) = (name.to_string(), code.to_string());
         let found = a.scan_code(language_of(&name), &code);
         assert!(found.is_empty(), "{name}: {:#?}", found);
         // The same code as another language: the rules are not fooled by the label either.
