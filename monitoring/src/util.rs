@@ -152,3 +152,79 @@ mod tests {
         assert_eq!(t.hit(t0 + Duration::from_secs(31)), Some(1));
     }
 }
+
+/// What [`Inbox::next`] found.
+#[derive(Debug)]
+pub enum Next<T> {
+    /// A message.
+    Item(T),
+    /// The queue was just emptied after messages: a good moment to write a batch.
+    Drained,
+    /// Nothing came within the tick.
+    Idle,
+    /// Every sender is gone.
+    Closed,
+}
+
+/// How long a busy inbox naps between polls, and how many empty polls end the busy spell.
+const NAP: Duration = Duration::from_millis(1);
+const BUSY_NAPS: u32 = 20;
+
+/// The receiving end of a worker thread's bounded queue. While messages keep coming it polls
+/// with short naps instead of blocking, so that a sender (a run, in `on_event`) never has to
+/// wake the worker: on a small host a wake-up per event costs the run a context switch. After
+/// `BUSY_NAPS` empty polls it blocks again until the next message or the tick.
+#[derive(Debug)]
+pub struct Inbox<T> {
+    rx: std::sync::mpsc::Receiver<T>,
+    busy: bool,
+    naps: u32,
+}
+
+impl<T> Inbox<T> {
+    /// Receives from `rx`.
+    pub fn new(rx: std::sync::mpsc::Receiver<T>) -> Self {
+        Self {
+            rx,
+            busy: false,
+            naps: 0,
+        }
+    }
+
+    /// The next message, or what happened instead.
+    pub fn next(&mut self, tick: Duration) -> Next<T> {
+        use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+        loop {
+            match self.rx.try_recv() {
+                Ok(m) => {
+                    self.busy = true;
+                    self.naps = 0;
+                    return Next::Item(m);
+                }
+                Err(TryRecvError::Disconnected) => return Next::Closed,
+                Err(TryRecvError::Empty) => {}
+            }
+            if self.busy {
+                if self.naps == 0 {
+                    self.naps = 1;
+                    return Next::Drained;
+                }
+                if self.naps <= BUSY_NAPS {
+                    self.naps += 1;
+                    std::thread::sleep(NAP);
+                    continue;
+                }
+                self.busy = false;
+            }
+            return match self.rx.recv_timeout(tick) {
+                Ok(m) => {
+                    self.busy = true;
+                    self.naps = 0;
+                    Next::Item(m)
+                }
+                Err(RecvTimeoutError::Timeout) => Next::Idle,
+                Err(RecvTimeoutError::Disconnected) => Next::Closed,
+            };
+        }
+    }
+}

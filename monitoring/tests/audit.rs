@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,7 +58,7 @@ fn check(files: &[PathBuf], key: Option<&[u8]>) -> vana_sandbox_monitor::audit::
 
 /// Applies `edit` to a copy of `file`'s lines and verifies the copy.
 fn tampered(
-    file: &PathBuf,
+    file: &Path,
     key: Option<&[u8]>,
     edit: impl FnOnce(&mut Vec<String>),
 ) -> (ProblemKind, u64, String) {
@@ -78,7 +78,7 @@ fn a_chain_of_1000_records_verifies() {
     let file = log_of(&dir, 1000, None);
     let lines = read_lines(&file);
     assert_eq!(lines.len(), 1002);
-    let r = check(&[file.clone()], None);
+    let r = check(std::slice::from_ref(&file), None);
     assert!(r.is_ok(), "{:?}", r.problem);
     assert!(r.from_genesis && r.closed);
     assert_eq!((r.first_seq, r.last_seq), (Some(1), Some(1002)));
@@ -188,9 +188,9 @@ fn swapping_two_lines_is_found_at_the_first() {
 fn hmac_rejects_a_chain_rebuilt_without_the_key() {
     let dir = TempDir::new("hmac");
     let file = log_of(&dir, 1000, Some(KEY));
-    assert!(check(&[file.clone()], Some(KEY)).is_ok());
+    assert!(check(std::slice::from_ref(&file), Some(KEY)).is_ok());
     // Without the key, the lines are not plain SHA-256: refused at once, with a hint.
-    let r = check(&[file.clone()], None);
+    let r = check(std::slice::from_ref(&file), None);
     let p = r.problem.unwrap();
     assert_eq!((p.kind, p.line), (ProblemKind::Altered, 1));
     assert!(p.detail.contains("give its key"), "{}", p.detail);

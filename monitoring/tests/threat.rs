@@ -128,7 +128,7 @@ fn the_compatibility_corpus_raises_nothing() {
             include_str!("corpus/localhost_test.py"),
         ),
         ("main.go", include_str!("corpus/main.go")),
-        ("main.rs", include_str!("corpus/main.rs")),
+        ("echo_server.rs", include_str!("corpus/echo_server.rs")),
         ("numeric.py", include_str!("corpus/numeric.py")),
         ("proc_and_env.py", include_str!("corpus/proc_and_env.py")),
         ("server.js", include_str!("corpus/server.js")),
@@ -315,7 +315,7 @@ fn repeated_limit_hits_fire_per_tenant_within_the_window() {
     let mut a = analyzer();
     let t0 = Instant::now();
     let mut fired = Vec::new();
-    let mut hit = |a: &mut Analyzer, tenant: &str, n: usize, at: Instant| {
+    let hit = |a: &mut Analyzer, tenant: &str, n: usize, at: Instant| {
         let id = format!("{tenant}-{n}");
         a.observe(
             Signal::Started {

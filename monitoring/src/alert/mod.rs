@@ -13,7 +13,7 @@ mod thresholds;
 mod webhook;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -26,7 +26,7 @@ pub use webhook::{WebhookConfig, WebhookError, WebhookSink, WebhookStats};
 
 use crate::metrics::{names, Metrics};
 use crate::threat::{Finding, FindingSink, Severity};
-use crate::util::{rfc3339, Throttle};
+use crate::util::{rfc3339, Inbox, Next, Throttle};
 use dedup::{Dedup, RateLimit};
 use thresholds::{Breach, ThresholdState};
 
@@ -137,7 +137,7 @@ enum Input {
     Finding(Box<Finding>),
     Load(Load),
     QueueFull(Load),
-    Finished(Status),
+    Finished(Status, Load),
     Flush(SyncSender<()>),
 }
 
@@ -223,6 +223,8 @@ impl AlertBuilder {
             ));
         }
         let (tx, rx) = mpsc::sync_channel::<Input>(self.queue);
+        let watch_load =
+            self.thresholds.queue_depth.is_some() || self.thresholds.capacity.is_some();
         let counters = Arc::new(Counters::default());
         let mut worker = Worker {
             sinks: self.sinks,
@@ -237,11 +239,21 @@ impl AlertBuilder {
         let tick = (self.window / 4).clamp(Duration::from_millis(20), Duration::from_secs(5));
         std::thread::Builder::new()
             .name("vana-alerts".into())
-            .spawn(move || loop {
-                match rx.recv_timeout(tick) {
-                    Ok(input) => worker.take(input),
-                    Err(RecvTimeoutError::Timeout) => worker.tick(),
-                    Err(RecvTimeoutError::Disconnected) => return,
+            .spawn(move || {
+                let mut inbox = Inbox::new(rx);
+                let mut last_tick = Instant::now();
+                loop {
+                    match inbox.next(tick) {
+                        Next::Item(input) => worker.take(input),
+                        // Under steady load the queue drains often but is never idle.
+                        Next::Drained | Next::Idle => {
+                            if last_tick.elapsed() >= tick {
+                                last_tick = Instant::now();
+                                worker.tick();
+                            }
+                        }
+                        Next::Closed => return,
+                    }
                 }
             })
             .map_err(AlertError::Thread)?;
@@ -249,6 +261,7 @@ impl AlertBuilder {
             tx,
             counters,
             metrics: self.metrics,
+            watch_load,
         }))
     }
 }
@@ -258,6 +271,8 @@ pub struct Alerter {
     tx: SyncSender<Input>,
     counters: Arc<Counters>,
     metrics: Option<Metrics>,
+    /// Whether a threshold looks at the load (otherwise load changes are not even sent).
+    watch_load: bool,
 }
 
 impl std::fmt::Debug for Alerter {
@@ -327,12 +342,11 @@ impl Alerter {
 impl Monitor for Alerter {
     fn on_event(&self, event: &Event<'_>) {
         match event {
-            Event::Queued { load, .. } | Event::Started { load, .. } => {
+            Event::Queued { load, .. } | Event::Started { load, .. } if self.watch_load => {
                 self.send(Input::Load(*load))
             }
             Event::Finished { result, load, .. } => {
-                self.send(Input::Finished(result.status));
-                self.send(Input::Load(*load));
+                self.send(Input::Finished(result.status, *load))
             }
             Event::QueueFull { load, .. } => self.send(Input::QueueFull(*load)),
             _ => {}
@@ -388,12 +402,11 @@ impl Worker {
                 );
                 v
             }
-            Input::Finished(s) => self
-                .thresholds
-                .finished(s, Instant::now())
-                .into_iter()
-                .map(|b| Alert::from_breach(b, &now))
-                .collect(),
+            Input::Finished(s, l) => {
+                let mut v = self.thresholds.finished(s, Instant::now());
+                v.extend(self.thresholds.load(&l));
+                v.into_iter().map(|b| Alert::from_breach(b, &now)).collect()
+            }
             Input::Flush(ack) => {
                 self.tick();
                 let _ = ack.send(());

@@ -130,7 +130,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn set_head(&self, seq: u64, hash: [u8; 32], file: &str) {
+    fn set_head(&self, seq: u64, hash: [u8; 32], file: &str, lines: u64) {
         let mut h = self.head.lock().unwrap_or_else(|p| p.into_inner());
         match h.as_mut() {
             Some((s, x, f)) => {
@@ -143,7 +143,7 @@ impl Shared {
             None => *h = Some((seq, hash, file.to_string())),
         }
         if let Some(m) = &self.metrics {
-            m.count(names::AUDIT_RECORDS, &[], 1);
+            m.count(names::AUDIT_RECORDS, &[], lines);
         }
     }
 

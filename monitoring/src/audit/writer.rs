@@ -6,14 +6,14 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::chain::{seal, split, Sealer, GENESIS};
 use super::record::{AuditRecord, DropReason, FileStartReason, FORMAT_VERSION};
 use super::Shared;
-use crate::util::{rfc3339, Throttle};
+use crate::util::{rfc3339, Inbox, Next, Throttle};
 
 /// What the handle sends the writer.
 pub(crate) enum Msg {
@@ -68,7 +68,24 @@ pub(crate) struct Writer {
     throttle: Throttle,
     dirty_since: Option<Instant>,
     recovered: bool,
+    batch: Batch,
 }
+
+/// Sealed lines not yet written, and what they carry.
+#[derive(Default)]
+struct Batch {
+    buf: Vec<u8>,
+    lines: u64,
+    last: Option<[u8; 32]>,
+    /// Ordinary records in it.
+    records: u64,
+    /// Counts carried by its `dropped` records, by reason.
+    queue_full: u64,
+    write_failed: u64,
+}
+
+/// A batch is written when it reaches this size (or the queue is empty).
+const MAX_BATCH_BYTES: usize = 256 * 1024;
 
 /// `<prefix>-<index>.jsonl`.
 pub(crate) fn file_name(prefix: &str, index: u64) -> String {
@@ -158,12 +175,12 @@ impl Writer {
             throttle,
             dirty_since: None,
             recovered: false,
+            batch: Batch::default(),
         }
     }
 
     /// Serves `rx` until it closes or a `Close` arrives.
     pub(crate) fn run(mut self, rx: Receiver<Msg>) {
-        self.recover();
         if let Err(e) = self.ensure_open() {
             self.failed(&e);
         }
@@ -173,34 +190,42 @@ impl Writer {
             .unwrap_or(self.settings.report_interval)
             .min(self.settings.report_interval)
             .max(Duration::from_millis(10));
+        let mut inbox = Inbox::new(rx);
         loop {
-            match rx.recv_timeout(tick) {
-                Ok(Msg::Record(r)) => {
+            match inbox.next(tick) {
+                Next::Item(Msg::Record(r)) => {
                     self.record_pending();
                     self.append(&r);
                 }
-                Ok(Msg::Flush(ack)) => {
+                Next::Item(Msg::Flush(ack)) => {
                     self.record_pending();
+                    self.commit();
                     self.sync(true);
                     let _ = ack.send(());
                 }
-                Ok(Msg::Hold(held, release)) => {
+                Next::Item(Msg::Hold(held, release)) => {
+                    self.commit();
                     let _ = held.send(());
                     let _ = release.recv();
                 }
-                Ok(Msg::Close(ack)) => {
+                Next::Item(Msg::Close(ack)) => {
                     self.close();
                     let _ = ack.send(());
                     return;
                 }
-                Err(RecvTimeoutError::Timeout) => {
+                Next::Drained => {
+                    self.commit();
+                    self.sync(false);
+                }
+                Next::Idle => {
                     self.record_pending();
+                    self.commit();
                     self.sync(false);
                     if let Some(n) = self.throttle.pending(Instant::now()) {
                         self.report(n, None);
                     }
                 }
-                Err(RecvTimeoutError::Disconnected) => {
+                Next::Closed => {
                     self.close();
                     return;
                 }
@@ -209,25 +234,16 @@ impl Writer {
     }
 
     /// Continues the chain of the files already in the directory, in a new file.
-    fn recover(&mut self) {
+    fn recover(&mut self) -> io::Result<()> {
         if self.recovered {
-            return;
+            return Ok(());
         }
         let dir = &self.settings.dir;
-        if let Err(e) = fs::create_dir_all(dir) {
-            self.failed(&e);
-            return;
-        }
+        fs::create_dir_all(dir)?;
+        let files = list_files(dir, &self.settings.prefix)?;
         self.recovered = true;
-        let files = match list_files(dir, &self.settings.prefix) {
-            Ok(f) => f,
-            Err(e) => {
-                self.failed(&e);
-                return;
-            }
-        };
         let Some((index, path)) = files.last() else {
-            return;
+            return Ok(());
         };
         self.next_index = index + 1;
         let name = path
@@ -261,18 +277,14 @@ impl Writer {
                 tracing::warn!(file = %path.display(), error = %e, "audit log: cannot read the previous file; starting a new chain");
             }
         }
+        Ok(())
     }
 
     fn ensure_open(&mut self) -> io::Result<()> {
         if self.current.is_some() {
             return Ok(());
         }
-        if !self.recovered {
-            self.recover();
-            if !self.recovered {
-                return Err(io::Error::other("the audit directory cannot be created"));
-            }
-        }
+        self.recover()?;
         let name = file_name(&self.settings.prefix, self.next_index);
         let file = OpenOptions::new()
             .create_new(true)
@@ -295,7 +307,7 @@ impl Writer {
                 discarded_bytes,
             },
         };
-        if let Err(e) = self.write_line(&first, false) {
+        if let Err(e) = self.write_line(&first, true) {
             // The file exists but could not take its first line: the next attempt starts
             // another file that continues from the same point.
             self.current = None;
@@ -304,42 +316,176 @@ impl Writer {
         Ok(())
     }
 
-    /// Seals `record` as the next line and writes it; rotates first when the file is full.
-    fn write_line(&mut self, record: &AuditRecord, may_rotate: bool) -> io::Result<()> {
-        let ts = rfc3339(SystemTime::now());
-        let (mut line, mut hash) =
-            seal(&self.sealer, self.seq + 1, &ts, &self.last, record).map_err(io::Error::other)?;
-        let full = self.current.as_ref().is_some_and(|c| {
-            c.len > 0 && c.len + line.len() as u64 + 1 > self.settings.max_file_bytes
-        });
-        if may_rotate && full {
-            self.rotate()?;
-            (line, hash) = seal(&self.sealer, self.seq + 1, &ts, &self.last, record)
-                .map_err(io::Error::other)?;
-        }
-        let Some(cur) = self.current.as_mut() else {
-            return Err(io::Error::other("no audit file is open"));
-        };
-        line.push('\n');
-        if let Err(e) = cur.file.write_all(line.as_bytes()) {
-            // Never leave half a line: cut the file back to its last whole line.
-            if cur.file.set_len(cur.len).is_err() {
-                self.opening = Opening::FileStart {
-                    previous_file: cur.name.clone(),
-                    reason: FileStartReason::Recovery,
-                    discarded_bytes: 0,
-                };
-                self.current = None;
+    /// Seals `record` as the next line and adds it to the batch (`direct`: writes it at once,
+    /// after the batch; for the first and last line of a file). Rotates first when the file is
+    /// full.
+    fn write_line(&mut self, record: &AuditRecord, direct: bool) -> io::Result<()> {
+        match self.try_write_line(record, direct) {
+            Ok(()) => Ok(()),
+            Err((e, in_batch)) => {
+                // A record in a failed batch was counted with it; one that never got there is
+                // counted here.
+                if !in_batch {
+                    self.lose(record);
+                }
+                Err(e)
             }
-            return Err(e);
         }
-        cur.len += line.len() as u64;
-        self.seq += 1;
-        self.last = hash;
-        self.dirty_since.get_or_insert_with(Instant::now);
-        self.shared.written.fetch_add(1, Ordering::Relaxed);
-        self.shared.set_head(self.seq, hash, &cur.name);
+    }
+
+    /// Counts `record` as not written (the counts of a `dropped` record go back to be
+    /// recorded later; the structural lines are not counted).
+    fn lose(&mut self, record: &AuditRecord) {
+        match record {
+            AuditRecord::Dropped {
+                count,
+                reason: DropReason::QueueFull,
+            } => {
+                self.shared
+                    .dropped_pending
+                    .fetch_add(*count, Ordering::AcqRel);
+            }
+            AuditRecord::Dropped {
+                count,
+                reason: DropReason::WriteFailed,
+            } => self.lost += count,
+            AuditRecord::LogStart { .. }
+            | AuditRecord::FileStart { .. }
+            | AuditRecord::LogClosed => {}
+            _ => {
+                self.lost += 1;
+                self.shared.lost.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// [`write_line`](Self::write_line); the error says whether the record was in the batch
+    /// that failed.
+    fn try_write_line(
+        &mut self,
+        record: &AuditRecord,
+        direct: bool,
+    ) -> Result<(), (io::Error, bool)> {
+        let before = |e| (e, false);
+        if direct {
+            self.commit_or_err().map_err(before)?;
+        }
+        let ts = rfc3339(SystemTime::now());
+        let (seq, last) = (
+            self.seq + self.batch.lines,
+            self.batch.last.unwrap_or(self.last),
+        );
+        let (mut line, mut hash) = seal(&self.sealer, seq + 1, &ts, &last, record)
+            .map_err(|e| before(io::Error::other(e)))?;
+        let used = self.current.as_ref().map_or(0, |c| c.len) + self.batch.buf.len() as u64;
+        if !direct && used > 0 && used + line.len() as u64 + 1 > self.settings.max_file_bytes {
+            self.commit_or_err().map_err(before)?;
+            self.rotate().map_err(before)?;
+            (line, hash) = seal(&self.sealer, self.seq + 1, &ts, &self.last, record)
+                .map_err(|e| before(io::Error::other(e)))?;
+        }
+        line.push('\n');
+        if direct {
+            let Some(cur) = self.current.as_mut() else {
+                return Err(before(io::Error::other("no audit file is open")));
+            };
+            if let Err(e) = cur.file.write_all(line.as_bytes()) {
+                self.cut_back();
+                return Err(before(e));
+            }
+            cur.len += line.len() as u64;
+            self.seq += 1;
+            self.last = hash;
+            self.committed(1);
+            return Ok(());
+        }
+        self.batch.buf.extend_from_slice(line.as_bytes());
+        self.batch.lines += 1;
+        self.batch.last = Some(hash);
+        match record {
+            AuditRecord::Dropped {
+                count,
+                reason: DropReason::QueueFull,
+            } => self.batch.queue_full += count,
+            AuditRecord::Dropped {
+                count,
+                reason: DropReason::WriteFailed,
+            } => self.batch.write_failed += count,
+            _ => self.batch.records += 1,
+        }
+        if self.batch.buf.len() >= MAX_BATCH_BYTES {
+            self.commit_or_err().map_err(|e| (e, true))?;
+        }
         Ok(())
+    }
+
+    /// Writes the batch; a failure is counted and reported.
+    fn commit(&mut self) {
+        if let Err(e) = self.commit_or_err() {
+            self.failed(&e);
+        }
+    }
+
+    /// Writes the batch. On failure its records are lost (counted), the counts of its `dropped`
+    /// records go back to be recorded later, and the chain stays where the file ends.
+    fn commit_or_err(&mut self) -> io::Result<()> {
+        if self.batch.lines == 0 {
+            return Ok(());
+        }
+        let mut batch = std::mem::take(&mut self.batch);
+        let result = match self.current.as_mut() {
+            Some(cur) => cur.file.write_all(&batch.buf),
+            None => Err(io::Error::other("no audit file is open")),
+        };
+        match result {
+            Ok(()) => {
+                if let Some(cur) = self.current.as_mut() {
+                    cur.len += batch.buf.len() as u64;
+                }
+                self.seq += batch.lines;
+                self.last = batch.last.unwrap_or(self.last);
+                self.committed(batch.lines);
+                // Keep the buffer's allocation for the next batch.
+                batch.buf.clear();
+                self.batch.buf = batch.buf;
+                Ok(())
+            }
+            Err(e) => {
+                self.cut_back();
+                self.lost += batch.records + batch.write_failed;
+                self.shared.lost.fetch_add(batch.records, Ordering::Relaxed);
+                self.shared
+                    .dropped_pending
+                    .fetch_add(batch.queue_full, Ordering::AcqRel);
+                Err(e)
+            }
+        }
+    }
+
+    /// Lines are on disk: counters, head, health.
+    fn committed(&mut self, lines: u64) {
+        self.dirty_since.get_or_insert_with(Instant::now);
+        self.shared.written.fetch_add(lines, Ordering::Relaxed);
+        self.shared.healthy.store(true, Ordering::Relaxed);
+        if let Some(cur) = &self.current {
+            self.shared.set_head(self.seq, self.last, &cur.name, lines);
+        }
+    }
+
+    /// Never leave half a line: cut the file back to its last whole line (or give the file up,
+    /// and continue in a new one, when even that fails).
+    fn cut_back(&mut self) {
+        let Some(cur) = self.current.as_mut() else {
+            return;
+        };
+        if cur.file.set_len(cur.len).is_err() {
+            self.opening = Opening::FileStart {
+                previous_file: cur.name.clone(),
+                reason: FileStartReason::Recovery,
+                discarded_bytes: 0,
+            };
+            self.current = None;
+        }
     }
 
     fn rotate(&mut self) -> io::Result<()> {
@@ -357,50 +503,42 @@ impl Writer {
     }
 
     fn append(&mut self, record: &AuditRecord) {
-        let result = self
-            .ensure_open()
-            .and_then(|()| self.write_line(record, true));
-        match result {
-            Ok(()) => self.shared.healthy.store(true, Ordering::Relaxed),
-            Err(e) => {
-                self.lost += 1;
-                self.shared.lost.fetch_add(1, Ordering::Relaxed);
-                self.failed(&e);
-            }
+        if let Err(e) = self.ensure_open() {
+            self.lost += 1;
+            self.shared.lost.fetch_add(1, Ordering::Relaxed);
+            self.failed(&e);
+            return;
+        }
+        // A failure here is a batch that could not be written (its records are counted).
+        if let Err(e) = self.write_line(record, false) {
+            self.failed(&e);
         }
     }
 
-    /// Writes `dropped` records for what the queue refused and what failed writes lost.
+    /// Adds `dropped` records for what the queue refused and what failed writes lost. A count
+    /// that cannot be written goes back to be recorded later.
     fn record_pending(&mut self) {
         let full = self.shared.dropped_pending.swap(0, Ordering::AcqRel);
         if full > 0 {
-            let r = AuditRecord::Dropped {
-                count: full,
-                reason: DropReason::QueueFull,
-            };
-            if self
-                .ensure_open()
-                .and_then(|()| self.write_line(&r, true))
-                .is_err()
-            {
-                // Not written: keep the count for the next attempt.
-                self.shared
-                    .dropped_pending
-                    .fetch_add(full, Ordering::AcqRel);
-            }
+            self.add_dropped(full, DropReason::QueueFull);
         }
-        if self.lost > 0 {
-            let r = AuditRecord::Dropped {
-                count: self.lost,
-                reason: DropReason::WriteFailed,
-            };
-            if self
-                .ensure_open()
-                .and_then(|()| self.write_line(&r, true))
-                .is_ok()
-            {
-                self.lost = 0;
+        let lost = std::mem::take(&mut self.lost);
+        if lost > 0 {
+            self.add_dropped(lost, DropReason::WriteFailed);
+        }
+    }
+
+    fn add_dropped(&mut self, count: u64, reason: DropReason) {
+        let r = AuditRecord::Dropped { count, reason };
+        let result = match self.ensure_open() {
+            Ok(()) => self.write_line(&r, false),
+            Err(e) => {
+                self.lose(&r);
+                Err(e)
             }
+        };
+        if let Err(e) = result {
+            self.failed(&e);
         }
     }
 
@@ -427,8 +565,9 @@ impl Writer {
 
     fn close(&mut self) {
         self.record_pending();
+        self.commit();
         if self.current.is_some() {
-            if let Err(e) = self.write_line(&AuditRecord::LogClosed, false) {
+            if let Err(e) = self.write_line(&AuditRecord::LogClosed, true) {
                 self.failed(&e);
             }
         }

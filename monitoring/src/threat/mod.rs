@@ -12,7 +12,7 @@ mod finding;
 mod rules;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ pub use rules::{
 
 use crate::hooks::{Hooks, NetworkDecision};
 use crate::metrics::{names, Metrics};
-use crate::util::Throttle;
+use crate::util::{Inbox, Next, Throttle};
 
 /// Errors of starting a detector.
 #[derive(Debug, thiserror::Error)]
@@ -132,10 +132,12 @@ impl ThreatBuilder {
             .spawn(move || {
                 let mut throttle = Throttle::new(Duration::from_secs(60));
                 let mut reported = 0;
+                let mut inbox = Inbox::new(rx);
                 loop {
-                    let msg = match rx.recv_timeout(Duration::from_secs(1)) {
-                        Ok(m) => m,
-                        Err(RecvTimeoutError::Timeout) => {
+                    let msg = match inbox.next(Duration::from_secs(1)) {
+                        Next::Item(m) => m,
+                        // Under steady load the queue drains often but is never idle.
+                        Next::Drained | Next::Idle => {
                             let dropped = c.dropped.load(Ordering::Relaxed);
                             if dropped > reported && throttle.hit(Instant::now()).is_some() {
                                 tracing::warn!(
@@ -146,7 +148,7 @@ impl ThreatBuilder {
                             }
                             continue;
                         }
-                        Err(RecvTimeoutError::Disconnected) => return,
+                        Next::Closed => return,
                     };
                     match msg {
                         Msg::Signal(s) => {
