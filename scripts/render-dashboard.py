@@ -274,8 +274,9 @@ def main():
         if p["type"] == "row":
             fig.text(x0 + 0.004, 1 - y_top - 0.25 * unit_h / height, p["title"], color=fg, fontsize=12, weight="bold", va="center")
             continue
-        ax = fig.add_axes([x0 + 0.006, 1 - y_top - g["h"] * unit_h / height + 0.035 * 8 / height,
-                           g["w"] / 24.0 - 0.012, g["h"] * unit_h / height - 0.06 * 8 / height])
+        # Room inside the panel for the y tick labels (left) and the x label (below).
+        ax = fig.add_axes([x0 + 0.032, 1 - y_top - g["h"] * unit_h / height + 0.5 / height,
+                           g["w"] / 24.0 - 0.04, g["h"] * unit_h / height - 0.8 / height])
         ax.set_facecolor(bg)
         for s in ax.spines.values():
             s.set_color(grid)

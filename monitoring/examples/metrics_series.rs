@@ -153,7 +153,7 @@ fn main() {
         .monitor(threats.clone())
         .monitor(alerts.clone())
         .max_concurrency(4)
-        .max_queue(12)
+        .max_queue(32)
         .build()
         .unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -524,3 +524,32 @@ fn the_detector_sees_runs_through_the_engine() {
     let stats = detector.stats();
     assert_eq!((stats.findings, stats.dropped), (3, 0));
 }
+
+#[test]
+fn runs_that_never_finish_are_bounded_and_finishing_stays_cheap() {
+    let mut a = analyzer();
+    let t0 = Instant::now();
+    // Twice the bound of runs whose `Finished` never arrives (dropped, or a monitor added late).
+    for i in 0..2 * vana_sandbox_monitor::threat::MAX_TRACKED_RUNS {
+        a.observe(
+            Signal::Started {
+                id: format!("lost-{i}"),
+                tenant: None,
+                language: "python".into(),
+                code: "print(1)".into(),
+            },
+            t0,
+        );
+    }
+    // A run that does finish still gets its findings, and quickly.
+    let t = Instant::now();
+    let f = run_events(
+        &mut a,
+        "acme",
+        "late",
+        vec![guard("python tamper: sys.addaudithook")],
+        &[],
+    );
+    assert_eq!(ids(&f), BTreeSet::from(["guard_tamper".to_string()]));
+    assert!(t.elapsed() < Duration::from_millis(50), "{:?}", t.elapsed());
+}

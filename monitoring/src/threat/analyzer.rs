@@ -91,8 +91,12 @@ impl RunState {
 #[derive(Debug)]
 pub struct Analyzer {
     rules: RuleSet,
-    runs: HashMap<String, RunState>,
-    order: VecDeque<String>,
+    /// Runs by id, each with the sequence number it was first seen at.
+    runs: HashMap<String, (u64, RunState)>,
+    /// Ids in the order first seen (with that number), for evicting the oldest; entries of
+    /// finished runs are skipped lazily, so finishing a run costs O(1).
+    order: VecDeque<(u64, String)>,
+    seen: u64,
     /// Per (rule index, tenant): recent matching occurrences.
     windows: HashMap<(usize, String), VecDeque<(Instant, Evidence)>>,
 }
@@ -116,6 +120,7 @@ impl Analyzer {
             rules,
             runs: HashMap::new(),
             order: VecDeque::new(),
+            seen: 0,
             windows: HashMap::new(),
         }
     }
@@ -196,14 +201,30 @@ impl Analyzer {
 
     fn run(&mut self, id: &str) -> &mut RunState {
         if !self.runs.contains_key(id) {
-            if self.runs.len() >= MAX_TRACKED_RUNS {
-                if let Some(old) = self.order.pop_front() {
+            while self.runs.len() >= MAX_TRACKED_RUNS {
+                let Some((seq, old)) = self.order.pop_front() else {
+                    break;
+                };
+                if self.runs.get(&old).is_some_and(|(s, _)| *s == seq) {
                     self.runs.remove(&old);
                 }
             }
-            self.order.push_back(id.to_string());
+            if self.order.len() > 2 * self.runs.len() + 1024 {
+                let runs = &self.runs;
+                self.order
+                    .retain(|(seq, id)| runs.get(id).is_some_and(|(s, _)| s == seq));
+            }
         }
-        self.runs.entry(id.to_string()).or_default()
+        let (seen, order) = (&mut self.seen, &mut self.order);
+        &mut self
+            .runs
+            .entry(id.to_string())
+            .or_insert_with(|| {
+                *seen += 1;
+                order.push_back((*seen, id.to_string()));
+                (*seen, RunState::default())
+            })
+            .1
     }
 
     /// Takes one signal at time `now`; returns the findings it completes.
@@ -330,8 +351,7 @@ impl Analyzer {
                 found
             }
             Signal::Finished { id } => {
-                self.order.retain(|x| *x != id);
-                let Some(run) = self.runs.remove(&id) else {
+                let Some((_, run)) = self.runs.remove(&id) else {
                     return Vec::new();
                 };
                 run.hits

@@ -96,7 +96,7 @@ impl ThreatBuilder {
         self
     }
 
-    /// Signals the queue holds before it drops (default 4096).
+    /// Signals the queue holds before it drops (default 16384).
     pub fn queue_capacity(mut self, n: usize) -> Self {
         self.queue = n;
         self
@@ -201,7 +201,7 @@ impl ThreatDetector {
         ThreatBuilder {
             rules: RuleSet::builtin(),
             sinks: Vec::new(),
-            queue: 4096,
+            queue: 16384,
             max_code_bytes: 1 << 20,
             metrics: None,
         }
