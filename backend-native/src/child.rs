@@ -1,150 +1,96 @@
-//! Code that runs in the cloned child: first as PID 1 of the new namespaces (sets up the root,
-//! drops privileges, forks the workload, reaps everything), then in the workload just before
-//! `execve`.
+//! The setup child: the first process of a new sandbox, from a raw `clone` into new user, pid,
+//! mount, network, IPC and UTS namespaces. It builds the sandbox and then `execve`s `vana-init`,
+//! which becomes PID 1; nothing of the host process survives that exec.
 //!
 //! Everything here runs after a raw `clone` from a possibly multi-threaded host: it must not
 //! allocate, take locks, or call libc functions that do (glibc's `setuid` family broadcasts to
-//! threads that no longer exist, so raw system calls are used). All inputs are prepared by the
-//! parent in a [`ChildPlan`].
+//! threads that no longer exist, so raw system calls are used). Every input is prepared by the
+//! parent in a [`ChildPlan`]; every failure is reported to the host over the control socket with
+//! the stage (and operation index) it happened at.
 
 use std::ffi::CStr;
 use std::os::fd::RawFd;
+
+use vana_sandbox_init::protocol::{child as packets, Stage, CONTROL_FD, LANDLOCK_FD};
 
 use crate::landlock;
 use crate::rootfs::Op;
 use crate::seccomp::{self, Insn};
 use crate::sys::{self, errno};
 
-/// Stage codes reported through the report pipe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub(crate) enum Stage {
-    Signals = 1,
-    Fds = 2,
-    JoinCgroup = 3,
-    CgroupNs = 4,
-    Hostname = 5,
-    RootOp = 6,
-    PivotRoot = 7,
-    DropPrivileges = 8,
-    ForkWorkload = 9,
-    Exec = 10,
-    Workdir = 11,
-    Stdio = 12,
-    Rlimits = 13,
-    Landlock = 14,
-    Seccomp = 15,
-    /// Not an error: the workload exited; `value` is its wait status.
-    Exited = 100,
-}
-
-impl Stage {
-    pub(crate) fn from_u32(v: u32) -> Option<Self> {
-        use Stage::*;
-        Some(match v {
-            1 => Signals,
-            2 => Fds,
-            3 => JoinCgroup,
-            4 => CgroupNs,
-            5 => Hostname,
-            6 => RootOp,
-            7 => PivotRoot,
-            8 => DropPrivileges,
-            9 => ForkWorkload,
-            10 => Exec,
-            11 => Workdir,
-            12 => Stdio,
-            13 => Rlimits,
-            14 => Landlock,
-            15 => Seccomp,
-            100 => Exited,
-            _ => return None,
-        })
-    }
-
-    pub(crate) fn describe(self) -> &'static str {
-        match self {
-            Stage::Signals => "resetting signal handlers",
-            Stage::Fds => "closing inherited file descriptors",
-            Stage::JoinCgroup => "joining the run's cgroup",
-            Stage::CgroupNs => "creating the cgroup namespace",
-            Stage::Hostname => "setting the hostname",
-            Stage::RootOp => "building the root filesystem",
-            Stage::PivotRoot => "pivot_root into the sandbox root",
-            Stage::DropPrivileges => "dropping privileges",
-            Stage::ForkWorkload => "starting the program",
-            Stage::Exec => "executing the program",
-            Stage::Workdir => "entering the working directory",
-            Stage::Stdio => "connecting standard streams",
-            Stage::Rlimits => "setting resource limits",
-            Stage::Landlock => "applying the Landlock ruleset",
-            Stage::Seccomp => "installing the seccomp filter",
-            Stage::Exited => "exited",
-        }
-    }
-}
-
-/// One 12-byte record on the report pipe (atomic: less than PIPE_BUF).
-pub(crate) const REPORT_LEN: usize = 12;
-
-/// Everything the child needs, prepared by the parent.
+/// Everything the setup child needs, prepared by the parent.
 pub(crate) struct ChildPlan<'a> {
     /// Descriptors the child keeps (sorted ascending); everything else is closed.
     pub keep_fds: &'a [RawFd],
+    /// The sandbox's end of the control socket.
+    pub control: RawFd,
+    /// The id (uid and gid inside the new user namespace) this process and init take once the
+    /// host mapped them.
+    pub id: u32,
+    /// `cgroup.procs` of the instance's cgroup, one per hierarchy.
     pub cgroup_fds: &'a [RawFd],
-    pub report_fd: RawFd,
-    pub stdin_fd: RawFd,
-    pub stdout_fd: RawFd,
-    pub stderr_fd: RawFd,
+    /// The init executable (a sealed memfd).
+    pub init: RawFd,
     pub hostname: &'a [u8],
     pub ops: &'a [Op],
+    /// The staging directory of the instance's writable tmpfs, handed to the host.
+    pub storage: &'a CStr,
     pub root: &'a CStr,
-    pub uid: u32,
-    pub gid: u32,
-    pub cwd: &'a CStr,
-    /// NULL-terminated argv (pointers into strings owned by the parent's frame).
-    pub argv: &'a [*const libc::c_char],
-    /// NULL-terminated envp.
-    pub envp: &'a [*const libc::c_char],
-    /// Resource limits set in PID 1 (inherited by the workload).
-    pub rlimits: &'a [(libc::__rlimit_resource_t, libc::rlimit)],
-    /// Landlock: ruleset descriptor, handled rights, and the path rules to add.
+    /// Capabilities init keeps (to switch the program to its id and signal it); the bounding
+    /// set loses every other.
+    pub keep_caps: &'a [u32],
+    /// Landlock: ruleset descriptor and the path rules to add (init restricts itself with it).
     pub landlock: Option<(RawFd, u64, &'a [landlock::Rule])>,
-    /// The seccomp filter (empty: none).
+    /// The seccomp filter (empty: none); it covers init and everything it starts.
     pub seccomp: &'a [Insn],
-}
-
-fn report(fd: RawFd, stage: Stage, index: u32, value: i32) {
-    let mut buf = [0u8; REPORT_LEN];
-    buf[..4].copy_from_slice(&(stage as u32).to_ne_bytes());
-    buf[4..8].copy_from_slice(&index.to_ne_bytes());
-    buf[8..].copy_from_slice(&value.to_ne_bytes());
-    let _ = sys::write_all(fd, &buf);
+    /// NULL-terminated argv and envp of init.
+    pub init_argv: &'a [*const libc::c_char],
+    pub init_envp: &'a [*const libc::c_char],
 }
 
 fn fail(plan: &ChildPlan<'_>, stage: Stage, index: u32, err: i32) -> ! {
-    report(plan.report_fd, stage, index, err);
+    let mut buf = [0u8; 20];
+    let n = packets::failed(&mut buf, stage, index, err);
+    // SAFETY: a write of a local buffer; one write is one SEQPACKET message.
+    unsafe { libc::write(plan.control, buf.as_ptr().cast(), n) };
     // SAFETY: _exit is always safe; it does not run atexit handlers or touch locks.
     unsafe { libc::_exit(126) }
 }
 
-/// Entry point of PID 1 in the new namespaces. Never returns.
+fn check(plan: &ChildPlan<'_>, stage: Stage, r: Result<(), i32>) {
+    if let Err(e) = r {
+        fail(plan, stage, 0, e);
+    }
+}
+
+/// Entry point of the setup child. Never returns.
 ///
 /// # Safety
 /// Must be called only in the child of a raw `clone` (a single thread), with every pointer in
 /// `plan` valid (the parent's memory is copied into the child).
-pub(crate) unsafe fn pid1_main(plan: &ChildPlan<'_>) -> ! {
-    // SAFETY: prctl with integer arguments only.
+pub(crate) unsafe fn setup_main(plan: &ChildPlan<'_>) -> ! {
+    // A host that died before this point is noticed in `wait_for_go` (the control socket
+    // reads EOF); getppid() says nothing here, the parent is outside our pid namespace.
+    // SAFETY: prctl with integer arguments.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-        libc::prctl(libc::PR_SET_NAME, c"vana-init".as_ptr(), 0, 0, 0);
+        libc::prctl(libc::PR_SET_NAME, c"vana-setup".as_ptr(), 0, 0, 0);
     }
-    if let Err(e) = reset_signals() {
-        fail(plan, Stage::Signals, 0, e);
-    }
-    if let Err(e) = close_other_fds(plan.keep_fds) {
-        fail(plan, Stage::Fds, 0, e);
-    }
+    check(plan, Stage::Signals, reset_signals());
+    check(plan, Stage::Fds, close_other_fds(plan.keep_fds));
+    wait_for_go(plan);
+    // As root, the host's root is not mapped in the namespace: take the namespace's own id.
+    // SAFETY: raw set*id system calls on this single thread, with full capabilities in the new
+    // user namespace; the id is mapped.
+    let r = unsafe {
+        let g = libc::syscall(libc::SYS_setresgid, plan.id, plan.id, plan.id);
+        if g < 0 {
+            g
+        } else {
+            libc::syscall(libc::SYS_setresuid, plan.id, plan.id, plan.id)
+        }
+    };
+    check(plan, Stage::WaitForIds, sys::check(r).map(drop));
     for (i, fd) in plan.cgroup_fds.iter().enumerate() {
         if let Err(e) = sys::write_all(*fd, b"0") {
             fail(plan, Stage::JoinCgroup, i as u32, e);
@@ -153,137 +99,140 @@ pub(crate) unsafe fn pid1_main(plan: &ChildPlan<'_>) -> ! {
         unsafe { libc::close(*fd) };
     }
     // SAFETY: unshare with a flag constant.
-    if let Err(e) = sys::check(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } as libc::c_long) {
-        fail(plan, Stage::CgroupNs, 0, e);
-    }
+    let r = unsafe { libc::unshare(libc::CLONE_NEWCGROUP) };
+    check(
+        plan,
+        Stage::CgroupNs,
+        sys::check(r as libc::c_long).map(drop),
+    );
     // SAFETY: pointer and length of a live slice.
     let r = unsafe { libc::sethostname(plan.hostname.as_ptr().cast(), plan.hostname.len()) };
-    if let Err(e) = sys::check(r as libc::c_long) {
-        fail(plan, Stage::Hostname, 0, e);
-    }
+    check(
+        plan,
+        Stage::Hostname,
+        sys::check(r as libc::c_long).map(drop),
+    );
     for (i, op) in plan.ops.iter().enumerate() {
         if let Err(e) = run_op(op) {
             fail(plan, Stage::RootOp, i as u32, e);
         }
     }
-    if let Err(e) = pivot(plan.root) {
-        fail(plan, Stage::PivotRoot, 0, e);
-    }
-    loopback_up();
-    if let Err(e) = drop_privileges(plan.uid, plan.gid) {
-        fail(plan, Stage::DropPrivileges, 0, e);
-    }
-    for (i, (resource, limit)) in plan.rlimits.iter().enumerate() {
-        // SAFETY: valid pointer to a prepared rlimit.
-        if unsafe { libc::setrlimit(*resource, limit) } < 0 {
-            fail(plan, Stage::Rlimits, i as u32, errno());
-        }
-    }
-    if let Some((fd, handled, rules)) = plan.landlock {
-        if let Err(e) = landlock::restrict(fd, handled, rules) {
-            fail(plan, Stage::Landlock, 0, e);
-        }
-        // SAFETY: closing the ruleset descriptor, no longer needed.
-        unsafe { libc::close(fd) };
-    }
-    if !plan.seccomp.is_empty() {
-        if let Err(e) = seccomp::install(plan.seccomp) {
-            fail(plan, Stage::Seccomp, 0, e);
-        }
-    }
-    // A second raw clone: glibc's fork() would run the host's atfork handlers.
-    // SAFETY: fork-like clone (no new stack); the child continues below and never returns.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            libc::SIGCHLD as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
+    // SAFETY: NUL-terminated path; the descriptor is handed to the host below.
+    let storage = unsafe {
+        libc::open(
+            plan.storage.as_ptr(),
+            libc::O_DIRECTORY | libc::O_RDONLY | libc::O_CLOEXEC,
         )
     };
-    if pid < 0 {
-        fail(plan, Stage::ForkWorkload, 0, errno());
+    if storage < 0 {
+        fail(plan, Stage::Handover, 0, errno());
     }
-    if pid == 0 {
-        // SAFETY: we are the single-threaded workload child; the plan is still valid.
-        unsafe { workload_main(plan) }
+    check(plan, Stage::PivotRoot, pivot(plan.root));
+    loopback_up();
+    if let Some((fd, handled, rules)) = plan.landlock {
+        check(
+            plan,
+            Stage::Landlock,
+            landlock::add_rules(fd, handled, rules),
+        );
     }
-    let workload = pid as libc::pid_t;
-    // SAFETY: closing this process's copies of the workload's stdio.
+    check(plan, Stage::DropPrivileges, drop_privileges(plan.keep_caps));
+    check(plan, Stage::Handover, hand_over(plan.control, storage));
+    // SAFETY: closing the descriptor the host now holds a copy of.
+    unsafe { libc::close(storage) };
+    let init = match place_fds(plan) {
+        Ok(fd) => fd,
+        Err(e) => fail(plan, Stage::ExecInit, 0, e),
+    };
+    if !plan.seccomp.is_empty() {
+        check(plan, Stage::Seccomp, seccomp::install(plan.seccomp));
+    }
+    // SAFETY: argv and envp are NULL-terminated arrays of NUL-terminated strings; the init
+    // descriptor is a sealed memfd holding an executable.
     unsafe {
-        libc::close(plan.stdin_fd);
-        libc::close(plan.stdout_fd);
-        libc::close(plan.stderr_fd);
+        libc::syscall(
+            libc::SYS_execveat,
+            init,
+            c"".as_ptr(),
+            plan.init_argv.as_ptr(),
+            plan.init_envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    // After place_fds the control socket is descriptor 3.
+    let mut buf = [0u8; 20];
+    let n = packets::failed(&mut buf, Stage::ExecInit, 0, errno());
+    // SAFETY: as in `fail`.
+    unsafe {
+        libc::write(CONTROL_FD, buf.as_ptr().cast(), n);
+        libc::_exit(126)
     }
-    let mut main_status = None;
-    loop {
-        let mut status = 0;
-        // SAFETY: valid pointer to a local int.
-        let r = unsafe { libc::waitpid(-1, &mut status, libc::__WALL) };
-        if r < 0 {
-            if errno() == libc::EINTR {
-                continue;
-            }
-            break; // ECHILD: everything is reaped
-        }
-        if r == workload {
-            main_status = Some(status);
-            // The program is done: nothing it started may outlive it.
-            // SAFETY: kill(2) with integer arguments.
-            unsafe { libc::kill(-1, libc::SIGKILL) };
-        }
-    }
-    if let Some(status) = main_status {
-        report(plan.report_fd, Stage::Exited, 0, status);
-    }
-    // SAFETY: see `fail`.
-    unsafe { libc::_exit(0) }
 }
 
-/// The workload: connect stdio, enter the workdir, exec.
-///
-/// # Safety
-/// As for [`pid1_main`], in the workload child.
-unsafe fn workload_main(plan: &ChildPlan<'_>) -> ! {
-    // SAFETY: setsid has no arguments.
-    unsafe { libc::setsid() };
-    for (from, to) in [(plan.stdin_fd, 0), (plan.stdout_fd, 1), (plan.stderr_fd, 2)] {
-        // SAFETY: dup2 on descriptors we own.
-        if unsafe { libc::dup2(from, to) } < 0 {
-            fail(plan, Stage::Stdio, to as u32, errno());
+/// Blocks until the host has written the id maps and says `Go` (or is gone).
+fn wait_for_go(plan: &ChildPlan<'_>) {
+    let mut buf = [0u8; 16];
+    loop {
+        // SAFETY: reads one packet into a local buffer.
+        let n = unsafe { libc::read(plan.control, buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 && errno() == libc::EINTR {
+            continue;
         }
+        if n <= 0 {
+            // SAFETY: see `fail`; the host is gone, nobody to tell.
+            unsafe { libc::_exit(1) };
+        }
+        if packets::is_go(buf.get(..n as usize).unwrap_or_default()) {
+            return;
+        }
+        fail(plan, Stage::WaitForIds, 0, libc::EPROTO);
     }
-    // Every other descriptor (the report pipe included) closes on exec.
-    // SAFETY: close_range with integer arguments.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
+}
+
+/// Sends `Ready` with the storage directory beside it.
+fn hand_over(control: RawFd, storage: RawFd) -> Result<(), i32> {
+    let mut buf = [0u8; 8];
+    let n = packets::ready(&mut buf);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: n,
     };
-    if r < 0 {
-        for fd in 3..4096 {
-            // SAFETY: fcntl on possibly-closed descriptors is harmless.
-            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-        }
-    }
-    // SAFETY: NUL-terminated path.
-    if unsafe { libc::chdir(plan.cwd.as_ptr()) } < 0 {
-        fail(plan, Stage::Workdir, 0, errno());
-    }
-    // SAFETY: argv and envp are NULL-terminated arrays of NUL-terminated strings.
+    let mut cmsg_buf = [0u64; 4];
+    // SAFETY: a zeroed msghdr is valid; every pointer below points at a local buffer.
     unsafe {
-        libc::execve(
-            *plan.argv.first().unwrap_or(&std::ptr::null()),
-            plan.argv.as_ptr(),
-            plan.envp.as_ptr(),
-        )
-    };
-    fail(plan, Stage::Exec, 0, errno())
+        let mut hdr: libc::msghdr = std::mem::zeroed();
+        hdr.msg_iov = &mut iov;
+        hdr.msg_iovlen = 1;
+        hdr.msg_control = cmsg_buf.as_mut_ptr().cast();
+        hdr.msg_controllen = libc::CMSG_SPACE(4) as usize;
+        let cmsg = libc::CMSG_FIRSTHDR(&hdr);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(4) as usize;
+        std::ptr::copy_nonoverlapping(storage.to_ne_bytes().as_ptr(), libc::CMSG_DATA(cmsg), 4);
+        sys::check(libc::sendmsg(control, &hdr, libc::MSG_NOSIGNAL) as libc::c_long).map(drop)
+    }
+}
+
+/// Moves the control socket to descriptor 3 and the Landlock ruleset to 4, where init expects
+/// them (open across exec); returns where the init memfd went (out of their way, close-on-exec).
+fn place_fds(plan: &ChildPlan<'_>) -> Result<RawFd, i32> {
+    // SAFETY: fcntl/dup2 on descriptors this process owns; the plan's descriptors were kept.
+    unsafe {
+        let high =
+            |fd: RawFd| sys::check(libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) as libc::c_long);
+        let init = high(plan.init)? as RawFd;
+        let control = high(plan.control)? as RawFd;
+        let ruleset = match plan.landlock {
+            Some((fd, _, _)) => Some(high(fd)? as RawFd),
+            None => None,
+        };
+        sys::check(libc::dup2(control, CONTROL_FD) as libc::c_long)?;
+        if let Some(fd) = ruleset {
+            sys::check(libc::dup2(fd, LANDLOCK_FD) as libc::c_long)?;
+        }
+        Ok(init)
+    }
 }
 
 fn reset_signals() -> Result<(), i32> {
@@ -350,6 +299,35 @@ fn run_op(op: &Op) -> Result<(), i32> {
             sys::check(unsafe { libc::symlink(target.as_ptr(), link.as_ptr()) } as libc::c_long)
                 .map(drop)
         }
+        Op::Write { path, content } => {
+            // SAFETY: NUL-terminated path; the descriptor is closed below.
+            let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+            if fd < 0 {
+                return Err(errno());
+            }
+            let r = sys::write_all(fd, content);
+            // SAFETY: closing the descriptor we just opened.
+            unsafe { libc::close(fd) };
+            r
+        }
+        Op::Chown { path, uid, gid } => {
+            // SAFETY: NUL-terminated path.
+            sys::check(unsafe { libc::lchown(path.as_ptr(), *uid, *gid) } as libc::c_long).map(drop)
+        }
+        Op::Attach { tree, target } => {
+            // SAFETY: move_mount of a detached tree the host cloned, onto a NUL-terminated path.
+            sys::check(unsafe {
+                libc::syscall(
+                    libc::SYS_move_mount,
+                    *tree,
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    target.as_ptr(),
+                    MOVE_MOUNT_F_EMPTY_PATH,
+                )
+            })
+            .map(drop)
+        }
         Op::File {
             path,
             content,
@@ -380,6 +358,8 @@ fn run_op(op: &Op) -> Result<(), i32> {
         }
     }
 }
+
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x0000_0004;
 
 fn pivot(root: &CStr) -> Result<(), i32> {
     let dot = c".";
@@ -418,14 +398,18 @@ fn loopback_up() {
     }
 }
 
-/// Drops to the sandbox user with no capabilities (bounding set emptied), no supplementary
-/// groups, `no_new_privs`, and not dumpable (so the workload cannot ptrace PID 1).
-fn drop_privileges(uid: u32, gid: u32) -> Result<(), i32> {
-    // SAFETY: prctl and raw set*id system calls with integer arguments. Raw calls change only this
-    // (single) thread, which is the whole process here.
+/// Empties the capability bounding set but for `keep` (what init needs), clears ambient
+/// capabilities and supplementary groups, and sets `no_new_privs`. The user namespace already
+/// gave this process its id (root of the namespace as root, the caller's id rootless); init
+/// switches each program to the program's id.
+fn drop_privileges(keep: &[u32]) -> Result<(), i32> {
+    // SAFETY: prctl and raw system calls with integer arguments, on this single thread.
     unsafe {
-        for cap in 0..64 {
-            let r = libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+        for cap in 0..64u32 {
+            if keep.contains(&cap) {
+                continue;
+            }
+            let r = libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0);
             if r < 0 && errno() == libc::EINVAL {
                 break;
             }
@@ -437,15 +421,12 @@ fn drop_privileges(uid: u32, gid: u32) -> Result<(), i32> {
             0,
             0,
         ) as libc::c_long)?;
-        sys::check(libc::syscall(
-            libc::SYS_setgroups,
-            0usize,
-            std::ptr::null::<libc::gid_t>(),
-        ))?;
-        sys::check(libc::syscall(libc::SYS_setresgid, gid, gid, gid))?;
-        sys::check(libc::syscall(libc::SYS_setresuid, uid, uid, uid))?;
+        // Rootless, setgroups is denied in the namespace (the caller's groups stay, unmapped).
+        let r = libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>());
+        if r < 0 && errno() != libc::EPERM {
+            return Err(errno());
+        }
         sys::check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) as libc::c_long)?;
-        sys::check(libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) as libc::c_long)?;
     }
     Ok(())
 }

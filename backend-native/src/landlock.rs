@@ -155,9 +155,9 @@ pub(crate) fn create(abi: u32) -> std::io::Result<Ruleset> {
     })
 }
 
-/// Adds `rules` (skipping paths that do not exist) and restricts the calling thread.
-/// Child-safe. Requires `no_new_privs` (set by the privilege drop).
-pub(crate) fn restrict(ruleset: RawFd, handled_fs: u64, rules: &[Rule]) -> Result<(), i32> {
+/// Adds `rules` (sandbox paths, skipping those that do not exist) to the ruleset. Child-safe.
+/// Init restricts itself with the ruleset after `execve`.
+pub(crate) fn add_rules(ruleset: RawFd, handled_fs: u64, rules: &[Rule]) -> Result<(), i32> {
     for rule in rules {
         // SAFETY: NUL-terminated path.
         let fd = unsafe { libc::open(rule.path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
@@ -188,6 +188,5 @@ pub(crate) fn restrict(ruleset: RawFd, handled_fs: u64, rules: &[Rule]) -> Resul
             return Err(e);
         }
     }
-    // SAFETY: restrict_self with our ruleset descriptor.
-    sys::check(unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0u32) }).map(drop)
+    Ok(())
 }

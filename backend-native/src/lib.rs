@@ -1,159 +1,166 @@
-//! The native Linux backend of vana-sandbox: no daemon, one fresh set of namespaces per run.
+//! The native Linux backend of vana-sandbox: no daemon, a fresh set of namespaces per instance,
+//! our own init as PID 1, and a mode for unprivileged callers.
 //!
-//! Every run is cloned straight from the host process into new pid, mount, network, IPC, UTS and
-//! cgroup namespaces. The child becomes PID 1 of the sandbox: it joins the run's cgroup, builds a
-//! read-only root of bind mounts, `pivot_root`s into it, drops to an unprivileged user with no
-//! capabilities and `no_new_privs`, forks the program, reaps everything and exits with the
-//! program. When PID 1 exits the kernel kills whatever is left in the namespace. The parent
-//! enforces the wall-clock limit, drains output with a byte cap and removes the cgroup.
+//! Each instance is cloned straight from the host process into new user, pid, mount, network,
+//! IPC and UTS namespaces (and a cgroup namespace once it joined its cgroup). The setup child
+//! builds a read-only root of bind mounts and a size-limited tmpfs workspace, `pivot_root`s into
+//! it, drops every capability but what init needs, and `execve`s `vana-init` from a sealed memfd:
+//! nothing of the host process (argv, environment, memory) is inside. Init runs each program
+//! under the program's own id, reports its exit over a socket only init writes, reaps every
+//! orphan, and when that socket closes — the instance was destroyed, or the host died, SIGKILL
+//! included — kills everything and exits, which tears the namespace down.
+//!
+//! Identity: as root, each instance leases a block of host ids of its own (a `flock` per block,
+//! held for the instance's life and dropped by the kernel when its holder dies), so no per-uid
+//! quota is shared between sandboxes of any process on the host. Rootless, the caller's own id
+//! is mapped; cgroup limits need a delegated cgroup v2 subtree (`$VANA_CGROUP_ROOT`), and
+//! without one are reported as degraded and replaced by per-process rlimits.
 //!
 //! Nothing between clone and exec allocates or takes a lock (see [`child`](crate::child)), so the
-//! host may be multi-threaded (tokio, Python).
-//!
-//! The backend needs root. Leftovers of a crashed host process (cgroups, instance mounts) are
-//! removed when an executor is created.
+//! host may be multi-threaded (tokio, Python). Empty cgroups of a crashed host process are
+//! removed when an executor is created; nothing else of an instance exists outside it.
 
 pub mod cgroup;
 mod child;
+mod control;
+mod instance;
 mod landlock;
+mod launch;
+mod lease;
+mod memfd;
+mod mode;
+mod pool;
 mod probe;
 mod rootfs;
 mod seccomp;
-mod spawn;
+mod supervisor;
 mod sys;
 mod workspace;
 
-use std::collections::BTreeSet;
 use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use vana_sandbox_core::host::OwnerId;
 use vana_sandbox_core::{
-    BackendError, BackendKind, Bytes, Capabilities, Executor, FileEntry, Instance, InstanceSpec,
-    Limits, ProcessIo, ProcessOutcome, ProcessSpec, SecurityEvent, SecurityEventKind,
+    BackendError, BackendKind, Bytes, Capabilities, Executor, Instance, InstanceSpec, Limits,
+    SecurityEvent, SecurityEventKind,
 };
+use vana_sandbox_init::protocol::Rlimit;
 
 use crate::cgroup::CgroupDriver;
-use crate::rootfs::{Ids, InstanceDirs, Op};
-use crate::workspace::Workspace;
+use crate::instance::NativeInstance;
+use crate::lease::Lease;
+use crate::memfd::InitImage;
+use crate::mode::Mode;
+
+pub use crate::mode::PROGRAM_ID;
 
 /// Settings of the native backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NativeConfig {
-    /// Host directory for the backend's state (instance mounts, the root mount point).
+    /// Host directory for the backend's state (id leases, the mount points instances build on).
+    /// Default: `/run/vana-sandbox` as root; rootless `$XDG_RUNTIME_DIR/vana-sandbox` or
+    /// `/tmp/vana-sandbox-<uid>`.
     pub state_dir: PathBuf,
-    /// First uid (and gid) of the range instances run as. Each live instance gets its own, so
-    /// sandboxes cannot signal each other and `RLIMIT_NPROC` counts one sandbox only. The range
+    /// First host id of the range instances lease blocks of two ids from (root mode). The range
     /// must not belong to any host user.
     pub uid_base: u32,
-    /// Size of the uid range.
+    /// Size of the range (two ids per instance).
     pub uid_count: u32,
     /// Install the seccomp filter (on by default; off only for debugging).
     pub seccomp: bool,
     /// Apply Landlock where the kernel has it (on by default).
     pub landlock: bool,
+    /// Sandboxes prepared ahead per shape (limits envelope, disk, toolchain mounts), so that a
+    /// request does not wait for one to be built; each serves one request. 0 (the default)
+    /// turns preparation off.
+    pub pool_size: usize,
 }
 
 impl Default for NativeConfig {
     fn default() -> Self {
         Self {
-            state_dir: PathBuf::from("/run/vana-sandbox"),
+            state_dir: Mode::default_state_dir(),
             uid_base: DEFAULT_UID_BASE,
             uid_count: 65536,
             seccomp: true,
             landlock: true,
+            pool_size: 0,
         }
     }
 }
 
-/// First uid of the default range, far from every uid a distribution hands out (regular users,
-/// systemd's dynamic users below 65520, container subuid ranges from 100000 on).
+/// First host id of the default range, far from every id a distribution hands out (regular
+/// users, systemd's dynamic users below 65520, container subuid ranges from 100000 on).
 pub const DEFAULT_UID_BASE: u32 = 2_000_000_000;
 
 /// What [`NativeExecutor::cleanup_stale`] removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CleanupReport {
-    /// Instance workspaces unmounted and removed.
-    pub instances: usize,
-    /// Cgroups killed and removed.
+    /// Cgroups of dead owners killed and removed.
     pub cgroups: usize,
 }
 
-struct Shared {
-    config: NativeConfig,
-    cgroups: Arc<dyn CgroupDriver>,
+/// The state directory's parts.
+struct StateDirs {
+    /// Where each instance's root is built (inside its own mount namespace).
     root: PathBuf,
-    instances: PathBuf,
+    root_c: CString,
+    /// Where each instance's writable tmpfs is mounted before its parts are bound in.
+    storage: PathBuf,
+    storage_c: CString,
+    /// One lock file per id block.
+    leases: PathBuf,
+}
+
+pub(crate) struct Shared {
+    config: NativeConfig,
+    mode: Mode,
+    cgroups: Arc<dyn CgroupDriver>,
+    dirs: StateDirs,
     owner: OwnerId,
     seq: AtomicU64,
     degraded: Vec<SecurityEvent>,
     seccomp: Vec<seccomp::Insn>,
     landlock_abi: u32,
-    uids: Mutex<BTreeSet<u32>>,
+    init: InitImage,
 }
 
 impl Shared {
-    /// Takes the lowest free uid slot.
-    fn take_uid(&self) -> Result<u32, BackendError> {
-        let mut used = self.uids.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = (0..self.config.uid_count)
-            .find(|s| !used.contains(s))
-            .ok_or_else(|| BackendError::Unavailable("every sandbox uid is in use".into()))?;
-        used.insert(slot);
-        Ok(slot)
+    /// The next instance's cgroup name: owner and sequence, so leftovers are recognisable.
+    fn instance_name(&self) -> String {
+        cgroup::run_name(self.owner, self.seq.fetch_add(1, Ordering::Relaxed))
     }
 
-    fn release_uid(&self, slot: u32) {
-        self.uids
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&slot);
-    }
-
-    fn rlimits(
-        &self,
-        limits: &Limits,
-        disk: Bytes,
-    ) -> Vec<(libc::__rlimit_resource_t, libc::rlimit)> {
-        let clamp = |resource: libc::__rlimit_resource_t, want: u64| {
-            // SAFETY: valid pointer to a local struct.
-            let mut cur = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            // SAFETY: as above.
-            unsafe { libc::getrlimit(resource, &mut cur) };
-            let v = want.min(cur.rlim_max);
-            (
-                resource,
-                libc::rlimit {
-                    rlim_cur: v,
-                    rlim_max: v,
-                },
-            )
+    /// A host-wide lease of an id block (root mode; rootless there is nothing to lease).
+    fn take_lease(&self) -> Result<Option<Lease>, BackendError> {
+        let Mode::Root { blocks, .. } = self.mode else {
+            return Ok(None);
         };
-        let mut v = vec![
-            clamp(libc::RLIMIT_CORE, 0),
-            clamp(libc::RLIMIT_NOFILE, 4096),
-            clamp(libc::RLIMIT_FSIZE, disk.get().max(1)),
-            // PID 1 runs as the same uid: one more than the program may have.
-            clamp(libc::RLIMIT_NPROC, limits.processes + 1),
-            clamp(libc::RLIMIT_STACK, 8 << 20),
-            clamp(libc::RLIMIT_MSGQUEUE, 0),
-        ];
-        if let Some(cpu) = limits.cpu_time {
-            v.push(clamp(libc::RLIMIT_CPU, cpu.as_secs().max(1)));
-        }
-        v
+        // Spread concurrent takers over the range so they rarely try the same file.
+        let hint = (self.owner.pid.wrapping_mul(2_654_435_761))
+            .wrapping_add(self.seq.load(Ordering::Relaxed) as u32);
+        lease::take(&self.dirs.leases, blocks, hint)
+            .map(Some)
+            .map_err(|e| BackendError::backend("leasing the sandbox's ids", e))
+    }
+
+    fn rlimits(&self, limits: &Limits, disk: Bytes) -> Vec<Rlimit> {
+        // Rootless, init has the program's id and counts against its process limit.
+        let nproc_extra = u64::from(!self.mode.is_root());
+        let no_memory_cgroup = self.cgroups.version() == "none";
+        instance::rlimits(limits, disk, nproc_extra, no_memory_cgroup)
     }
 }
 
 /// The native backend.
 pub struct NativeExecutor {
     shared: Arc<Shared>,
+    pool: Arc<pool::Pool>,
     caps: Capabilities,
 }
 
@@ -161,9 +168,23 @@ impl std::fmt::Debug for NativeExecutor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NativeExecutor")
             .field("config", &self.shared.config)
+            .field("mode", &self.shared.mode)
             .field("cgroups", &self.shared.cgroups.version())
             .finish()
     }
+}
+
+fn cpath(p: &std::path::Path) -> Result<CString, BackendError> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| BackendError::InvalidProcess("the state directory contains a NUL byte"))
+}
+
+fn make_dir(dir: &std::path::Path, mode: u32) -> Result<(), BackendError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| BackendError::setup(format!("create {}", dir.display()), e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| BackendError::setup(format!("chmod {}", dir.display()), e))
 }
 
 impl NativeExecutor {
@@ -172,29 +193,28 @@ impl NativeExecutor {
         Self::with_config(NativeConfig::default())
     }
 
-    /// An executor with `config`. Fails when the host cannot enforce the base layers (not root,
-    /// no usable cgroup controllers), and removes leftovers of crashed processes.
+    /// An executor with `config`. As root every layer is available; rootless, the host must
+    /// allow unprivileged user namespaces, and cgroup limits need a delegated subtree. Removes
+    /// cgroups left by crashed processes.
     pub fn with_config(config: NativeConfig) -> Result<Self, BackendError> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return Err(BackendError::Unavailable(
-                "the native backend needs root (an unprivileged user-namespace mode is not implemented yet)".into(),
-            ));
+        let mode = Mode::detect(config.uid_base, (config.uid_count / 2).max(1));
+        if !mode.is_root() {
+            probe::check_unprivileged_userns()?;
         }
-        let cgroups = cgroup::detect()
+        let cgroups = cgroup::detect(!mode.is_root())
             .map_err(|e| BackendError::backend("finding the cgroup hierarchies", e))?;
+        // The state directory must be traversable by the sandboxes' setup children (who run as
+        // ids of their own user namespace); only the leases stay private.
         let root = config.state_dir.join("root");
-        let instances = config.state_dir.join("instances");
-        for dir in [&config.state_dir, &root, &instances] {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| BackendError::setup(format!("create {}", dir.display()), e))?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| BackendError::setup(format!("chmod {}", dir.display()), e))?;
-        }
+        let storage = config.state_dir.join("storage");
+        let leases = config.state_dir.join("leases");
+        make_dir(&config.state_dir, 0o711)?;
+        make_dir(&root, 0o755)?;
+        make_dir(&storage, 0o755)?;
+        make_dir(&leases, 0o700)?;
         let landlock_abi = if config.landlock { landlock::abi() } else { 0 };
         let seccomp_on = config.seccomp && seccomp::available();
-        let caps = probe::probe(cgroups.as_ref(), landlock_abi, seccomp_on);
+        let caps = probe::probe(&mode, cgroups.as_ref(), landlock_abi, seccomp_on);
         let degraded = caps
             .degraded()
             .map(|l| {
@@ -204,11 +224,19 @@ impl NativeExecutor {
                 )
             })
             .collect();
+        let init = InitImage::create()
+            .map_err(|e| BackendError::setup("loading the sandbox init into memory", e))?;
         let shared = Shared {
+            dirs: StateDirs {
+                root_c: cpath(&root)?,
+                root,
+                storage_c: cpath(&storage)?,
+                storage,
+                leases,
+            },
             config,
+            mode,
             cgroups,
-            root,
-            instances,
             owner: OwnerId::current(),
             seq: AtomicU64::new(0),
             degraded,
@@ -218,9 +246,10 @@ impl NativeExecutor {
                 Vec::new()
             },
             landlock_abi,
-            uids: Mutex::new(BTreeSet::new()),
+            init,
         };
         let exec = Self {
+            pool: Arc::new(pool::Pool::new(shared.config.pool_size)),
             shared: Arc::new(shared),
             caps,
         };
@@ -231,30 +260,34 @@ impl NativeExecutor {
         Ok(exec)
     }
 
-    /// Removes instance mounts and cgroups whose owning process no longer exists.
+    /// Removes cgroups whose owning process no longer exists. (A dead owner's sandboxes died
+    /// with it, their storage with them, and the kernel released their id leases.)
     pub fn cleanup_stale(&self) -> CleanupReport {
-        let s = &self.shared;
-        let mut report = CleanupReport {
-            cgroups: s.cgroups.remove_stale(&cgroup::name_is_stale),
-            instances: 0,
-        };
-        if let Ok(rd) = std::fs::read_dir(&s.instances) {
-            for entry in rd.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if cgroup::name_is_stale(&name) {
-                    let path = entry.path();
-                    if workspace::unmount(&path).is_ok() && std::fs::remove_dir(&path).is_ok() {
-                        report.instances += 1;
-                    }
-                }
-            }
+        CleanupReport {
+            cgroups: self.shared.cgroups.remove_stale(&cgroup::name_is_stale),
         }
-        report
     }
 
-    /// The cgroup hierarchy in use (`v1` or `v2`).
+    /// The cgroup hierarchy in use (`v1`, `v2`, or `none` rootless without delegation).
     pub fn cgroup_version(&self) -> &'static str {
         self.shared.cgroups.version()
+    }
+
+    /// Whether the backend runs as root (each instance with ids of its own) or rootless (the
+    /// caller's own id).
+    pub fn is_rootless(&self) -> bool {
+        !self.shared.mode.is_root()
+    }
+
+    /// Sandboxes prepared and waiting (see [`NativeConfig::pool_size`]).
+    pub fn prepared(&self) -> usize {
+        self.pool.ready()
+    }
+}
+
+impl Drop for NativeExecutor {
+    fn drop(&mut self) {
+        self.pool.clear();
     }
 }
 
@@ -269,198 +302,14 @@ impl Executor for NativeExecutor {
     }
 
     async fn create(&self, spec: &InstanceSpec) -> Result<Box<dyn Instance>, BackendError> {
-        let s = &self.shared;
-        let name = cgroup::run_name(s.owner, s.seq.fetch_add(1, Ordering::Relaxed));
-        let slot = s.take_uid()?;
-        let uid = UidSlot {
-            shared: s.clone(),
-            slot,
-        };
-        let id = s.config.uid_base + slot;
-        let ids = Ids { uid: id, gid: id };
-        let disk = spec.limits.disk;
-        let ws = Workspace::create(s.instances.join(&name), disk, ids.uid, ids.gid)?;
-        let dirs = InstanceDirs {
-            workspace: &ws.workspace(),
-            tmp: &ws.dir.join("tmp"),
-            shm: &ws.dir.join("shm"),
-        };
-        let ops = rootfs::plan(&s.root, &dirs, &spec.mounts, ids)
-            .map_err(|e| BackendError::setup("planning the root filesystem", e))?;
-        let landlock_rules = rootfs::landlock_rules(&spec.mounts)
-            .map_err(|e| BackendError::setup("planning the Landlock rules", e))?;
-        let root = CString::new(s.root.as_os_str().as_encoded_bytes())
-            .map_err(|_| BackendError::InvalidProcess("the state directory contains a NUL byte"))?;
-        Ok(Box::new(NativeInstance {
-            shared: s.clone(),
-            ws: Some(ws),
-            name,
-            plan: Arc::new(RunPlan {
-                ops,
-                landlock_rules,
-                ids,
-                disk,
-            }),
-            root,
-            runs: 0,
-            _uid: uid,
-        }))
-    }
-}
-
-/// A uid slot, returned to the pool when the instance goes.
-struct UidSlot {
-    shared: Arc<Shared>,
-    slot: u32,
-}
-
-impl Drop for UidSlot {
-    fn drop(&mut self) {
-        self.shared.release_uid(self.slot);
-    }
-}
-
-/// What every run of an instance reuses.
-struct RunPlan {
-    ops: Vec<Op>,
-    landlock_rules: Vec<landlock::Rule>,
-    ids: Ids,
-    disk: Bytes,
-}
-
-/// One native instance: a workspace tmpfs on the host plus a planned root; every `run` gets fresh
-/// namespaces and a fresh cgroup around the same workspace.
-struct NativeInstance {
-    shared: Arc<Shared>,
-    ws: Option<Workspace>,
-    name: String,
-    plan: Arc<RunPlan>,
-    root: CString,
-    runs: u64,
-    _uid: UidSlot,
-}
-
-fn cstrings<'a>(
-    what: &'static str,
-    items: impl Iterator<Item = String> + 'a,
-) -> Result<Vec<CString>, BackendError> {
-    items
-        .map(|s| CString::new(s).map_err(|_| BackendError::InvalidProcess(what)))
-        .collect()
-}
-
-impl NativeInstance {
-    fn ws(&self) -> Result<&Workspace, BackendError> {
-        self.ws
-            .as_ref()
-            .ok_or(BackendError::InstanceGone("already destroyed"))
-    }
-}
-
-#[async_trait]
-impl Instance for NativeInstance {
-    async fn put_files(&mut self, files: &[FileEntry]) -> Result<(), BackendError> {
-        self.ws()?.put(files)
-    }
-
-    async fn run(
-        &mut self,
-        process: &ProcessSpec,
-        io: ProcessIo,
-    ) -> Result<ProcessOutcome, BackendError> {
-        self.ws()?;
-        self.runs += 1;
-        let cg_name = format!("{}-r{}", self.name, self.runs);
+        if let Some(prepared) = self.pool.take(&self.shared, spec) {
+            return Ok(Box::new(prepared));
+        }
         let shared = self.shared.clone();
-        let plan = self.plan.clone();
-        let root = self.root.clone();
-        let argv = cstrings("argv contains a NUL byte", process.argv.iter().cloned())?;
-        let env = cstrings(
-            "env contains a NUL byte",
-            process.env.iter().map(|(k, v)| format!("{k}={v}")),
-        )?;
-        let cwd = CString::new(process.cwd.clone())
-            .map_err(|_| BackendError::InvalidProcess("cwd contains a NUL byte"))?;
-        if argv.is_empty() {
-            return Err(BackendError::InvalidProcess("empty argv"));
-        }
-        let limits = process.limits;
-        let outcome =
-            tokio::task::spawn_blocking(move || -> Result<ProcessOutcome, BackendError> {
-                let mut cg = shared
-                    .cgroups
-                    .create(&cg_name, &limits)
-                    .map_err(|e| BackendError::backend("creating the run's cgroup", e))?;
-                let ruleset = match shared.landlock_abi {
-                    0 => None,
-                    abi => Some(
-                        landlock::create(abi)
-                            .map_err(|e| BackendError::setup("creating the Landlock ruleset", e))?,
-                    ),
-                };
-                let rlimits = shared.rlimits(&limits, plan.disk);
-                let launch = spawn::Launch {
-                    ops: &plan.ops,
-                    root: &root,
-                    uid: plan.ids.uid,
-                    gid: plan.ids.gid,
-                    cwd: &cwd,
-                    argv: &argv,
-                    env: &env,
-                    limits,
-                    stdin: &io.stdin,
-                    sink: io.sink,
-                    rlimits: &rlimits,
-                    landlock: ruleset
-                        .as_ref()
-                        .map(|r| (r, plan.landlock_rules.as_slice())),
-                    seccomp: &shared.seccomp,
-                };
-                let outcome = spawn::launch(launch, cg.as_mut());
-                cg.sample();
-                let stats = cg.stats();
-                let removed = cg.remove();
-                let mut outcome = outcome?;
-                removed.map_err(|e| BackendError::backend("removing the run's cgroup", e))?;
-                // The cgroup counts every process of the run; rusage only those reaped by PID 1.
-                if stats.cpu_ns > 0 {
-                    outcome.usage.cpu = std::time::Duration::from_nanos(stats.cpu_ns);
-                }
-                if stats.memory_peak > 0 {
-                    outcome.usage.memory_peak = Bytes(stats.memory_peak);
-                }
-                outcome.usage.processes_peak = stats.pids_peak.max(1);
-                outcome.oom_killed = stats.oom_kills > 0;
-                outcome.pids_limit_hits = stats.pids_max_hits;
-                outcome.events = shared.degraded.clone();
-                if outcome.exit == vana_sandbox_core::Exit::Signal(libc::SIGSYS) {
-                    outcome.events.push(SecurityEvent::new(
-                        SecurityEventKind::SeccompKill,
-                        "killed by SIGSYS: the seccomp filter kills system calls of non-native \
-                         ABIs (32-bit int 0x80, x32)",
-                    ));
-                }
-                Ok(outcome)
-            })
+        let spec = spec.clone();
+        let instance = tokio::task::spawn_blocking(move || NativeInstance::create(shared, &spec))
             .await
-            .map_err(|e| BackendError::backend("the sandbox supervisor thread", e))?;
-        let mut outcome = outcome?;
-        outcome.usage.disk = Bytes(self.ws()?.usage().unwrap_or(0));
-        Ok(outcome)
-    }
-
-    async fn read_files(
-        &mut self,
-        paths: &[String],
-        max_bytes: u64,
-    ) -> Result<Vec<FileEntry>, BackendError> {
-        self.ws()?.read(paths, max_bytes)
-    }
-
-    async fn destroy(mut self: Box<Self>) -> Result<(), BackendError> {
-        match self.ws.take() {
-            Some(mut ws) => ws.remove(),
-            None => Ok(()),
-        }
+            .map_err(|e| BackendError::backend("the sandbox setup thread", e))??;
+        Ok(Box::new(instance))
     }
 }

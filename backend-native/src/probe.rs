@@ -2,16 +2,54 @@
 
 use std::path::Path;
 
-use vana_sandbox_core::{BackendKind, Capabilities, Layer, LayerName};
+use vana_sandbox_core::{BackendError, BackendKind, Capabilities, Layer, LayerName};
 
 use crate::cgroup::CgroupDriver;
+use crate::mode::Mode;
 
 fn layer(name: LayerName, available: bool, detail: impl Into<String>) -> Layer {
     Layer::new(name, available, detail)
 }
 
+/// Fails with a clear message when this host does not let an unprivileged process create a
+/// user namespace (the rootless mode needs one).
+pub(crate) fn check_unprivileged_userns() -> Result<(), BackendError> {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    if read("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
+        return Err(BackendError::Unavailable(
+            "rootless mode needs unprivileged user namespaces, and this host turns them off \
+             (kernel.unprivileged_userns_clone = 0); run as root, or enable them"
+                .into(),
+        ));
+    }
+    if read("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
+        return Err(BackendError::Unavailable(
+            "rootless mode needs user namespaces, and this host allows none \
+             (user.max_user_namespaces = 0); run as root, or raise it"
+                .into(),
+        ));
+    }
+    if read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1") {
+        return Err(BackendError::Unavailable(
+            "rootless mode needs unprivileged user namespaces, and AppArmor restricts them \
+             (kernel.apparmor_restrict_unprivileged_userns = 1); run as root, or allow them"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Probes the layers. Cheap: file checks and one pidfd_open.
-pub(crate) fn probe(cgroups: &dyn CgroupDriver, landlock_abi: u32, seccomp: bool) -> Capabilities {
+pub(crate) fn probe(
+    mode: &Mode,
+    cgroups: &dyn CgroupDriver,
+    landlock_abi: u32,
+    seccomp: bool,
+) -> Capabilities {
     let mut layers = Vec::new();
     for (name, ns) in [
         (LayerName::PidNamespace, "pid"),
@@ -34,19 +72,50 @@ pub(crate) fn probe(cgroups: &dyn CgroupDriver, landlock_abi: u32, seccomp: bool
     }
     layers.push(layer(
         LayerName::UserNamespace,
-        false,
-        "not used: the backend runs as root and drops to an unprivileged uid instead",
+        true,
+        match mode {
+            Mode::Root { .. } => {
+                "one per instance; its ids are a block of host ids leased host-wide for the instance's life"
+            }
+            Mode::Rootless { .. } => "one per instance, mapping only the caller's own id (rootless)",
+        },
+    ));
+    layers.push(layer(
+        LayerName::Init,
+        true,
+        "vana-init (our static init, from a sealed memfd) is PID 1: reaps, reports, and kills \
+         everything when its owner goes",
     ));
     layers.push(layer(
         LayerName::PivotRoot,
         true,
         "read-only root of bind mounts; tmpfs /workspace and /tmp sized to the disk limit",
     ));
-    layers.extend(cgroups.describe());
+    let cg = cgroups.describe();
+    let all = cg
+        .iter()
+        .filter(|l| l.name != LayerName::CgroupMemorySwap)
+        .all(|l| l.available);
+    layers.push(layer(
+        LayerName::Cgroups,
+        all,
+        if all {
+            format!("cgroup {}: memory, pids and cpu", cgroups.version())
+        } else {
+            "no cgroup limits on this host for this caller (see the cgroup_* layers)".to_string()
+        },
+    ));
+    layers.extend(cg);
     layers.push(layer(
         LayerName::NonRootUser,
         true,
-        "unprivileged uid/gid, no supplementary groups",
+        match mode {
+            Mode::Root { .. } => {
+                "uid/gid 1000 of the instance's user namespace (a host id no other live sandbox has); \
+                 init runs under another"
+            }
+            Mode::Rootless { .. } => "uid/gid 1000 of the instance's user namespace (the caller's id)",
+        },
     ));
     layers.push(layer(
         LayerName::CapabilitiesDropped,
@@ -102,7 +171,8 @@ pub(crate) fn probe(cgroups: &dyn CgroupDriver, landlock_abi: u32, seccomp: bool
     layers.push(layer(
         LayerName::Rlimits,
         true,
-        "core 0, nofile, fsize = disk limit, nproc, stack, msgqueue; optional cpu",
+        "core 0, nofile, fsize = disk limit, nproc (per user namespace), stack, msgqueue; optional \
+         cpu; data = memory limit where no cgroup limits memory",
     ));
     layers.push(layer(
         LayerName::ProcMasking,

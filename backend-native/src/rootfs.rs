@@ -1,14 +1,17 @@
 //! The sandbox's root filesystem, planned in the parent as a list of [`Op`]s (all strings prepared
-//! up front) and carried out by the child without allocating.
+//! up front) and carried out by the setup child, inside its own user and mount namespaces,
+//! without allocating.
 //!
 //! Layout: a small tmpfs root, read-only binds of the host's `/usr` (and `/bin`, `/lib*` as the
 //! host has them), a generated `/etc`, a minimal `/dev`, a private `/proc`, and `/workspace`,
-//! `/tmp` and `/dev/shm` bound from the instance's size-limited tmpfs. The root is made read-only
-//! at the end.
+//! `/tmp` and `/dev/shm` bound from the instance's one size-limited tmpfs, which the child mounts
+//! on a staging directory (visible only in its namespace) and hands to the host as a descriptor.
+//! The root is made read-only at the end.
 
 use std::ffi::CString;
 use std::fmt;
 use std::io;
+use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -35,6 +38,15 @@ pub(crate) enum Op {
         content: Vec<u8>,
         mode: libc::mode_t,
     },
+    /// Write `content` into an existing file (a sysctl of the sandbox's own user namespace).
+    Write {
+        path: CString,
+        content: &'static [u8],
+    },
+    /// `chown(2)` (ids inside the sandbox's user namespace).
+    Chown { path: CString, uid: u32, gid: u32 },
+    /// Attach a detached mount tree the host cloned (`open_tree`) at `target` (`move_mount`).
+    Attach { tree: RawFd, target: CString },
 }
 
 impl fmt::Display for Op {
@@ -57,6 +69,11 @@ impl fmt::Display for Op {
             Op::Mkdir { path, .. } => write!(f, "mkdir {}", path.to_string_lossy()),
             Op::Symlink { link, .. } => write!(f, "symlink {}", link.to_string_lossy()),
             Op::File { path, .. } => write!(f, "create {}", path.to_string_lossy()),
+            Op::Chown { path, .. } => write!(f, "chown {}", path.to_string_lossy()),
+            Op::Write { path, .. } => write!(f, "write {}", path.to_string_lossy()),
+            Op::Attach { target, .. } => {
+                write!(f, "attach a mount at {}", target.to_string_lossy())
+            }
         }
     }
 }
@@ -114,6 +131,19 @@ impl Plan {
     /// Binds `host` at `sandbox` with `remount_flags` (read-only unless told otherwise).
     fn bind(&mut self, host: &Path, sandbox: &str, remount_flags: libc::c_ulong) -> io::Result<()> {
         let target = self.at(sandbox);
+        self.bind_to(host, &target, remount_flags)
+    }
+
+    /// Binds `host` at the absolute `target`. The remount keeps the flags the source mount has
+    /// (in a user namespace they are locked: the kernel refuses a remount that drops one).
+    fn bind_to(
+        &mut self,
+        host: &Path,
+        target: &Path,
+        remount_flags: libc::c_ulong,
+    ) -> io::Result<()> {
+        let remount_flags = remount_flags | locked_flags(host);
+        let target = target.to_path_buf();
         self.ops.push(Op::Mount {
             src: Some(c(host)?),
             target: c(&target)?,
@@ -149,30 +179,63 @@ impl Plan {
     }
 }
 
-/// Identity of the unprivileged sandbox user.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Ids {
-    pub uid: u32,
-    pub gid: u32,
+/// The flags of the mount `path` is on that a user namespace may not drop (atime behaviour,
+/// read-only, nosuid, nodev, noexec).
+fn locked_flags(path: &Path) -> libc::c_ulong {
+    let Ok(cpath) = c(path) else { return 0 };
+    // SAFETY: zeroed statvfs is a valid out-parameter; NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statvfs(cpath.as_ptr(), &mut st) } != 0 {
+        return 0;
+    }
+    let f = st.f_flag;
+    let mut flags = 0;
+    for (st_flag, ms_flag) in [
+        (libc::ST_RDONLY, libc::MS_RDONLY),
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ] {
+        if f & st_flag != 0 {
+            flags |= ms_flag;
+        }
+    }
+    flags
 }
 
-/// Where the instance's writable storage lives on the host.
-pub(crate) struct InstanceDirs<'a> {
-    pub workspace: &'a Path,
-    pub tmp: &'a Path,
-    pub shm: &'a Path,
+/// A read-only mount of a host path into the sandbox.
+pub(crate) enum ExtraMount<'a> {
+    /// Bound by path (the setup child can reach it).
+    Path(&'a Mount),
+    /// A detached copy of the host tree the host made (`open_tree`), for a path the setup child
+    /// cannot reach (a toolchain under root's home, mode 700).
+    Tree { tree: RawFd, mount: &'a Mount },
 }
 
-/// Plans the root under `root` (an empty directory the child mounts a tmpfs on).
+/// Where the setup child builds the sandbox: empty directories of the host's state directory,
+/// mounted on only inside the child's own mount namespace.
+pub(crate) struct Stage<'a> {
+    /// The new root.
+    pub root: &'a Path,
+    /// Where the instance's writable tmpfs goes before its parts are bound into the root.
+    pub storage: &'a Path,
+}
+
+/// Plans the root, and the instance's writable storage of `disk` bytes owned by `owner` (uid
+/// and gid inside the sandbox).
 pub(crate) fn plan(
-    root: &Path,
-    dirs: &InstanceDirs<'_>,
-    extra: &[Mount],
-    ids: Ids,
+    stage: &Stage<'_>,
+    disk: u64,
+    owner: u32,
+    extra: &[ExtraMount<'_>],
 ) -> io::Result<Vec<Op>> {
     let mut p = Plan {
-        root: root.to_path_buf(),
-        ops: Vec::with_capacity(64),
+        root: stage.root.to_path_buf(),
+        ops: Vec::with_capacity(96),
     };
     // Nothing done in this mount namespace may propagate back to the host.
     p.ops.push(Op::Mount {
@@ -182,6 +245,8 @@ pub(crate) fn plan(
         flags: libc::MS_REC | libc::MS_PRIVATE,
         data: None,
     });
+    storage(&mut p, stage.storage, disk, owner)?;
+    let root = stage.root;
     p.mount(
         Some("tmpfs"),
         root,
@@ -206,11 +271,11 @@ pub(crate) fn plan(
             _ => {}
         }
     }
-    etc(&mut p, ids)?;
-    dev(&mut p, dirs)?;
+    etc(&mut p)?;
+    dev(&mut p, stage.storage)?;
     let rw = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV;
-    p.bind(dirs.workspace, "/workspace", rw)?;
-    p.bind(dirs.tmp, "/tmp", rw)?;
+    p.bind(&stage.storage.join("workspace"), "/workspace", rw)?;
+    p.bind(&stage.storage.join("tmp"), "/tmp", rw)?;
     let proc_target = p.at("/proc");
     p.mount(
         Some("proc"),
@@ -219,13 +284,35 @@ pub(crate) fn plan(
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         None,
     )?;
+    user_limits(&mut p)?;
     mask_proc(&mut p)?;
     for m in extra {
-        toolchain_mount(&mut p, m)?;
+        extra_mount(&mut p, m)?;
     }
     let root_target = p.root.clone();
     p.mount(None, &root_target, None, RO_BIND, None)?;
     Ok(p.ops)
+}
+
+/// Limits of the sandbox's own user namespace (`/proc/sys/user`, per namespace): a few inotify
+/// instances and watches (kernel memory, bounded per sandbox), and no nested user namespace (the
+/// seccomp filter refuses every namespace too).
+const USER_LIMITS: &[(&str, &[u8])] = &[
+    ("max_inotify_instances", b"32"),
+    ("max_inotify_watches", b"8192"),
+    ("max_user_namespaces", b"0"),
+];
+
+fn user_limits(p: &mut Plan) -> io::Result<()> {
+    for (name, value) in USER_LIMITS {
+        if Path::new("/proc/sys/user").join(name).exists() {
+            p.ops.push(Op::Write {
+                path: c(p.at(&format!("/proc/sys/user/{name}")))?,
+                content: value,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn mask_proc(p: &mut Plan) -> io::Result<()> {
@@ -314,8 +401,34 @@ pub(crate) fn landlock_rules(extra: &[Mount]) -> io::Result<Vec<crate::landlock:
         .collect()
 }
 
-fn etc(p: &mut Plan, ids: Ids) -> io::Result<()> {
-    let Ids { uid, gid } = ids;
+/// The instance's one tmpfs (size = the disk limit, bounded inodes) with `workspace/` (owned by
+/// the program), `tmp/` and `shm/` (sticky, world-writable).
+fn storage(p: &mut Plan, dir: &Path, bytes: u64, owner: u32) -> io::Result<()> {
+    // Inodes are bounded too (an inode flood would otherwise only be stopped by memory).
+    let inodes = (bytes / 4096).clamp(1024, 1 << 20);
+    p.mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some(&format!("size={bytes},nr_inodes={inodes},mode=0755")),
+    )?;
+    for (sub, mode) in [("workspace", 0o755), ("tmp", 0o1777), ("shm", 0o1777)] {
+        p.ops.push(Op::Mkdir {
+            path: c(dir.join(sub))?,
+            mode,
+        });
+    }
+    p.ops.push(Op::Chown {
+        path: c(dir.join("workspace"))?,
+        uid: owner,
+        gid: owner,
+    });
+    Ok(())
+}
+
+fn etc(p: &mut Plan) -> io::Result<()> {
+    let (uid, gid) = (crate::mode::PROGRAM_ID, crate::mode::PROGRAM_ID);
     let passwd = format!(
         "root:x:0:0:root:/root:/usr/sbin/nologin\nsandbox:x:{uid}:{gid}:sandbox:/workspace:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
     );
@@ -345,7 +458,7 @@ fn etc(p: &mut Plan, ids: Ids) -> io::Result<()> {
     Ok(())
 }
 
-fn dev(p: &mut Plan, dirs: &InstanceDirs<'_>) -> io::Result<()> {
+fn dev(p: &mut Plan, storage: &Path) -> io::Result<()> {
     let target = p.at("/dev");
     p.mount(
         Some("tmpfs"),
@@ -370,15 +483,19 @@ fn dev(p: &mut Plan, dirs: &InstanceDirs<'_>) -> io::Result<()> {
     }
     p.mkdir("/dev/shm", 0o1777)?;
     p.bind(
-        dirs.shm,
+        &storage.join("shm"),
         "/dev/shm",
         libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
     )?;
     Ok(())
 }
 
-/// A toolchain bind. Paths already visible through `/usr` need nothing.
-fn toolchain_mount(p: &mut Plan, m: &Mount) -> io::Result<()> {
+/// A toolchain mount. Paths already visible through `/usr` need nothing.
+fn extra_mount(p: &mut Plan, extra: &ExtraMount<'_>) -> io::Result<()> {
+    let m = match extra {
+        ExtraMount::Path(m) => *m,
+        ExtraMount::Tree { mount, .. } => *mount,
+    };
     if m.host == m.sandbox && (m.sandbox == "/usr" || m.sandbox.starts_with("/usr/")) {
         return Ok(());
     }
@@ -402,7 +519,10 @@ fn toolchain_mount(p: &mut Plan, m: &Mount) -> io::Result<()> {
     }
     let mut acc = PathBuf::from("/");
     let comps: Vec<_> = sandbox.components().skip(1).collect();
-    let host_is_dir = Path::new(&m.host).is_dir();
+    let host_is_dir = match extra {
+        ExtraMount::Tree { .. } => true,
+        ExtraMount::Path(_) => Path::new(&m.host).is_dir(),
+    };
     for (i, comp) in comps.iter().enumerate() {
         acc.push(comp);
         let last = i + 1 == comps.len();
@@ -413,5 +533,16 @@ fn toolchain_mount(p: &mut Plan, m: &Mount) -> io::Result<()> {
             p.mkdir(&s, 0o755)?;
         }
     }
-    p.bind(Path::new(&m.host), &m.sandbox, RO_BIND)
+    match extra {
+        ExtraMount::Path(_) => p.bind(Path::new(&m.host), &m.sandbox, RO_BIND),
+        ExtraMount::Tree { tree, .. } => {
+            // The host made the tree read-only, nosuid and nodev before handing it over.
+            let target = c(p.at(&m.sandbox))?;
+            p.ops.push(Op::Attach {
+                tree: *tree,
+                target,
+            });
+            Ok(())
+        }
+    }
 }

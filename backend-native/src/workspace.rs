@@ -1,109 +1,83 @@
-//! An instance's writable storage on the host: one size-limited tmpfs holding `workspace/`,
-//! `tmp/` and `shm/`, bound into every run of the instance. The host writes and reads files in it
-//! without ever following a link the sandbox may have planted.
+//! An instance's writable storage, as the host sees it: a descriptor of the root of the
+//! instance's one size-limited tmpfs (holding `workspace/`, `tmp/` and `shm/`), which the setup
+//! child mounted inside the sandbox's mount namespace and handed over. No mount exists on the
+//! host; the tmpfs goes when the sandbox and this descriptor are gone. The host writes and reads
+//! files through it without ever following a link the sandbox may have planted, and with the
+//! program's own file-system ids (`setfsuid`, this thread only): the tmpfs belongs to the
+//! sandbox's user namespace, where only its ids exist, and the host gets no more rights in the
+//! workspace than the program has.
 
 use std::ffi::CString;
 use std::io;
 use std::os::fd::RawFd;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
 
 use vana_sandbox_core::{BackendError, FileEntry};
 
 use crate::sys::{cvt, Fd};
 
-/// A mounted instance directory.
+/// The instance's storage.
 #[derive(Debug)]
 pub(crate) struct Workspace {
-    pub dir: PathBuf,
-    pub uid: u32,
-    pub gid: u32,
-    mounted: bool,
-}
-
-fn cpath(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    root: Fd,
+    /// The program's uid and gid as the host sees them: owner of the files the host places.
+    owner: (u32, u32),
 }
 
 fn cname(s: &str) -> io::Result<CString> {
     CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
-impl Workspace {
-    /// Creates `dir`, mounts a tmpfs of `size` on it and lays out the subdirectories.
-    pub(crate) fn create(
-        dir: PathBuf,
-        size: vana_sandbox_core::Bytes,
-        uid: u32,
-        gid: u32,
-    ) -> Result<Self, BackendError> {
-        let bytes = size.get();
-        std::fs::create_dir(&dir)
-            .map_err(|e| BackendError::setup(format!("mkdir {}", dir.display()), e))?;
-        let mut ws = Self {
-            dir,
-            uid,
-            gid,
-            mounted: false,
-        };
-        let target = cpath(&ws.dir).map_err(|e| BackendError::setup("workspace path", e))?;
-        // Inodes are bounded too (an inode flood would otherwise only be stopped by memory).
-        let inodes = (bytes / 4096).clamp(1024, 1 << 20);
-        let data = cname(&format!("size={bytes},nr_inodes={inodes},mode=0700"))
-            .map_err(|e| BackendError::setup("tmpfs options", e))?;
-        crate::sys::mount(
-            Some(c"tmpfs"),
-            &target,
-            Some(c"tmpfs"),
-            libc::MS_NOSUID | libc::MS_NODEV,
-            Some(&data),
-        )
-        .map_err(|e| {
-            BackendError::setup(
-                format!("mount tmpfs on {}", ws.dir.display()),
-                io::Error::from_raw_os_error(e),
-            )
-        })?;
-        ws.mounted = true;
-        for (sub, mode, owner) in [
-            ("workspace", 0o755, Some((uid, gid))),
-            ("tmp", 0o1777, None),
-            ("shm", 0o1777, None),
-        ] {
-            let p = ws.dir.join(sub);
-            let setup = |e| BackendError::setup(format!("create {}", p.display()), e);
-            std::fs::create_dir(&p).map_err(setup)?;
-            let c = cpath(&p).map_err(setup)?;
-            // SAFETY: NUL-terminated path.
-            cvt(unsafe { libc::chmod(c.as_ptr(), mode) }).map_err(setup)?;
-            if let Some((u, g)) = owner {
-                // SAFETY: NUL-terminated path.
-                cvt(unsafe { libc::chown(c.as_ptr(), u, g) }).map_err(setup)?;
+/// The calling thread's file-system ids switched to the program's, restored on drop.
+struct AsProgram {
+    uid: libc::c_long,
+    gid: libc::c_long,
+}
+
+impl AsProgram {
+    fn enter((uid, gid): (u32, u32)) -> Self {
+        // SAFETY: setfsgid/setfsuid change this thread's file-system ids only; they return the
+        // previous ids, restored by Drop before any other work happens on this thread.
+        unsafe {
+            let gid_before = libc::syscall(libc::SYS_setfsgid, gid);
+            let uid_before = libc::syscall(libc::SYS_setfsuid, uid);
+            Self {
+                uid: uid_before,
+                gid: gid_before,
             }
         }
-        Ok(ws)
     }
+}
 
-    pub(crate) fn workspace(&self) -> PathBuf {
-        self.dir.join("workspace")
+impl Drop for AsProgram {
+    fn drop(&mut self) {
+        // SAFETY: as in `enter`.
+        unsafe {
+            libc::syscall(libc::SYS_setfsuid, self.uid);
+            libc::syscall(libc::SYS_setfsgid, self.gid);
+        }
+    }
+}
+
+impl Workspace {
+    pub(crate) fn new(root: Fd, owner: (u32, u32)) -> Self {
+        Self { root, owner }
     }
 
     /// Bytes used in the tmpfs (workspace, /tmp and /dev/shm together).
     pub(crate) fn usage(&self) -> io::Result<u64> {
-        let c = cpath(&self.dir)?;
-        // SAFETY: zeroed statvfs is a valid out-parameter; NUL-terminated path.
+        // SAFETY: zeroed statvfs is a valid out-parameter; a descriptor we own.
         let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
         // SAFETY: as above.
-        cvt(unsafe { libc::statvfs(c.as_ptr(), &mut st) })?;
+        cvt(unsafe { libc::fstatvfs(self.root.raw(), &mut st) })?;
         Ok((st.f_blocks - st.f_bfree) * st.f_frsize)
     }
 
     fn open_workspace(&self) -> io::Result<Fd> {
-        let c = cpath(&self.workspace())?;
-        // SAFETY: NUL-terminated path.
+        // SAFETY: NUL-terminated name relative to a descriptor we own; O_NOFOLLOW refuses a link.
         cvt(unsafe {
-            libc::open(
-                c.as_ptr(),
+            libc::openat(
+                self.root.raw(),
+                c"workspace".as_ptr(),
                 libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_RDONLY,
             )
         })
@@ -112,6 +86,7 @@ impl Workspace {
 
     /// Writes files, creating parent directories; no component may be a symlink.
     pub(crate) fn put(&self, files: &[FileEntry]) -> Result<(), BackendError> {
+        let _ids = AsProgram::enter(self.owner);
         for f in files {
             self.put_one(f).map_err(|e| BackendError::File {
                 path: f.path.clone(),
@@ -135,7 +110,6 @@ impl Workspace {
             let c = cname(part)?;
             // SAFETY: NUL-terminated name relative to a directory descriptor we own.
             let r = unsafe { libc::mkdirat(dir.raw(), c.as_ptr(), 0o755) };
-            let created = r == 0;
             if r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST) {
                 return Err(io::Error::last_os_error());
             }
@@ -148,10 +122,6 @@ impl Workspace {
                 )
             })?;
             dir = Fd(next);
-            if created {
-                // SAFETY: fchown on a descriptor we own.
-                cvt(unsafe { libc::fchown(dir.raw(), self.uid, self.gid) })?;
-            }
         }
         let c = cname(name)?;
         let mode = if f.executable { 0o755 } else { 0o644 };
@@ -165,15 +135,14 @@ impl Workspace {
             )
         })?);
         write_all(fd.raw(), &f.content)?;
-        // SAFETY: fchown/fchmod on a descriptor we own.
-        cvt(unsafe { libc::fchown(fd.raw(), self.uid, self.gid) })?;
-        // SAFETY: as above.
+        // SAFETY: fchmod on a descriptor we own (the umask may have narrowed the mode).
         cvt(unsafe { libc::fchmod(fd.raw(), mode) })?;
         Ok(())
     }
 
     /// Reads files back (regular files only, never through a link, at most `max` bytes each).
     pub(crate) fn read(&self, paths: &[String], max: u64) -> Result<Vec<FileEntry>, BackendError> {
+        let _ids = AsProgram::enter(self.owner);
         paths
             .iter()
             .map(|p| {
@@ -245,42 +214,6 @@ impl Workspace {
             executable: st.st_mode & 0o111 != 0,
         })
     }
-
-    /// Unmounts and removes the directory.
-    pub(crate) fn remove(&mut self) -> Result<(), BackendError> {
-        if self.mounted {
-            unmount(&self.dir)?;
-            self.mounted = false;
-        }
-        match std::fs::remove_dir(&self.dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(BackendError::setup(
-                format!("remove {}", self.dir.display()),
-                e,
-            )),
-        }
-    }
-}
-
-impl Drop for Workspace {
-    fn drop(&mut self) {
-        let _ = self.remove();
-    }
-}
-
-/// Lazily unmounts `dir` (a tmpfs of ours).
-pub(crate) fn unmount(dir: &Path) -> Result<(), BackendError> {
-    let c = cpath(dir).map_err(|e| BackendError::setup("unmount path", e))?;
-    // SAFETY: NUL-terminated path.
-    let r = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW) };
-    if r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
-        return Err(BackendError::setup(
-            format!("unmount {}", dir.display()),
-            io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
 }
 
 fn write_all(fd: RawFd, buf: &[u8]) -> io::Result<()> {

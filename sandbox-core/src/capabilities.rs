@@ -97,6 +97,8 @@ pub enum LayerName {
     CgroupNamespace,
     /// `pivot_root` into a read-only root.
     PivotRoot,
+    /// Memory, process and CPU limits through a cgroup (all three).
+    Cgroups,
     /// A memory limit through a cgroup.
     CgroupMemory,
     /// Swap counted in the memory limit.
@@ -142,6 +144,7 @@ impl LayerName {
             LayerName::UtsNamespace => "uts_namespace",
             LayerName::CgroupNamespace => "cgroup_namespace",
             LayerName::PivotRoot => "pivot_root",
+            LayerName::Cgroups => "cgroups",
             LayerName::CgroupMemory => "cgroup_memory",
             LayerName::CgroupMemorySwap => "cgroup_memory_swap",
             LayerName::CgroupPids => "cgroup_pids",

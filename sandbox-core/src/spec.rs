@@ -9,7 +9,7 @@ use crate::compile_cache::CacheScope;
 use crate::limits::Limits;
 
 /// How the sandbox reaches the network.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NetworkMode {
     /// No network at all: an empty network namespace (loopback only).

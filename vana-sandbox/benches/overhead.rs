@@ -2,7 +2,8 @@
 //! - Python `print(1)`: bare `python3`, the Foundation sandbox (namespaces, cgroups, pivot_root,
 //!   uid and capability drop), and the sandbox with every layer on (plus seccomp, Landlock,
 //!   rlimits, masked /proc and the Python audit-hook guard);
-//! - the same for Bash `:`, which shows the fixed cost of a run.
+//! - the same for Bash `:`, which shows the fixed cost of a run;
+//! - every layer on, with sandboxes prepared ahead (`NativeConfig::pool_size`).
 //!
 //! `cargo bench -p vana-sandbox --bench overhead`
 
@@ -17,11 +18,13 @@ use vana_sandbox::{
     lang, Engine, ExecutionRequest, NativeConfig, NativeExecutor, PolicyConfig, Status,
 };
 
-/// `hardened = false` is the Foundation configuration; `true` has every layer on.
-fn engine(hardened: bool) -> Engine {
+/// `hardened = false` is the Foundation configuration; `true` has every layer on. `prepared`:
+/// sandboxes are built ahead (a pool of 2 per shape), off the request's path.
+fn engine(hardened: bool, prepared: usize) -> Engine {
     let config = NativeConfig {
         seccomp: hardened,
         landlock: hardened,
+        pool_size: prepared,
         ..NativeConfig::default()
     };
     let mut policy = PolicyConfig::default();
@@ -45,8 +48,9 @@ fn overhead(c: &mut Criterion) {
         .build()
         .expect("rt");
     let engines = [
-        ("native_sandbox", engine(false)),
-        ("native_all_layers", engine(true)),
+        ("native_sandbox", engine(false, 0)),
+        ("native_all_layers", engine(true, 0)),
+        ("native_all_layers_prepared", engine(true, 2)),
     ];
 
     let mut g = c.benchmark_group("python_print");

@@ -29,7 +29,7 @@ pub use vana_sandbox_core::{
 };
 pub use vana_sandbox_docker::{image, DockerConfig, DockerExecutor};
 pub use vana_sandbox_lang as lang;
-pub use vana_sandbox_native::{NativeConfig, NativeExecutor, DEFAULT_UID_BASE};
+pub use vana_sandbox_native::{NativeConfig, NativeExecutor, DEFAULT_UID_BASE, PROGRAM_ID};
 pub use vana_sandbox_policy::{PolicyConfig, PolicyError, PRESETS};
 
 /// Errors of the facade's constructors.

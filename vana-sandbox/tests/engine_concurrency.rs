@@ -87,16 +87,55 @@ fn a_full_queue_is_an_immediate_typed_error() {
 fn leftovers_of_a_crashed_host_are_removed_at_start() {
     let _g = serial();
     require_root();
-    // Fake the leftovers of a process that no longer exists: pid 0 never runs user code.
-    let dir = std::path::Path::new("/run/vana-sandbox/instances/999999999-1-0");
-    std::fs::create_dir_all(dir).expect("mkdir");
-    let status = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "tmpfs"])
-        .arg(dir)
-        .status()
-        .expect("mount");
-    assert!(status.success());
-    let _ = NativeExecutor::new().expect("native");
-    assert!(!dir.exists(), "stale instance was not removed");
+    // Fake the leftovers of a process that no longer exists (pid 999999999 never runs): an empty
+    // instance cgroup in every v1 hierarchy (or the v2 one), and a lease file without a lock.
+    // (Its sandboxes died with it and took their storage along; the kernel freed its leases.)
+    let name = "999999999-1-0";
+    let mut made = Vec::new();
+    for hierarchy in ["memory", "pids", "cpu,cpuacct", "unified"] {
+        let base = std::path::Path::new("/sys/fs/cgroup").join(hierarchy);
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let key = if hierarchy == "unified" {
+            ""
+        } else {
+            hierarchy
+        };
+        let rel = own
+            .lines()
+            .find_map(|l| {
+                let mut it = l.splitn(3, ':');
+                let (_, ctrls, path) = (it.next()?, it.next()?, it.next()?);
+                (ctrls == key).then(|| path.trim_start_matches('/').to_string())
+            })
+            .unwrap_or_default();
+        let ours = base.join(rel).join("vana-sandbox");
+        if ours.is_dir() {
+            let dir = ours.join(name);
+            std::fs::create_dir_all(&dir).expect("mkdir cgroup");
+            made.push(dir);
+        }
+    }
+    assert!(!made.is_empty(), "no cgroup hierarchy of ours was found");
+    std::fs::create_dir_all("/run/vana-sandbox/leases").expect("mkdir leases");
+    std::fs::write("/run/vana-sandbox/leases/5.lock", b"").expect("stale lease");
+    let exec = NativeExecutor::new().expect("native");
+    for dir in &made {
+        assert!(
+            !dir.exists(),
+            "stale cgroup {} was not removed",
+            dir.display()
+        );
+    }
+    // The stale lease file is free: a new sandbox can take its block.
+    let e = vana_sandbox::Engine::builder()
+        .executor(std::sync::Arc::new(exec))
+        .policy(std::sync::Arc::new(vana_sandbox::PolicyConfig::default()))
+        .languages(vana_sandbox::lang::installed())
+        .build()
+        .expect("engine");
+    let r = rt()
+        .block_on(e.execute(req("bash", "echo ok")))
+        .expect("run");
+    assert_eq!(r.output, "ok\n", "{r:#?}");
     assert_no_leftovers();
 }

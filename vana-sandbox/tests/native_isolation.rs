@@ -91,8 +91,8 @@ print("pid", os.getpid())
         .collect();
     assert_eq!(ids.len(), 3, "{out}");
     assert!(
-        ids.iter().all(|id| SANDBOX_UIDS.contains(id)),
-        "not a sandbox uid: {out}"
+        ids.iter().all(|id| *id == vana_sandbox::PROGRAM_ID),
+        "not the sandbox user of its user namespace: {out}"
     );
     for k in ["CapEff", "CapPrm", "CapInh", "CapAmb", "CapBnd"] {
         assert!(out.contains(&format!("{k} 0000000000000000")), "{k}: {out}");

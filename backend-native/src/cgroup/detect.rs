@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::none::Unavailable;
 use super::{CgroupDriver, CgroupError, V1, V2};
 
 /// Directory created under each hierarchy for our runs.
@@ -94,12 +95,44 @@ impl Detected {
     }
 }
 
-/// Picks the driver for this host.
-pub fn detect() -> Result<Arc<dyn CgroupDriver>, CgroupError> {
+/// Picks the driver for this host. Rootless, only a delegated cgroup v2 subtree named by
+/// `$VANA_CGROUP_ROOT` is used (our own cgroup holds our process, so v2's no-internal-process
+/// rule forbids children with controllers there); without one, no cgroup.
+pub fn detect(rootless: bool) -> Result<Arc<dyn CgroupDriver>, CgroupError> {
+    if rootless {
+        return Ok(rootless_driver(
+            std::env::var_os("VANA_CGROUP_ROOT").map(PathBuf::from),
+        ));
+    }
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| CgroupError::io("read", "/proc/self/mountinfo", e))?;
     let self_cg = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     choose(&parse(&mountinfo, &self_cg))
+}
+
+fn rootless_driver(root: Option<PathBuf>) -> Arc<dyn CgroupDriver> {
+    let Some(root) = root else {
+        return Arc::new(Unavailable {
+            why: "rootless, and no delegated cgroup v2 subtree ($VANA_CGROUP_ROOT is not set)"
+                .into(),
+        });
+    };
+    let ctrls = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+    let have: Vec<&str> = ctrls.split_whitespace().collect();
+    let writable = std::ffi::CString::new(root.as_os_str().as_encoded_bytes())
+        // SAFETY: access(2) on a NUL-terminated path.
+        .is_ok_and(|c| unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0);
+    if writable && ["memory", "pids", "cpu"].iter().all(|c| have.contains(c)) {
+        Arc::new(V2::new(root.clone(), root))
+    } else {
+        Arc::new(Unavailable {
+            why: format!(
+                "$VANA_CGROUP_ROOT ({}) is not a writable cgroup v2 directory with the memory, \
+                 pids and cpu controllers",
+                root.display()
+            ),
+        })
+    }
 }
 
 /// Chooses v2 when it offers memory, pids and cpu; otherwise v1.

@@ -1,11 +1,15 @@
-//! Per-run cgroups: one interface over cgroup v1, v2 and hybrid hosts.
+//! Instance cgroups: one interface over cgroup v1, v2 and hybrid hosts, and a stand-in for hosts
+//! that give an unprivileged caller no cgroup at all.
 //!
 //! The driver is chosen once from `/proc/self/mountinfo`: v2 when a cgroup2 mount offers the
-//! memory, pids and cpu controllers; otherwise v1 with one hierarchy per controller (a hybrid
-//! host such as one with an empty `/sys/fs/cgroup/unified` ends up here).
+//! memory, pids and cpu controllers (and, rootless, when our own v2 cgroup or
+//! `$VANA_CGROUP_ROOT` is delegated to us); otherwise v1 with one hierarchy per controller (a
+//! hybrid host such as one with an empty `/sys/fs/cgroup/unified` ends up here); rootless
+//! without delegation, [`Unavailable`](none::Unavailable), reported as degraded layers.
 
 mod detect;
 mod fsutil;
+pub(crate) mod none;
 mod v1;
 mod v2;
 
@@ -48,7 +52,7 @@ impl CgroupError {
     }
 }
 
-/// What a run's cgroup measured.
+/// What an instance's cgroup measured over one run (since [`InstanceCgroup::begin_run`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CgroupStats {
     /// CPU time of all tasks, nanoseconds.
@@ -63,32 +67,42 @@ pub struct CgroupStats {
     pub pids_max_hits: u64,
 }
 
-/// Creates per-run cgroups on one kind of hierarchy.
+/// Creates instance cgroups on one kind of hierarchy.
 pub trait CgroupDriver: Send + Sync + std::fmt::Debug {
-    /// `v1` or `v2`.
+    /// `v1`, `v2` or `none`.
     fn version(&self) -> &'static str;
 
     /// Controllers and features, for the capability report.
     fn describe(&self) -> Vec<Layer>;
 
     /// Creates a cgroup named `name` with the memory, CPU and process limits of `limits`.
-    fn create(&self, name: &str, limits: &Limits) -> Result<Box<dyn RunCgroup>, CgroupError>;
+    fn create(&self, name: &str, limits: &Limits) -> Result<Box<dyn InstanceCgroup>, CgroupError>;
 
     /// Removes cgroups left by crashed processes; `is_stale` decides from the name.
     fn remove_stale(&self, is_stale: &dyn Fn(&str) -> bool) -> usize;
 }
 
-/// One run's cgroup (one directory per hierarchy).
-pub trait RunCgroup: Send {
-    /// `cgroup.procs` of every hierarchy, open for writing: the child writes `0` to each to join
-    /// before anything else runs.
+/// One instance's cgroup (one directory per hierarchy). Init and every program of the instance
+/// run in it; each run sets its own limits and is measured from its start.
+pub trait InstanceCgroup: Send {
+    /// `cgroup.procs` of every hierarchy, open for writing: the sandbox's first process writes
+    /// `0` to each to join before anything else runs.
     fn join_fds(&self) -> Vec<RawFd>;
+
+    /// Closes the join descriptors (once the sandbox has joined).
+    fn close_join_fds(&mut self);
+
+    /// Applies the memory, CPU and process limits of `limits`.
+    fn set_limits(&mut self, limits: &Limits) -> Result<(), CgroupError>;
+
+    /// Starts measuring a run: counters are taken as of now, peaks reset.
+    fn begin_run(&mut self);
 
     /// Takes a sample for peaks the kernel does not keep.
     fn sample(&mut self);
 
-    /// Reads the counters.
-    fn stats(&self) -> CgroupStats;
+    /// What the run used so far.
+    fn run_stats(&self) -> CgroupStats;
 
     /// Kills every task in the cgroup.
     fn kill_all(&self);

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::detect::{Detected, BASE_NAME};
 use super::fsutil::{self, read_key, read_u64};
-use super::{CgroupDriver, CgroupError, CgroupStats, RunCgroup};
+use super::{CgroupDriver, CgroupError, CgroupStats, InstanceCgroup};
 use vana_sandbox_core::{Layer, LayerName, Limits};
 
 /// The v1 driver: our base directory in each hierarchy, nested under this process's own cgroup so
@@ -72,8 +72,8 @@ impl CgroupDriver for V1 {
         ]
     }
 
-    fn create(&self, name: &str, limits: &Limits) -> Result<Box<dyn RunCgroup>, CgroupError> {
-        let mut run = V1Run {
+    fn create(&self, name: &str, limits: &Limits) -> Result<Box<dyn InstanceCgroup>, CgroupError> {
+        let mut run = V1Instance {
             memory: self.memory.join(name),
             pids: self.pids.join(name),
             cpu: self.cpu.join(name),
@@ -81,6 +81,9 @@ impl CgroupDriver for V1 {
             dirs: Vec::new(),
             fds: Vec::new(),
             memsw: self.memsw,
+            // A new cgroup has no memory limit.
+            memory_limit: u64::MAX,
+            start: Counters::default(),
             sampled_pids: 0,
         };
         for base in self.bases() {
@@ -89,22 +92,7 @@ impl CgroupDriver for V1 {
             fsutil::create_dir(&dir)?;
             run.dirs.push(dir);
         }
-        fsutil::write(
-            &run.memory,
-            "memory.limit_in_bytes",
-            &limits.memory.get().to_string(),
-        )?;
-        if self.memsw {
-            fsutil::write(
-                &run.memory,
-                "memory.memsw.limit_in_bytes",
-                &limits.memory.get().to_string(),
-            )?;
-        }
-        fsutil::write(&run.pids, "pids.max", &limits.processes.to_string())?;
-        let quota = limits.cpus.quota_us(CFS_PERIOD_US);
-        fsutil::write(&run.cpu, "cpu.cfs_period_us", &CFS_PERIOD_US.to_string())?;
-        fsutil::write(&run.cpu, "cpu.cfs_quota_us", &quota.to_string())?;
+        run.set_limits(limits)?;
         for dir in run.dirs.clone() {
             run.fds.push(fsutil::open_procs(&dir)?);
         }
@@ -127,7 +115,15 @@ impl CgroupDriver for V1 {
     }
 }
 
-struct V1Run {
+/// Cumulative counters at the start of a run.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    cpu_ns: u64,
+    oom_kills: u64,
+    pids_max_hits: u64,
+}
+
+struct V1Instance {
     memory: PathBuf,
     pids: PathBuf,
     cpu: PathBuf,
@@ -135,21 +131,63 @@ struct V1Run {
     dirs: Vec<PathBuf>,
     fds: Vec<RawFd>,
     memsw: bool,
+    /// The memory limit now in place (`u64::MAX`: none).
+    memory_limit: u64,
+    start: Counters,
     sampled_pids: u64,
 }
 
-impl V1Run {
-    fn close_fds(&mut self) {
+impl V1Instance {
+    fn counters(&self) -> Counters {
+        Counters {
+            cpu_ns: read_u64(&self.cpuacct, "cpuacct.usage").unwrap_or(0),
+            oom_kills: read_key(&self.memory, "memory.oom_control", "oom_kill").unwrap_or(0),
+            pids_max_hits: read_key(&self.pids, "pids.events", "max").unwrap_or(0),
+        }
+    }
+}
+
+impl InstanceCgroup for V1Instance {
+    fn join_fds(&self) -> Vec<RawFd> {
+        self.fds.clone()
+    }
+
+    fn close_join_fds(&mut self) {
         for fd in self.fds.drain(..) {
             // SAFETY: we opened these descriptors and close each once.
             unsafe { libc::close(fd) };
         }
     }
-}
 
-impl RunCgroup for V1Run {
-    fn join_fds(&self) -> Vec<RawFd> {
-        self.fds.clone()
+    fn set_limits(&mut self, limits: &Limits) -> Result<(), CgroupError> {
+        let new = limits.memory.get();
+        if new != self.memory_limit {
+            // memsw may never be below memory: raise memsw first, lower memory first.
+            let order: &[&str] = match (self.memsw, new > self.memory_limit) {
+                (false, _) => &["memory.limit_in_bytes"],
+                (true, true) => &["memory.memsw.limit_in_bytes", "memory.limit_in_bytes"],
+                (true, false) => &["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"],
+            };
+            for file in order {
+                fsutil::write(&self.memory, file, &new.to_string())?;
+            }
+            self.memory_limit = new;
+        }
+        fsutil::write(&self.pids, "pids.max", &limits.processes.to_string())?;
+        let quota = limits.cpus.quota_us(CFS_PERIOD_US);
+        fsutil::write(&self.cpu, "cpu.cfs_period_us", &CFS_PERIOD_US.to_string())?;
+        fsutil::write(&self.cpu, "cpu.cfs_quota_us", &quota.to_string())
+    }
+
+    fn begin_run(&mut self) {
+        for file in [
+            "memory.max_usage_in_bytes",
+            "memory.memsw.max_usage_in_bytes",
+        ] {
+            let _ = fsutil::write(&self.memory, file, "0");
+        }
+        self.start = self.counters();
+        self.sampled_pids = 0;
     }
 
     fn sample(&mut self) {
@@ -158,19 +196,19 @@ impl RunCgroup for V1Run {
         }
     }
 
-    fn stats(&self) -> CgroupStats {
+    fn run_stats(&self) -> CgroupStats {
         let peak_file = if self.memsw {
             "memory.memsw.max_usage_in_bytes"
         } else {
             "memory.max_usage_in_bytes"
         };
-        let _ = &self.cpu;
+        let now = self.counters();
         CgroupStats {
-            cpu_ns: read_u64(&self.cpuacct, "cpuacct.usage").unwrap_or(0),
+            cpu_ns: now.cpu_ns.saturating_sub(self.start.cpu_ns),
             memory_peak: read_u64(&self.memory, peak_file).unwrap_or(0),
-            oom_kills: read_key(&self.memory, "memory.oom_control", "oom_kill").unwrap_or(0),
+            oom_kills: now.oom_kills.saturating_sub(self.start.oom_kills),
             pids_peak: self.sampled_pids,
-            pids_max_hits: read_key(&self.pids, "pids.events", "max").unwrap_or(0),
+            pids_max_hits: now.pids_max_hits.saturating_sub(self.start.pids_max_hits),
         }
     }
 
@@ -179,7 +217,7 @@ impl RunCgroup for V1Run {
     }
 
     fn remove(&mut self) -> Result<(), CgroupError> {
-        self.close_fds();
+        self.close_join_fds();
         self.kill_all();
         let mut first_err = None;
         for dir in self.dirs.drain(..) {
@@ -191,11 +229,11 @@ impl RunCgroup for V1Run {
     }
 }
 
-impl Drop for V1Run {
+impl Drop for V1Instance {
     fn drop(&mut self) {
         if !self.dirs.is_empty() {
             let _ = self.remove();
         }
-        self.close_fds();
+        self.close_join_fds();
     }
 }

@@ -4,7 +4,7 @@ use std::os::fd::RawFd;
 use std::path::PathBuf;
 
 use super::fsutil::{self, read_key, read_u64};
-use super::{CgroupDriver, CgroupError, CgroupStats, RunCgroup};
+use super::{CgroupDriver, CgroupError, CgroupStats, InstanceCgroup};
 use vana_sandbox_core::{Layer, LayerName, Limits};
 
 const CPU_PERIOD_US: u64 = 100_000;
@@ -64,24 +64,23 @@ impl CgroupDriver for V2 {
         ]
     }
 
-    fn create(&self, name: &str, limits: &Limits) -> Result<Box<dyn RunCgroup>, CgroupError> {
+    fn create(&self, name: &str, limits: &Limits) -> Result<Box<dyn InstanceCgroup>, CgroupError> {
         self.ensure_base()?;
         let dir = self.base.join(name);
         fsutil::create_dir(&dir)?;
-        let mut run = V2Run {
+        let mut run = V2Instance {
             dir: dir.clone(),
             fd: -1,
+            start: Counters::default(),
+            peak: None,
             sampled_pids: 0,
             sampled_mem: 0,
             live: true,
         };
-        fsutil::write(&dir, "memory.max", &limits.memory.get().to_string())?;
         if dir.join("memory.swap.max").exists() {
             fsutil::write(&dir, "memory.swap.max", "0")?;
         }
-        fsutil::write(&dir, "pids.max", &limits.processes.to_string())?;
-        let quota = limits.cpus.quota_us(CPU_PERIOD_US);
-        fsutil::write(&dir, "cpu.max", &format!("{quota} {CPU_PERIOD_US}"))?;
+        run.set_limits(limits)?;
         run.fd = fsutil::open_procs(&dir)?;
         Ok(Box::new(run))
     }
@@ -112,17 +111,70 @@ fn kill(dir: &std::path::Path) {
     fsutil::kill_listed(dir);
 }
 
-struct V2Run {
+/// Cumulative counters at the start of a run.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    cpu_ns: u64,
+    oom_kills: u64,
+    pids_max_hits: u64,
+}
+
+struct V2Instance {
     dir: PathBuf,
     fd: RawFd,
+    start: Counters,
+    /// `memory.peak`, opened for the run and reset through this descriptor (kernels from 6.12
+    /// keep a peak per open file that a write resets); `None` where that is not supported.
+    peak: Option<std::fs::File>,
     sampled_pids: u64,
     sampled_mem: u64,
     live: bool,
 }
 
-impl RunCgroup for V2Run {
+impl V2Instance {
+    fn counters(&self) -> Counters {
+        Counters {
+            cpu_ns: read_key(&self.dir, "cpu.stat", "usage_usec").unwrap_or(0) * 1000,
+            oom_kills: read_key(&self.dir, "memory.events", "oom_kill").unwrap_or(0),
+            pids_max_hits: read_key(&self.dir, "pids.events", "max").unwrap_or(0),
+        }
+    }
+}
+
+impl InstanceCgroup for V2Instance {
     fn join_fds(&self) -> Vec<RawFd> {
         vec![self.fd]
+    }
+
+    fn close_join_fds(&mut self) {
+        if self.fd >= 0 {
+            // SAFETY: we opened this descriptor and close it once.
+            unsafe { libc::close(self.fd) };
+            self.fd = -1;
+        }
+    }
+
+    fn set_limits(&mut self, limits: &Limits) -> Result<(), CgroupError> {
+        fsutil::write(&self.dir, "memory.max", &limits.memory.get().to_string())?;
+        fsutil::write(&self.dir, "pids.max", &limits.processes.to_string())?;
+        let quota = limits.cpus.quota_us(CPU_PERIOD_US);
+        fsutil::write(&self.dir, "cpu.max", &format!("{quota} {CPU_PERIOD_US}"))
+    }
+
+    fn begin_run(&mut self) {
+        use std::io::Write;
+        self.peak = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.dir.join("memory.peak"))
+            .ok()
+            .filter(|f| {
+                let mut f = f;
+                f.write_all(b"reset").is_ok()
+            });
+        self.start = self.counters();
+        self.sampled_pids = 0;
+        self.sampled_mem = 0;
     }
 
     fn sample(&mut self) {
@@ -134,15 +186,20 @@ impl RunCgroup for V2Run {
         }
     }
 
-    fn stats(&self) -> CgroupStats {
+    fn run_stats(&self) -> CgroupStats {
+        use std::os::unix::fs::FileExt;
+        let peak = self.peak.as_ref().and_then(|f| {
+            let mut buf = [0u8; 32];
+            let n = f.read_at(&mut buf, 0).ok()?;
+            vana_sandbox_core::host::cgroupfs::parse_u64(std::str::from_utf8(&buf[..n]).ok()?)
+        });
+        let now = self.counters();
         CgroupStats {
-            cpu_ns: read_key(&self.dir, "cpu.stat", "usage_usec").unwrap_or(0) * 1000,
-            memory_peak: read_u64(&self.dir, "memory.peak").unwrap_or(self.sampled_mem),
-            oom_kills: read_key(&self.dir, "memory.events", "oom_kill").unwrap_or(0),
-            pids_peak: read_u64(&self.dir, "pids.peak")
-                .unwrap_or(self.sampled_pids)
-                .max(self.sampled_pids),
-            pids_max_hits: read_key(&self.dir, "pids.events", "max").unwrap_or(0),
+            cpu_ns: now.cpu_ns.saturating_sub(self.start.cpu_ns),
+            memory_peak: peak.unwrap_or(self.sampled_mem).max(self.sampled_mem),
+            oom_kills: now.oom_kills.saturating_sub(self.start.oom_kills),
+            pids_peak: self.sampled_pids,
+            pids_max_hits: now.pids_max_hits.saturating_sub(self.start.pids_max_hits),
         }
     }
 
@@ -151,11 +208,7 @@ impl RunCgroup for V2Run {
     }
 
     fn remove(&mut self) -> Result<(), CgroupError> {
-        if self.fd >= 0 {
-            // SAFETY: we opened this descriptor and close it once.
-            unsafe { libc::close(self.fd) };
-            self.fd = -1;
-        }
+        self.close_join_fds();
         if !self.live {
             return Ok(());
         }
@@ -165,7 +218,7 @@ impl RunCgroup for V2Run {
     }
 }
 
-impl Drop for V2Run {
+impl Drop for V2Instance {
     fn drop(&mut self) {
         let _ = self.remove();
     }

@@ -8,7 +8,8 @@ use vana_sandbox::{
     lang, Engine, ExecutionRequest, ExecutionResult, LimitsRequest, NativeExecutor, PolicyConfig,
 };
 
-/// The range of uids sandboxes run as (NativeConfig's default).
+/// The range of host uids sandboxes run as (NativeConfig's default: blocks of two ids, init's and
+/// the program's, leased per instance).
 pub const SANDBOX_UIDS: std::ops::Range<u32> =
     vana_sandbox::DEFAULT_UID_BASE..vana_sandbox::DEFAULT_UID_BASE + 65536;
 
@@ -65,7 +66,8 @@ pub fn limits(f: impl FnOnce(&mut LimitsRequest)) -> Option<LimitsRequest> {
     Some(l)
 }
 
-/// Host processes running as the sandbox user.
+/// Host processes running as a sandbox id (zombies aside: a zombie holds nothing but its pid
+/// until its reaper — the host's PID 1 when the owner was killed — collects it).
 pub fn sandbox_processes() -> Vec<u32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -75,6 +77,12 @@ pub fn sandbox_processes() -> Vec<u32> {
         let Ok(status) = std::fs::read_to_string(e.path().join("status")) else {
             continue;
         };
+        if status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains("Z (zombie)"))
+        {
+            continue;
+        }
         let uid = status
             .lines()
             .find_map(|l| l.strip_prefix("Uid:"))
@@ -139,12 +147,23 @@ pub fn leftovers() -> Vec<String> {
             left.push(format!("mount {l}"));
         }
     }
-    for e in std::fs::read_dir("/run/vana-sandbox/instances")
+    // Id leases still held: a lock (in /proc/locks) on a lease file's inode.
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    for e in std::fs::read_dir("/run/vana-sandbox/leases")
         .into_iter()
         .flatten()
         .flatten()
     {
-        left.push(format!("instance dir {}", e.path().display()));
+        use std::os::unix::fs::MetadataExt;
+        let Ok(m) = e.metadata() else { continue };
+        let needle = format!(":{}", m.ino());
+        if locks.lines().any(|l| {
+            l.split_whitespace()
+                .nth(5)
+                .is_some_and(|f| f.ends_with(&needle))
+        }) {
+            left.push(format!("lease held {}", e.path().display()));
+        }
     }
     left
 }

@@ -5,6 +5,7 @@ mod audit;
 mod doctor;
 mod exec;
 mod image;
+mod load;
 mod run;
 
 use std::process::ExitCode;
@@ -35,6 +36,8 @@ enum Cmd {
     /// Audit log tools (verify a log's hash chain).
     #[command(subcommand)]
     Audit(audit::AuditCmd),
+    /// Run the requests of a JSON-lines file many times at a concurrency; print a summary.
+    Load(load::LoadArgs),
 }
 
 /// Options shared by `run` and `exec`.
@@ -67,11 +70,23 @@ impl EngineArgs {
     }
 
     pub(crate) async fn engine(&self) -> Result<Engine, String> {
+        self.build(None).await
+    }
+
+    /// An engine running `concurrency` executions at once.
+    pub(crate) async fn engine_with(&self, concurrency: usize) -> Result<Engine, String> {
+        self.build(Some(concurrency)).await
+    }
+
+    async fn build(&self, concurrency: Option<usize>) -> Result<Engine, String> {
         let policy = self.policy()?;
         if self.runtime.is_some() && self.backend != "docker" {
             return Err("--runtime needs --backend docker".into());
         }
         let mut builder = Sandbox::builder().policy(policy);
+        if let Some(n) = concurrency {
+            builder = builder.max_concurrency(n);
+        }
         if self.backend == "docker" {
             builder = builder.docker(DockerConfig {
                 runtime: self
@@ -132,6 +147,7 @@ fn main() -> ExitCode {
             Cmd::Doctor(a) => doctor::main(a).await,
             Cmd::Image(a) => image::main(a).await,
             Cmd::Audit(a) => audit::main(a),
+            Cmd::Load(a) => load::main(a).await,
         }
     })
 }

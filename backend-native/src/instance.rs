@@ -1,0 +1,381 @@
+//! One native instance: a sandbox (its own user, pid, mount, network, IPC, UTS and cgroup
+//! namespaces, with `vana-init` as PID 1) that lives until it is destroyed, runs one program at
+//! a time, and keeps its workspace between runs.
+
+use std::ffi::CString;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use vana_sandbox_core::{
+    BackendError, Bytes, Exit, FileEntry, Instance, InstanceSpec, Limits, ProcessIo,
+    ProcessOutcome, ProcessSpec, SecurityEvent, SecurityEventKind,
+};
+use vana_sandbox_init::protocol::{Rlimit, Run};
+
+use crate::cgroup::InstanceCgroup;
+use crate::launch::{self, Init, Launch};
+use crate::lease::Lease;
+use crate::mode::{Ids, PROGRAM_ID};
+use crate::rootfs::{self, ExtraMount, Stage};
+use crate::supervisor::{self, Failure, RunPlan};
+use crate::sys::{cvt, Fd};
+use crate::workspace::Workspace;
+use crate::{landlock, Shared};
+
+/// How long init gets to take the namespace down before it is killed.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Capabilities init keeps in root mode: switch the program to its ids, drop the program's
+/// bounding set, signal it.
+const INIT_CAPS: [u32; 4] = [CAP_KILL, CAP_SETGID, CAP_SETUID, CAP_SETPCAP];
+const CAP_KILL: u32 = 5;
+const CAP_SETGID: u32 = 6;
+const CAP_SETUID: u32 = 7;
+const CAP_SETPCAP: u32 = 8;
+
+/// A live sandbox.
+struct Live {
+    init: Init,
+    workspace: Workspace,
+    cgroup: Box<dyn InstanceCgroup>,
+    ids: Ids,
+    disk: Bytes,
+    _lease: Option<Lease>,
+}
+
+impl Live {
+    /// Ends the sandbox: init kills everything and exits (or is killed), the storage goes with
+    /// the last descriptor, the cgroup is removed, the lease released.
+    fn shut_down(self) -> Result<(), BackendError> {
+        let Live {
+            init,
+            workspace,
+            mut cgroup,
+            ..
+        } = self;
+        init.shut_down(SHUTDOWN_GRACE);
+        drop(workspace);
+        cgroup
+            .remove()
+            .map_err(|e| BackendError::backend("removing the instance's cgroup", e))
+    }
+}
+
+/// One native instance.
+pub(crate) struct NativeInstance {
+    shared: Arc<Shared>,
+    live: Option<Live>,
+}
+
+/// A detached, read-only copy of a host tree (`open_tree` + `mount_setattr`), for a mount the
+/// sandbox's setup child cannot reach by path (a toolchain under root's mode-700 home).
+fn detached_tree(host: &str) -> std::io::Result<Fd> {
+    let path =
+        CString::new(host).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const AT_RECURSIVE: libc::c_uint = 0x8000;
+    // SAFETY: open_tree on a NUL-terminated path with flag constants.
+    let fd = Fd(cvt(unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE,
+        )
+    } as libc::c_int)?);
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr on the tree we just cloned, with a valid attribute struct.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.raw(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    } as libc::c_int)?;
+    Ok(fd)
+}
+
+impl NativeInstance {
+    /// Creates the sandbox (blocking: call from a blocking thread).
+    pub(crate) fn create(shared: Arc<Shared>, spec: &InstanceSpec) -> Result<Self, BackendError> {
+        let s = &*shared;
+        let lease = s.take_lease()?;
+        let ids = s.mode.ids(lease.as_ref().map_or(0, |l| l.index));
+        let name = s.instance_name();
+        let mut cgroup = s
+            .cgroups
+            .create(&name, &spec.limits)
+            .map_err(|e| BackendError::backend("creating the instance's cgroup", e))?;
+
+        // Toolchains: as root, detached copies the setup child attaches (it cannot reach paths
+        // under a mode-700 home); rootless, plain binds of paths the caller can reach.
+        let trees: Vec<Fd> = if s.mode.is_root() {
+            spec.mounts
+                .iter()
+                .map(|m| detached_tree(&m.host))
+                .collect::<Result<_, _>>()
+                .map_err(|e| BackendError::setup("cloning a toolchain mount", e))?
+        } else {
+            Vec::new()
+        };
+        let extra: Vec<ExtraMount<'_>> = spec
+            .mounts
+            .iter()
+            .enumerate()
+            .map(|(i, m)| match trees.get(i) {
+                Some(t) => ExtraMount::Tree {
+                    tree: t.raw(),
+                    mount: m,
+                },
+                None => ExtraMount::Path(m),
+            })
+            .collect();
+        let stage = Stage {
+            root: &s.dirs.root,
+            storage: &s.dirs.storage,
+        };
+        let disk = spec.limits.disk;
+        let ops = rootfs::plan(&stage, disk.get(), PROGRAM_ID, &extra)
+            .map_err(|e| BackendError::setup("planning the root filesystem", e))?;
+        let ruleset = match s.landlock_abi {
+            0 => None,
+            abi => Some(
+                landlock::create(abi)
+                    .map_err(|e| BackendError::setup("creating the Landlock ruleset", e))?,
+            ),
+        };
+        let rules = rootfs::landlock_rules(&spec.mounts)
+            .map_err(|e| BackendError::setup("planning the Landlock rules", e))?;
+        let tree_fds: Vec<_> = trees.iter().map(Fd::raw).collect();
+        let keep_caps: &[u32] = if s.mode.is_root() { &INIT_CAPS } else { &[] };
+        let (init, storage) = launch::start(Launch {
+            ops: &ops,
+            storage: &s.dirs.storage_c,
+            root: &s.dirs.root_c,
+            cgroup_fds: &cgroup.join_fds(),
+            init: s.init.fd.raw(),
+            ids: &ids,
+            keep_caps,
+            landlock: ruleset.as_ref().map(|r| (r, rules.as_slice())),
+            seccomp: &s.seccomp,
+            trees: &tree_fds,
+        })?;
+        cgroup.close_join_fds();
+        if s.mode.is_root() {
+            // The OOM killer takes a program, never the init that reports it.
+            let _ = std::fs::write(format!("/proc/{}/oom_score_adj", init.pid), "-1000");
+        }
+        Ok(Self {
+            live: Some(Live {
+                init,
+                workspace: Workspace::new(storage, ids.program_host),
+                cgroup,
+                ids,
+                disk,
+                _lease: lease,
+            }),
+            shared,
+        })
+    }
+
+    /// Whether the sandbox still runs (a prepared one that died waiting is discarded).
+    pub(crate) fn is_alive(&self) -> bool {
+        self.live
+            .as_ref()
+            .is_some_and(|l| !l.init.exited_within(Duration::ZERO))
+    }
+
+    fn live(&self) -> Result<&Live, BackendError> {
+        self.live
+            .as_ref()
+            .ok_or(BackendError::InstanceGone("already destroyed"))
+    }
+}
+
+fn bytes_of(strings: impl Iterator<Item = String>) -> Vec<Vec<u8>> {
+    strings.map(String::into_bytes).collect()
+}
+
+/// Runs `process` in `live` (blocking).
+fn run_in(
+    shared: &Shared,
+    live: &mut Live,
+    process: &ProcessSpec,
+    io: ProcessIo,
+) -> Result<ProcessOutcome, Failure> {
+    let limits = &process.limits;
+    live.cgroup
+        .set_limits(limits)
+        .map_err(|e| Failure::Setup(BackendError::backend("setting the run's limits", e)))?;
+    live.cgroup.begin_run();
+    let run = Run {
+        uid: live.ids.program,
+        gid: live.ids.program,
+        rlimits: shared.rlimits(limits, live.disk),
+        cwd: process.cwd.clone().into_bytes(),
+        argv: bytes_of(process.argv.iter().cloned()),
+        env: bytes_of(process.env.iter().map(|(k, v)| format!("{k}={v}"))),
+    };
+    let plan = RunPlan {
+        run,
+        stdin: &io.stdin,
+        sink: io.sink,
+        limits,
+        program_host: live.ids.program_host,
+    };
+    let mut outcome = supervisor::run(&live.init, live.cgroup.as_mut(), plan)?;
+    live.cgroup.sample();
+    let stats = live.cgroup.run_stats();
+    // The cgroup counts every process of the run; rusage only those the program waited for.
+    if stats.cpu_ns > 0 {
+        outcome.usage.cpu = Duration::from_nanos(stats.cpu_ns);
+    }
+    if stats.memory_peak > 0 {
+        outcome.usage.memory_peak = Bytes(stats.memory_peak);
+    }
+    outcome.usage.processes_peak = stats.pids_peak.max(1);
+    outcome.usage.disk = Bytes(live.workspace.usage().unwrap_or(0));
+    outcome.oom_killed = stats.oom_kills > 0;
+    outcome.pids_limit_hits = stats.pids_max_hits;
+    outcome.events = shared.degraded.clone();
+    if outcome.exit == Exit::Signal(libc::SIGSYS) {
+        outcome.events.push(SecurityEvent::new(
+            SecurityEventKind::SeccompKill,
+            "killed by SIGSYS: the seccomp filter kills system calls of non-native ABIs \
+             (32-bit int 0x80, x32)",
+        ));
+    }
+    Ok(outcome)
+}
+
+#[async_trait]
+impl Instance for NativeInstance {
+    async fn put_files(&mut self, files: &[FileEntry]) -> Result<(), BackendError> {
+        self.live()?.workspace.put(files)
+    }
+
+    async fn run(
+        &mut self,
+        process: &ProcessSpec,
+        io: ProcessIo,
+    ) -> Result<ProcessOutcome, BackendError> {
+        if process.argv.is_empty() {
+            return Err(BackendError::InvalidProcess("empty argv"));
+        }
+        let mut live = self
+            .live
+            .take()
+            .ok_or(BackendError::InstanceGone("already destroyed"))?;
+        let shared = self.shared.clone();
+        let process = process.clone();
+        let (live, result) = tokio::task::spawn_blocking(move || {
+            let r = run_in(&shared, &mut live, &process, io);
+            (live, r)
+        })
+        .await
+        .map_err(|e| BackendError::backend("the sandbox supervisor thread", e))?;
+        match result {
+            Ok(outcome) => {
+                self.live = Some(live);
+                Ok(outcome)
+            }
+            Err(Failure::Setup(e)) => {
+                self.live = Some(live);
+                Err(e)
+            }
+            Err(Failure::InitLost(e)) => {
+                // The sandbox cannot run anything else: take it down now.
+                let _ = tokio::task::spawn_blocking(move || live.shut_down()).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn read_files(
+        &mut self,
+        paths: &[String],
+        max_bytes: u64,
+    ) -> Result<Vec<FileEntry>, BackendError> {
+        self.live()?.workspace.read(paths, max_bytes)
+    }
+
+    async fn destroy(mut self: Box<Self>) -> Result<(), BackendError> {
+        match self.live.take() {
+            Some(live) => tokio::task::spawn_blocking(move || live.shut_down())
+                .await
+                .map_err(|e| BackendError::backend("the sandbox teardown thread", e))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for NativeInstance {
+    fn drop(&mut self) {
+        if let Some(live) = self.live.take() {
+            let _ = live.shut_down();
+        }
+    }
+}
+
+/// The rlimits of a program: core dumps off, descriptors, file size = the disk limit, processes,
+/// stack, no message queues, the CPU-time limit when set, and — where no cgroup limits memory —
+/// the data segment. Each is capped by the host's own hard limit.
+pub(crate) fn rlimits(
+    limits: &Limits,
+    disk: Bytes,
+    nproc_extra: u64,
+    memory_rlimit: bool,
+) -> Vec<Rlimit> {
+    let clamp = |resource: libc::__rlimit_resource_t, want: u64| {
+        // SAFETY: valid pointer to a local struct.
+        let mut cur = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: as above.
+        unsafe { libc::getrlimit(resource, &mut cur) };
+        let v = want.min(cur.rlim_max);
+        Rlimit {
+            resource,
+            cur: v,
+            max: v,
+        }
+    };
+    let mut v = vec![
+        clamp(libc::RLIMIT_CORE, 0),
+        clamp(libc::RLIMIT_NOFILE, 4096),
+        clamp(libc::RLIMIT_FSIZE, disk.get().max(1)),
+        clamp(libc::RLIMIT_NPROC, limits.processes + nproc_extra),
+        clamp(libc::RLIMIT_STACK, 8 << 20),
+        clamp(libc::RLIMIT_MSGQUEUE, 0),
+        // Queued signals and locked memory are kernel memory outside any cgroup limit.
+        clamp(libc::RLIMIT_SIGPENDING, 1024),
+        clamp(libc::RLIMIT_MEMLOCK, 64 << 10),
+    ];
+    if let Some(cpu) = limits.cpu_time {
+        v.push(clamp(libc::RLIMIT_CPU, cpu.as_secs().max(1)));
+    }
+    if memory_rlimit {
+        v.push(clamp(libc::RLIMIT_DATA, limits.memory.get()));
+    }
+    v
+}
