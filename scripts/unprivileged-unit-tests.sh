@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Runs the unit tests of the crates that need no privilege (core, policy, languages) as an
+# Runs the unit tests of the crates that need no privilege (core, policy, languages, monitoring) as an
 # unprivileged user, to show they do not depend on root. Run as root (it drops to `nobody`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bins=$(cargo test -q -p vana-sandbox-core -p vana-sandbox-policy -p vana-sandbox-lang --no-run \
+bins=$(cargo test -q -p vana-sandbox-core -p vana-sandbox-policy -p vana-sandbox-lang -p vana-sandbox-monitor --no-run \
          --message-format=json 2>/dev/null | python3 -c '
 import json, sys
 for line in sys.stdin:

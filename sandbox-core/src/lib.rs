@@ -39,7 +39,7 @@ pub use language::{
     Command, CompileStep, Language, LanguageError, LanguageInfo, Languages, StepContext, Toolchain,
 };
 pub use limits::{AskedLimits, Bytes, Cores, LimitKind, Limits};
-pub use monitor::{Event, Monitor, TracingMonitor};
+pub use monitor::{Event, Load, Monitor, TracingMonitor};
 pub use outcome::{Exit, ProcessOutcome, Stop, Usage};
 pub use policy::{Policy, PolicyContext, Rejection};
 pub use request::{ExecutionRequest, FileSpec, LimitsRequest, NetworkRequest};

@@ -5,15 +5,37 @@ use std::time::Duration;
 use crate::capabilities::BackendKind;
 use crate::events::{Phase, SecurityEvent};
 use crate::limits::LimitKind;
+use crate::request::ExecutionRequest;
 use crate::result::{ExecutionResult, Status};
+use crate::spec::SandboxSpec;
+
+/// The engine's load when an event happened: what queue-depth and capacity observers need,
+/// read from the admission counters (exact, not sampled).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Load {
+    /// Executions holding a slot.
+    pub running: usize,
+    /// Executions waiting for a slot.
+    pub queued: usize,
+    /// Slots in all (`max_concurrency`).
+    pub max_concurrency: usize,
+    /// Places in the queue (`max_queue`).
+    pub max_queue: usize,
+}
 
 /// Something that happened to an execution.
+///
+/// Non-exhaustive: monitors outside this crate keep a wildcard arm, so that new kinds of event
+/// (sessions, network decisions) can be added without breaking them.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub enum Event<'a> {
     /// Accepted and waiting for a slot.
     Queued {
         /// Execution id.
         id: &'a str,
+        /// The load once this execution joined the queue.
+        load: Load,
     },
     /// Got a slot and started.
     Started {
@@ -23,6 +45,36 @@ pub enum Event<'a> {
         language: &'a str,
         /// Backend.
         backend: BackendKind,
+        /// The tenant the host vouched for ([`Engine::execute_as`](crate::Engine::execute_as)).
+        tenant: Option<&'a str>,
+        /// The request as given (its code, files, arguments; validated).
+        request: &'a ExecutionRequest,
+        /// What the policy decided for it (limits, runtime, network, fingerprint).
+        spec: &'a SandboxSpec,
+        /// Time spent waiting for a slot (zero when one was free).
+        queue_wait: Duration,
+        /// The load once this execution holds its slot.
+        load: Load,
+    },
+    /// The instance was created and the sources staged: the sandbox's start-up is over and
+    /// the first process is about to be handed to the backend.
+    Ready {
+        /// Execution id.
+        id: &'a str,
+        /// Backend.
+        backend: BackendKind,
+        /// From asking the backend for an instance to the files being in place.
+        startup: Duration,
+    },
+    /// The compile cache was consulted for a compiled language (only when a cache is
+    /// configured and the policy's cache scope is not `off`).
+    CompileCache {
+        /// Execution id.
+        id: &'a str,
+        /// Canonical language.
+        language: &'a str,
+        /// Whether a checked artifact was found (the compiler did not run).
+        hit: bool,
     },
     /// A step finished.
     PhaseFinished {
@@ -53,6 +105,36 @@ pub enum Event<'a> {
     Finished {
         /// The full result.
         result: &'a ExecutionResult,
+        /// The tenant the host vouched for.
+        tenant: Option<&'a str>,
+        /// The request as given (also for `rejected`: what was refused).
+        request: &'a ExecutionRequest,
+        /// From `execute` being called to the result: validation, queue, every step.
+        elapsed: Duration,
+        /// The load once this execution gave its slot back.
+        load: Load,
+    },
+    /// The queue was full: `execute` returned [`EngineError::QueueFull`](crate::EngineError)
+    /// and nothing else is reported for this id.
+    QueueFull {
+        /// Execution id.
+        id: &'a str,
+        /// The tenant the host vouched for.
+        tenant: Option<&'a str>,
+        /// The load that refused it.
+        load: Load,
+    },
+    /// The caller dropped the `execute` future before it finished (after `Started` or while
+    /// queued): its slot was freed and its instance dropped; no `Finished` follows.
+    Cancelled {
+        /// Execution id.
+        id: &'a str,
+        /// The tenant the host vouched for.
+        tenant: Option<&'a str>,
+        /// From `execute` being called to the cancellation.
+        elapsed: Duration,
+        /// The load once its slot (if it had one) was given back.
+        load: Load,
     },
 }
 
@@ -62,19 +144,33 @@ pub trait Monitor: Send + Sync {
     fn on_event(&self, event: &Event<'_>);
 }
 
-/// Logs events through `tracing`.
+/// Logs events through `tracing` (inside the engine's `execution` span, which carries the id).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TracingMonitor;
 
 impl Monitor for TracingMonitor {
     fn on_event(&self, event: &Event<'_>) {
         match event {
-            Event::Queued { id } => tracing::debug!(id, "queued"),
+            Event::Queued { id, load } => tracing::debug!(id, queued = load.queued, "queued"),
             Event::Started {
                 id,
                 language,
                 backend,
-            } => tracing::debug!(id, language, backend = backend.as_str(), "started"),
+                tenant,
+                queue_wait,
+                ..
+            } => tracing::debug!(
+                id,
+                language,
+                backend = backend.as_str(),
+                tenant,
+                ?queue_wait,
+                "started"
+            ),
+            Event::Ready { id, startup, .. } => tracing::debug!(id, ?startup, "ready"),
+            Event::CompileCache { id, language, hit } => {
+                tracing::debug!(id, language, hit, "compile cache")
+            }
             Event::PhaseFinished {
                 id,
                 phase,
@@ -93,12 +189,19 @@ impl Monitor for TracingMonitor {
             Event::Security { id, event } => {
                 tracing::warn!(id, kind = %event.kind, detail = %event.detail, source = ?event.source, "security event")
             }
-            Event::Finished { result } => tracing::info!(
+            Event::Finished {
+                result, elapsed, ..
+            } => tracing::info!(
                 id = %result.id,
                 status = result.status.as_str(),
                 time = result.execution_time,
+                ?elapsed,
                 "finished"
             ),
+            Event::QueueFull { id, tenant, load } => {
+                tracing::warn!(id, tenant, queued = load.queued, "queue full")
+            }
+            Event::Cancelled { id, elapsed, .. } => tracing::info!(id, ?elapsed, "cancelled"),
         }
     }
 }

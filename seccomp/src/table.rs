@@ -70,7 +70,7 @@ pub struct Entry {
     /// The name (what a Docker seccomp profile lists).
     pub name: &'static str,
     /// The number on this architecture.
-    pub nr: i64,
+    pub nr: libc::c_long,
     /// Alternatives; empty: allowed with any arguments.
     pub rules: &'static [&'static [Cond]],
 }
@@ -78,7 +78,7 @@ pub struct Entry {
 const fn any(name: &'static str, nr: libc::c_long) -> Entry {
     Entry {
         name,
-        nr: nr as i64,
+        nr,
         rules: &[],
     }
 }
@@ -86,7 +86,7 @@ const fn any(name: &'static str, nr: libc::c_long) -> Entry {
 const fn when(name: &'static str, nr: libc::c_long, rules: &'static [&'static [Cond]]) -> Entry {
     Entry {
         name,
-        nr: nr as i64,
+        nr,
         rules,
     }
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::error::EngineError;
+use crate::monitor::Load;
 
 pub(crate) struct Admission {
     permits: Semaphore,
@@ -63,5 +64,15 @@ impl Admission {
 
     pub(crate) fn queued(&self) -> usize {
         self.waiting.load(Ordering::Acquire)
+    }
+
+    /// The counters as monitors see them.
+    pub(crate) fn load(&self) -> Load {
+        Load {
+            running: self.running(),
+            queued: self.queued(),
+            max_concurrency: self.max_concurrency,
+            max_queue: self.max_queue,
+        }
     }
 }

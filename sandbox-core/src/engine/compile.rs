@@ -6,6 +6,7 @@ use crate::events::Phase;
 use crate::executor::Instance;
 use crate::language::CompileStep;
 use crate::limits::Limits;
+use crate::monitor::Event;
 use crate::result::{CompileReport, ExecutionResult, Status};
 use crate::spec::{FileEntry, ProcessIo, ProcessSpec, SandboxSpec};
 
@@ -79,7 +80,13 @@ pub(crate) async fn compile(
     let key = cache_key(engine, job, &compile, &env, files);
     let cache = engine.compile_cache.as_ref().zip(key.as_ref());
     if let Some((cache, key)) = cache {
-        if let Some(binary) = cache.get(key) {
+        let hit = cache.get(key);
+        engine.emit(&Event::CompileCache {
+            id: job.id,
+            language: job.language().name(),
+            hit: hit.is_some(),
+        });
+        if let Some(binary) = hit {
             let entry = FileEntry {
                 path: compile.artifact.to_string(),
                 content: binary,

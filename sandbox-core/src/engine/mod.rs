@@ -8,7 +8,9 @@ mod pipeline;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tracing::Instrument;
 
 use crate::compile_cache::CompileCache;
 use crate::error::EngineError;
@@ -224,19 +226,46 @@ impl Engine {
         request: ExecutionRequest,
         io: ProcessIo,
     ) -> Result<ExecutionResult, EngineError> {
-        let inner = &*self.inner;
         let id = request
             .id
             .clone()
             .filter(|s| !s.is_empty())
             .unwrap_or_else(new_id);
+        // Everything logged on the way (by the engine, a backend or a monitor) carries the id.
+        let span = tracing::info_span!("execution", id = %id, tenant = tenant.unwrap_or("-"));
+        self.execute_job(&id, tenant, &request, io)
+            .instrument(span)
+            .await
+    }
+
+    async fn execute_job(
+        &self,
+        id: &str,
+        tenant: Option<&str>,
+        request: &ExecutionRequest,
+        io: ProcessIo,
+    ) -> Result<ExecutionResult, EngineError> {
+        let inner = &*self.inner;
+        let begun = Instant::now();
+        let mut watch = Watch {
+            inner,
+            id,
+            tenant,
+            begun,
+            done: false,
+        };
+        let finish = |watch: &mut Watch<'_>, result: ExecutionResult| {
+            watch.done = true;
+            self.finish(result, tenant, request, begun)
+        };
 
         // Validate and evaluate the policy: both decide once, before anything waits or runs.
-        let valid = match validate(&request, &inner.languages) {
+        let valid = match validate(request, &inner.languages) {
             Ok(v) => v,
             Err(rej) => {
                 let language = request.language.trim().to_ascii_lowercase();
-                return Ok(self.finish(ExecutionResult::rejected(&id, language, rej.message)));
+                let r = ExecutionResult::rejected(id, language, rej.message);
+                return Ok(finish(&mut watch, r));
             }
         };
         let context = PolicyContext {
@@ -247,42 +276,103 @@ impl Engine {
         let spec = match inner.policy.evaluate(&valid, &context) {
             Ok(s) => s,
             Err(rej) => {
-                let mut r = ExecutionResult::rejected(&id, context.language, rej.message);
+                let mut r = ExecutionResult::rejected(id, context.language, rej.message);
                 r.policy_fingerprint = Some(inner.policy.fingerprint());
-                return Ok(self.finish(r));
+                return Ok(finish(&mut watch, r));
             }
         };
 
-        let _slot = inner
+        let queued_at = Instant::now();
+        let slot = inner
             .admission
-            .enter(|| inner.emit(&Event::Queued { id: &id }))
-            .await?;
+            .enter(|| {
+                inner.emit(&Event::Queued {
+                    id,
+                    load: inner.admission.load(),
+                })
+            })
+            .await;
+        let slot = match slot {
+            Ok(s) => s,
+            Err(e) => {
+                watch.done = true;
+                if matches!(e, EngineError::QueueFull { .. }) {
+                    inner.emit(&Event::QueueFull {
+                        id,
+                        tenant,
+                        load: inner.admission.load(),
+                    });
+                }
+                return Err(e);
+            }
+        };
         inner.emit(&Event::Started {
-            id: &id,
+            id,
             language: context.language,
             backend: context.backend,
+            tenant,
+            request,
+            spec: &spec,
+            queue_wait: queued_at.elapsed(),
+            load: inner.admission.load(),
         });
         let job = pipeline::Job {
-            id: &id,
-            request: &request,
+            id,
+            request,
             valid: &valid,
             spec: &spec,
             tenant,
         };
         let mut result = pipeline::execute(inner, &job, io).await;
         result.policy_fingerprint = Some(spec.policy_fingerprint.clone());
-        Ok(self.finish(result))
+        // The slot is given back before `Finished`, so the load it reports is the one after.
+        drop(slot);
+        Ok(finish(&mut watch, result))
     }
 
-    fn finish(&self, result: ExecutionResult) -> ExecutionResult {
+    fn finish(
+        &self,
+        result: ExecutionResult,
+        tenant: Option<&str>,
+        request: &ExecutionRequest,
+        begun: Instant,
+    ) -> ExecutionResult {
         for ev in &result.security_events {
             self.inner.emit(&Event::Security {
                 id: &result.id,
                 event: ev,
             });
         }
-        self.inner.emit(&Event::Finished { result: &result });
+        self.inner.emit(&Event::Finished {
+            result: &result,
+            tenant,
+            request,
+            elapsed: begun.elapsed(),
+            load: self.inner.admission.load(),
+        });
         result
+    }
+}
+
+/// Reports an execution whose future was dropped before it finished (`Event::Cancelled`).
+struct Watch<'a> {
+    inner: &'a Inner,
+    id: &'a str,
+    tenant: Option<&'a str>,
+    begun: Instant,
+    done: bool,
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.inner.emit(&Event::Cancelled {
+                id: self.id,
+                tenant: self.tenant,
+                elapsed: self.begun.elapsed(),
+                load: self.inner.admission.load(),
+            });
+        }
     }
 }
 

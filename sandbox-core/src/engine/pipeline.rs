@@ -2,6 +2,7 @@
 //! sources, **compile** (through the cache), **run**, **collect** the result, destroy.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use crate::error::BackendError;
 use crate::events::{Phase, SecurityEvent, SecurityEventKind};
@@ -131,8 +132,18 @@ async fn in_instance(
         mounts: language.mounts(),
         network: job.spec.network.clone(),
     };
+    let creating = Instant::now();
     let mut instance = executor.create(&spec).await?;
-    let result = steps(engine, job, &step, compile_step, instance.as_mut(), io).await;
+    let result = steps(
+        engine,
+        job,
+        &step,
+        compile_step,
+        instance.as_mut(),
+        io,
+        creating,
+    )
+    .await;
     let destroyed = instance.destroy().await;
     let mut result = result?;
     if let Err(e) = destroyed {
@@ -151,8 +162,14 @@ async fn steps(
     compile_step: Option<crate::language::CompileStep>,
     instance: &mut dyn Instance,
     io: ProcessIo,
+    creating: Instant,
 ) -> Result<ExecutionResult, BackendError> {
     let files = stage(job, step, instance).await?;
+    engine.emit(&Event::Ready {
+        id: job.id,
+        backend: engine.executor.kind(),
+        startup: creating.elapsed(),
+    });
     let report = match compile_step {
         None => None,
         Some(c) => match compile::compile(engine, job, c, &files, instance).await? {

@@ -52,7 +52,13 @@ impl Monitor for Recorder {
             Event::PhaseFinished { phase, status, .. } => format!("{phase}:{status}"),
             Event::LimitHit { limit, .. } => format!("limit:{limit}"),
             Event::Security { event, .. } => format!("security:{}", event.kind),
-            Event::Finished { result } => format!("finished:{}", result.status),
+            Event::Finished { result, .. } => format!("finished:{}", result.status),
+            Event::Ready { .. } => "ready".to_string(),
+            Event::CompileCache { hit, .. } => {
+                format!("cache:{}", if *hit { "hit" } else { "miss" })
+            }
+            Event::QueueFull { .. } => "queue_full".to_string(),
+            Event::Cancelled { .. } => "cancelled".to_string(),
         };
         self.0.lock().unwrap().push(name);
     }
@@ -337,6 +343,7 @@ fn monitors_see_every_step_in_order() {
         *rec.0.lock().unwrap(),
         [
             "started",
+            "ready",
             "compile:success",
             "run:timeout",
             &format!("limit:{}", LimitKind::Timeout),
@@ -361,4 +368,149 @@ fn the_instance_is_sized_for_the_compiler_too() {
     };
     assert_eq!(limits.memory, crate::limits::Bytes::mib(1024));
     assert_eq!(limits.processes, 128);
+}
+
+/// Keeps what the monitoring crate relies on from each event: tenant, code, load, timings.
+#[derive(Default)]
+struct Details(Mutex<Vec<String>>);
+
+impl Monitor for Details {
+    fn on_event(&self, event: &Event<'_>) {
+        let line = match event {
+            Event::Queued { load, .. } => format!("queued q={}", load.queued),
+            Event::Started {
+                tenant,
+                request,
+                spec,
+                load,
+                ..
+            } => format!(
+                "started tenant={} code={} fp={} running={}/{}",
+                tenant.unwrap_or("-"),
+                request.code,
+                spec.policy_fingerprint,
+                load.running,
+                load.max_concurrency
+            ),
+            Event::Ready { .. } => "ready".into(),
+            Event::CompileCache { hit, .. } => format!("cache hit={hit}"),
+            Event::Finished {
+                result,
+                tenant,
+                request,
+                load,
+                elapsed,
+            } => {
+                assert!(*elapsed > Duration::ZERO);
+                format!(
+                    "finished {} tenant={} code={} running={}",
+                    result.status,
+                    tenant.unwrap_or("-"),
+                    request.code,
+                    load.running
+                )
+            }
+            Event::QueueFull { tenant, load, .. } => {
+                format!(
+                    "queue_full tenant={} q={}",
+                    tenant.unwrap_or("-"),
+                    load.queued
+                )
+            }
+            Event::Cancelled { tenant, .. } => {
+                format!("cancelled tenant={}", tenant.unwrap_or("-"))
+            }
+            _ => return,
+        };
+        self.0.lock().unwrap().push(line);
+    }
+}
+
+#[test]
+fn events_carry_tenant_request_load_cache_and_cancellation() {
+    let dir = std::env::temp_dir().join(format!("vana-engine-events-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let rec = Arc::new(Details::default());
+    let gate = Arc::new(Semaphore::new(0));
+    let e = Engine::builder()
+        .executor(Arc::new(
+            FakeExecutor::new(default_script).with_gate(gate.clone()),
+        ))
+        .policy(Arc::new(FakePolicy::default()))
+        .languages(languages())
+        .compile_cache(Arc::new(DirCompileCache::new(&dir, 1 << 20).unwrap()))
+        .monitor(rec.clone())
+        .max_concurrency(1)
+        .max_queue(1)
+        .build()
+        .unwrap();
+    let rt = rt();
+    rt.block_on(async {
+        gate.add_permits(100);
+        let r = e
+            .execute_as("acme", ExecutionRequest::new("fakec", "compile!"))
+            .await;
+        assert_eq!(r.unwrap().status, Status::Success);
+        let r = e
+            .execute_as("acme", ExecutionRequest::new("fakec", "compile!"))
+            .await;
+        assert!(r.unwrap().compile.unwrap().cached);
+        let r = e
+            .execute_as("acme", ExecutionRequest::new("cobol", "x"))
+            .await;
+        assert_eq!(r.unwrap().status, Status::Rejected);
+        gate.forget_permits(100);
+
+        // One running (held at the gate), one queued, one refused, then both cancelled.
+        let running = tokio::spawn({
+            let e = e.clone();
+            async move {
+                e.execute_as("acme", ExecutionRequest::new("fake", "held"))
+                    .await
+            }
+        });
+        while e.running() < 1 {
+            tokio::task::yield_now().await;
+        }
+        let queued = tokio::spawn({
+            let e = e.clone();
+            async move {
+                e.execute_as("beta", ExecutionRequest::new("fake", "waits"))
+                    .await
+            }
+        });
+        while e.queued() < 1 {
+            tokio::task::yield_now().await;
+        }
+        let full = e
+            .execute_as("gamma", ExecutionRequest::new("fake", "refused"))
+            .await;
+        assert!(matches!(full, Err(EngineError::QueueFull { .. })));
+        queued.abort();
+        assert!(queued.await.is_err());
+        running.abort();
+        assert!(running.await.is_err());
+    });
+    let lines = rec.0.lock().unwrap().clone();
+    assert_eq!(
+        lines,
+        [
+            "started tenant=acme code=compile! fp=sha256:fake running=1/1",
+            "ready",
+            "cache hit=false",
+            "finished success tenant=acme code=compile! running=0",
+            "started tenant=acme code=compile! fp=sha256:fake running=1/1",
+            "ready",
+            "cache hit=true",
+            "finished success tenant=acme code=compile! running=0",
+            "finished rejected tenant=acme code=x running=0",
+            "started tenant=acme code=held fp=sha256:fake running=1/1",
+            "ready",
+            "queued q=1",
+            "queue_full tenant=gamma q=1",
+            "cancelled tenant=beta",
+            "cancelled tenant=acme",
+        ]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,6 +1,7 @@
 //! The `vana-sandbox` command: `run` for people, `exec --json` for programs, `doctor` for hosts,
-//! `image build` for the Docker backend's runtime image.
+//! `image build` for the Docker backend's runtime image, `audit verify` for audit logs.
 
+mod audit;
 mod doctor;
 mod exec;
 mod image;
@@ -32,6 +33,9 @@ enum Cmd {
     /// Manage the Docker backend's runtime images.
     #[command(subcommand)]
     Image(image::ImageCmd),
+    /// Audit log tools (verify a log's hash chain).
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
     /// Run the requests of a JSON-lines file many times at a concurrency; print a summary.
     Load(load::LoadArgs),
 }
@@ -98,15 +102,33 @@ impl EngineArgs {
     }
 }
 
+/// Logs to stderr, filtered by `VANA_SANDBOX_LOG` (default `error`); one JSON object per line
+/// when `VANA_SANDBOX_LOG_FORMAT=json` (with the `execution` span, which carries the run's id).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VANA_SANDBOX_LOG")
+        .unwrap_or_else(|_| "error".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let json =
+        std::env::var("VANA_SANDBOX_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    if json {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.init();
+    }
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VANA_SANDBOX_LOG")
-                .unwrap_or_else(|_| "error".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let cli = Cli::parse();
+    if let Cmd::Audit(a) = cli.command {
+        return audit::main(a);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -124,6 +146,7 @@ fn main() -> ExitCode {
             Cmd::Exec(a) => exec::main(a).await,
             Cmd::Doctor(a) => doctor::main(a).await,
             Cmd::Image(a) => image::main(a).await,
+            Cmd::Audit(a) => audit::main(a),
             Cmd::Load(a) => load::main(a).await,
         }
     })

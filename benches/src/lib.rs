@@ -1,0 +1,143 @@
+//! Shared setup of the benchmarks in `benches/`: engines over the fake or the native backend,
+//! with or without the monitors, and a driver that pushes a batch of runs through one.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vana_sandbox_core::fake::{default_script, FakeExecutor, FakeLanguage, FakePolicy};
+use vana_sandbox_core::{Engine, ExecutionRequest, Languages, Monitor, Status};
+use vana_sandbox_monitor::audit::AuditLog;
+use vana_sandbox_monitor::metrics::Metrics;
+use vana_sandbox_monitor::threat::ThreatDetector;
+
+/// The monitors of the "on" configuration: audit log, metrics (with the Prometheus exporter)
+/// and the threat detector; kept so that their counters can be read after a run.
+pub struct Monitors {
+    /// The audit log.
+    pub audit: Arc<AuditLog>,
+    /// The metrics registry.
+    pub metrics: Metrics,
+    /// The threat detector.
+    pub threats: Arc<ThreatDetector>,
+    dir: PathBuf,
+}
+
+impl Monitors {
+    /// Starts the three, the audit log in a fresh directory under the temp dir.
+    pub fn start(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("vana-bench-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let metrics = match Metrics::with_prometheus() {
+            Ok(m) => m,
+            Err(e) => panic!("metrics: {e}"),
+        };
+        let audit = match AuditLog::builder(&dir).metrics(metrics.clone()).start() {
+            Ok(a) => a,
+            Err(e) => panic!("audit log: {e}"),
+        };
+        let threats = match ThreatDetector::builder().metrics(metrics.clone()).start() {
+            Ok(t) => t,
+            Err(e) => panic!("threat detector: {e}"),
+        };
+        Self {
+            audit,
+            metrics,
+            threats,
+            dir,
+        }
+    }
+
+    /// The three as engine monitors.
+    pub fn list(&self) -> Vec<Arc<dyn Monitor>> {
+        vec![
+            self.audit.clone(),
+            self.metrics.monitor(),
+            self.threats.clone(),
+        ]
+    }
+}
+
+impl Drop for Monitors {
+    fn drop(&mut self) {
+        self.audit.shutdown(Duration::from_secs(10));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// An engine over the in-memory backend (isolates what the engine and monitors cost).
+pub fn fake_engine(monitors: &[Arc<dyn Monitor>]) -> Engine {
+    let mut b = Engine::builder()
+        .executor(Arc::new(FakeExecutor::new(default_script)))
+        .policy(Arc::new(FakePolicy::default()))
+        .languages(Languages::new().with(Arc::new(FakeLanguage::interpreted())))
+        .max_concurrency(2)
+        .max_queue(100_000);
+    for m in monitors {
+        b = b.monitor(m.clone());
+    }
+    match b.build() {
+        Ok(e) => e,
+        Err(e) => panic!("engine: {e}"),
+    }
+}
+
+/// An engine over the native backend with every installed language (needs root).
+pub fn native_engine(monitors: &[Arc<dyn Monitor>]) -> Engine {
+    let executor = match vana_sandbox::NativeExecutor::new() {
+        Ok(x) => x,
+        Err(e) => panic!("native backend: {e}"),
+    };
+    let mut b = Engine::builder()
+        .executor(Arc::new(executor))
+        .policy(Arc::new(vana_sandbox::PolicyConfig::default()))
+        .languages(vana_sandbox::lang::installed())
+        .max_concurrency(2)
+        .max_queue(100_000);
+    for m in monitors {
+        b = b.monitor(m.clone());
+    }
+    match b.build() {
+        Ok(e) => e,
+        Err(e) => panic!("engine: {e}"),
+    }
+}
+
+/// Runs `n` copies of `(language, code)` through `engine`, two at a time (the engine's
+/// concurrency), and returns how long the batch took. Every run must succeed.
+pub fn batch(
+    rt: &tokio::runtime::Runtime,
+    engine: &Engine,
+    n: usize,
+    language: &str,
+    code: &str,
+) -> Duration {
+    let t = Instant::now();
+    rt.block_on(async {
+        let mut tasks = Vec::with_capacity(n);
+        for _ in 0..n {
+            let e = engine.clone();
+            let req = ExecutionRequest::new(language, code);
+            tasks.push(tokio::spawn(async move { e.execute(req).await }));
+        }
+        for t in tasks {
+            match t.await {
+                Ok(Ok(r)) if r.status == Status::Success => {}
+                other => panic!("a benchmark run failed: {other:?}"),
+            }
+        }
+    });
+    t.elapsed()
+}
+
+/// A runtime like the CLI's: two worker threads.
+pub fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => panic!("runtime: {e}"),
+    }
+}

@@ -1,0 +1,317 @@
+//! The threat detector: turns what runs do (seccomp kills, guard reports, limit hits, refused
+//! egress) and what they submit (static signs in the code) into [`Finding`]s, by rules loaded
+//! from configuration ([`RuleSet`], built-in defaults in `default_rules.toml`).
+//!
+//! [`ThreatDetector::on_event`] copies what it needs into a bounded queue and returns; the rules
+//! run on the detector's thread ([`Analyzer`]), which hands findings to its [`FindingSink`]s
+//! (an [`Alerter`](crate::alert::Alerter), the [`AuditLog`](crate::audit::AuditLog), the
+//! metrics, a closure).
+
+mod analyzer;
+mod finding;
+mod rules;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use vana_sandbox_core::{Event, Monitor};
+
+pub use analyzer::{Analyzer, Signal, MAX_TRACKED_RUNS};
+pub use finding::{Evidence, Finding, FindingSink, Severity, MAX_EVIDENCE};
+pub use rules::{
+    CodeTrigger, EgressTrigger, EventTrigger, LimitTrigger, RepeatTrigger, Rule, RuleConfig,
+    RuleError, RuleSet, RulesConfig, Trigger, DEFAULT_RULES_TOML,
+};
+
+use crate::hooks::{Hooks, NetworkDecision};
+use crate::metrics::{names, Metrics};
+use crate::util::{Inbox, Next, Throttle};
+
+/// Errors of starting a detector.
+#[derive(Debug, thiserror::Error)]
+pub enum ThreatError {
+    /// A setting is out of range.
+    #[error("invalid threat detector setting: {0}")]
+    Config(&'static str),
+    /// The thread could not be started.
+    #[error("cannot start the threat detector thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+enum Msg {
+    Signal(Box<Signal>),
+    Flush(SyncSender<()>),
+    Close,
+}
+
+/// Counters of a detector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ThreatStats {
+    /// Signals taken.
+    pub signals: u64,
+    /// Findings made.
+    pub findings: u64,
+    /// Signals dropped because the queue was full.
+    pub dropped: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    signals: AtomicU64,
+    findings: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// Builds a [`ThreatDetector`].
+pub struct ThreatBuilder {
+    rules: RuleSet,
+    sinks: Vec<Arc<dyn FindingSink>>,
+    queue: usize,
+    max_code_bytes: usize,
+    metrics: Option<Metrics>,
+}
+
+impl std::fmt::Debug for ThreatBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreatBuilder")
+            .field("rules", &self.rules.rules().len())
+            .field("sinks", &self.sinks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ThreatBuilder {
+    /// The rules (default: [`RuleSet::builtin`]).
+    pub fn rules(mut self, rules: RuleSet) -> Self {
+        self.rules = rules;
+        self
+    }
+
+    /// Adds a receiver of findings.
+    pub fn sink(mut self, sink: Arc<dyn FindingSink>) -> Self {
+        self.sinks.push(sink);
+        self
+    }
+
+    /// Signals the queue holds before it drops (default 16384).
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.queue = n;
+        self
+    }
+
+    /// Code beyond this many bytes is not scanned (default 1 MiB, the engine's own maximum).
+    pub fn max_code_bytes(mut self, n: usize) -> Self {
+        self.max_code_bytes = n;
+        self
+    }
+
+    /// Count findings and dropped signals in `metrics`.
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Starts the detector's thread.
+    pub fn start(self) -> Result<Arc<ThreatDetector>, ThreatError> {
+        if self.queue == 0 {
+            return Err(ThreatError::Config("queue_capacity must be at least 1"));
+        }
+        let (tx, rx) = mpsc::sync_channel::<Msg>(self.queue);
+        let counters = Arc::new(Counters::default());
+        let c = counters.clone();
+        let mut sinks = self.sinks;
+        if let Some(m) = &self.metrics {
+            sinks.push(m.monitor());
+        }
+        let mut analyzer = Analyzer::new(self.rules);
+        let thread = std::thread::Builder::new()
+            .name("vana-threat".into())
+            .spawn(move || {
+                let mut throttle = Throttle::new(Duration::from_secs(60));
+                let mut reported = 0;
+                let mut inbox = Inbox::new(rx);
+                loop {
+                    let msg = match inbox.next(Duration::from_secs(1)) {
+                        Next::Item(m) => m,
+                        // Under steady load the queue drains often but is never idle.
+                        Next::Drained | Next::Idle => {
+                            let dropped = c.dropped.load(Ordering::Relaxed);
+                            if dropped > reported && throttle.hit(Instant::now()).is_some() {
+                                tracing::warn!(
+                                    dropped_total = dropped,
+                                    "threat detector: its queue was full; signals were dropped (runs were not slowed)"
+                                );
+                                reported = dropped;
+                            }
+                            continue;
+                        }
+                        Next::Closed => return,
+                    };
+                    match msg {
+                        Msg::Signal(s) => {
+                            c.signals.fetch_add(1, Ordering::Relaxed);
+                            for f in analyzer.observe(*s, Instant::now()) {
+                                c.findings.fetch_add(1, Ordering::Relaxed);
+                                for sink in &sinks {
+                                    sink.on_finding(&f);
+                                }
+                            }
+                        }
+                        Msg::Flush(ack) => {
+                            let _ = ack.send(());
+                        }
+                        Msg::Close => return,
+                    }
+                }
+            })
+            .map_err(ThreatError::Thread)?;
+        Ok(Arc::new(ThreatDetector {
+            tx,
+            counters,
+            thread: Mutex::new(Some(thread)),
+            max_code_bytes: self.max_code_bytes,
+            metrics: self.metrics,
+        }))
+    }
+}
+
+/// The threat detector: a [`Monitor`] and [`Hooks`] whose rules run on their own thread.
+pub struct ThreatDetector {
+    tx: SyncSender<Msg>,
+    counters: Arc<Counters>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    max_code_bytes: usize,
+    metrics: Option<Metrics>,
+}
+
+impl std::fmt::Debug for ThreatDetector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreatDetector")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ThreatDetector {
+    /// A builder with the built-in rules and no sinks.
+    pub fn builder() -> ThreatBuilder {
+        ThreatBuilder {
+            rules: RuleSet::builtin(),
+            sinks: Vec::new(),
+            queue: 16384,
+            max_code_bytes: 1 << 20,
+            metrics: None,
+        }
+    }
+
+    fn send(&self, s: Signal) {
+        match self.tx.try_send(Msg::Signal(Box::new(s))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                if let Some(m) = &self.metrics {
+                    m.count(names::THREAT_DROPPED, &[], 1);
+                }
+            }
+        }
+    }
+
+    /// Waits until every signal offered so far has been evaluated and its findings delivered
+    /// (or `timeout` passes).
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (ack, done) = mpsc::sync_channel(1);
+        let mut msg = Msg::Flush(ack);
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Full(m)) if Instant::now() < deadline => {
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => return false,
+            }
+        }
+        done.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> ThreatStats {
+        ThreatStats {
+            signals: self.counters.signals.load(Ordering::Relaxed),
+            findings: self.counters.findings.load(Ordering::Relaxed),
+            dropped: self.counters.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    fn bounded(&self, code: &str) -> String {
+        if code.len() <= self.max_code_bytes {
+            return code.to_string();
+        }
+        let mut end = self.max_code_bytes;
+        while !code.is_char_boundary(end) {
+            end -= 1;
+        }
+        code[..end].to_string()
+    }
+}
+
+impl Drop for ThreatDetector {
+    fn drop(&mut self) {
+        let _ = self.tx.try_send(Msg::Close);
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            // The thread ends at `Close`, or at the channel's end once this handle is gone.
+            drop(t);
+        }
+    }
+}
+
+impl Monitor for ThreatDetector {
+    fn on_event(&self, event: &Event<'_>) {
+        let signal = match event {
+            Event::Started {
+                id,
+                language,
+                tenant,
+                request,
+                ..
+            } => Signal::Started {
+                id: id.to_string(),
+                tenant: tenant.map(str::to_string),
+                language: language.to_string(),
+                code: self.bounded(&request.code),
+            },
+            Event::Security { id, event } => Signal::Security {
+                id: id.to_string(),
+                event: (*event).clone(),
+            },
+            Event::LimitHit { id, limit } => Signal::Limit {
+                id: id.to_string(),
+                limit: *limit,
+            },
+            Event::Finished { result, .. } => Signal::Finished {
+                id: result.id.clone(),
+            },
+            Event::Cancelled { id, .. } => Signal::Finished { id: id.to_string() },
+            _ => return,
+        };
+        self.send(signal);
+    }
+}
+
+impl Hooks for ThreatDetector {
+    fn on_network(&self, d: &NetworkDecision<'_>) {
+        self.send(Signal::Network {
+            id: d.id.to_string(),
+            tenant: d.tenant.map(str::to_string),
+            host: d.host.to_string(),
+            port: d.port,
+            decision: d.decision,
+            reason: d.reason.to_string(),
+        });
+    }
+}
