@@ -84,11 +84,7 @@ const fn any(name: &'static str, nr: libc::c_long) -> Entry {
 }
 
 const fn when(name: &'static str, nr: libc::c_long, rules: &'static [&'static [Cond]]) -> Entry {
-    Entry {
-        name,
-        nr,
-        rules,
-    }
+    Entry { name, nr, rules }
 }
 
 /// Namespace flags of `clone` (`CLONE_NEWTIME` is 0x80).
