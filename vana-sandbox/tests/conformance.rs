@@ -6,95 +6,9 @@
 mod common;
 
 use std::net::TcpListener;
-use std::process::Command;
 
 use common::*;
-use vana_sandbox::{
-    DockerConfig, Engine, ExecutionRequest, ExecutionResult, PolicyConfig, Sandbox, Status,
-};
-
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Native,
-    Docker(&'static str),
-}
-
-fn require_docker(runtime: &str) {
-    let info = Command::new("docker")
-        .args(["info", "--format", "{{json .Runtimes}}"])
-        .output();
-    let ok = info.as_ref().is_ok_and(|o| o.status.success());
-    assert!(ok, "the Docker tests need a running Docker engine: run scripts/test.sh (it installs docker.io and starts dockerd)");
-    let runtimes = String::from_utf8_lossy(&info.expect("docker info").stdout).to_string();
-    assert!(runtimes.contains(&format!("\"{runtime}\"")), "the Docker engine has no runtime `{runtime}` (scripts/test.sh registers runsc): {runtimes}");
-    let image = Command::new("docker")
-        .args(["image", "inspect", vana_sandbox::image::DEFAULT_IMAGE])
-        .output();
-    assert!(
-        image.is_ok_and(|o| o.status.success()),
-        "the runtime image {} is missing: run `vana-sandbox image build` (scripts/test.sh does)",
-        vana_sandbox::image::DEFAULT_IMAGE
-    );
-}
-
-fn engine(backend: Backend, policy: PolicyConfig) -> (tokio::runtime::Runtime, Engine) {
-    require_root();
-    let rt = rt();
-    let engine = match backend {
-        Backend::Native => rt
-            .block_on(async { Sandbox::native_with_policy(policy) })
-            .expect("native"),
-        Backend::Docker(runtime) => {
-            require_docker(runtime);
-            let config = DockerConfig {
-                runtime: vana_sandbox::Runtime::parse(runtime).expect("runtime"),
-                ..DockerConfig::default()
-            };
-            rt.block_on(Sandbox::docker(config, policy))
-                .expect("docker")
-        }
-    };
-    (rt, engine)
-}
-
-fn run_on(backend: Backend, r: ExecutionRequest) -> ExecutionResult {
-    let (rt, e) = engine(backend, PolicyConfig::default());
-    rt.block_on(e.execute(r)).expect("engine")
-}
-
-fn docker_leftovers() -> Vec<String> {
-    let out = Command::new("docker")
-        .args(["ps", "-aq", "--filter", "label=vana-sandbox"])
-        .output();
-    out.map(|o| {
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect()
-    })
-    .unwrap_or_default()
-}
-
-fn volumes() -> Vec<String> {
-    let out = Command::new("docker").args(["volume", "ls", "-q"]).output();
-    out.map(|o| {
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect()
-    })
-    .unwrap_or_default()
-}
-
-fn assert_clean(backend: Backend) {
-    match backend {
-        Backend::Native => assert_no_leftovers(),
-        Backend::Docker(_) => {
-            let left = docker_leftovers();
-            assert!(left.is_empty(), "containers of ours left behind: {left:?}");
-        }
-    }
-}
+use vana_sandbox::{DockerConfig, Engine, PolicyConfig, Status};
 
 fn success(b: Backend) {
     let r = run_on(b, req("python", "print('Hello, World!')"));
@@ -248,7 +162,7 @@ fn non_root(b: Backend) {
 
 fn cleanup(b: Backend) {
     let vols = volumes();
-    let (rt, e) = engine(b, PolicyConfig::default());
+    let (rt, e) = engine_on(b, PolicyConfig::default());
     let results = rt.block_on(async {
         let runs = (0..6).map(|i| e.execute(req("bash", &format!("(sleep 1000 &); echo {i}"))));
         futures_join(runs).await

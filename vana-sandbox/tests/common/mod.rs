@@ -1,6 +1,10 @@
 //! Helpers shared by the integration tests. These tests need root: they fail loudly without it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+mod backends;
+#[allow(unused_imports)]
+pub use backends::*;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
