@@ -14,7 +14,9 @@ use common::*;
 use vana_sandbox::{ExecutionRequest, ExecutionResult, Status};
 
 /// Python helpers for raw system calls. `denied(name, nr, *args)` prints `name blocked` when the
-/// call fails with an expected errno, and `name ALLOWED …` otherwise.
+/// call fails with an expected errno (by default `ENOSYS`, what the seccomp allow-list answers
+/// for anything it does not list, or `EPERM`, what the kernel answers for a missing privilege),
+/// and `name ALLOWED …` otherwise.
 const PRELUDE: &str = r#"
 import ctypes, errno, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
@@ -23,7 +25,7 @@ def sc(nr, *a):
     ctypes.set_errno(0)
     r = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(x) for x in a])
     return r, ctypes.get_errno()
-def denied(name, nr, *a, errnos=(errno.EPERM,)):
+def denied(name, nr, *a, errnos=(errno.EPERM, errno.ENOSYS)):
     r, e = sc(nr, *a)
     print(name, "blocked" if r == -1 and e in errnos else "ALLOWED r=%d errno=%d" % (r, e), flush=True)
 def fails(name, fn, errnos=None):
@@ -303,11 +305,22 @@ fn net_raw_packet_and_netlink_sockets() {
 import socket
 fails("raw", lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))
 fails("packet", lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0))
-fails("netlink", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))
+fails("netlink audit", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 9))
+fails("netlink uevent", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 15))
 fails("vsock", lambda: socket.socket(40, socket.SOCK_STREAM, 0))
 fails("bluetooth", lambda: socket.socket(31, socket.SOCK_RAW, 0))
+# Routing netlink is allowed for reading one's own (private) interfaces; changing them is not.
+import struct
+nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+nl.bind((0, 0))
+# RTM_NEWADDR, flags REQUEST|ACK|CREATE|EXCL, ifaddrmsg(AF_INET, /8, 0, 0, index 1), IFA_LOCAL 10.9.9.9
+msg = struct.pack("BBBBI", socket.AF_INET, 8, 0, 0, 1) + struct.pack("HH4s", 8, 2, bytes([10, 9, 9, 9]))
+nl.send(struct.pack("IHHII", 16 + len(msg), 20, 0x1 | 0x4 | 0x400 | 0x200, 1, 0) + msg)
+reply = nl.recv(4096)
+err = -struct.unpack("i", reply[16:20])[0]
+print("netlink add address", "blocked" if err == errno.EPERM else "ALLOWED err=%d" % err)
 "#,
-        all_blocked(5),
+        all_blocked(7),
     );
 }
 
@@ -512,10 +525,14 @@ fn k_tiocsti_and_tioclinux() {
         "python",
         r#"
 import fcntl, termios
-fails("TIOCSTI", lambda: fcntl.ioctl(0, termios.TIOCSTI, b"x"), (errno.EPERM,))
-fails("TIOCLINUX", lambda: fcntl.ioctl(0, 0x541C, b"\x00"), (errno.EPERM,))
+# No terminal is reachable: standard streams are pipes and /dev holds no tty, console or pty.
+for fd in (0, 1, 2):
+    fails("TIOCSTI %d" % fd, lambda: fcntl.ioctl(fd, termios.TIOCSTI, b"x"), (errno.ENOTTY, errno.EPERM))
+    fails("TIOCLINUX %d" % fd, lambda: fcntl.ioctl(fd, 0x541C, b"\x00"), (errno.ENOTTY, errno.EPERM))
+for dev in ("/dev/tty", "/dev/console", "/dev/ptmx", "/dev/pts/0", "/dev/tty0"):
+    fails(dev, lambda: os.open(dev, os.O_RDWR), (errno.ENOENT,))
 "#,
-        all_blocked(2),
+        all_blocked(11),
     );
 }
 
