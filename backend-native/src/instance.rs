@@ -2,7 +2,6 @@
 //! namespaces, with `vana-init` as PID 1) that lives until it is destroyed, runs one program at
 //! a time, and keeps its workspace between runs.
 
-use std::ffi::CString;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,9 +16,10 @@ use crate::cgroup::InstanceCgroup;
 use crate::launch::{self, Init, Launch};
 use crate::lease::Lease;
 use crate::mode::{Ids, PROGRAM_ID};
+use crate::mounts;
 use crate::rootfs::{self, ExtraMount, Stage};
 use crate::supervisor::{self, Failure, RunPlan};
-use crate::sys::{cvt, Fd};
+use crate::sys::Fd;
 use crate::workspace::Workspace;
 use crate::{landlock, Shared};
 
@@ -68,52 +68,6 @@ pub(crate) struct NativeInstance {
     live: Option<Live>,
 }
 
-/// A detached, read-only copy of a host tree (`open_tree` + `mount_setattr`), for a mount the
-/// sandbox's setup child cannot reach by path (a toolchain under root's mode-700 home).
-fn detached_tree(host: &str) -> std::io::Result<Fd> {
-    let path =
-        CString::new(host).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    const OPEN_TREE_CLONE: libc::c_uint = 1;
-    const AT_RECURSIVE: libc::c_uint = 0x8000;
-    // SAFETY: open_tree on a NUL-terminated path with flag constants.
-    let fd = Fd(cvt(unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE,
-        )
-    } as libc::c_int)?);
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    const MOUNT_ATTR_RDONLY: u64 = 0x1;
-    const MOUNT_ATTR_NOSUID: u64 = 0x2;
-    const MOUNT_ATTR_NODEV: u64 = 0x4;
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: mount_setattr on the tree we just cloned, with a valid attribute struct.
-    cvt(unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd.raw(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    } as libc::c_int)?;
-    Ok(fd)
-}
-
 impl NativeInstance {
     /// Creates the sandbox (blocking: call from a blocking thread).
     pub(crate) fn create(shared: Arc<Shared>, spec: &InstanceSpec) -> Result<Self, BackendError> {
@@ -131,7 +85,7 @@ impl NativeInstance {
         let trees: Vec<Fd> = if s.mode.is_root() {
             spec.mounts
                 .iter()
-                .map(|m| detached_tree(&m.host))
+                .map(|m| mounts::read_only_tree(&m.host))
                 .collect::<Result<_, _>>()
                 .map_err(|e| BackendError::setup("cloning a toolchain mount", e))?
         } else {
@@ -149,13 +103,25 @@ impl NativeInstance {
                 None => ExtraMount::Path(m),
             })
             .collect();
+        let devices = s
+            .devices
+            .as_ref()
+            .map(mounts::clone_of)
+            .transpose()
+            .map_err(|e| BackendError::setup("cloning the device tmpfs", e))?;
         let stage = Stage {
             root: &s.dirs.root,
             storage: &s.dirs.storage,
         };
         let disk = spec.limits.disk;
-        let ops = rootfs::plan(&stage, disk.get(), PROGRAM_ID, &extra)
-            .map_err(|e| BackendError::setup("planning the root filesystem", e))?;
+        let ops = rootfs::plan(
+            &stage,
+            &spec.limits,
+            PROGRAM_ID,
+            devices.as_ref().map(Fd::raw),
+            &extra,
+        )
+        .map_err(|e| BackendError::setup("planning the root filesystem", e))?;
         let ruleset = match s.landlock_abi {
             0 => None,
             abi => Some(
@@ -165,7 +131,7 @@ impl NativeInstance {
         };
         let rules = rootfs::landlock_rules(&spec.mounts)
             .map_err(|e| BackendError::setup("planning the Landlock rules", e))?;
-        let tree_fds: Vec<_> = trees.iter().map(Fd::raw).collect();
+        let tree_fds: Vec<_> = trees.iter().chain(&devices).map(Fd::raw).collect();
         let keep_caps: &[u32] = if s.mode.is_root() { &INIT_CAPS } else { &[] };
         let (init, storage) = launch::start(Launch {
             ops: &ops,
@@ -227,6 +193,7 @@ fn run_in(
         .set_limits(limits)
         .map_err(|e| Failure::Setup(BackendError::backend("setting the run's limits", e)))?;
     live.cgroup.begin_run();
+    let started = crate::kmsg::now();
     let run = Run {
         uid: live.ids.program,
         gid: live.ids.program,
@@ -257,12 +224,19 @@ fn run_in(
     outcome.oom_killed = stats.oom_kills > 0;
     outcome.pids_limit_hits = stats.pids_max_hits;
     outcome.events = shared.degraded.clone();
+    // SIGSYS alone proves nothing (a program can raise it): only the kernel's own record of a
+    // seccomp kill makes it one.
     if outcome.exit == Exit::Signal(libc::SIGSYS) {
-        outcome.events.push(SecurityEvent::new(
-            SecurityEventKind::SeccompKill,
-            "killed by SIGSYS: the seccomp filter kills system calls of non-native ABIs \
-             (32-bit int 0x80, x32)",
-        ));
+        if let Some(kill) = crate::kmsg::seccomp_kill(live.ids.program_host.0, started) {
+            outcome.events.push(SecurityEvent::new(
+                SecurityEventKind::SeccompKill,
+                format!(
+                    "the seccomp filter killed the program: system call {} of architecture {} \
+                     (non-native ABIs are killed; the kernel's audit record says so)",
+                    kill.syscall, kill.arch
+                ),
+            ));
+        }
     }
     Ok(outcome)
 }

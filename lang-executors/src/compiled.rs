@@ -70,7 +70,8 @@ const GO_ENV: [(&str, &str); 8] = [
 impl Go {
     /// Looks the toolchain up on this host.
     pub fn detect() -> Self {
-        let candidates = ["/usr/bin/go", "/usr/lib/go/bin/go", "/usr/local/go/bin/go"];
+        // Debian's Go: /usr/local is never visible in a sandbox.
+        let candidates = ["/usr/bin/go", "/usr/lib/go/bin/go"];
         Self {
             go: Toolchain::find(
                 "go",
@@ -251,7 +252,7 @@ impl Rust {
     }
 
     fn in_usr(&self) -> bool {
-        self.sysroot().is_some_and(|s| s.starts_with("/usr"))
+        self.sysroot().is_some_and(vana_sandbox_core::host::in_base)
     }
 
     fn sandbox_rustc(&self) -> String {

@@ -50,7 +50,7 @@ impl Python {
         Self {
             toolchain: Toolchain::find(
                 "python",
-                candidates(&["/usr/bin/python3", "/usr/local/bin/python3"]),
+                candidates(&["/usr/bin/python3"]),
                 "--version",
                 " (install Debian's python3)",
             ),
@@ -75,10 +75,16 @@ impl Language for Python {
         ];
         if ctx.guards.python_audit {
             let guard = format!("{}/{PY_GUARD}", ctx.workdir);
-            command(vec![py, "-I".into(), "-B".into(), guard], ctx, &env)
+            // -u: unbuffered, so output written before a kill or `os._exit` reaches the result
+            // (`-I` ignores PYTHONUNBUFFERED).
+            command(
+                vec![py, "-I".into(), "-B".into(), "-u".into(), guard],
+                ctx,
+                &env,
+            )
         } else {
             // -E: ignore PYTHON* variables; -s: no user site directory.
-            command(vec![py, "-E".into(), "-s".into()], ctx, &env)
+            command(vec![py, "-E".into(), "-s".into(), "-u".into()], ctx, &env)
         }
     }
 
@@ -121,7 +127,7 @@ impl JavaScript {
     pub fn detect() -> Self {
         Self::with(Toolchain::find(
             "javascript",
-            candidates(&["/usr/bin/node", "/usr/bin/nodejs", "/usr/local/bin/node"]),
+            candidates(&["/usr/bin/node", "/usr/bin/nodejs"]),
             "--version",
             " (install Debian's nodejs)",
         ))
@@ -322,6 +328,7 @@ mod tests {
                 "/usr/bin/python3",
                 "-I",
                 "-B",
+                "-u",
                 "/workspace/.vana/guard.py",
                 "/workspace/main.py",
                 "a"
@@ -334,7 +341,14 @@ mod tests {
         };
         assert_eq!(
             py.run(&ctx(&args, off)).argv,
-            ["/usr/bin/python3", "-E", "-s", "/workspace/main.py", "a"]
+            [
+                "/usr/bin/python3",
+                "-E",
+                "-s",
+                "-u",
+                "/workspace/main.py",
+                "a"
+            ]
         );
         assert!(py.compile(&ctx(&args, off)).is_none());
     }

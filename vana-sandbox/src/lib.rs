@@ -24,13 +24,14 @@ pub use vana_sandbox_core::{
     fake, host, limits, BackendError, BackendKind, Bytes, Capabilities, CompileReport, Cores,
     Engine, EngineBuilder, EngineError, Event, ExecutionRequest, ExecutionResult, Executor,
     FileSpec, Instance, Language, Languages, Layer, LayerName, LimitKind, Limits, LimitsRequest,
-    Monitor, NetworkRequest, OutputSink, Phase, Policy, ProcessIo, ResourceUsage, Runtime,
-    SecurityEvent, SecurityEventKind, Status, StreamKind, TracingMonitor, Truncated,
+    Monitor, NetworkRequest, OutputSink, Phase, Policy, ProcessIo, Reporter, ResourceUsage,
+    Runtime, SecurityEvent, SecurityEventKind, Status, StreamKind, TracingMonitor, Truncated,
 };
 pub use vana_sandbox_docker::{image, DockerConfig, DockerExecutor};
 pub use vana_sandbox_lang as lang;
 pub use vana_sandbox_native::{NativeConfig, NativeExecutor, DEFAULT_UID_BASE, PROGRAM_ID};
 pub use vana_sandbox_policy::{PolicyConfig, PolicyError, PRESETS};
+pub use vana_sandbox_seccomp as seccomp;
 
 /// Errors of the facade's constructors.
 #[derive(Debug, thiserror::Error)]
