@@ -1021,14 +1021,9 @@ fn attack_on(
 
 /// The number the program printed after `key` (`key N`).
 fn printed(r: &ExecutionResult, key: &str) -> Option<u64> {
-    r.output.lines().find_map(|l| {
-        l.strip_prefix(key)?
-            .trim()
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    })
+    r.output
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.split_whitespace().next()?.parse().ok())
 }
 
 /// Rare, new and unneeded system calls get ENOSYS from the allow-list, and so does any number
@@ -1182,7 +1177,7 @@ for i in range(64):
                 .output
                 .lines()
                 .filter_map(|l| l.strip_prefix("shm ")?.parse::<u64>().ok())
-                .last()
+                .next_back()
                 .unwrap_or(0);
             assert!(
                 last <= 72,
