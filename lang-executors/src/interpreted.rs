@@ -115,7 +115,8 @@ impl Language for Python {
 ///
 /// With the guard on and a Node.js that has the permission model (20+), the program may read
 /// anything it can see but write only in /workspace and /tmp, and may not start child processes
-/// or workers or load native addons; denials are reported as security events.
+/// or load native addons; denials are reported as security events. Worker threads are allowed
+/// (ordinary programs use them; they run under the same permissions).
 #[derive(Debug)]
 pub struct JavaScript {
     toolchain: Toolchain,
@@ -159,6 +160,7 @@ impl JavaScript {
             "--allow-fs-read=*".into(),
             "--allow-fs-write=/workspace/".into(),
             "--allow-fs-write=/tmp/".into(),
+            "--allow-worker".into(),
         ];
         if self.major().is_some_and(|m| (20..23).contains(&m)) {
             v.push("--disable-warning=ExperimentalWarning".into());
