@@ -17,7 +17,7 @@ use crate::launch::{self, Init, Launch};
 use crate::lease::Lease;
 use crate::mode::{Ids, PROGRAM_ID};
 use crate::mounts;
-use crate::rootfs::{self, ExtraMount, Stage};
+use crate::rootfs::{self, ExtraMount, RootSpec, Stage};
 use crate::supervisor::{self, Failure, RunPlan};
 use crate::sys::Fd;
 use crate::workspace::Workspace;
@@ -109,18 +109,18 @@ impl NativeInstance {
             .map(mounts::clone_of)
             .transpose()
             .map_err(|e| BackendError::setup("cloning the device tmpfs", e))?;
-        let stage = Stage {
-            root: &s.dirs.root,
-            storage: &s.dirs.storage,
-        };
         let disk = spec.limits.disk;
-        let ops = rootfs::plan(
-            &stage,
-            &spec.limits,
-            PROGRAM_ID,
-            devices.as_ref().map(Fd::raw),
-            &extra,
-        )
+        let ops = rootfs::plan(&RootSpec {
+            stage: Stage {
+                root: &s.dirs.root,
+                storage: &s.dirs.storage,
+            },
+            limits: &spec.limits,
+            owner: PROGRAM_ID,
+            devices: devices.as_ref().map(Fd::raw),
+            extra: &extra,
+            namespace_root: s.mode.is_root(),
+        })
         .map_err(|e| BackendError::setup("planning the root filesystem", e))?;
         let ruleset = match s.landlock_abi {
             0 => None,

@@ -277,16 +277,35 @@ pub(crate) struct Stage<'a> {
 /// on merged-/usr systems, is recreated; a directory becomes an overlay).
 const TOP_DIRS: &[&str] = &["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
 
-/// Plans the root, and the instance's writable storage (the disk limit of `limits`) owned by
-/// `owner` (uid and gid inside the sandbox); `/proc` views are sized to `limits`. `devices` is a
-/// detached tmpfs holding the device nodes (else the host's are bound).
-pub(crate) fn plan(
-    stage: &Stage<'_>,
-    limits: &Limits,
-    owner: u32,
-    devices: Option<RawFd>,
-    extra: &[ExtraMount<'_>],
-) -> io::Result<Vec<Op>> {
+/// What a sandbox's root is built from.
+pub(crate) struct RootSpec<'a> {
+    /// Where it is built.
+    pub stage: Stage<'a>,
+    /// The instance's limits: the storage's size is the disk limit, `/proc` views and IPC
+    /// limits follow the memory and CPU limits.
+    pub limits: &'a Limits,
+    /// Owner (uid and gid inside the sandbox) of the workspace.
+    pub owner: u32,
+    /// A detached tmpfs holding the device nodes (else the host's are bound).
+    pub devices: Option<RawFd>,
+    /// Toolchain mounts.
+    pub extra: &'a [ExtraMount<'a>],
+    /// The setup child is its namespace's root (root mode): only then may it set the IPC
+    /// namespace's limits (rootless, the kernel gives those files to an unmapped root).
+    pub namespace_root: bool,
+}
+
+/// Plans the root and the instance's writable storage.
+pub(crate) fn plan(spec: &RootSpec<'_>) -> io::Result<Vec<Op>> {
+    let RootSpec {
+        stage,
+        limits,
+        owner,
+        devices,
+        extra,
+        namespace_root,
+    } = spec;
+    let (limits, owner, devices) = (*limits, *owner, *devices);
     let mut p = Plan {
         root: stage.root.to_path_buf(),
         empty: stage.storage.join(".empty"),
@@ -355,7 +374,7 @@ pub(crate) fn plan(
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         None,
     )?;
-    namespace_limits(&mut p, limits)?;
+    namespace_limits(&mut p, limits, *namespace_root)?;
     mask_proc(&mut p)?;
     virtual_proc(&mut p, limits)?;
     for (i, m) in extra.iter().enumerate() {
@@ -392,11 +411,16 @@ fn ipc_limits(limits: &Limits) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn namespace_limits(p: &mut Plan, limits: &Limits) -> io::Result<()> {
+fn namespace_limits(p: &mut Plan, limits: &Limits, namespace_root: bool) -> io::Result<()> {
+    let ipc = if namespace_root {
+        ipc_limits(limits)
+    } else {
+        Vec::new()
+    };
     let all = USER_LIMITS
         .iter()
         .map(|(k, v)| (*k, v.to_string()))
-        .chain(ipc_limits(limits));
+        .chain(ipc);
     for (name, value) in all {
         if Path::new("/proc/sys").join(name).exists() {
             p.ops.push(Op::Write {
