@@ -5,11 +5,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bollard::container::UpdateContainerOptions;
 use vana_sandbox_core::{
-    BackendError, Bytes, FileEntry, Instance, Limits, ProcessIo, ProcessOutcome, ProcessSpec,
-    SecurityEvent, SecurityEventKind, Usage,
+    BackendError, Bytes, Instance, Limits, ProcessIo, ProcessOutcome, ProcessSpec, SecurityEvent,
+    SecurityEventKind, SharedFiles, Stdin, Usage,
 };
 
 use crate::error::DockerError;
+use crate::files::DockerFiles;
 use crate::memcg::Memcg;
 use crate::pool::PoolKey;
 use crate::{container, exec, Shared};
@@ -150,32 +151,11 @@ impl DockerInstance {
 
 #[async_trait]
 impl Instance for DockerInstance {
-    async fn put_files(&mut self, files: &[FileEntry]) -> Result<(), BackendError> {
-        // Through `tar -x` inside the container: the engine's archive endpoint cannot see into a
-        // tmpfs mounted in the container, and the extraction runs as the sandbox user.
-        let id = self.id()?.to_string();
-        let tar = crate::tarball::pack(files, self.shared.config.uid)?;
-        let (code, _, err) = exec::run_plain(
-            &self.shared,
-            &id,
-            &["tar", "-x", "-C", "/workspace", "-f", "-"],
-            tar,
-            1 << 20,
-        )
-        .await?;
-        if code != 0 {
-            let reason = String::from_utf8_lossy(&err).trim().to_string();
-            let reason = if reason.contains("No space left") {
-                "the files exceed the disk limit".to_string()
-            } else {
-                reason
-            };
-            return Err(BackendError::File {
-                path: files.first().map(|f| f.path.clone()).unwrap_or_default(),
-                reason,
-            });
-        }
-        Ok(())
+    fn files(&self) -> SharedFiles {
+        Arc::new(DockerFiles {
+            shared: self.shared.clone(),
+            id: self.id.clone().unwrap_or_default(),
+        })
     }
 
     async fn run(
@@ -193,11 +173,19 @@ impl Instance for DockerInstance {
         let memcg = self.memcg(&id).await.cloned();
         let oom_before = memcg.as_ref().map(Memcg::oom_kills);
         let watch = memcg.as_ref().zip(oom_before);
+        let stdin = match io.stdin {
+            Stdin::Bytes(b) => b,
+            Stdin::Pipe(_) => {
+                return Err(BackendError::InvalidProcess(
+                    "the Docker backend takes standard input as bytes",
+                ))
+            }
+        };
         let ran = exec::run(
             &self.shared,
             &id,
             process,
-            io.stdin,
+            stdin,
             io.sink,
             (nproc, self.key.disk.get()),
             watch,
@@ -219,40 +207,6 @@ impl Instance for DockerInstance {
             ));
         }
         Ok(outcome)
-    }
-
-    async fn read_files(
-        &mut self,
-        paths: &[String],
-        max_bytes: u64,
-    ) -> Result<Vec<FileEntry>, BackendError> {
-        let max_bytes = max_bytes.min(vana_sandbox_core::host::MAX_READ_BYTES);
-        let id = self
-            .id
-            .clone()
-            .ok_or(BackendError::InstanceGone("already destroyed"))?;
-        let mut out = Vec::new();
-        for p in paths {
-            vana_sandbox_core::validate::check_relative_path(p).map_err(|m| {
-                BackendError::File {
-                    path: p.clone(),
-                    reason: m,
-                }
-            })?;
-            // tar stores a symlink as a link (never its target); unpack_one accepts regular files only.
-            let argv = ["tar", "-c", "-C", "/workspace", "-f", "-", "--", p.as_str()];
-            let (code, tar, err) =
-                exec::run_plain(&self.shared, &id, &argv, Vec::new(), max_bytes + (1 << 20))
-                    .await?;
-            if code != 0 {
-                return Err(BackendError::File {
-                    path: p.clone(),
-                    reason: String::from_utf8_lossy(&err).trim().to_string(),
-                });
-            }
-            out.push(crate::tarball::unpack_one(p, &tar, max_bytes)?);
-        }
-        Ok(out)
     }
 
     async fn destroy(mut self: Box<Self>) -> Result<(), BackendError> {

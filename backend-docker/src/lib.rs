@@ -14,6 +14,7 @@
 mod container;
 mod error;
 mod exec;
+mod files;
 pub mod image;
 mod instance;
 mod memcg;

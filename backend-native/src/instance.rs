@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use vana_sandbox_core::{
-    BackendError, Bytes, Exit, FileEntry, Instance, InstanceSpec, Limits, ProcessIo,
-    ProcessOutcome, ProcessSpec, SecurityEvent, SecurityEventKind,
+    BackendError, Bytes, Exit, Instance, InstanceSpec, Limits, ProcessIo, ProcessOutcome,
+    ProcessSpec, SecurityEvent, SecurityEventKind, SharedFiles,
 };
 use vana_sandbox_init::protocol::{Rlimit, Run};
 
@@ -37,7 +37,7 @@ const CAP_SETPCAP: u32 = 8;
 /// A live sandbox.
 struct Live {
     init: Init,
-    workspace: Workspace,
+    workspace: Arc<Workspace>,
     cgroup: Box<dyn InstanceCgroup>,
     ids: Ids,
     disk: Bytes,
@@ -66,6 +66,8 @@ impl Live {
 pub(crate) struct NativeInstance {
     shared: Arc<Shared>,
     live: Option<Live>,
+    /// The workspace, usable while a program runs (the storage goes with the last handle).
+    files: Arc<Workspace>,
 }
 
 impl NativeInstance {
@@ -150,10 +152,12 @@ impl NativeInstance {
             // The OOM killer takes a program, never the init that reports it.
             let _ = std::fs::write(format!("/proc/{}/oom_score_adj", init.pid), "-1000");
         }
+        let workspace = Arc::new(Workspace::new(storage, ids.program_host));
         Ok(Self {
+            files: workspace.clone(),
             live: Some(Live {
                 init,
-                workspace: Workspace::new(storage, ids.program_host),
+                workspace,
                 cgroup,
                 ids,
                 disk,
@@ -168,12 +172,6 @@ impl NativeInstance {
         self.live
             .as_ref()
             .is_some_and(|l| !l.init.exited_within(Duration::ZERO))
-    }
-
-    fn live(&self) -> Result<&Live, BackendError> {
-        self.live
-            .as_ref()
-            .ok_or(BackendError::InstanceGone("already destroyed"))
     }
 }
 
@@ -204,7 +202,9 @@ fn run_in(
     };
     let plan = RunPlan {
         run,
-        stdin: &io.stdin,
+        stdin: io.stdin,
+        output: io.output,
+        stop: io.stop,
         sink: io.sink,
         limits,
         program_host: live.ids.program_host,
@@ -243,8 +243,8 @@ fn run_in(
 
 #[async_trait]
 impl Instance for NativeInstance {
-    async fn put_files(&mut self, files: &[FileEntry]) -> Result<(), BackendError> {
-        self.live()?.workspace.put(files)
+    fn files(&self) -> SharedFiles {
+        self.files.clone()
     }
 
     async fn run(
@@ -282,14 +282,6 @@ impl Instance for NativeInstance {
                 Err(e)
             }
         }
-    }
-
-    async fn read_files(
-        &mut self,
-        paths: &[String],
-        max_bytes: u64,
-    ) -> Result<Vec<FileEntry>, BackendError> {
-        self.live()?.workspace.read(paths, max_bytes)
     }
 
     async fn destroy(mut self: Box<Self>) -> Result<(), BackendError> {

@@ -295,6 +295,9 @@ pub(crate) struct RootSpec<'a> {
     pub namespace_root: bool,
 }
 
+/// Host files under /etc copied into the sandbox's generated /etc when the host has them.
+const ETC_COPIES: &[&str] = &["ld.so.cache", "matplotlibrc", "mime.types"];
+
 /// Plans the root and the instance's writable storage.
 pub(crate) fn plan(spec: &RootSpec<'_>) -> io::Result<Vec<Op>> {
     let RootSpec {
@@ -594,9 +597,17 @@ fn etc(p: &mut Plan) -> io::Result<()> {
         0o644,
     )?;
     p.file("/etc/resolv.conf", b"", 0o644)?;
-    // A copy: the dynamic loader's cache is read by every program.
-    if let Ok(cache) = std::fs::read("/etc/ld.so.cache") {
-        p.file("/etc/ld.so.cache", &cache, 0o644)?;
+    // Copies of the few host files under /etc that ordinary programs read: the dynamic
+    // loader's cache, and configuration Debian's packages keep there (matplotlib's defaults).
+    for name in ETC_COPIES {
+        let host = Path::new("/etc").join(name);
+        match std::fs::symlink_metadata(&host) {
+            Ok(m) if m.is_file() && m.len() <= 1 << 20 => {
+                let content = std::fs::read(&host)?;
+                p.file(&format!("/etc/{name}"), &content, 0o644)?;
+            }
+            _ => {}
+        }
     }
     // Time zones: UTC unless the program sets TZ (the zone database is in /usr).
     if Path::new("/usr/share/zoneinfo/Etc/UTC").exists() {

@@ -34,6 +34,12 @@ pub(crate) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
 #[derive(Debug)]
 pub(crate) struct Fd(pub RawFd);
 
+impl From<std::os::fd::OwnedFd> for Fd {
+    fn from(fd: std::os::fd::OwnedFd) -> Self {
+        Fd(std::os::fd::IntoRawFd::into_raw_fd(fd))
+    }
+}
+
 impl Fd {
     pub(crate) fn raw(&self) -> RawFd {
         self.0

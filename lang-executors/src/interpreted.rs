@@ -5,8 +5,8 @@ use std::sync::OnceLock;
 
 use vana_sandbox_core::language::MAX_GUARD_EVENTS;
 use vana_sandbox_core::{
-    Command, FileEntry, Language, LanguageInfo, SecurityEvent, SecurityEventKind, StepContext,
-    Toolchain,
+    Command, FileEntry, Kernel, KernelRole, Language, LanguageInfo, SecurityEvent,
+    SecurityEventKind, StepContext, Toolchain,
 };
 
 use crate::info::{BASH, JAVASCRIPT, PYTHON};
@@ -27,6 +27,20 @@ fn command(argv: Vec<String>, ctx: &StepContext<'_>, env: &[(&str, &str)]) -> Co
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+    }
+}
+
+/// Where the session kernels live in the workspace.
+const KERNEL_PY: &str = ".vana/kernel.py";
+const KERNEL_JS: &str = ".vana/kernel.js";
+const KERNEL_PY_SOURCE: &str = include_str!("kernels/kernel.py");
+const KERNEL_JS_SOURCE: &str = include_str!("kernels/kernel.js");
+
+fn kernel_file(path: &str, source: &str) -> FileEntry {
+    FileEntry {
+        path: path.into(),
+        content: source.as_bytes().to_vec(),
+        executable: false,
     }
 }
 
@@ -108,6 +122,30 @@ impl Language for Python {
 
     fn events_file(&self, ctx: &StepContext<'_>) -> Option<&'static str> {
         ctx.guards.python_audit.then_some(PY_EVENTS)
+    }
+
+    /// The session's host kernel: Python cells in-process (globals, imports and cwd kept),
+    /// Bash and JavaScript cells through their kernels. Isolated (`-I`: no user site, no
+    /// `PYTHON*` variables), unbuffered. The audit guard is not loaded: it would report the
+    /// kernel's own subprocesses; the sandbox is the boundary.
+    fn kernel(&self, ctx: &StepContext<'_>) -> Option<Kernel> {
+        Some(Kernel {
+            role: KernelRole::Host,
+            command: Command {
+                argv: vec![
+                    self.toolchain.command_path(),
+                    "-I".into(),
+                    "-B".into(),
+                    "-u".into(),
+                    format!("{}/{KERNEL_PY}", ctx.workdir),
+                ],
+                env: vec![
+                    ("PYTHONIOENCODING".into(), "utf-8".into()),
+                    ("MPLBACKEND".into(), "Agg".into()),
+                ],
+            },
+            files: vec![kernel_file(KERNEL_PY, KERNEL_PY_SOURCE)],
+        })
     }
 }
 
@@ -201,6 +239,23 @@ impl Language for JavaScript {
         }
         node_denials(stderr)
     }
+
+    /// JavaScript cells in one persistent context, under the same permission model as a run.
+    fn kernel(&self, ctx: &StepContext<'_>) -> Option<Kernel> {
+        let mut argv = vec![self.toolchain.command_path()];
+        if ctx.guards.node_permissions {
+            argv.extend(self.permission_flags());
+        }
+        argv.push(format!("{}/{KERNEL_JS}", ctx.workdir));
+        Some(Kernel {
+            role: KernelRole::Cells,
+            command: Command {
+                argv,
+                env: vec![("NODE_OPTIONS".into(), String::new())],
+            },
+            files: vec![kernel_file(KERNEL_JS, KERNEL_JS_SOURCE)],
+        })
+    }
 }
 
 /// One event per `ERR_ACCESS_DENIED` Node printed, with the permission and resource it named.
@@ -287,6 +342,30 @@ impl Language for Bash {
         if !ctx.guards.bash_restricted {
             return Vec::new();
         }
+        bash_denials(stderr)
+    }
+
+    /// Bash cells run as `bash -c` by the host kernel, which keeps the working directory and
+    /// exported variables between them.
+    fn kernel(&self, ctx: &StepContext<'_>) -> Option<Kernel> {
+        let mut argv = vec![self.toolchain.command_path()];
+        if ctx.guards.bash_restricted {
+            argv.push("-r".into());
+        }
+        Some(Kernel {
+            role: KernelRole::Cells,
+            command: Command {
+                argv,
+                env: Vec::new(),
+            },
+            files: Vec::new(),
+        })
+    }
+}
+
+/// One event per restricted-mode refusal Bash printed.
+fn bash_denials(stderr: &[u8]) -> Vec<SecurityEvent> {
+    {
         String::from_utf8_lossy(stderr)
             .lines()
             .filter(|l| l.ends_with(": restricted") || l.contains(": restricted: "))

@@ -74,6 +74,10 @@ impl Policy for PolicyConfig {
     fn fingerprint(&self) -> String {
         fingerprint(self)
     }
+
+    fn sessions(&self) -> vana_sandbox_core::SessionPolicy {
+        self.session.policy()
+    }
 }
 
 #[cfg(test)]

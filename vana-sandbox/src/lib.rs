@@ -25,7 +25,11 @@ pub use vana_sandbox_core::{
     Engine, EngineBuilder, EngineError, Event, ExecutionRequest, ExecutionResult, Executor,
     FileSpec, Instance, Language, Languages, Layer, LayerName, LimitKind, Limits, LimitsRequest,
     Monitor, NetworkRequest, OutputSink, Phase, Policy, ProcessIo, Reporter, ResourceUsage,
-    Runtime, SecurityEvent, SecurityEventKind, Status, StreamKind, TracingMonitor, Truncated,
+    Runtime, SecurityEvent, SecurityEventKind, Session, SessionEnd, SessionFiles, SessionOptions,
+    Status, StreamKind, TracingMonitor, Truncated,
+};
+pub use vana_sandbox_core::{
+    CellException, DisplayData, FileInfo, FileKind, OutputFile, SessionReport, StopSignal,
 };
 pub use vana_sandbox_docker::{image, DockerConfig, DockerExecutor};
 pub use vana_sandbox_lang as lang;
@@ -96,6 +100,7 @@ pub struct SandboxBuilder {
     policy: PolicyConfig,
     max_concurrency: Option<usize>,
     max_queue: Option<usize>,
+    max_sessions: Option<usize>,
     monitors: Vec<Arc<dyn Monitor>>,
     compile_cache: Option<Option<Arc<dyn CompileCache>>>,
 }
@@ -132,6 +137,12 @@ impl SandboxBuilder {
     /// Executions waiting for a slot before a request is refused (default: 64 per slot).
     pub fn max_queue(mut self, n: usize) -> Self {
         self.max_queue = Some(n);
+        self
+    }
+
+    /// Sessions open at once (default: 64).
+    pub fn max_sessions(mut self, n: usize) -> Self {
+        self.max_sessions = Some(n);
         self
     }
 
@@ -179,6 +190,9 @@ impl SandboxBuilder {
         }
         if let Some(n) = self.max_queue {
             builder = builder.max_queue(n);
+        }
+        if let Some(n) = self.max_sessions {
+            builder = builder.max_sessions(n);
         }
         Ok(builder.build()?)
     }

@@ -183,10 +183,10 @@ fn fs_symlink_planted_for_the_host_is_not_followed() {
         let o = inst.run(&p, Default::default()).await.expect("run");
         assert_eq!(o.exit_code(), Some(0), "{o:?}");
         for path in ["out", "d/up/etc/shadow", "etc/shadow"] {
-            assert!(inst.read_files(&[path.to_string()], 1 << 20).await.is_err(), "{path} was followed");
+            assert!(inst.files().read(&[path.to_string()], 1 << 20).await.is_err(), "{path} was followed");
         }
         let put = vana_sandbox_core::FileEntry { path: "etc/evil".into(), content: b"x".to_vec(), executable: false };
-        assert!(inst.put_files(&[put]).await.is_err(), "put_files followed a planted symlink");
+        assert!(inst.files().put(&[put]).await.is_err(), "put_files followed a planted symlink");
         assert!(!std::path::Path::new("/etc/evil").exists());
         inst.destroy().await.expect("destroy");
     });

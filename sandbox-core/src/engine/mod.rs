@@ -4,7 +4,7 @@
 
 mod admission;
 mod compile;
-mod pipeline;
+pub(crate) mod pipeline;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -33,16 +33,19 @@ pub struct Engine {
 }
 
 pub(crate) struct Inner {
-    executor: Arc<dyn Executor>,
-    policy: Arc<dyn Policy>,
-    languages: Languages,
+    pub(crate) executor: Arc<dyn Executor>,
+    pub(crate) policy: Arc<dyn Policy>,
+    pub(crate) languages: Languages,
     monitors: Vec<Arc<dyn Monitor>>,
     compile_cache: Option<Arc<dyn CompileCache>>,
-    admission: Admission,
+    pub(crate) admission: Admission,
+    /// Open sessions (one permit each).
+    pub(crate) sessions: Arc<tokio::sync::Semaphore>,
+    pub(crate) max_sessions: usize,
 }
 
 impl Inner {
-    fn emit(&self, event: &Event<'_>) {
+    pub(crate) fn emit(&self, event: &Event<'_>) {
         for m in &self.monitors {
             m.on_event(event);
         }
@@ -59,6 +62,7 @@ pub struct EngineBuilder {
     compile_cache: Option<Arc<dyn CompileCache>>,
     max_concurrency: Option<usize>,
     max_queue: Option<usize>,
+    max_sessions: Option<usize>,
 }
 
 impl EngineBuilder {
@@ -105,6 +109,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Sessions open at once before [`Engine::session`] fails with
+    /// [`EngineError::SessionsFull`] (default: 64).
+    pub fn max_sessions(mut self, n: usize) -> Self {
+        self.max_sessions = Some(n);
+        self
+    }
+
     /// Builds the engine.
     pub fn build(self) -> Result<Engine, EngineError> {
         let executor = self
@@ -124,6 +135,7 @@ impl EngineBuilder {
             ));
         }
         let max_queue = self.max_queue.unwrap_or(64 * max_concurrency);
+        let max_sessions = self.max_sessions.unwrap_or(64);
         Ok(Engine {
             inner: Arc::new(Inner {
                 executor,
@@ -132,12 +144,14 @@ impl EngineBuilder {
                 monitors: self.monitors,
                 compile_cache: self.compile_cache,
                 admission: Admission::new(max_concurrency, max_queue),
+                sessions: Arc::new(tokio::sync::Semaphore::new(max_sessions)),
+                max_sessions,
             }),
         })
     }
 }
 
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -176,6 +190,10 @@ impl Engine {
     /// Executions running now.
     pub fn running(&self) -> usize {
         self.inner.admission.running()
+    }
+
+    pub(crate) fn inner(&self) -> Arc<Inner> {
+        self.inner.clone()
     }
 
     /// Executions waiting for a slot now.

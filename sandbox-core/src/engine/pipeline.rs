@@ -197,7 +197,7 @@ async fn stage(
     });
     files.extend(job.valid.files.iter().cloned());
     files.extend(language.support_files(step));
-    instance.put_files(&files).await?;
+    instance.files().put(&files).await?;
     Ok(files)
 }
 
@@ -215,8 +215,8 @@ async fn run(
         limits: job.spec.limits,
     };
     let io = ProcessIo {
-        stdin: job.valid.stdin.clone(),
-        sink: io.sink,
+        stdin: crate::spec::Stdin::Bytes(job.valid.stdin.clone()),
+        ..io
     };
     instance.run(&process, io).await
 }
@@ -267,7 +267,8 @@ async fn collect(
     let events_file = match language.events_file(step) {
         None => None,
         Some(path) => match instance
-            .read_files(&[path.to_string()], MAX_GUARD_EVENTS_BYTES)
+            .files()
+            .read(&[path.to_string()], MAX_GUARD_EVENTS_BYTES)
             .await
         {
             Ok(mut files) => files.pop().map(|f| f.content),
@@ -280,18 +281,28 @@ async fn collect(
             }
         },
     };
+    let outputs =
+        match crate::outputs::collect(instance.files().as_ref(), &job.request.outputs).await {
+            Ok(files) => files,
+            Err(e) => {
+                tracing::warn!("the output files could not be listed: {e}");
+                Vec::new()
+            }
+        };
     let guard = language.guard_events(step, &outcome.stderr, events_file.as_deref());
     outcome.events.extend(guard);
     outcome.events = std::mem::take(&mut outcome.events)
         .into_iter()
         .map(|e| e.in_phase(Phase::Run))
         .collect();
-    ExecutionResult::finished(
+    let mut result = ExecutionResult::finished(
         job.id,
         language.name(),
         engine.executor.kind(),
         outcome,
         &job.spec.limits,
         compile,
-    )
+    );
+    result.files = outputs;
+    result
 }
