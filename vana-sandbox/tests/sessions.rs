@@ -306,3 +306,40 @@ fn a_dropped_or_idle_session_is_cleaned_up(b: Backend) {
     assert_clean(b);
 }
 all_backends!(a_dropped_or_idle_session_is_cleaned_up: native);
+
+/// Cancelling a one-shot run (dropping its future, as an aborted asyncio task does) stops its
+/// sandbox within a second and frees its slot.
+fn a_cancelled_run_stops_within_a_second(b: Backend) {
+    let (rt, e) = open(b);
+    rt.block_on(async {
+        let engine = e.clone();
+        let task = tokio::spawn(async move {
+            let mut r = cell("python", "while True: pass");
+            r.timeout = Some(30.0);
+            engine.execute(r).await
+        });
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(e.running(), 1);
+        let t = Instant::now();
+        task.abort();
+        let _ = task.await;
+        assert_eq!(e.running(), 0, "the slot was not freed");
+        loop {
+            let left = match b {
+                Backend::Native => sandbox_processes().len(),
+                Backend::Docker(_) => docker_leftovers().len(),
+            };
+            if left == 0 {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(1),
+                "still running after {:?}",
+                t.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    assert_clean(b);
+}
+all_backends!(a_cancelled_run_stops_within_a_second: native);

@@ -261,16 +261,21 @@ impl Engine {
         id: &str,
         tenant: Option<&str>,
         request: &ExecutionRequest,
-        io: ProcessIo,
+        mut io: ProcessIo,
     ) -> Result<ExecutionResult, EngineError> {
         let inner = &*self.inner;
         let begun = Instant::now();
+        // A dropped future stops its sandbox at once (not at its timeout).
+        if io.stop.is_none() {
+            io.stop = crate::spec::StopSignal::new().ok();
+        }
         let mut watch = Watch {
             inner,
             id,
             tenant,
             begun,
             done: false,
+            stop: io.stop.clone(),
         };
         let finish = |watch: &mut Watch<'_>, result: ExecutionResult| {
             watch.done = true;
@@ -379,11 +384,15 @@ struct Watch<'a> {
     tenant: Option<&'a str>,
     begun: Instant,
     done: bool,
+    stop: Option<crate::spec::StopSignal>,
 }
 
 impl Drop for Watch<'_> {
     fn drop(&mut self) {
         if !self.done {
+            if let Some(stop) = &self.stop {
+                stop.fire();
+            }
             self.inner.emit(&Event::Cancelled {
                 id: self.id,
                 tenant: self.tenant,
