@@ -22,6 +22,7 @@ pub mod host;
 pub mod language;
 pub mod limits;
 pub mod monitor;
+pub mod network;
 pub mod outcome;
 pub mod outputs;
 pub mod policy;
