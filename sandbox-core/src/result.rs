@@ -227,6 +227,9 @@ pub struct ExecutionResult {
     /// The session this ran in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<SessionReport>,
+    /// What the egress proxy allowed and refused, for a run with network access.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::network::Summary>,
 }
 
 /// A workspace file returned with a result.
@@ -349,6 +352,7 @@ impl ExecutionResult {
             results: Vec::new(),
             exception: None,
             session: None,
+            network: None,
         }
     }
 
@@ -378,6 +382,7 @@ impl ExecutionResult {
             results: Vec::new(),
             exception: None,
             session: None,
+            network: None,
         }
     }
 
@@ -412,6 +417,7 @@ impl ExecutionResult {
             value: String::new(),
             traceback: String::new(),
         });
+        sample.network = Some(crate::network::Summary::default());
         sample.session = Some(SessionReport {
             id: String::new(),
             cell: 0,

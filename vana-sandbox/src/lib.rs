@@ -19,6 +19,9 @@
 
 use std::sync::Arc;
 
+mod egress;
+pub use egress::{proxy_config, ProxyEgress};
+
 pub use vana_sandbox_core::compile_cache::{CacheScope, CompileCache, DirCompileCache};
 pub use vana_sandbox_core::{
     fake, host, limits, BackendError, BackendKind, Bytes, Capabilities, CompileReport, Cores,
@@ -35,6 +38,7 @@ pub use vana_sandbox_docker::{image, DockerConfig, DockerExecutor};
 pub use vana_sandbox_lang as lang;
 pub use vana_sandbox_native::{NativeConfig, NativeExecutor, DEFAULT_UID_BASE, PROGRAM_ID};
 pub use vana_sandbox_policy::{PolicyConfig, PolicyError, PRESETS};
+pub use vana_sandbox_proxy as proxy;
 pub use vana_sandbox_seccomp as seccomp;
 
 /// Errors of the facade's constructors.
@@ -101,6 +105,7 @@ pub struct SandboxBuilder {
     max_concurrency: Option<usize>,
     max_queue: Option<usize>,
     max_sessions: Option<usize>,
+    egress: Option<Arc<dyn vana_sandbox_core::Egress>>,
     monitors: Vec<Arc<dyn Monitor>>,
     compile_cache: Option<Option<Arc<dyn CompileCache>>>,
 }
@@ -137,6 +142,13 @@ impl SandboxBuilder {
     /// Executions waiting for a slot before a request is refused (default: 64 per slot).
     pub fn max_queue(mut self, n: usize) -> Self {
         self.max_queue = Some(n);
+        self
+    }
+
+    /// The egress proxy for runs the policy gives network access (default: [`ProxyEgress`]
+    /// with the host's resolver).
+    pub fn egress(mut self, egress: Arc<dyn vana_sandbox_core::Egress>) -> Self {
+        self.egress = Some(egress);
         self
     }
 
@@ -178,7 +190,12 @@ impl SandboxBuilder {
             .executor(executor)
             .policy(Arc::new(self.policy))
             .languages(lang::installed())
-            .monitor(Arc::new(TracingMonitor));
+            .monitor(Arc::new(TracingMonitor))
+            .egress(
+                self.egress
+                    .take()
+                    .unwrap_or_else(|| Arc::new(ProxyEgress::new())),
+            );
         for m in self.monitors {
             builder = builder.monitor(m);
         }

@@ -4,6 +4,7 @@
 
 mod admission;
 mod compile;
+mod network;
 pub(crate) mod pipeline;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +39,7 @@ pub(crate) struct Inner {
     pub(crate) languages: Languages,
     monitors: Vec<Arc<dyn Monitor>>,
     compile_cache: Option<Arc<dyn CompileCache>>,
+    pub(crate) egress: Option<Arc<dyn crate::egress::Egress>>,
     pub(crate) admission: Admission,
     /// Open sessions (one permit each).
     pub(crate) sessions: Arc<tokio::sync::Semaphore>,
@@ -60,6 +62,7 @@ pub struct EngineBuilder {
     languages: Languages,
     monitors: Vec<Arc<dyn Monitor>>,
     compile_cache: Option<Arc<dyn CompileCache>>,
+    egress: Option<Arc<dyn crate::egress::Egress>>,
     max_concurrency: Option<usize>,
     max_queue: Option<usize>,
     max_sessions: Option<usize>,
@@ -93,6 +96,13 @@ impl EngineBuilder {
     /// A compile cache for compiled languages (default: none).
     pub fn compile_cache(mut self, cache: Arc<dyn CompileCache>) -> Self {
         self.compile_cache = Some(cache);
+        self
+    }
+
+    /// The egress proxy for runs the policy gives network access (default: none, and such
+    /// runs fail closed).
+    pub fn egress(mut self, egress: Arc<dyn crate::egress::Egress>) -> Self {
+        self.egress = Some(egress);
         self
     }
 
@@ -143,6 +153,7 @@ impl EngineBuilder {
                 languages: self.languages,
                 monitors: self.monitors,
                 compile_cache: self.compile_cache,
+                egress: self.egress,
                 admission: Admission::new(max_concurrency, max_queue),
                 sessions: Arc::new(tokio::sync::Semaphore::new(max_sessions)),
                 max_sessions,
