@@ -15,12 +15,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .write("sales.csv", b"month,units\njan,3\nfeb,5\nmar,8\n".to_vec())
         .await?;
     let r = session
-        .run_code("python", "import csv\nrows = list(csv.DictReader(open('sales.csv')))\nlen(rows)")
+        .run_code(
+            "python",
+            "import csv\nrows = list(csv.DictReader(open('sales.csv')))\nlen(rows)",
+        )
         .await?;
     println!("cell 1: {} rows", r.results[0].0["text/plain"]);
 
     let r = session
-        .run_code("python", "total = sum(int(r['units']) for r in rows)\nprint('total', total)")
+        .run_code(
+            "python",
+            "total = sum(int(r['units']) for r in rows)\nprint('total', total)",
+        )
         .await?;
     print!("cell 2: {}", r.output);
     assert_eq!(r.status, Status::Success);
