@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedSemaphorePermit;
 
-pub use files::{SessionFiles, MAX_ARCHIVE_ENTRIES};
+pub use files::{unpack_archive, SessionFiles, MAX_ARCHIVE_ENTRIES};
 
 use crate::engine::{pipeline, Inner};
 use crate::error::{BackendError, EngineError};
