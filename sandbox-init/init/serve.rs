@@ -59,6 +59,20 @@ struct statvfs_t {
 
 extern "C" {
     fn statvfs(path: *const std::ffi::c_char, buf: *mut statvfs_t) -> c_int;
+    fn getrlimit(resource: c_int, rlim: *mut super::rlimit) -> c_int;
+}
+
+/// The run's limits, each no higher than init's own hard limit (init cannot raise one: it has
+/// no CAP_SYS_RESOURCE, and gVisor's defaults are lower than Linux's for some).
+fn clamp_rlimits(run: &mut Run) {
+    for l in &mut run.rlimits {
+        let mut have = super::rlimit { cur: 0, max: 0 };
+        // SAFETY: a valid out-parameter.
+        if unsafe { getrlimit(l.resource as c_int, &mut have) } == 0 {
+            l.max = l.max.min(have.max);
+            l.cur = l.cur.min(l.max);
+        }
+    }
 }
 
 /// Writes one frame to the host. A host that is gone ends everything.
@@ -164,7 +178,8 @@ struct Running {
     ended_at: Option<std::time::Instant>,
 }
 
-fn start(run: Run, setup: &Setup) -> Result<Running, (Stage, i32)> {
+fn start(mut run: Run, setup: &Setup) -> Result<Running, (Stage, i32)> {
+    clamp_rlimits(&mut run);
     let (program, args) = run.argv.split_first().ok_or((Stage::Exec, EINVAL))?;
     let mut cmd = Command::new(OsStr::from_bytes(program));
     cmd.args(args.iter().map(|a| OsStr::from_bytes(a)))
