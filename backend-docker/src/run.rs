@@ -1,0 +1,228 @@
+//! One process in a container, through the container's init: the request goes out, output
+//! frames come back (capped), the wall clock is kept by the host, and the end — exit status,
+//! disk usage — is what init reports; memory, CPU and OOM evidence come from the container's
+//! cgroups, sampled while it runs and read once more as soon as it ended, before anything is
+//! torn down.
+
+use std::time::{Duration, Instant};
+
+use bollard::container::KillContainerOptions;
+use vana_sandbox_core::{
+    BackendError, Bytes, Exit, OutputCapture, OutputSink, ProcessOutcome, Stop, StreamKind, Usage,
+};
+use vana_sandbox_init::protocol::{Rlimit, Run, Stage};
+use vana_sandbox_init::serve::{Reply, Request, Stream, MAX_CHUNK};
+
+use crate::container::Container;
+use crate::error::DockerError;
+use crate::memcg::Sample;
+use crate::Shared;
+
+/// How often the cgroups are sampled while a program runs.
+const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+/// How long init gets to report a program it was told to kill before the container is killed.
+const KILL_GRACE: Duration = Duration::from_secs(3);
+
+/// One process to run.
+pub(crate) struct Step<'a> {
+    /// Program and arguments.
+    pub argv: &'a [String],
+    /// The whole environment.
+    pub env: Vec<String>,
+    /// Working directory.
+    pub cwd: &'a str,
+    /// Limits set in the program's process.
+    pub rlimits: Vec<Rlimit>,
+    /// Standard input.
+    pub stdin: &'a [u8],
+    /// Wall clock.
+    pub timeout: Duration,
+    /// stdout and stderr together.
+    pub output: u64,
+    /// Output as it arrives.
+    pub sink: Option<OutputSink>,
+}
+
+/// What one run produced.
+#[derive(Debug, Default)]
+pub(crate) struct Ran {
+    /// Exit, output, limits hit, usage.
+    pub outcome: ProcessOutcome,
+    /// The container is gone (its sandbox died, or it had to be killed): it runs nothing else.
+    pub container_dead: bool,
+    /// Why the sandbox itself failed, when the host has evidence of it.
+    pub sandbox_failure: Option<String>,
+}
+
+fn to_bytes(strings: &[String], what: &'static str) -> Result<Vec<Vec<u8>>, BackendError> {
+    strings
+        .iter()
+        .map(|s| {
+            if s.contains('\0') {
+                Err(BackendError::InvalidProcess(what))
+            } else {
+                Ok(s.as_bytes().to_vec())
+            }
+        })
+        .collect()
+}
+
+async fn kill_container(shared: &Shared, id: &str) {
+    let _ = shared
+        .docker
+        .kill_container(id, Some(KillContainerOptions { signal: "SIGKILL" }))
+        .await;
+}
+
+/// Runs `step` in `container` as `uid`.
+pub(crate) async fn run(
+    shared: &Shared,
+    container: &mut Container,
+    uid: u32,
+    step: Step<'_>,
+) -> Result<Ran, BackendError> {
+    if step.argv.is_empty() {
+        return Err(BackendError::InvalidProcess("empty argv"));
+    }
+    let run = Run {
+        uid,
+        gid: uid,
+        rlimits: step.rlimits,
+        cwd: step.cwd.as_bytes().to_vec(),
+        argv: to_bytes(step.argv, "a NUL byte in an argument")?,
+        env: to_bytes(&step.env, "a NUL byte in the environment")?,
+    };
+    if let Some(m) = &container.memcg {
+        m.reset_peak();
+    }
+    let before = container.memcg.as_ref().and_then(|m| m.sample());
+    let session = &mut container.session;
+    session.send(&Request::Run(run))?;
+    for chunk in step.stdin.chunks(MAX_CHUNK) {
+        session.send(&Request::Stdin(chunk.to_vec()))?;
+    }
+    session.send(&Request::StdinEnd)?;
+
+    let start = Instant::now();
+    let deadline = tokio::time::Instant::now() + step.timeout;
+    let mut grace: Option<tokio::time::Instant> = None;
+    let mut cap = OutputCapture::new(step.output, step.sink);
+    let mut ran = Ran::default();
+    let out = &mut ran.outcome;
+    let mut last: Option<Sample> = before;
+    let mut tasks_peak = 0u64;
+    let mut disk: Option<u64> = None;
+    let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    let kill = |session: &crate::session::Session| session.send(&Request::Kill { signal: 9 });
+    loop {
+        tokio::select! {
+            reply = session.recv() => match reply? {
+                Some(Reply::Output { stream, data }) => {
+                    if out.stopped.is_none() {
+                        let kind = match stream {
+                            Stream::Stdout => StreamKind::Stdout,
+                            Stream::Stderr => StreamKind::Stderr,
+                        };
+                        if cap.push(kind, &data) {
+                            out.stopped = Some(Stop::OutputLimit);
+                            kill(session)?;
+                            grace = Some(tokio::time::Instant::now() + KILL_GRACE);
+                        }
+                    }
+                }
+                Some(Reply::Disk { used }) => disk = Some(used),
+                Some(Reply::Exited { status, .. }) => {
+                    out.exit = if status & 0x7f == 0 {
+                        Exit::Code((status >> 8) & 0xff)
+                    } else {
+                        Exit::Signal(status & 0x7f)
+                    };
+                    break;
+                }
+                Some(Reply::Failed { stage, errno, .. }) => {
+                    let what = Stage::from_u32(stage).map_or("running the program", Stage::describe);
+                    return Err(BackendError::setup(
+                        what,
+                        std::io::Error::from_raw_os_error(errno),
+                    ));
+                }
+                Some(Reply::Hello { .. }) => {
+                    return Err(DockerError::Protocol("an unexpected Hello".into()).into())
+                }
+                None => {
+                    // The container stopped under the program (gVisor's sandbox died).
+                    ran.container_dead = true;
+                    out.exit = Exit::Signal(libc::SIGKILL);
+                    break;
+                }
+            },
+            _ = tick.tick() => {
+                match container.memcg.as_ref().map(|m| m.sample()) {
+                    Some(Some(s)) => {
+                        tasks_peak = tasks_peak.max(s.tasks);
+                        last = Some(s);
+                    }
+                    Some(None) => {
+                        // The cgroup is gone: the container stopped.
+                        ran.container_dead = true;
+                        out.exit = Exit::Signal(libc::SIGKILL);
+                        break;
+                    }
+                    None => {}
+                }
+            }
+            _ = tokio::time::sleep_until(deadline), if out.stopped.is_none() => {
+                out.stopped = Some(Stop::Timeout);
+                kill(session)?;
+                grace = Some(tokio::time::Instant::now() + KILL_GRACE);
+            }
+            _ = tokio::time::sleep_until(grace.unwrap_or(deadline)), if grace.is_some() => {
+                tracing::warn!(container = %container.id, "init did not report a killed program: killing the container");
+                kill_container(shared, &container.id).await;
+                ran.container_dead = true;
+                out.exit = Exit::Signal(libc::SIGKILL);
+                break;
+            }
+        }
+    }
+    out.wall_time = start.elapsed();
+    // Read once more now that the program ended, before anything is torn down.
+    if let Some(s) = container.memcg.as_ref().and_then(|m| m.sample()) {
+        last = Some(s);
+    }
+    if let Some(after) = last {
+        let before = before.unwrap_or_default();
+        out.oom_killed = after.oom_kills > before.oom_kills;
+        out.pids_limit_hits = after.pids_max_hits.saturating_sub(before.pids_max_hits);
+        let gvisor = container.key.is_gvisor();
+        out.usage = Usage {
+            cpu: Duration::from_nanos(after.cpu_ns.saturating_sub(before.cpu_ns)),
+            memory_peak: Bytes(after.memory_peak),
+            disk: Bytes(disk.unwrap_or(0)),
+            // Under gVisor the host counts gVisor's own threads, not the program's processes.
+            processes_peak: if gvisor {
+                1
+            } else {
+                // Init is one of the container's tasks.
+                tasks_peak.saturating_sub(1).max(1)
+            },
+        };
+        if gvisor {
+            // The host's process limit is gVisor's backstop, not the program's limit (that one
+            // is enforced inside): hitting it is a sandbox failure, not a refused fork.
+            if out.pids_limit_hits > 0 && ran.container_dead {
+                ran.sandbox_failure = Some(format!(
+                    "gVisor's sandbox died at the container's host task limit ({}): gVisor's own \
+                     threads count there; raise DockerConfig::runsc_pids_per_process",
+                    container.key.container_pids(&shared.config)
+                ));
+            }
+            out.pids_limit_hits = 0;
+        }
+    } else {
+        out.usage.disk = Bytes(disk.unwrap_or(0));
+        out.usage.processes_peak = 1;
+    }
+    (out.stdout, out.stderr, out.truncated) = cap.finish();
+    Ok(ran)
+}
