@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Everything the Docker backend's tests need, on a fresh Debian machine, as root:
-# docker.io, runsc (gVisor) registered with `--network=none`, debootstrap; a running dockerd;
-# and the runtime image, built locally (no registry) and kept once built.
+# docker.io, runsc (gVisor) registered with `--network=none --oci-seccomp`, debootstrap; a running
+# dockerd; and the runtime images (the default one, and the full one with Go and gcc), built
+# locally (no registry) and kept once built (rebuilt when their layout is older than the code's).
+# libc6-dev: vana-init, bound into every container, is linked statically.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +13,7 @@ command -v runsc >/dev/null || missing+=(runsc)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v gcc >/dev/null || missing+=(gcc)
 command -v python3 >/dev/null || missing+=(python3)
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ] || missing+=(libc6-dev)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "== installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -55,5 +58,6 @@ fi
 docker info --format 'docker {{.ServerVersion}}, cgroup v{{.CgroupVersion}}, runtimes: {{range $k, $v := .Runtimes}}{{$k}} {{end}}'
 docker info --format '{{json .Runtimes}}' | grep -q '"runsc"' || { echo "runsc is not registered with dockerd"; exit 1; }
 
-echo "== runtime image"
+echo "== runtime images"
 cargo run -q --release -p vana-sandbox -- image build
+cargo run -q --release -p vana-sandbox -- image build --full

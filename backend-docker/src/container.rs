@@ -91,11 +91,24 @@ pub(crate) struct Container {
     pub memcg: Option<Memcg>,
     /// The conversation with its init.
     pub session: Session,
+    /// Bytes in use on its writable mounts, as init last measured them.
+    pub disk_used: u64,
 }
 
 /// Paths hidden from the container: the core's `/proc` list (shared with the native backend),
-/// the Docker-specific ones, and Docker's own `/sys` masks.
+/// the Docker-specific ones, Docker's own `/sys` masks, the machine's identity (DMI) and each
+/// NUMA node's memory counters (the host's memory, per node).
 fn masked_paths() -> Vec<String> {
+    let nodes = std::fs::read_dir("/sys/devices/system/node")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.strip_prefix("node").is_some_and(|i| i.parse::<u32>().is_ok()))
+        .flat_map(|n| {
+            ["meminfo", "numastat", "vmstat"]
+                .map(|f| format!("/sys/devices/system/node/{n}/{f}"))
+        });
     PROC_MASKED_FILES
         .iter()
         .chain(PROC_MASKED_DIRS)
@@ -104,7 +117,10 @@ fn masked_paths() -> Vec<String> {
         .chain([
             "/sys/firmware".into(),
             "/sys/devices/virtual/powercap".into(),
+            "/sys/devices/virtual/dmi".into(),
+            "/sys/class/dmi".into(),
         ])
+        .chain(nodes)
         .collect()
 }
 
@@ -274,6 +290,7 @@ async fn start(
         key: key.clone(),
         memcg: Memcg::of_pid(pid),
         session,
+        disk_used: 0,
     };
     Ok(container)
 }

@@ -56,6 +56,14 @@ fn state_dir() -> Result<PathBuf, DockerError> {
 impl HostFiles {
     /// Prepares the directory, init and the empty resolv.conf.
     pub(crate) fn prepare() -> Result<Self, DockerError> {
+        if has_interpreter(vana_sandbox_init::INIT) {
+            return Err(DockerError::Other(
+                "vana-init was linked dynamically (the C library's static archive was missing \
+                 when the library was built: install libc6-dev and rebuild); containers need \
+                 it static"
+                    .into(),
+            ));
+        }
         let dir = state_dir()?;
         let init = put(&dir, "init", vana_sandbox_init::INIT, 0o555)?;
         let resolv = put(&dir, "resolv.conf", b"", 0o444)?;
@@ -66,6 +74,25 @@ impl HostFiles {
     pub(crate) fn file(&self, name: &str, content: &[u8]) -> Result<String, DockerError> {
         put(&self.dir, name, content, 0o444)
     }
+}
+
+/// Whether an ELF executable names a program interpreter (is dynamically linked).
+fn has_interpreter(elf: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    let (Some(phoff), Some(size), Some(n)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
+        return true;
+    };
+    (0..usize::from(n)).any(|i| {
+        let at = phoff as usize + i * usize::from(size);
+        elf.get(at..at + 4)
+            .is_none_or(|t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]) == PT_INTERP)
+    })
 }
 
 /// Writes `content` as `<name>-<digest>` in `dir` unless it is there already; returns the path.
@@ -140,6 +167,13 @@ pub(crate) const LOADAVG: &str = "0.00 0.00 0.00 1/1 1\n";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_init_we_bind_is_static() {
+        assert!(!has_interpreter(vana_sandbox_init::INIT));
+        let dynamic = std::fs::read("/bin/sh").unwrap_or_default();
+        assert!(has_interpreter(&dynamic));
+    }
 
     #[test]
     fn generated_proc_files_parse_like_the_kernels() {

@@ -187,41 +187,65 @@ pub(crate) async fn run(
     }
     out.wall_time = start.elapsed();
     // Read once more now that the program ended, before anything is torn down.
-    if let Some(s) = container.memcg.as_ref().and_then(|m| m.sample()) {
-        last = Some(s);
+    let gone = match container.memcg.as_ref().map(|m| m.sample()) {
+        Some(Some(s)) => {
+            tasks_peak = tasks_peak.max(s.tasks);
+            last = Some(s);
+            false
+        }
+        Some(None) => true,
+        None => false,
+    };
+    let before = before.unwrap_or_default();
+    let after = last.unwrap_or(before);
+    out.oom_killed = after.oom_kills > before.oom_kills;
+    if ran.container_dead && !out.oom_killed {
+        // The container stopped between two samples: the engine's own record of its cgroup's
+        // OOM events is the kernel's evidence then.
+        out.oom_killed = shared
+            .docker
+            .inspect_container(&container.id, None)
+            .await
+            .ok()
+            .and_then(|c| c.state?.oom_killed)
+            .unwrap_or(false);
     }
-    if let Some(after) = last {
-        let before = before.unwrap_or_default();
-        out.oom_killed = after.oom_kills > before.oom_kills;
-        out.pids_limit_hits = after.pids_max_hits.saturating_sub(before.pids_max_hits);
-        let gvisor = container.key.is_gvisor();
-        out.usage = Usage {
-            cpu: Duration::from_nanos(after.cpu_ns.saturating_sub(before.cpu_ns)),
-            memory_peak: Bytes(after.memory_peak),
-            disk: Bytes(disk.unwrap_or(0)),
-            // Under gVisor the host counts gVisor's own threads, not the program's processes.
-            processes_peak: if gvisor {
-                1
-            } else {
-                // Init is one of the container's tasks.
-                tasks_peak.saturating_sub(1).max(1)
-            },
-        };
-        if gvisor {
-            // The host's process limit is gVisor's backstop, not the program's limit (that one
-            // is enforced inside): hitting it is a sandbox failure, not a refused fork.
-            if out.pids_limit_hits > 0 && ran.container_dead {
-                ran.sandbox_failure = Some(format!(
-                    "gVisor's sandbox died at the container's host task limit ({}): gVisor's own \
-                     threads count there; raise DockerConfig::runsc_pids_per_process",
-                    container.key.container_pids(&shared.config)
-                ));
-            }
-            out.pids_limit_hits = 0;
+    let gvisor = container.key.is_gvisor();
+    let mut peak = after.memory_peak;
+    if out.oom_killed && gone {
+        // A memory cgroup kills only at its limit: the peak reached it, after the last sample.
+        peak = peak.max(container.key.memory.get());
+    }
+    if let Some(used) = disk {
+        container.disk_used = used;
+    }
+    out.usage = Usage {
+        cpu: Duration::from_nanos(after.cpu_ns.saturating_sub(before.cpu_ns)),
+        memory_peak: Bytes(peak),
+        // Init's measurement after the program; when the container died under it, the last
+        // one init made (a lower bound).
+        disk: Bytes(container.disk_used),
+        // Under gVisor the host counts gVisor's own tasks, not the program's processes; init
+        // is one of the container's tasks under runc.
+        processes_peak: if gvisor {
+            1
+        } else {
+            tasks_peak.saturating_sub(1).max(1)
+        },
+    };
+    let hits = after.pids_max_hits.saturating_sub(before.pids_max_hits);
+    if gvisor {
+        // The host's task limit is gVisor's backstop, not the program's limit (that one is
+        // enforced inside): reaching it is a failure of the sandbox, not a refused fork.
+        if hits > 0 && ran.container_dead {
+            ran.sandbox_failure = Some(format!(
+                "gVisor's sandbox died at the container's host task limit ({}): gVisor's own \
+                 threads count there; raise DockerConfig::runsc_pids_per_process",
+                container.key.container_pids(&shared.config)
+            ));
         }
     } else {
-        out.usage.disk = Bytes(disk.unwrap_or(0));
-        out.usage.processes_peak = 1;
+        out.pids_limit_hits = hits;
     }
     (out.stdout, out.stderr, out.truncated) = cap.finish();
     Ok(ran)
