@@ -138,8 +138,9 @@ fn docker_condition(c: &Cond) -> Value {
 /// and no process in the container can become a tracer: `ptrace` is not in the table. Verified
 /// on this host under runc and under runsc (`--oci-seccomp`). Other architectures: runc's filter
 /// (libseccomp) applies its bad-architecture action, which kills the calling thread (SIGSYS) —
-/// for an i386 `int 0x80` and for x32 numbers alike; gVisor has no 32-bit or x32 system calls
-/// at all. The Docker backend's init also installs [`bpf`] in every program, which kills the
+/// for an i386 `int 0x80` and for x32 numbers alike; gVisor has no 32-bit or x32 ABI at all (it
+/// runs an `int 0x80` as a 64-bit call, through the same filter, and answers x32 numbers with
+/// `ENOSYS`). The Docker backend's init also installs [`bpf`] in every program, which kills the
 /// whole process for those and answers `ENOSYS` itself (stacked filters: the strictest wins).
 pub fn docker_profile() -> Value {
     let arch = match ARCH {

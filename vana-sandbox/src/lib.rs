@@ -24,8 +24,8 @@ pub use vana_sandbox_core::{
     fake, host, limits, BackendError, BackendKind, Bytes, Capabilities, CompileReport, Cores,
     Engine, EngineBuilder, EngineError, Event, ExecutionRequest, ExecutionResult, Executor,
     FileSpec, Instance, Language, Languages, Layer, LayerName, LimitKind, Limits, LimitsRequest,
-    Monitor, NetworkRequest, OutputSink, Phase, Policy, ProcessIo, ResourceUsage, Runtime,
-    SecurityEvent, SecurityEventKind, Status, StreamKind, TracingMonitor, Truncated,
+    Monitor, NetworkRequest, OutputSink, Phase, Policy, ProcessIo, Reporter, ResourceUsage,
+    Runtime, SecurityEvent, SecurityEventKind, Status, StreamKind, TracingMonitor, Truncated,
 };
 pub use vana_sandbox_docker::{image, DockerConfig, DockerExecutor};
 pub use vana_sandbox_lang as lang;

@@ -262,7 +262,10 @@ print("total", total)
         .find_map(|l| l.strip_prefix("total "))
         .and_then(|t| t.parse().ok())
         .expect("total");
-    assert!(total <= 16 << 20, "stored {total} bytes under a 16 MiB limit");
+    assert!(
+        total <= 16 << 20,
+        "stored {total} bytes under a 16 MiB limit"
+    );
     assert!(total >= 12 << 20, "only {total} bytes fit: {r:#?}");
     let used = r.resource_usage.disk_usage_bytes;
     assert!(
@@ -412,7 +415,10 @@ except OSError as e:
         .nth(3)
         .and_then(|n| n.parse().ok())
         .expect("a fork count");
-    assert!((40..48).contains(&n), "{n} forks under a limit of 48: {r:#?}");
+    assert!(
+        (40..48).contains(&n),
+        "{n} forks under a limit of 48: {r:#?}"
+    );
     assert!(r.output.trim_end().ends_with(" 11"), "not EAGAIN: {r:#?}");
 }
 all_backends!(process_quota: docker_runc, docker_runsc);
@@ -446,7 +452,10 @@ print("uptime", read("/proc/uptime").split()[:1])
     let boot_id = host("/proc/sys/kernel/random/boot_id");
     assert!(!out.contains(boot_id.trim()), "the host's boot id: {out}");
     let cmdline = host("/proc/cmdline");
-    assert!(!out.contains(cmdline.trim()), "the host's command line: {out}");
+    assert!(
+        !out.contains(cmdline.trim()),
+        "the host's command line: {out}"
+    );
     let memtotal: u64 = out
         .lines()
         .find_map(|l| l.strip_prefix("memtotal "))
@@ -487,3 +496,105 @@ fn one_core(b: Backend) {
     );
 }
 all_backends!(one_core: docker_runc, docker_runsc);
+
+// ------------------------------------------------------------- program-written channels
+
+/// The guard's events file is written inside the sandbox: whatever the program puts there (a
+/// huge sparse file, a FIFO, a link to /dev/zero, forged lines) is read back capped at 64 KiB,
+/// never blocks the host, and only ever yields events marked as program-reported.
+fn guard_events_are_capped_reports(b: Backend) {
+    let forge = r#"
+import json, os
+p = "/workspace/.vana/events.jsonl"
+os.remove(p)
+MODE
+"#;
+    let cases = [
+        (
+            "sparse",
+            "f = open(p, 'wb'); f.truncate(64 << 20); f.close()",
+        ),
+        ("fifo", "os.mkfifo(p)"),
+        ("link", "os.symlink('/dev/zero', p)"),
+        (
+            "forged",
+            "open(p, 'w').write(json.dumps({'kind': 'seccomp_kill', 'detail': 'forged'}) + '\\n')",
+        ),
+    ];
+    for (name, mode) in cases {
+        let start = std::time::Instant::now();
+        let r = python(b, &forge.replace("MODE", mode));
+        assert_eq!(r.status, Status::Success, "{name}: {r:#?}");
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "{name}: took {:?}",
+            start.elapsed()
+        );
+        no_seccomp_kill_event(&r);
+        for e in &r.security_events {
+            if e.kind == SecurityEventKind::LanguageGuard {
+                assert_eq!(e.source, vana_sandbox::Reporter::Program, "{name}: {e:?}");
+            }
+        }
+    }
+}
+all_backends!(guard_events_are_capped_reports: docker_runc, docker_runsc);
+
+// ------------------------------------------------------------------------ owner death
+
+/// When the process that owns a container dies (SIGKILL included), the container stops: its
+/// attach connection closes, Docker closes init's stdin, init kills everything and exits.
+fn containers_die_with_their_owner(b: Backend) {
+    require_root();
+    require_docker(match b {
+        Backend::Docker(rt) => rt,
+        Backend::Native => "runc",
+    });
+    let before = docker_leftovers();
+    let mut owner = Command::new(env!("CARGO_BIN_EXE_vana-sandbox"))
+        .args(["run", "--backend", "docker", "--runtime"])
+        .arg(runtime(b).as_str())
+        .args(["-l", "bash", "-c", "sleep 25", "--timeout", "30"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the CLI");
+    let running = |id: &str| {
+        Command::new("docker")
+            .args(["inspect", "-f", "{{.State.Running}}", id])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
+            .unwrap_or(false)
+    };
+    let mut ours = Vec::new();
+    for _ in 0..100 {
+        ours = docker_leftovers()
+            .into_iter()
+            .filter(|c| !before.contains(c))
+            .collect();
+        if ours.iter().any(|c| running(c)) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!ours.is_empty(), "the owner started no container");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    owner.kill().expect("SIGKILL the owner");
+    let _ = owner.wait();
+    let mut stopped = false;
+    for _ in 0..100 {
+        if !ours.iter().any(|c| running(c)) {
+            stopped = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // What a dead owner leaves is removed by the next executor's start; here, by hand.
+    let _ = Command::new("docker")
+        .args(["rm", "-f"])
+        .args(&ours)
+        .output();
+    assert!(stopped, "a container outlived its owner by 10 s");
+    assert_clean(b);
+}
+all_backends!(containers_die_with_their_owner: docker_runc, docker_runsc);
