@@ -4,7 +4,9 @@ use std::collections::HashMap;
 
 use bollard::container::{Config, CreateContainerOptions, StartContainerOptions};
 use bollard::models::{HostConfig, HostConfigLogConfig, Mount, MountTypeEnum};
-use vana_sandbox_core::host::{PROC_MASKED_DIRS, PROC_MASKED_FILES, PROC_READ_ONLY};
+use vana_sandbox_core::host::{
+    PROC_MASKED_DIRS, PROC_MASKED_FILES, PROC_READ_ONLY, PROC_VIRTUALISED_FILES,
+};
 use vana_sandbox_init::serve::Setup;
 
 use crate::error::DockerError;
@@ -18,21 +20,6 @@ use crate::{Shared, LABEL, OWNER_LABEL};
 pub(crate) const INIT_PATH: &str = "/opt/vana/init";
 /// The workspace.
 pub(crate) const WORKSPACE: &str = "/workspace";
-
-/// `/proc` files beyond the core's list that describe the host and that Docker can hide: lock
-/// holders across the machine, interrupt and VM counters, the boot id, the kernel's file and
-/// inode counts. (Under gVisor `/proc` is gVisor's own.)
-const DOCKER_PROC_MASKED: &[&str] = &[
-    "locks",
-    "interrupts",
-    "softirqs",
-    "vmstat",
-    "schedstat",
-    "sys/kernel/random/boot_id",
-    "sys/fs/file-nr",
-    "sys/fs/inode-nr",
-    "sys/fs/dentry-state",
-];
 
 /// How one disk limit is split between the writable places, so that everything a run can store
 /// adds up to at most the limit: a small `/dev/shm` (Docker always mounts one), `/tmp` inside
@@ -95,24 +82,30 @@ pub(crate) struct Container {
     pub disk_used: u64,
 }
 
-/// Paths hidden from the container: the core's `/proc` list (shared with the native backend),
-/// the Docker-specific ones, Docker's own `/sys` masks, the machine's identity (DMI) and each
-/// NUMA node's memory counters (the host's memory, per node).
-fn masked_paths() -> Vec<String> {
+/// Paths hidden from the container: the core's `/proc` lists (shared with the native backend;
+/// under runc the virtualised files this backend cannot replace, such as the boot id), Docker's
+/// own `/sys` masks, the machine's identity (DMI) and each NUMA node's memory counters (the
+/// host's memory, per node). gVisor's `/proc` has its own view of the virtualised files.
+fn masked_paths(gvisor: bool) -> Vec<String> {
+    let virtualised = PROC_VIRTUALISED_FILES
+        .iter()
+        .filter(|f| !gvisor && proc_view(f).is_none());
     let nodes = std::fs::read_dir("/sys/devices/system/node")
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().to_string())
-        .filter(|n| n.strip_prefix("node").is_some_and(|i| i.parse::<u32>().is_ok()))
+        .filter(|n| {
+            n.strip_prefix("node")
+                .is_some_and(|i| i.parse::<u32>().is_ok())
+        })
         .flat_map(|n| {
-            ["meminfo", "numastat", "vmstat"]
-                .map(|f| format!("/sys/devices/system/node/{n}/{f}"))
+            ["meminfo", "numastat", "vmstat"].map(|f| format!("/sys/devices/system/node/{n}/{f}"))
         });
     PROC_MASKED_FILES
         .iter()
         .chain(PROC_MASKED_DIRS)
-        .chain(DOCKER_PROC_MASKED)
+        .chain(virtualised)
         .map(|p| format!("/proc/{p}"))
         .chain([
             "/sys/firmware".into(),
@@ -142,33 +135,43 @@ fn bind_ro(source: &str, target: &str) -> Mount {
     }
 }
 
-/// The host's boot time, hidden: the start of the current day.
-fn fake_btime() -> u64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    now / 86400 * 86400
+/// What this backend shows for a virtualised `/proc` file under runc (runc allows binds onto
+/// exactly such files, as lxcfs uses; a file it does not allow is masked instead).
+enum ProcView {
+    Meminfo,
+    Stat,
+    Fixed(&'static str),
 }
 
-/// Under runc `/proc` is the host kernel's: these files are shown instead (runc allows binds
-/// onto exactly such files, as lxcfs uses).
+fn proc_view(file: &str) -> Option<ProcView> {
+    match file {
+        "meminfo" => Some(ProcView::Meminfo),
+        "stat" => Some(ProcView::Stat),
+        "loadavg" => Some(ProcView::Fixed(LOADAVG)),
+        // Not in the core's list: the native backend gives each sandbox a time namespace, Docker
+        // has none, so the host's uptime is replaced here.
+        "uptime" => Some(ProcView::Fixed(UPTIME)),
+        _ => None,
+    }
+}
+
+/// Under runc `/proc` is the host kernel's: the virtualised files, sized to the container.
 fn proc_binds(shared: &Shared, key: &PoolKey) -> Result<Vec<Mount>, DockerError> {
     let files = &shared.files;
     // SAFETY: sysconf has no preconditions.
     let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
-    Ok(vec![
-        bind_ro(
-            &files.file("meminfo", host_files::meminfo(key.memory.get()).as_bytes())?,
-            "/proc/meminfo",
-        ),
-        bind_ro(
-            &files.file("stat", host_files::stat(cpus, fake_btime()).as_bytes())?,
-            "/proc/stat",
-        ),
-        bind_ro(&files.file("uptime", UPTIME.as_bytes())?, "/proc/uptime"),
-        bind_ro(&files.file("loadavg", LOADAVG.as_bytes())?, "/proc/loadavg"),
-    ])
+    let mut binds = Vec::new();
+    for name in PROC_VIRTUALISED_FILES.iter().copied().chain(["uptime"]) {
+        let content = match proc_view(name) {
+            Some(ProcView::Meminfo) => host_files::meminfo(key.memory.get()),
+            Some(ProcView::Stat) => host_files::stat(cpus),
+            Some(ProcView::Fixed(text)) => text.to_string(),
+            None => continue,
+        };
+        let path = files.file(name, content.as_bytes())?;
+        binds.push(bind_ro(&path, &format!("/proc/{name}")));
+    }
+    Ok(binds)
 }
 
 /// Creates and starts a container for `key`, attaches to its init and sets it up.
@@ -212,6 +215,9 @@ pub(crate) async fn create(shared: &Shared, key: &PoolKey) -> Result<Container, 
         pids_limit: Some(key.container_pids(&shared.config) as i64),
         memory: Some(key.memory.get() as i64),
         memory_swap: Some(key.memory.get() as i64),
+        // cgroup v1 does not charge TCP buffers to memory: bound them apart (v2 charges them).
+        kernel_memory_tcp: (shared.cgroup_v1 && !key.is_gvisor())
+            .then_some(key.socket_memory.get() as i64),
         nano_cpus: Some(key.nano_cpus),
         network_mode: Some("none".into()),
         init: Some(false),
@@ -220,7 +226,7 @@ pub(crate) async fn create(shared: &Shared, key: &PoolKey) -> Result<Container, 
             typ: Some("none".into()),
             config: None,
         }),
-        masked_paths: Some(masked_paths()),
+        masked_paths: Some(masked_paths(key.is_gvisor())),
         readonly_paths: Some(read_only_paths()),
         ipc_mode: Some("private".into()),
         shm_size: Some(budget.shm as i64),

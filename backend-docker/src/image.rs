@@ -17,9 +17,9 @@ use crate::images::{IMAGE_VERSION, LABEL_LANGUAGES, LABEL_TMP, LABEL_VERSION, TM
 
 /// The default runtime image (python3, nodejs, bash). The tag is the image layout's version
 /// ([`IMAGE_VERSION`]), so that library versions that need different layouts can share a host.
-pub const DEFAULT_IMAGE: &str = "vana-sandbox/runtime:2";
+pub const DEFAULT_IMAGE: &str = "vana-sandbox/runtime:3";
 /// The larger image that adds Go and the C toolchain Rust links with.
-pub const FULL_IMAGE: &str = "vana-sandbox/runtime-full:2";
+pub const FULL_IMAGE: &str = "vana-sandbox/runtime-full:3";
 
 /// How to build an image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +100,12 @@ impl ImageBuild {
             let _ = std::fs::remove_dir_all(rootfs.join(junk));
             let _ = std::fs::create_dir_all(rootfs.join(junk));
         }
+        // Nothing in /usr/local (debootstrap leaves empty directories there): a program sees
+        // no place an administrator installs things into.
+        let local = rootfs.join("usr/local");
+        std::fs::remove_dir_all(&local)
+            .and_then(|()| std::fs::create_dir(&local))
+            .map_err(|e| DockerError::Image(format!("empty /usr/local: {e}")))?;
         // One writable place: /tmp lives inside the workspace's tmpfs (the container's init
         // creates the directory), so the disk limit covers both.
         let tmp = rootfs.join("tmp");

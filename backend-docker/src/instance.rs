@@ -6,21 +6,27 @@
 //! through `docker update` when only cgroup limits differ; otherwise (runsc has no `update`, or
 //! the disk differs) a new one, with the workspace moved across. Limits therefore always hold for
 //! the step that runs.
+//!
+//! The instance and its [`Files`](vana_sandbox_core::Files) handles share one [`State`]: a
+//! container's init runs one thing at a time, so a file operation waits for a running step
+//! (the Docker backend runs no session kernels, which would need both at once).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bollard::container::UpdateContainerOptions;
+use tokio::sync::Mutex;
 use vana_sandbox_core::host::program_rlimits;
-use vana_sandbox_core::validate::check_relative_path;
 use vana_sandbox_core::{
-    BackendError, FileEntry, Instance, Limits, Mount, ProcessIo, ProcessOutcome, ProcessSpec,
-    Runtime, SecurityEvent, SecurityEventKind, Status,
+    BackendError, FileEntry, Instance, Limits, Mount, OutputCapture, OutputMode, ProcessIo,
+    ProcessOutcome, ProcessSpec, Runtime, SecurityEvent, SecurityEventKind, SharedFiles, Status,
+    Stdin,
 };
 use vana_sandbox_init::protocol::Rlimit;
 
 use crate::container::{self, Container, WORKSPACE};
 use crate::error::DockerError;
+use crate::files::DockerFiles;
 use crate::images::ImageInfo;
 use crate::pool::{Pool, PoolKey};
 use crate::run::{self, Step};
@@ -29,9 +35,9 @@ use crate::Shared;
 /// Helper steps (moving files) get this long.
 const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// What every step of an instance shares (no container: this part is `Sync`).
-struct Ctx {
-    shared: Arc<Shared>,
+/// What every step of an instance shares, and how to get a container for a step.
+pub(crate) struct Ctx {
+    pub(crate) shared: Arc<Shared>,
     pool: Arc<Pool>,
     image: ImageInfo,
     runtime: Runtime,
@@ -40,22 +46,30 @@ struct Ctx {
     envelope: Limits,
 }
 
-pub(crate) struct DockerInstance {
-    ctx: Ctx,
+/// The instance's workspace and container, shared with its file handles.
+#[derive(Default)]
+pub(crate) struct State {
     /// Files placed before any container exists.
     staged: Vec<FileEntry>,
     current: Option<Container>,
     /// A step killed the container.
     dead: bool,
+    /// The instance was destroyed: nothing may create a container for it any more.
+    destroyed: bool,
+}
+
+pub(crate) struct DockerInstance {
+    ctx: Arc<Ctx>,
+    state: Arc<Mutex<State>>,
 }
 
 /// What a helper command left: its exit code, stdout, stderr.
-struct Helped {
-    code: Option<i32>,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
+pub(crate) struct Helped {
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
     /// Its output passed the cap.
-    overflow: bool,
+    pub overflow: bool,
 }
 
 impl DockerInstance {
@@ -68,57 +82,99 @@ impl DockerInstance {
         envelope: Limits,
     ) -> Self {
         Self {
-            ctx: Ctx {
+            ctx: Arc::new(Ctx {
                 shared,
                 pool,
                 image,
                 runtime,
                 mounts,
                 envelope,
-            },
-            staged: Vec::new(),
-            current: None,
-            dead: false,
+            }),
+            state: Arc::new(Mutex::new(State::default())),
         }
     }
+}
 
-    /// A container for a step with `limits`, holding the workspace.
-    async fn container_for(&mut self, limits: &Limits) -> Result<&mut Container, BackendError> {
+impl State {
+    fn usable(&self) -> Result<(), BackendError> {
+        if self.destroyed {
+            return Err(BackendError::InstanceGone("already destroyed"));
+        }
         if self.dead {
             return Err(BackendError::InstanceGone(
                 "the container was killed by an earlier step",
             ));
         }
-        let ctx = &self.ctx;
-        let want = ctx.key(limits);
-        let current = match self.current.take() {
+        Ok(())
+    }
+}
+
+impl Ctx {
+    /// A container for a step with `limits`, holding the workspace.
+    pub(crate) async fn container_for<'s>(
+        &self,
+        st: &'s mut State,
+        limits: &Limits,
+    ) -> Result<&'s mut Container, BackendError> {
+        st.usable()?;
+        let want = self.key(limits);
+        let current = match st.current.take() {
             None => {
-                let mut c = ctx.pool.take_or_create(&want).await?;
-                let staged = std::mem::take(&mut self.staged);
-                if let Err(e) = ctx.put_into(&mut c, &staged, true).await {
-                    container::remove(&ctx.shared, &c.id).await;
+                let mut c = self.pool.take_or_create(&want).await?;
+                let staged = std::mem::take(&mut st.staged);
+                if let Err(e) = self.put_into(&mut c, &staged, true).await {
+                    container::remove(&self.shared, &c.id).await;
                     return Err(e);
                 }
                 c
             }
             Some(c) if c.key == want => c,
-            Some(mut c) if c.key.updatable_to(&want) => match ctx.update(&c.id, &want).await {
+            Some(mut c) if c.key.updatable_to(&want) => match self.update(&mut c, &want).await {
                 Ok(()) => {
                     c.key = want;
                     c
                 }
                 Err(e) => {
                     tracing::debug!("docker update failed ({e}); moving to a new container");
-                    ctx.move_to(c, &want).await?
+                    self.move_to(c, &want).await?
                 }
             },
-            Some(c) => ctx.move_to(c, &want).await?,
+            Some(c) => self.move_to(c, &want).await?,
         };
-        Ok(self.current.insert(current))
+        Ok(st.current.insert(current))
     }
-}
 
-impl Ctx {
+    /// The container holding the workspace, made for the envelope if no step made one yet.
+    pub(crate) async fn any_container<'s>(
+        &self,
+        st: &'s mut State,
+    ) -> Result<&'s mut Container, BackendError> {
+        st.usable()?;
+        if st.current.is_none() {
+            let envelope = self.envelope;
+            self.container_for(st, &envelope).await?;
+        }
+        st.current
+            .as_mut()
+            .ok_or(BackendError::InstanceGone("already destroyed"))
+    }
+
+    /// Places `files`: kept on the host until a container exists.
+    pub(crate) async fn put(
+        &self,
+        st: &mut State,
+        files: &[FileEntry],
+    ) -> Result<(), BackendError> {
+        st.usable()?;
+        match st.current.as_mut() {
+            None => {
+                st.staged.extend_from_slice(files);
+                Ok(())
+            }
+            Some(c) => self.put_into(c, files, false).await,
+        }
+    }
+
     fn key(&self, limits: &Limits) -> PoolKey {
         PoolKey::new(&self.image, self.runtime, limits, self.mounts.clone())
     }
@@ -150,7 +206,7 @@ impl Ctx {
     }
 
     /// Runs a helper (`tar`) as the sandbox user, collecting up to `max` bytes of output.
-    async fn helper(
+    pub(crate) async fn helper(
         &self,
         c: &mut Container,
         argv: &[&str],
@@ -169,8 +225,8 @@ impl Ctx {
             rlimits: self.rlimits(&limits),
             stdin,
             timeout: HELPER_TIMEOUT,
-            output: max,
-            sink: None,
+            output: OutputCapture::new(max, None),
+            stop: None,
         };
         let ran = run::run(&self.shared, c, self.shared.config.uid, step).await?;
         if ran.container_dead {
@@ -226,7 +282,7 @@ impl Ctx {
         Ok(())
     }
 
-    async fn update(&self, id: &str, want: &PoolKey) -> Result<(), DockerError> {
+    async fn update(&self, c: &mut Container, want: &PoolKey) -> Result<(), DockerError> {
         let opts = UpdateContainerOptions::<String> {
             memory: Some(want.memory.get() as i64),
             memory_swap: Some(want.memory.get() as i64),
@@ -236,9 +292,19 @@ impl Ctx {
         };
         self.shared
             .docker
-            .update_container(id, opts)
+            .update_container(&c.id, opts)
             .await
-            .map_err(DockerError::api("update container"))
+            .map_err(DockerError::api("update container"))?;
+        // `docker update` has no TCP buffer bound: set it on the cgroup itself (v1).
+        if self.shared.cgroup_v1 && want.socket_memory != c.key.socket_memory {
+            let memcg = c.memcg.as_ref().ok_or_else(|| {
+                DockerError::Other("the container's memory cgroup is not visible".into())
+            })?;
+            memcg
+                .set_socket_memory(want.socket_memory.get())
+                .map_err(|e| DockerError::Other(format!("memory.kmem.tcp.limit_in_bytes: {e}")))?;
+        }
+        Ok(())
     }
 
     /// Moves the workspace from `old` into a new container made for `want`; removes `old`.
@@ -268,29 +334,11 @@ impl Ctx {
 
 #[async_trait]
 impl Instance for DockerInstance {
-    async fn put_files(&mut self, files: &[FileEntry]) -> Result<(), BackendError> {
-        for f in files {
-            check_relative_path(&f.path).map_err(|m| BackendError::File {
-                path: f.path.clone(),
-                reason: m,
-            })?;
-        }
-        if self.dead {
-            return Err(BackendError::InstanceGone(
-                "the container was killed by an earlier step",
-            ));
-        }
-        match self.current.take() {
-            None => {
-                self.staged.extend_from_slice(files);
-                Ok(())
-            }
-            Some(mut c) => {
-                let r = self.ctx.put_into(&mut c, files, false).await;
-                self.current = Some(c);
-                r
-            }
-        }
+    fn files(&self) -> SharedFiles {
+        Arc::new(DockerFiles {
+            ctx: self.ctx.clone(),
+            state: self.state.clone(),
+        })
     }
 
     async fn run(
@@ -298,31 +346,44 @@ impl Instance for DockerInstance {
         process: &ProcessSpec,
         io: ProcessIo,
     ) -> Result<ProcessOutcome, BackendError> {
-        let rlimits = self.ctx.rlimits(&process.limits);
-        let shared = self.ctx.shared.clone();
-        let gvisor = self.ctx.runtime == Runtime::Runsc;
-        let c = self.container_for(&process.limits).await?;
+        let stdin = match io.stdin {
+            Stdin::Bytes(b) => b,
+            Stdin::Pipe(_) => {
+                return Err(BackendError::InvalidProcess(
+                    "the Docker backend takes standard input as bytes",
+                ))
+            }
+        };
+        let ctx = &self.ctx;
+        let rlimits = ctx.rlimits(&process.limits);
+        let gvisor = ctx.runtime == Runtime::Runsc;
+        let mut st = self.state.lock().await;
+        let c = ctx.container_for(&mut st, &process.limits).await?;
         let env: Vec<String> = process
             .env
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
+        let output = match io.output {
+            OutputMode::Capture => OutputCapture::new(process.limits.output.get(), io.sink),
+            OutputMode::Stream => OutputCapture::streaming(io.sink),
+        };
         let step = Step {
             argv: &process.argv,
             env,
             cwd: &process.cwd,
             rlimits,
-            stdin: &io.stdin,
+            stdin: &stdin,
             timeout: process.limits.timeout,
-            output: process.limits.output.get(),
-            sink: io.sink,
+            output,
+            stop: io.stop,
         };
-        let ran = run::run(&shared, c, shared.config.uid, step).await?;
+        let ran = run::run(&ctx.shared, c, ctx.shared.config.uid, step).await?;
         let mut outcome = ran.outcome;
         if ran.container_dead {
-            self.dead = true;
+            st.dead = true;
             let why = ran.sandbox_failure.or_else(|| {
-                (outcome.status() == Status::Killed).then(|| {
+                (outcome.status() == Status::Killed && outcome.stopped.is_none()).then(|| {
                     "the container stopped during the run without evidence of a limit".to_string()
                 })
             });
@@ -342,61 +403,14 @@ impl Instance for DockerInstance {
         Ok(outcome)
     }
 
-    async fn read_files(
-        &mut self,
-        paths: &[String],
-        max_bytes: u64,
-    ) -> Result<Vec<FileEntry>, BackendError> {
-        let max_bytes = max_bytes.min(vana_sandbox_core::host::MAX_READ_BYTES);
-        for p in paths {
-            check_relative_path(p).map_err(|m| BackendError::File {
-                path: p.clone(),
-                reason: m,
-            })?;
-        }
-        if self.current.is_none() {
-            let envelope = self.ctx.envelope;
-            self.container_for(&envelope).await?;
-        }
-        let Some(mut c) = self.current.take() else {
-            return Err(BackendError::InstanceGone("already destroyed"));
+    async fn destroy(self: Box<Self>) -> Result<(), BackendError> {
+        let current = {
+            let mut st = self.state.lock().await;
+            st.destroyed = true;
+            st.staged.clear();
+            st.current.take()
         };
-        let mut out = Vec::new();
-        let mut result = Ok(());
-        for p in paths {
-            // tar stores a symlink as a link (never its target); unpack_one accepts regular
-            // files only.
-            let argv = ["tar", "-c", "-C", WORKSPACE, "-f", "-", "--", p.as_str()];
-            let cap = max_bytes.saturating_add(1 << 20);
-            match self.ctx.helper(&mut c, &argv, &[], cap).await {
-                Ok(h) if h.overflow => {
-                    result = Err(BackendError::File {
-                        path: p.clone(),
-                        reason: "file too large to read back".into(),
-                    });
-                }
-                Ok(h) if h.code != Some(0) => {
-                    result = Err(BackendError::File {
-                        path: p.clone(),
-                        reason: String::from_utf8_lossy(&h.stderr).trim().to_string(),
-                    });
-                }
-                Ok(h) => match crate::tarball::unpack_one(p, &h.stdout, max_bytes) {
-                    Ok(f) => out.push(f),
-                    Err(e) => result = Err(e),
-                },
-                Err(e) => result = Err(e),
-            }
-            if result.is_err() {
-                break;
-            }
-        }
-        self.current = Some(c);
-        result.map(|()| out)
-    }
-
-    async fn destroy(mut self: Box<Self>) -> Result<(), BackendError> {
-        if let Some(c) = self.current.take() {
+        if let Some(c) = current {
             container::remove(&self.ctx.shared, &c.id).await;
         }
         Ok(())
@@ -405,8 +419,12 @@ impl Instance for DockerInstance {
 
 impl Drop for DockerInstance {
     fn drop(&mut self) {
-        if let Some(c) = self.current.take() {
-            // Dropped without destroy (an error or a panic upstream): remove in the background.
+        // Dropped without destroy (an error or a panic upstream): remove in the background.
+        let Ok(mut st) = self.state.try_lock() else {
+            return;
+        };
+        st.destroyed = true;
+        if let Some(c) = st.current.take() {
             let shared = self.ctx.shared.clone();
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 handle.spawn(async move { container::remove(&shared, &c.id).await });

@@ -23,6 +23,7 @@
 
 mod container;
 mod error;
+mod files;
 mod host_files;
 pub mod image;
 pub mod images;
@@ -112,6 +113,8 @@ pub(crate) struct Shared {
     filter: Vec<u8>,
     /// Files bound into every container (init, resolv.conf, /proc stand-ins).
     files: HostFiles,
+    /// The engine's cgroups are v1 (TCP buffers need a bound of their own).
+    cgroup_v1: bool,
 }
 
 /// The BPF program of the allow-list, as `struct sock_filter` bytes in native order.
@@ -161,6 +164,10 @@ impl DockerExecutor {
             .info()
             .await
             .map_err(|e| BackendError::Unavailable(format!("docker info: {e}")))?;
+        let cgroup_v1 = matches!(
+            info.cgroup_version,
+            Some(bollard::models::SystemInfoCgroupVersionEnum::_1)
+        );
         let known = info.runtimes.unwrap_or_default();
         let mut runtimes: Vec<String> = known.keys().cloned().collect();
         runtimes.sort();
@@ -212,6 +219,7 @@ impl DockerExecutor {
             seccomp_profile,
             filter: filter_bytes()?,
             files,
+            cgroup_v1,
         });
         let exec = Self {
             pool: Arc::new(Pool::new(shared.clone())),

@@ -113,6 +113,17 @@ impl Memcg {
         })
     }
 
+    /// Sets cgroup v1's bound on TCP socket buffers (v2 charges them to memory: nothing to do).
+    pub(crate) fn set_socket_memory(&self, bytes: u64) -> std::io::Result<()> {
+        if self.v2 {
+            return Ok(());
+        }
+        std::fs::write(
+            self.dir.join("memory.kmem.tcp.limit_in_bytes"),
+            bytes.to_string(),
+        )
+    }
+
     /// Starts a new memory peak (v1; on v2 the peak is the container's since it started).
     pub(crate) fn reset_peak(&self) {
         if !self.v2 {

@@ -23,6 +23,8 @@ pub(crate) struct PoolKey {
     pub tmp_in_workspace: bool,
     pub runtime: Runtime,
     pub memory: Bytes,
+    /// The bound on TCP socket buffers where cgroup v1 counts them apart from memory.
+    pub socket_memory: Bytes,
     pub nano_cpus: i64,
     pub max_processes: u64,
     pub disk: Bytes,
@@ -36,6 +38,7 @@ impl PoolKey {
             tmp_in_workspace: image.tmp_in_workspace && runtime == Runtime::Runc,
             runtime,
             memory: l.memory,
+            socket_memory: l.socket_memory(),
             nano_cpus: l.cpus.nano(),
             max_processes: l.processes,
             disk: l.disk,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bollard::container::KillContainerOptions;
 use vana_sandbox_core::{
-    BackendError, Bytes, Exit, OutputCapture, OutputSink, ProcessOutcome, Stop, StreamKind, Usage,
+    BackendError, Bytes, Exit, OutputCapture, ProcessOutcome, Stop, StopSignal, StreamKind, Usage,
 };
 use vana_sandbox_init::protocol::{Rlimit, Run, Stage};
 use vana_sandbox_init::serve::{Reply, Request, Stream, MAX_CHUNK};
@@ -18,8 +18,9 @@ use crate::error::DockerError;
 use crate::memcg::Sample;
 use crate::Shared;
 
-/// How often the cgroups are sampled while a program runs.
-const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+/// How often the cgroups are sampled while a program runs (a handful of small reads; a gVisor
+/// sandbox killed at its memory limit takes its cgroup with it within about 100 ms).
+const SAMPLE_EVERY: Duration = Duration::from_millis(20);
 /// How long init gets to report a program it was told to kill before the container is killed.
 const KILL_GRACE: Duration = Duration::from_secs(3);
 
@@ -37,10 +38,10 @@ pub(crate) struct Step<'a> {
     pub stdin: &'a [u8],
     /// Wall clock.
     pub timeout: Duration,
-    /// stdout and stderr together.
-    pub output: u64,
-    /// Output as it arrives.
-    pub sink: Option<OutputSink>,
+    /// Where output goes (kept up to the output limit, or only streamed).
+    pub output: OutputCapture,
+    /// Stops the run from outside.
+    pub stop: Option<StopSignal>,
 }
 
 /// What one run produced.
@@ -72,6 +73,26 @@ async fn kill_container(shared: &Shared, id: &str) {
         .docker
         .kill_container(id, Some(KillContainerOptions { signal: "SIGKILL" }))
         .await;
+}
+
+/// Whether the engine recorded an OOM kill in the container's cgroup, once it has seen the
+/// container stop (waits up to two seconds for that).
+async fn engine_saw_oom(shared: &Shared, id: &str) -> bool {
+    for _ in 0..40 {
+        let state = shared
+            .docker
+            .inspect_container(id, None)
+            .await
+            .ok()
+            .and_then(|c| c.state);
+        match state {
+            Some(s) if s.running == Some(true) => {}
+            Some(s) => return s.oom_killed.unwrap_or(false),
+            None => return false,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
 
 /// Runs `step` in `container` as `uid`.
@@ -106,7 +127,8 @@ pub(crate) async fn run(
     let start = Instant::now();
     let deadline = tokio::time::Instant::now() + step.timeout;
     let mut grace: Option<tokio::time::Instant> = None;
-    let mut cap = OutputCapture::new(step.output, step.sink);
+    let mut cap = step.output;
+    let stop = step.stop;
     let mut ran = Ran::default();
     let out = &mut ran.outcome;
     let mut last: Option<Sample> = before;
@@ -171,6 +193,11 @@ pub(crate) async fn run(
                     None => {}
                 }
             }
+            _ = async { if let Some(s) = &stop { s.fired().await } }, if stop.is_some() && out.stopped.is_none() => {
+                out.stopped = Some(Stop::Cancelled);
+                kill(session)?;
+                grace = Some(tokio::time::Instant::now() + KILL_GRACE);
+            }
             _ = tokio::time::sleep_until(deadline), if out.stopped.is_none() => {
                 out.stopped = Some(Stop::Timeout);
                 kill(session)?;
@@ -201,14 +228,8 @@ pub(crate) async fn run(
     out.oom_killed = after.oom_kills > before.oom_kills;
     if ran.container_dead && !out.oom_killed {
         // The container stopped between two samples: the engine's own record of its cgroup's
-        // OOM events is the kernel's evidence then.
-        out.oom_killed = shared
-            .docker
-            .inspect_container(&container.id, None)
-            .await
-            .ok()
-            .and_then(|c| c.state?.oom_killed)
-            .unwrap_or(false);
+        // OOM events is the kernel's evidence then (recorded before the exit it processes).
+        out.oom_killed = engine_saw_oom(shared, &container.id).await;
     }
     let gvisor = container.key.is_gvisor();
     let mut peak = after.memory_peak;

@@ -2,14 +2,13 @@
 //! namespaces, with `vana-init` as PID 1) that lives until it is destroyed, runs one program at
 //! a time, and keeps its workspace between runs.
 
-use std::ffi::CString;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use vana_sandbox_core::{
-    BackendError, Bytes, Exit, FileEntry, Instance, InstanceSpec, Limits, ProcessIo,
-    ProcessOutcome, ProcessSpec, SecurityEvent, SecurityEventKind,
+    BackendError, Bytes, Exit, Instance, InstanceSpec, Limits, ProcessIo, ProcessOutcome,
+    ProcessSpec, SecurityEvent, SecurityEventKind, SharedFiles,
 };
 use vana_sandbox_init::protocol::{Rlimit, Run};
 
@@ -17,9 +16,10 @@ use crate::cgroup::InstanceCgroup;
 use crate::launch::{self, Init, Launch};
 use crate::lease::Lease;
 use crate::mode::{Ids, PROGRAM_ID};
-use crate::rootfs::{self, ExtraMount, Stage};
+use crate::mounts;
+use crate::rootfs::{self, ExtraMount, RootSpec, Stage};
 use crate::supervisor::{self, Failure, RunPlan};
-use crate::sys::{cvt, Fd};
+use crate::sys::Fd;
 use crate::workspace::Workspace;
 use crate::{landlock, Shared};
 
@@ -37,7 +37,7 @@ const CAP_SETPCAP: u32 = 8;
 /// A live sandbox.
 struct Live {
     init: Init,
-    workspace: Workspace,
+    workspace: Arc<Workspace>,
     cgroup: Box<dyn InstanceCgroup>,
     ids: Ids,
     disk: Bytes,
@@ -66,52 +66,8 @@ impl Live {
 pub(crate) struct NativeInstance {
     shared: Arc<Shared>,
     live: Option<Live>,
-}
-
-/// A detached, read-only copy of a host tree (`open_tree` + `mount_setattr`), for a mount the
-/// sandbox's setup child cannot reach by path (a toolchain under root's mode-700 home).
-fn detached_tree(host: &str) -> std::io::Result<Fd> {
-    let path =
-        CString::new(host).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    const OPEN_TREE_CLONE: libc::c_uint = 1;
-    const AT_RECURSIVE: libc::c_uint = 0x8000;
-    // SAFETY: open_tree on a NUL-terminated path with flag constants.
-    let fd = Fd(cvt(unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE,
-        )
-    } as libc::c_int)?);
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    const MOUNT_ATTR_RDONLY: u64 = 0x1;
-    const MOUNT_ATTR_NOSUID: u64 = 0x2;
-    const MOUNT_ATTR_NODEV: u64 = 0x4;
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: mount_setattr on the tree we just cloned, with a valid attribute struct.
-    cvt(unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd.raw(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    } as libc::c_int)?;
-    Ok(fd)
+    /// The workspace, usable while a program runs (the storage goes with the last handle).
+    files: Arc<Workspace>,
 }
 
 impl NativeInstance {
@@ -131,7 +87,7 @@ impl NativeInstance {
         let trees: Vec<Fd> = if s.mode.is_root() {
             spec.mounts
                 .iter()
-                .map(|m| detached_tree(&m.host))
+                .map(|m| mounts::read_only_tree(&m.host))
                 .collect::<Result<_, _>>()
                 .map_err(|e| BackendError::setup("cloning a toolchain mount", e))?
         } else {
@@ -149,13 +105,25 @@ impl NativeInstance {
                 None => ExtraMount::Path(m),
             })
             .collect();
-        let stage = Stage {
-            root: &s.dirs.root,
-            storage: &s.dirs.storage,
-        };
+        let devices = s
+            .devices
+            .as_ref()
+            .map(mounts::clone_of)
+            .transpose()
+            .map_err(|e| BackendError::setup("cloning the device tmpfs", e))?;
         let disk = spec.limits.disk;
-        let ops = rootfs::plan(&stage, disk.get(), PROGRAM_ID, &extra)
-            .map_err(|e| BackendError::setup("planning the root filesystem", e))?;
+        let ops = rootfs::plan(&RootSpec {
+            stage: Stage {
+                root: &s.dirs.root,
+                storage: &s.dirs.storage,
+            },
+            limits: &spec.limits,
+            owner: PROGRAM_ID,
+            devices: devices.as_ref().map(Fd::raw),
+            extra: &extra,
+            namespace_root: s.mode.is_root(),
+        })
+        .map_err(|e| BackendError::setup("planning the root filesystem", e))?;
         let ruleset = match s.landlock_abi {
             0 => None,
             abi => Some(
@@ -165,7 +133,7 @@ impl NativeInstance {
         };
         let rules = rootfs::landlock_rules(&spec.mounts)
             .map_err(|e| BackendError::setup("planning the Landlock rules", e))?;
-        let tree_fds: Vec<_> = trees.iter().map(Fd::raw).collect();
+        let tree_fds: Vec<_> = trees.iter().chain(&devices).map(Fd::raw).collect();
         let keep_caps: &[u32] = if s.mode.is_root() { &INIT_CAPS } else { &[] };
         let (init, storage) = launch::start(Launch {
             ops: &ops,
@@ -184,10 +152,12 @@ impl NativeInstance {
             // The OOM killer takes a program, never the init that reports it.
             let _ = std::fs::write(format!("/proc/{}/oom_score_adj", init.pid), "-1000");
         }
+        let workspace = Arc::new(Workspace::new(storage, ids.program_host));
         Ok(Self {
+            files: workspace.clone(),
             live: Some(Live {
                 init,
-                workspace: Workspace::new(storage, ids.program_host),
+                workspace,
                 cgroup,
                 ids,
                 disk,
@@ -202,12 +172,6 @@ impl NativeInstance {
         self.live
             .as_ref()
             .is_some_and(|l| !l.init.exited_within(Duration::ZERO))
-    }
-
-    fn live(&self) -> Result<&Live, BackendError> {
-        self.live
-            .as_ref()
-            .ok_or(BackendError::InstanceGone("already destroyed"))
     }
 }
 
@@ -227,6 +191,7 @@ fn run_in(
         .set_limits(limits)
         .map_err(|e| Failure::Setup(BackendError::backend("setting the run's limits", e)))?;
     live.cgroup.begin_run();
+    let started = crate::kmsg::now();
     let run = Run {
         uid: live.ids.program,
         gid: live.ids.program,
@@ -237,7 +202,9 @@ fn run_in(
     };
     let plan = RunPlan {
         run,
-        stdin: &io.stdin,
+        stdin: io.stdin,
+        output: io.output,
+        stop: io.stop,
         sink: io.sink,
         limits,
         program_host: live.ids.program_host,
@@ -257,20 +224,56 @@ fn run_in(
     outcome.oom_killed = stats.oom_kills > 0;
     outcome.pids_limit_hits = stats.pids_max_hits;
     outcome.events = shared.degraded.clone();
+    // SIGSYS alone proves nothing (a program can raise it): only the kernel's own record of a
+    // seccomp kill makes it one.
     if outcome.exit == Exit::Signal(libc::SIGSYS) {
-        outcome.events.push(SecurityEvent::new(
-            SecurityEventKind::SeccompKill,
-            "killed by SIGSYS: the seccomp filter kills system calls of non-native ABIs \
-             (32-bit int 0x80, x32)",
-        ));
+        if let Some(kill) = crate::kmsg::seccomp_kill(live.ids.program_host.0, started) {
+            outcome.events.push(SecurityEvent::new(
+                SecurityEventKind::SeccompKill,
+                format!(
+                    "the seccomp filter killed the program: system call {} of architecture {} \
+                     (non-native ABIs are killed; the kernel's audit record says so)",
+                    kill.syscall, kill.arch
+                ),
+            ));
+        }
     }
     Ok(outcome)
 }
 
 #[async_trait]
 impl Instance for NativeInstance {
-    async fn put_files(&mut self, files: &[FileEntry]) -> Result<(), BackendError> {
-        self.live()?.workspace.put(files)
+    fn files(&self) -> SharedFiles {
+        self.files.clone()
+    }
+
+    /// A socket listening inside the sandbox's network namespace, opened from a host thread
+    /// that enters only that namespace (root mode: as root; rootless: as the owner of the
+    /// sandbox's user namespace) and ends right after; the socket stays the host's.
+    fn listen(&self, addr: std::net::SocketAddr) -> Result<std::net::TcpListener, BackendError> {
+        let live = self
+            .live
+            .as_ref()
+            .ok_or(BackendError::InstanceGone("already destroyed"))?;
+        let ns = format!("/proc/{}/ns/net", live.init.pid);
+        let opened = std::thread::spawn(move || -> std::io::Result<std::net::TcpListener> {
+            let ns = std::fs::File::open(ns)?;
+            // SAFETY: setns on a descriptor we own, for this thread only (it ends below).
+            let r =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            std::net::TcpListener::bind(addr)
+        })
+        .join()
+        .map_err(|_| {
+            BackendError::setup(
+                "opening the proxy inside the sandbox",
+                std::io::Error::other("the thread panicked"),
+            )
+        })?;
+        opened.map_err(|e| BackendError::setup("opening the proxy inside the sandbox", e))
     }
 
     async fn run(
@@ -308,14 +311,6 @@ impl Instance for NativeInstance {
                 Err(e)
             }
         }
-    }
-
-    async fn read_files(
-        &mut self,
-        paths: &[String],
-        max_bytes: u64,
-    ) -> Result<Vec<FileEntry>, BackendError> {
-        self.live()?.workspace.read(paths, max_bytes)
     }
 
     async fn destroy(mut self: Box<Self>) -> Result<(), BackendError> {

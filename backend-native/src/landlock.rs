@@ -1,6 +1,14 @@
 //! Landlock for every native run, through raw system calls: the parent creates the ruleset (the
 //! rights to handle depend on the kernel's ABI), the child adds its path rules after
 //! `pivot_root` (sandbox paths, opened `O_PATH`) and restricts itself. No allocation in the child.
+//!
+//! Why not the `landlock` crate: the rules name paths of the sandbox's new root, which exist only
+//! in the setup child after `pivot_root` — between `clone` and `execve`, where nothing may
+//! allocate or lock. The crate's builders allocate (`PathFd::new` makes a `CString`, rulesets
+//! collect into `Vec`s) and its errors carry heap data; the three system calls used here do not.
+//!
+//! TCP is not handled: the sandbox has a network namespace of its own, so a local server on its
+//! loopback reaches nobody (and the proxy, when allowed, is reached over a Unix socket).
 
 use std::ffi::CString;
 use std::os::fd::RawFd;
@@ -28,12 +36,10 @@ pub(crate) mod fs {
     pub const IOCTL_DEV: u64 = 1 << 15;
 }
 
-const NET_BIND_TCP: u64 = 1 << 0;
-const NET_CONNECT_TCP: u64 = 1 << 1;
 const SCOPE_ABSTRACT_UNIX_SOCKET: u64 = 1 << 0;
 const SCOPE_SIGNAL: u64 = 1 << 1;
 
-/// The ABI that gives everything this backend asks of Landlock (filesystem, TCP, scopes).
+/// The ABI that gives everything this backend asks of Landlock (filesystem rights, scopes).
 pub(crate) const FULL_ABI: u32 = 6;
 
 #[repr(C)]
@@ -111,18 +117,13 @@ pub(crate) struct Ruleset {
     pub handled_fs: u64,
 }
 
-/// Creates the ruleset for a run: every right the kernel knows is handled (denied unless a rule
-/// allows it); TCP bind/connect are handled with no rule (no network); abstract Unix sockets and
-/// signals are scoped to the sandbox.
+/// Creates the ruleset for a run: every filesystem right the kernel knows is handled (denied
+/// unless a rule allows it); abstract Unix sockets and signals are scoped to the sandbox.
 pub(crate) fn create(abi: u32) -> std::io::Result<Ruleset> {
     let handled_fs = fs_rights(abi);
     let attr = RulesetAttr {
         handled_access_fs: handled_fs,
-        handled_access_net: if abi >= 4 {
-            NET_BIND_TCP | NET_CONNECT_TCP
-        } else {
-            0
-        },
+        handled_access_net: 0,
         scoped: if abi >= 6 {
             SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL
         } else {

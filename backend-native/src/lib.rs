@@ -24,13 +24,16 @@ pub mod cgroup;
 mod child;
 mod control;
 mod instance;
+mod kmsg;
 mod landlock;
 mod launch;
 mod lease;
 mod memfd;
 mod mode;
+mod mounts;
 mod pool;
 mod probe;
+mod procfs;
 mod rootfs;
 mod seccomp;
 mod supervisor;
@@ -128,6 +131,9 @@ pub(crate) struct Shared {
     seccomp: Vec<seccomp::Insn>,
     landlock_abi: u32,
     init: InitImage,
+    /// Root mode: the detached device tmpfs each instance binds its nodes from (rootless, or
+    /// where it cannot be made, the host's `/dev` nodes are bound).
+    devices: Option<sys::Fd>,
 }
 
 impl Shared {
@@ -232,6 +238,15 @@ impl NativeExecutor {
         } else {
             Vec::new()
         };
+        let devices = if mode.is_root() {
+            mounts::device_tree()
+                .map_err(|e| {
+                    tracing::warn!("device tmpfs unavailable, binding the host's nodes: {e}")
+                })
+                .ok()
+        } else {
+            None
+        };
         let shared = Shared {
             dirs: StateDirs {
                 root_c: cpath(&root)?,
@@ -249,6 +264,7 @@ impl NativeExecutor {
             seccomp,
             landlock_abi,
             init,
+            devices,
         };
         let exec = Self {
             pool: Arc::new(pool::Pool::new(shared.config.pool_size)),

@@ -160,16 +160,29 @@ pub(crate) fn probe(
         landlock_abi >= full,
         match landlock_abi {
             0 => "not available in this kernel (or turned off)".to_string(),
-            a if a >= full => format!("ABI {a}: filesystem, TCP bind/connect and scopes enforced"),
+            a if a >= full => {
+                format!("ABI {a}: filesystem rules, abstract Unix socket and signal scopes")
+            }
             a => format!(
                 "ABI {a}: partial (full enforcement needs ABI {full}); filesystem rules applied"
             ),
         },
     ));
+    let time_ns = std::path::Path::new("/proc/self/ns/time").exists();
     layers.push(layer(
-        LayerName::LandlockNetwork,
-        landlock_abi >= 4,
-        format!("TCP bind/connect denied (ABI 4+; host has {landlock_abi})"),
+        LayerName::TimeNamespace,
+        time_ns,
+        if time_ns {
+            "monotonic and boot-time clocks start near zero (uptime hidden)"
+        } else {
+            "the kernel has no time namespaces (before 5.6): uptime is the host's"
+        },
+    ));
+    layers.push(layer(
+        LayerName::PrivateBase,
+        true,
+        "/usr, /etc/ssl, /etc/alternatives and toolchains as read-only overlays of the sandbox's \
+         own (no inode shared with the host); /usr/local hidden",
     ));
     layers.push(layer(
         LayerName::Rlimits,
@@ -180,7 +193,8 @@ pub(crate) fn probe(
     layers.push(layer(
         LayerName::ProcMasking,
         true,
-        "sensitive /proc entries masked or read-only; no /sys",
+        "host-wide /proc entries masked or replaced by views of the sandbox (meminfo, stat, \
+         loadavg, boot_id); no /sys",
     ));
     // Layers the backend normally has: their absence is reported on every result.
     for l in &mut layers {

@@ -2,11 +2,15 @@
 //! up front) and carried out by the setup child, inside its own user and mount namespaces,
 //! without allocating.
 //!
-//! Layout: a small tmpfs root, read-only binds of the host's `/usr` (and `/bin`, `/lib*` as the
-//! host has them), a generated `/etc`, a minimal `/dev`, a private `/proc`, and `/workspace`,
-//! `/tmp` and `/dev/shm` bound from the instance's one size-limited tmpfs, which the child mounts
-//! on a staging directory (visible only in its namespace) and hands to the host as a descriptor.
-//! The root is made read-only at the end.
+//! Layout: a small tmpfs root; the host's `/usr` (and `/bin`, `/lib*` as the host has them),
+//! `/etc/ssl`, `/etc/alternatives` and the toolchains as read-only **overlays** of their own (so
+//! the sandbox shares no inode with the host or another sandbox: no inotify on host files, no
+//! `flock` between runs, and `statfs` reports the instance's storage, not the host's disk), with
+//! `/usr/local` hidden; a generated `/etc`; a minimal `/dev`; a private `/proc` with host-wide
+//! entries masked or replaced by views sized to the sandbox; and `/workspace`, `/tmp` and
+//! `/dev/shm` bound from the instance's one size-limited tmpfs, which the child mounts on a
+//! staging directory (visible only in its namespace) and hands to the host as a descriptor. The
+//! root is made read-only at the end.
 
 use std::ffi::CString;
 use std::fmt;
@@ -15,8 +19,12 @@ use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use vana_sandbox_core::host::{PROC_MASKED_DIRS, PROC_MASKED_FILES, PROC_READ_ONLY};
-use vana_sandbox_core::Mount;
+use vana_sandbox_core::host::{
+    in_base, BASE_HIDDEN, PROC_MASKED_DIRS, PROC_MASKED_FILES, PROC_READ_ONLY,
+};
+use vana_sandbox_core::{Limits, Mount};
+
+use crate::procfs;
 
 /// One step of building the root.
 pub(crate) enum Op {
@@ -38,15 +46,14 @@ pub(crate) enum Op {
         content: Vec<u8>,
         mode: libc::mode_t,
     },
-    /// Write `content` into an existing file (a sysctl of the sandbox's own user namespace).
-    Write {
-        path: CString,
-        content: &'static [u8],
-    },
+    /// Write `content` into an existing file (a sysctl of the sandbox's own namespaces).
+    Write { path: CString, content: Vec<u8> },
     /// `chown(2)` (ids inside the sandbox's user namespace).
     Chown { path: CString, uid: u32, gid: u32 },
     /// Attach a detached mount tree the host cloned (`open_tree`) at `target` (`move_mount`).
     Attach { tree: RawFd, target: CString },
+    /// `umount2(target, MNT_DETACH)`.
+    Unmount { target: CString },
 }
 
 impl fmt::Display for Op {
@@ -74,6 +81,7 @@ impl fmt::Display for Op {
             Op::Attach { target, .. } => {
                 write!(f, "attach a mount at {}", target.to_string_lossy())
             }
+            Op::Unmount { target } => write!(f, "unmount {}", target.to_string_lossy()),
         }
     }
 }
@@ -89,6 +97,13 @@ const RO_BIND: libc::c_ulong =
 /// Accumulates ops against a root directory.
 struct Plan {
     root: PathBuf,
+    /// The instance's empty directory, the top layer of every overlay.
+    empty: PathBuf,
+    /// Where host trees are attached before an overlay is made of them.
+    staging: PathBuf,
+    /// Files of the instance's own (masked or virtualised host entries), never in the sandbox's
+    /// view but through a read-only bind.
+    private: PathBuf,
     ops: Vec<Op>,
 }
 
@@ -142,7 +157,17 @@ impl Plan {
         target: &Path,
         remount_flags: libc::c_ulong,
     ) -> io::Result<()> {
-        let remount_flags = remount_flags | locked_flags(host);
+        self.push_bind(host, target, remount_flags | locked_flags(host))
+    }
+
+    /// A bind of `source` at `target` remounted with exactly `remount_flags`.
+    fn push_bind(
+        &mut self,
+        source: &Path,
+        target: &Path,
+        remount_flags: libc::c_ulong,
+    ) -> io::Result<()> {
+        let host = source;
         let target = target.to_path_buf();
         self.ops.push(Op::Mount {
             src: Some(c(host)?),
@@ -159,6 +184,29 @@ impl Plan {
             data: None,
         });
         Ok(())
+    }
+
+    /// Presents the host directory `host` at the absolute `target` as a read-only overlay whose
+    /// top layer is the instance's empty directory: same content, inodes of its own.
+    fn overlay(&mut self, host: &Path, target: &Path) -> io::Result<()> {
+        let host_s = host.to_str().filter(|h| !h.contains([':', ',', '\\']));
+        let Some(host_s) = host_s else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} cannot be an overlay layer (':', ',' or '\\' in the path)",
+                    host.display()
+                ),
+            ));
+        };
+        let data = format!("lowerdir={}:{host_s}", self.empty.display());
+        self.mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+            Some(&data),
+        )
     }
 
     fn file(&mut self, sandbox_path: &str, content: &[u8], mode: libc::mode_t) -> io::Result<()> {
@@ -225,17 +273,48 @@ pub(crate) struct Stage<'a> {
     pub storage: &'a Path,
 }
 
-/// Plans the root, and the instance's writable storage of `disk` bytes owned by `owner` (uid
-/// and gid inside the sandbox).
-pub(crate) fn plan(
-    stage: &Stage<'_>,
-    disk: u64,
-    owner: u32,
-    extra: &[ExtraMount<'_>],
-) -> io::Result<Vec<Op>> {
+/// Top directories of the host presented in the sandbox when the host has them (a symlink, as
+/// on merged-/usr systems, is recreated; a directory becomes an overlay).
+const TOP_DIRS: &[&str] = &["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
+
+/// What a sandbox's root is built from.
+pub(crate) struct RootSpec<'a> {
+    /// Where it is built.
+    pub stage: Stage<'a>,
+    /// The instance's limits: the storage's size is the disk limit, `/proc` views and IPC
+    /// limits follow the memory and CPU limits.
+    pub limits: &'a Limits,
+    /// Owner (uid and gid inside the sandbox) of the workspace.
+    pub owner: u32,
+    /// A detached tmpfs holding the device nodes (else the host's are bound).
+    pub devices: Option<RawFd>,
+    /// Toolchain mounts.
+    pub extra: &'a [ExtraMount<'a>],
+    /// The setup child is its namespace's root (root mode): only then may it set the IPC
+    /// namespace's limits (rootless, the kernel gives those files to an unmapped root).
+    pub namespace_root: bool,
+}
+
+/// Host files under /etc copied into the sandbox's generated /etc when the host has them.
+const ETC_COPIES: &[&str] = &["ld.so.cache", "matplotlibrc", "mime.types"];
+
+/// Plans the root and the instance's writable storage.
+pub(crate) fn plan(spec: &RootSpec<'_>) -> io::Result<Vec<Op>> {
+    let RootSpec {
+        stage,
+        limits,
+        owner,
+        devices,
+        extra,
+        namespace_root,
+    } = spec;
+    let (limits, owner, devices) = (*limits, *owner, *devices);
     let mut p = Plan {
         root: stage.root.to_path_buf(),
-        ops: Vec::with_capacity(96),
+        empty: stage.storage.join(".empty"),
+        staging: stage.storage.join(".staging"),
+        private: stage.storage.join(".private"),
+        ops: Vec::with_capacity(128),
     };
     // Nothing done in this mount namespace may propagate back to the host.
     p.ops.push(Op::Mount {
@@ -245,7 +324,7 @@ pub(crate) fn plan(
         flags: libc::MS_REC | libc::MS_PRIVATE,
         data: None,
     });
-    storage(&mut p, stage.storage, disk, owner)?;
+    storage(&mut p, stage.storage, limits.disk.get(), owner)?;
     let root = stage.root;
     p.mount(
         Some("tmpfs"),
@@ -257,8 +336,21 @@ pub(crate) fn plan(
     for d in ["usr", "etc", "dev", "proc", "tmp", "workspace"] {
         p.mkdir(d, 0o755)?;
     }
-    p.bind(Path::new("/usr"), "/usr", RO_BIND)?;
-    for top in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
+    let usr = p.at("/usr");
+    p.overlay(Path::new("/usr"), &usr)?;
+    for hidden in BASE_HIDDEN {
+        if Path::new(hidden).is_dir() {
+            let target = p.at(hidden);
+            p.mount(
+                Some("tmpfs"),
+                &target,
+                Some("tmpfs"),
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                Some("size=0,nr_inodes=1,mode=0555"),
+            )?;
+        }
+    }
+    for top in TOP_DIRS {
         match std::fs::symlink_metadata(top) {
             Ok(m) if m.file_type().is_symlink() => {
                 let target = std::fs::read_link(top)?;
@@ -266,13 +358,14 @@ pub(crate) fn plan(
             }
             Ok(m) if m.is_dir() => {
                 p.mkdir(top, 0o755)?;
-                p.bind(Path::new(top), top, RO_BIND)?;
+                let target = p.at(top);
+                p.overlay(Path::new(top), &target)?;
             }
             _ => {}
         }
     }
     etc(&mut p)?;
-    dev(&mut p, stage.storage)?;
+    dev(&mut p, stage.storage, devices)?;
     let rw = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV;
     p.bind(&stage.storage.join("workspace"), "/workspace", rw)?;
     p.bind(&stage.storage.join("tmp"), "/tmp", rw)?;
@@ -284,10 +377,11 @@ pub(crate) fn plan(
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         None,
     )?;
-    user_limits(&mut p)?;
+    namespace_limits(&mut p, limits, *namespace_root)?;
     mask_proc(&mut p)?;
-    for m in extra {
-        extra_mount(&mut p, m)?;
+    virtual_proc(&mut p, limits)?;
+    for (i, m) in extra.iter().enumerate() {
+        extra_mount(&mut p, i, m)?;
     }
     let root_target = p.root.clone();
     p.mount(None, &root_target, None, RO_BIND, None)?;
@@ -297,36 +391,85 @@ pub(crate) fn plan(
 /// Limits of the sandbox's own user namespace (`/proc/sys/user`, per namespace): a few inotify
 /// instances and watches (kernel memory, bounded per sandbox), and no nested user namespace (the
 /// seccomp filter refuses every namespace too).
-const USER_LIMITS: &[(&str, &[u8])] = &[
-    ("max_inotify_instances", b"32"),
-    ("max_inotify_watches", b"8192"),
-    ("max_user_namespaces", b"0"),
+const USER_LIMITS: &[(&str, &str)] = &[
+    ("user/max_inotify_instances", "32"),
+    ("user/max_inotify_watches", "8192"),
+    ("user/max_user_namespaces", "0"),
 ];
 
-fn user_limits(p: &mut Plan) -> io::Result<()> {
-    for (name, value) in USER_LIMITS {
-        if Path::new("/proc/sys/user").join(name).exists() {
+/// Limits of the sandbox's own IPC namespace: System V shared memory, message queues and
+/// semaphores live as long as the namespace (past the process that made them), so their totals
+/// are bounded here — shared memory to the memory limit (its pages are also charged to the
+/// cgroup), a few small message queues, a few semaphore sets.
+fn ipc_limits(limits: &Limits) -> Vec<(&'static str, String)> {
+    let memory = limits.memory.get();
+    vec![
+        ("kernel/shmmni", "32".into()),
+        ("kernel/shmmax", memory.to_string()),
+        ("kernel/shmall", (memory / 4096).max(1).to_string()),
+        ("kernel/msgmni", "16".into()),
+        ("kernel/msgmnb", "65536".into()),
+        ("kernel/msgmax", "8192".into()),
+        ("kernel/sem", "32 1024 32 32".into()),
+    ]
+}
+
+fn namespace_limits(p: &mut Plan, limits: &Limits, namespace_root: bool) -> io::Result<()> {
+    let ipc = if namespace_root {
+        ipc_limits(limits)
+    } else {
+        Vec::new()
+    };
+    let all = USER_LIMITS
+        .iter()
+        .map(|(k, v)| (*k, v.to_string()))
+        .chain(ipc);
+    for (name, value) in all {
+        if Path::new("/proc/sys").join(name).exists() {
             p.ops.push(Op::Write {
-                path: c(p.at(&format!("/proc/sys/user/{name}")))?,
-                content: value,
+                path: c(p.at(&format!("/proc/sys/{name}")))?,
+                content: value.into_bytes(),
             });
         }
     }
     Ok(())
 }
 
+/// Replaces host-wide `/proc` entries by views of the sandbox (memory and CPUs of its limits,
+/// no load, its own boot id): files of the instance's private directory, bound read-only.
+fn virtual_proc(p: &mut Plan, limits: &Limits) -> io::Result<()> {
+    let private = p.private.clone();
+    for (i, (entry, content)) in procfs::views(limits).into_iter().enumerate() {
+        if !Path::new("/proc").join(entry).exists() {
+            continue;
+        }
+        let file = private.join(format!("proc-{i}"));
+        p.ops.push(Op::File {
+            path: c(&file)?,
+            content,
+            mode: 0o444,
+        });
+        let target = p.at(&format!("/proc/{entry}"));
+        p.bind_to(&file, &target, RO_BIND)?;
+    }
+    Ok(())
+}
+
+/// Hides host-wide `/proc` entries behind an empty read-only file of the instance's own (not
+/// `/dev/null`: the sandbox's mount table would show the host's devtmpfs, sized by the host's
+/// memory).
 fn mask_proc(p: &mut Plan) -> io::Result<()> {
     let host = Path::new("/proc");
+    let empty = p.private.join("empty");
+    p.ops.push(Op::File {
+        path: c(&empty)?,
+        content: Vec::new(),
+        mode: 0o444,
+    });
     for f in PROC_MASKED_FILES {
         if host.join(f).exists() {
             let target = p.at(&format!("/proc/{f}"));
-            p.ops.push(Op::Mount {
-                src: Some(c("/dev/null")?),
-                target: c(&target)?,
-                fstype: None,
-                flags: libc::MS_BIND,
-                data: None,
-            });
+            p.push_bind(&empty, &target, RO_BIND)?;
         }
     }
     for d in PROC_MASKED_DIRS {
@@ -382,7 +525,7 @@ pub(crate) fn landlock_rules(extra: &[Mount]) -> io::Result<Vec<crate::landlock:
         ("/workspace".into(), RW),
         ("/tmp".into(), RW),
     ];
-    for top in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
+    for top in TOP_DIRS {
         if std::fs::symlink_metadata(top).is_ok_and(|m| m.is_dir()) {
             rules.push((top.to_string(), RO));
         }
@@ -413,7 +556,14 @@ fn storage(p: &mut Plan, dir: &Path, bytes: u64, owner: u32) -> io::Result<()> {
         libc::MS_NOSUID | libc::MS_NODEV,
         Some(&format!("size={bytes},nr_inodes={inodes},mode=0755")),
     )?;
-    for (sub, mode) in [("workspace", 0o755), ("tmp", 0o1777), ("shm", 0o1777)] {
+    for (sub, mode) in [
+        ("workspace", 0o755),
+        ("tmp", 0o1777),
+        ("shm", 0o1777),
+        (".empty", 0o555),
+        (".staging", 0o700),
+        (".private", 0o555),
+    ] {
         p.ops.push(Op::Mkdir {
             path: c(dir.join(sub))?,
             mode,
@@ -447,18 +597,36 @@ fn etc(p: &mut Plan) -> io::Result<()> {
         0o644,
     )?;
     p.file("/etc/resolv.conf", b"", 0o644)?;
-    if Path::new("/etc/ld.so.cache").is_file() {
-        p.file("/etc/ld.so.cache", b"", 0o644)?;
-        p.bind(Path::new("/etc/ld.so.cache"), "/etc/ld.so.cache", RO_BIND)?;
+    // Copies of the few host files under /etc that ordinary programs read: the dynamic
+    // loader's cache, and configuration Debian's packages keep there (matplotlib's defaults).
+    for name in ETC_COPIES {
+        let host = Path::new("/etc").join(name);
+        match std::fs::symlink_metadata(&host) {
+            Ok(m) if m.is_file() && m.len() <= 1 << 20 => {
+                let content = std::fs::read(&host)?;
+                p.file(&format!("/etc/{name}"), &content, 0o644)?;
+            }
+            _ => {}
+        }
     }
-    if Path::new("/etc/alternatives").is_dir() {
-        p.mkdir("/etc/alternatives", 0o755)?;
-        p.bind(Path::new("/etc/alternatives"), "/etc/alternatives", RO_BIND)?;
+    // Time zones: UTC unless the program sets TZ (the zone database is in /usr).
+    if Path::new("/usr/share/zoneinfo/Etc/UTC").exists() {
+        p.symlink(Path::new("/usr/share/zoneinfo/Etc/UTC"), "/etc/localtime")?;
+        p.file("/etc/timezone", b"Etc/UTC\n", 0o644)?;
+    }
+    // The alternatives' links, and the CA store HTTPS clients need (read-only; `private/`
+    // stays unreadable: its mode is the host's).
+    for dir in ["/etc/alternatives", "/etc/ssl"] {
+        if Path::new(dir).is_dir() {
+            p.mkdir(dir, 0o755)?;
+            let target = p.at(dir);
+            p.overlay(Path::new(dir), &target)?;
+        }
     }
     Ok(())
 }
 
-fn dev(p: &mut Plan, storage: &Path) -> io::Result<()> {
+fn dev(p: &mut Plan, storage: &Path, devices: Option<RawFd>) -> io::Result<()> {
     let target = p.at("/dev");
     p.mount(
         Some("tmpfs"),
@@ -467,11 +635,38 @@ fn dev(p: &mut Plan, storage: &Path) -> io::Result<()> {
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         Some("size=64k,nr_inodes=64,mode=0755"),
     )?;
-    for node in ["null", "zero", "full", "random", "urandom"] {
+    let staged = p.staging.join("dev");
+    let source_dir = match devices {
+        Some(tree) => {
+            p.ops.push(Op::Mkdir {
+                path: c(&staged)?,
+                mode: 0o700,
+            });
+            p.ops.push(Op::Attach {
+                tree,
+                target: c(&staged)?,
+            });
+            staged.clone()
+        }
+        None => PathBuf::from("/dev"),
+    };
+    let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NOEXEC;
+    for (node, _, _) in crate::mounts::DEVICES {
         let path = format!("/dev/{node}");
         p.file(&path, b"", 0o666)?;
-        let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NOEXEC;
-        p.bind(Path::new(&path), &path, flags)?;
+        let target = p.at(&path);
+        let source = source_dir.join(node);
+        if devices.is_some() {
+            // The device tmpfs is nosuid and noexec; those flags are what locks.
+            p.push_bind(&source, &target, flags)?;
+        } else {
+            p.bind_to(&source, &target, flags)?;
+        }
+    }
+    if devices.is_some() {
+        p.ops.push(Op::Unmount {
+            target: c(&staged)?,
+        });
     }
     for (link, to) in [
         ("fd", "/proc/self/fd"),
@@ -490,13 +685,15 @@ fn dev(p: &mut Plan, storage: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// A toolchain mount. Paths already visible through `/usr` need nothing.
-fn extra_mount(p: &mut Plan, extra: &ExtraMount<'_>) -> io::Result<()> {
+/// A toolchain mount, the `index`th. Paths already visible through `/usr` need nothing. A
+/// directory becomes an overlay (a detached tree is attached on a staging directory first, the
+/// overlay made of it, and the staging mount dropped); a single file is bound.
+fn extra_mount(p: &mut Plan, index: usize, extra: &ExtraMount<'_>) -> io::Result<()> {
     let m = match extra {
         ExtraMount::Path(m) => *m,
         ExtraMount::Tree { mount, .. } => *mount,
     };
-    if m.host == m.sandbox && (m.sandbox == "/usr" || m.sandbox.starts_with("/usr/")) {
+    if m.host == m.sandbox && in_base(Path::new(&m.host)) {
         return Ok(());
     }
     let sandbox = Path::new(&m.sandbox);
@@ -533,14 +730,24 @@ fn extra_mount(p: &mut Plan, extra: &ExtraMount<'_>) -> io::Result<()> {
             p.mkdir(&s, 0o755)?;
         }
     }
+    let target = p.at(&m.sandbox);
     match extra {
-        ExtraMount::Path(_) => p.bind(Path::new(&m.host), &m.sandbox, RO_BIND),
+        ExtraMount::Path(_) if !host_is_dir => p.bind(Path::new(&m.host), &m.sandbox, RO_BIND),
+        ExtraMount::Path(_) => p.overlay(Path::new(&m.host), &target),
         ExtraMount::Tree { tree, .. } => {
             // The host made the tree read-only, nosuid and nodev before handing it over.
-            let target = c(p.at(&m.sandbox))?;
+            let staged = p.staging.join(index.to_string());
+            p.ops.push(Op::Mkdir {
+                path: c(&staged)?,
+                mode: 0o700,
+            });
             p.ops.push(Op::Attach {
                 tree: *tree,
-                target,
+                target: c(&staged)?,
+            });
+            p.overlay(&staged, &target)?;
+            p.ops.push(Op::Unmount {
+                target: c(&staged)?,
             });
             Ok(())
         }

@@ -10,7 +10,8 @@ use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use vana_sandbox_core::{
-    BackendError, Bytes, Exit, Limits, OutputCapture, OutputSink, ProcessOutcome, Stop, StreamKind,
+    BackendError, Bytes, Exit, Limits, OutputCapture, OutputMode, OutputSink, ProcessOutcome,
+    Stdin, Stop, StopSignal, StreamKind,
 };
 use vana_sandbox_init::protocol::{HostMessage, InitMessage, Run, Rusage};
 
@@ -28,8 +29,10 @@ const KILL_GRACE: Duration = Duration::from_secs(2);
 /// One run's inputs.
 pub(crate) struct RunPlan<'a> {
     pub run: Run,
-    pub stdin: &'a [u8],
+    pub stdin: Stdin,
     pub sink: Option<OutputSink>,
+    pub output: OutputMode,
+    pub stop: Option<StopSignal>,
     pub limits: &'a Limits,
     /// Owner of the program's pipe ends as the host sees the program's id (a program reopens
     /// `/proc/self/fd/1`, which needs the pipe to be its own).
@@ -72,7 +75,9 @@ struct Supervisor<'a> {
     deadline: Instant,
     phase: Phase,
     stdin: Option<Fd>,
-    stdin_left: &'a [u8],
+    stdin_left: Vec<u8>,
+    fed: usize,
+    stop: Option<StopSignal>,
     streams: [Option<(Fd, StreamKind)>; 2],
     capture: OutputCapture,
     outcome: ProcessOutcome,
@@ -94,13 +99,21 @@ pub(crate) fn run(
 ) -> Result<ProcessOutcome, Failure> {
     let setup =
         |step: &'static str| move |e: io::Error| Failure::Setup(BackendError::setup(step, e));
-    let (stdin_r, stdin_w) = sys::pipe().map_err(setup("stdin pipe"))?;
+    // Bytes: a pipe we feed; a caller's pipe: handed to the program as it is.
+    let (stdin_r, stdin_w, stdin_bytes) = match plan.stdin {
+        Stdin::Bytes(bytes) => {
+            let (r, w) = sys::pipe().map_err(setup("stdin pipe"))?;
+            sys::set_nonblocking(w.raw()).map_err(setup("stdio pipes"))?;
+            (r, Some(w), bytes)
+        }
+        Stdin::Pipe(fd) => (Fd::from(fd), None, Vec::new()),
+    };
     let (stdout_r, stdout_w) = sys::pipe().map_err(setup("stdout pipe"))?;
     let (stderr_r, stderr_w) = sys::pipe().map_err(setup("stderr pipe"))?;
     for end in [&stdin_r, &stdout_w, &stderr_w] {
         chown_fd(end, plan.program_host).map_err(setup("chown of the stdio pipes"))?;
     }
-    for fd in [&stdout_r, &stderr_r, &stdin_w] {
+    for fd in [&stdout_r, &stderr_r] {
         sys::set_nonblocking(fd.raw()).map_err(setup("stdio pipes"))?;
     }
     let passed: [RawFd; 3] = [stdin_r.raw(), stdout_w.raw(), stderr_w.raw()];
@@ -123,13 +136,18 @@ pub(crate) fn run(
         start,
         deadline: start + plan.limits.timeout,
         phase: Phase::Running,
-        stdin: (!plan.stdin.is_empty()).then_some(stdin_w),
-        stdin_left: plan.stdin,
+        stdin: stdin_w.filter(|_| !stdin_bytes.is_empty()),
+        stdin_left: stdin_bytes,
+        fed: 0,
+        stop: plan.stop,
         streams: [
             Some((stdout_r, StreamKind::Stdout)),
             Some((stderr_r, StreamKind::Stderr)),
         ],
-        capture: OutputCapture::new(plan.limits.output.get(), plan.sink),
+        capture: match plan.output {
+            OutputMode::Capture => OutputCapture::new(plan.limits.output.get(), plan.sink),
+            OutputMode::Stream => OutputCapture::streaming(plan.sink),
+        },
         outcome: ProcessOutcome::default(),
         rusage: Rusage::default(),
         last_sample: start,
@@ -181,6 +199,9 @@ impl Supervisor<'_> {
         if self.phase == Phase::Running && now >= self.deadline {
             self.stop(Stop::Timeout, now);
         }
+        if self.phase == Phase::Running && self.stop.as_ref().is_some_and(StopSignal::is_fired) {
+            self.stop(Stop::Cancelled, now);
+        }
         if let Phase::Killing { since } = self.phase {
             if now >= since + KILL_GRACE {
                 // Init did not report: the instance is lost; kill everything in it.
@@ -220,6 +241,9 @@ impl Supervisor<'_> {
         if let Some(w) = &self.stdin {
             add(w.raw(), libc::POLLOUT);
         }
+        if let (Some(stop), Phase::Running) = (&self.stop, self.phase) {
+            add(stop.as_raw_fd(), libc::POLLIN);
+        }
         let wait = match self.phase {
             Phase::Draining { since } => (since + DRAIN_GRACE).saturating_duration_since(now),
             Phase::Killing { .. } => SAMPLE_EVERY,
@@ -248,18 +272,13 @@ impl Supervisor<'_> {
     /// Writes what stdin can take now; closing it signals EOF (or the reader is gone).
     fn feed_stdin(&mut self) {
         let Some(w) = &self.stdin else { return };
+        let left = self.stdin_left.get(self.fed..).unwrap_or(&[]);
         // SAFETY: valid slice pointer and length; the pipe is non-blocking.
-        let r = unsafe {
-            libc::write(
-                w.raw(),
-                self.stdin_left.as_ptr().cast(),
-                self.stdin_left.len(),
-            )
-        };
+        let r = unsafe { libc::write(w.raw(), left.as_ptr().cast(), left.len()) };
         if r >= 0 {
-            self.stdin_left = self.stdin_left.get(r as usize..).unwrap_or(&[]);
+            self.fed += r as usize;
         }
-        if (r < 0 && sys::errno() != libc::EAGAIN) || self.stdin_left.is_empty() {
+        if (r < 0 && sys::errno() != libc::EAGAIN) || self.fed >= self.stdin_left.len() {
             self.stdin = None;
         }
     }

@@ -34,6 +34,12 @@ pub(crate) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
 #[derive(Debug)]
 pub(crate) struct Fd(pub RawFd);
 
+impl From<std::os::fd::OwnedFd> for Fd {
+    fn from(fd: std::os::fd::OwnedFd) -> Self {
+        Fd(std::os::fd::IntoRawFd::into_raw_fd(fd))
+    }
+}
+
 impl Fd {
     pub(crate) fn raw(&self) -> RawFd {
         self.0
@@ -117,5 +123,56 @@ pub(crate) fn decode_wait(status: libc::c_int) -> (Option<i32>, Option<i32>) {
         (None, Some(libc::WTERMSIG(status)))
     } else {
         (None, None)
+    }
+}
+
+/// Copies `src` to the front of `dst` (as much as fits) without allocating; returns the count.
+pub(crate) fn put(dst: &mut [u8], src: &[u8]) -> usize {
+    let n = src.len().min(dst.len());
+    if let (Some(d), Some(s)) = (dst.get_mut(..n), src.get(..n)) {
+        d.copy_from_slice(s);
+    }
+    n
+}
+
+/// Writes `v` in decimal to the front of `dst` (as much as fits) without allocating; returns the
+/// count.
+pub(crate) fn put_i64(dst: &mut [u8], v: i64) -> usize {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut m = v.unsigned_abs();
+    loop {
+        i -= 1;
+        if let Some(d) = digits.get_mut(i) {
+            *d = b'0' + (m % 10) as u8;
+        }
+        m /= 10;
+        if m == 0 || i == 0 {
+            break;
+        }
+    }
+    let mut n = 0;
+    if v < 0 {
+        n += put(dst, b"-");
+    }
+    n + put(
+        dst.get_mut(n..).unwrap_or_default(),
+        digits.get(i..).unwrap_or_default(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_without_allocation() {
+        for v in [0i64, 7, -1, 42, -1234567, i64::MIN, i64::MAX] {
+            let mut buf = [0u8; 24];
+            let n = put_i64(&mut buf, v);
+            assert_eq!(&buf[..n], v.to_string().as_bytes());
+        }
+        let mut small = [0u8; 2];
+        assert_eq!(put_i64(&mut small, -123), 2);
     }
 }

@@ -11,7 +11,8 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::RawFd;
 
-use vana_sandbox_core::{BackendError, FileEntry};
+use async_trait::async_trait;
+use vana_sandbox_core::{BackendError, FileEntry, FileInfo, FileKind, Files};
 
 use crate::sys::{cvt, Fd};
 
@@ -218,4 +219,188 @@ impl Workspace {
 
 fn write_all(fd: RawFd, buf: &[u8]) -> io::Result<()> {
     crate::sys::write_all(fd, buf).map_err(io::Error::from_raw_os_error)
+}
+
+/// Opens the directory `dir` (a relative path; `""` for the workspace) without following a link.
+fn open_dir_at(workspace: Fd, dir: &str) -> io::Result<Fd> {
+    let mut fd = workspace;
+    for part in dir.split('/').filter(|p| !p.is_empty()) {
+        let c = cname(part)?;
+        // SAFETY: NUL-terminated name relative to a descriptor we own; O_NOFOLLOW refuses a link.
+        fd = Fd(cvt(unsafe {
+            libc::openat(
+                fd.raw(),
+                c.as_ptr(),
+                libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_RDONLY,
+            )
+        })?);
+    }
+    Ok(fd)
+}
+
+/// The entries of the directory open at `dir` (names, without `.` and `..`).
+fn entries(dir: &Fd) -> io::Result<Vec<CString>> {
+    // SAFETY: dup of a descriptor we own; fdopendir takes the copy, closedir releases it.
+    let copy = cvt(unsafe { libc::fcntl(dir.raw(), libc::F_DUPFD_CLOEXEC, 0) })?;
+    // SAFETY: as above.
+    let d = unsafe { libc::fdopendir(copy) };
+    if d.is_null() {
+        let e = io::Error::last_os_error();
+        // SAFETY: closing the copy fdopendir did not take.
+        unsafe { libc::close(copy) };
+        return Err(e);
+    }
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: `d` is a valid DIR*; the entry is copied out before the next call.
+        let ent = unsafe { libc::readdir(d) };
+        if ent.is_null() {
+            break;
+        }
+        // SAFETY: d_name is NUL-terminated within the entry.
+        let name = unsafe { std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()) };
+        if name != c"." && name != c".." {
+            out.push(name.to_owned());
+        }
+    }
+    // SAFETY: closing the DIR* we opened.
+    unsafe { libc::closedir(d) };
+    Ok(out)
+}
+
+fn lstat_at(dir: &Fd, name: &CString) -> io::Result<libc::stat> {
+    // SAFETY: zeroed stat is a valid out-parameter; NUL-terminated name; no link followed.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    cvt(unsafe { libc::fstatat(dir.raw(), name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) })?;
+    Ok(st)
+}
+
+fn kind_of(mode: libc::mode_t) -> FileKind {
+    match mode & libc::S_IFMT {
+        libc::S_IFREG => FileKind::File,
+        libc::S_IFDIR => FileKind::Dir,
+        libc::S_IFLNK => FileKind::Symlink,
+        _ => FileKind::Other,
+    }
+}
+
+fn list_into(dir: &Fd, prefix: &str, max: usize, out: &mut Vec<FileInfo>) -> io::Result<()> {
+    let mut names = entries(dir)?;
+    names.sort();
+    for name in names {
+        let st = lstat_at(dir, &name)?;
+        let rel = format!("{prefix}{}", name.to_string_lossy());
+        let kind = kind_of(st.st_mode);
+        if out.len() >= max {
+            return Err(io::Error::other(format!("more than {max} entries")));
+        }
+        out.push(FileInfo {
+            path: rel.clone(),
+            kind,
+            size: if kind == FileKind::File {
+                st.st_size as u64
+            } else {
+                0
+            },
+        });
+        if kind == FileKind::Dir {
+            // SAFETY: NUL-terminated name relative to `dir`; no link followed.
+            let sub = Fd(cvt(unsafe {
+                libc::openat(
+                    dir.raw(),
+                    name.as_ptr(),
+                    libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_RDONLY,
+                )
+            })?);
+            list_into(&sub, &format!("{rel}/"), max, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes `name` in `dir`: a directory with everything below it, anything else unlinked.
+fn remove_at(dir: &Fd, name: &CString) -> io::Result<()> {
+    let st = lstat_at(dir, name)?;
+    if kind_of(st.st_mode) == FileKind::Dir {
+        // SAFETY: as in `list_into`.
+        let sub = Fd(cvt(unsafe {
+            libc::openat(
+                dir.raw(),
+                name.as_ptr(),
+                libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_RDONLY,
+            )
+        })?);
+        for child in entries(&sub)? {
+            remove_at(&sub, &child)?;
+        }
+        // SAFETY: NUL-terminated name relative to `dir`.
+        cvt(unsafe { libc::unlinkat(dir.raw(), name.as_ptr(), libc::AT_REMOVEDIR) })?;
+    } else {
+        // SAFETY: as above.
+        cvt(unsafe { libc::unlinkat(dir.raw(), name.as_ptr(), 0) })?;
+    }
+    Ok(())
+}
+
+fn file_error(path: &str, e: io::Error) -> BackendError {
+    BackendError::File {
+        path: path.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+impl Workspace {
+    /// Lists `dir` recursively (at most `max` entries).
+    pub(crate) fn list(&self, dir: &str, max: usize) -> Result<Vec<FileInfo>, BackendError> {
+        let _ids = AsProgram::enter(self.owner);
+        let run = || -> io::Result<Vec<FileInfo>> {
+            if !dir.is_empty() {
+                vana_sandbox_core::validate::check_relative_path(dir)
+                    .map_err(|m| io::Error::new(io::ErrorKind::InvalidInput, m))?;
+            }
+            let fd = open_dir_at(self.open_workspace()?, dir)?;
+            let prefix = if dir.is_empty() {
+                String::new()
+            } else {
+                format!("{}/", dir.trim_end_matches('/'))
+            };
+            let mut out = Vec::new();
+            list_into(&fd, &prefix, max, &mut out)?;
+            Ok(out)
+        };
+        run().map_err(|e| file_error(dir, e))
+    }
+
+    /// Removes a file, link or directory tree.
+    pub(crate) fn remove(&self, path: &str) -> Result<(), BackendError> {
+        let _ids = AsProgram::enter(self.owner);
+        let run = || -> io::Result<()> {
+            vana_sandbox_core::validate::check_relative_path(path)
+                .map_err(|m| io::Error::new(io::ErrorKind::InvalidInput, m))?;
+            let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+            let dir = open_dir_at(self.open_workspace()?, parent)?;
+            remove_at(&dir, &cname(name)?)
+        };
+        run().map_err(|e| file_error(path, e))
+    }
+}
+
+#[async_trait]
+impl Files for Workspace {
+    async fn put(&self, files: &[FileEntry]) -> Result<(), BackendError> {
+        Workspace::put(self, files)
+    }
+
+    async fn read(&self, paths: &[String], max_bytes: u64) -> Result<Vec<FileEntry>, BackendError> {
+        Workspace::read(self, paths, max_bytes)
+    }
+
+    async fn list(&self, dir: &str, max_entries: usize) -> Result<Vec<FileInfo>, BackendError> {
+        Workspace::list(self, dir, max_entries)
+    }
+
+    async fn remove(&self, path: &str) -> Result<(), BackendError> {
+        Workspace::remove(self, path)
+    }
 }

@@ -37,7 +37,9 @@ fn run_artifact(ctx: &StepContext<'_>) -> Command {
 }
 
 /// Go, with the host's `go` (Debian's golang-go). Standard library only, no network, no cgo;
-/// GOCACHE and GOPATH live in the sandbox's /tmp. Every `.go` file of the request belongs to
+/// GOCACHE and GOPATH live in the workspace (hidden directories `go build .` ignores), so the
+/// compile step needs the workspace's share of the disk budget only, wherever a backend puts
+/// /tmp (Docker under gVisor gives /tmp a share of its own). Every `.go` file of the request belongs to
 /// package main.
 ///
 /// A cold Go build compiles `fmt` and its dependencies first (13 s on one core). So the host
@@ -64,13 +66,14 @@ const GO_ENV: [(&str, &str); 8] = [
     ("GOTELEMETRY", "off"),
     ("GO111MODULE", "on"),
     ("CGO_ENABLED", "0"),
-    ("GOPATH", "/tmp/.gopath"),
+    ("GOPATH", "/workspace/.gopath"),
 ];
 
 impl Go {
     /// Looks the toolchain up on this host.
     pub fn detect() -> Self {
-        let candidates = ["/usr/bin/go", "/usr/lib/go/bin/go", "/usr/local/go/bin/go"];
+        // Debian's Go: /usr/local is never visible in a sandbox.
+        let candidates = ["/usr/bin/go", "/usr/lib/go/bin/go"];
         Self {
             go: Toolchain::find(
                 "go",
@@ -171,16 +174,17 @@ impl Language for Go {
         // The build cache is scratch space of the compile step: gone before the program runs, so
         // it never counts against the run's disk.
         let seed = if self.seed().is_some() {
-            format!("cp -a {GO_SEED_MOUNT} /tmp/.gocache || exit 125; ")
+            format!("cp -a {GO_SEED_MOUNT} /workspace/.gocache || exit 125; ")
         } else {
             String::new()
         };
-        let script = format!("{seed}{build}; s=$?; rm -rf /tmp/.gocache /tmp/.gopath; exit $s");
+        let script =
+            format!("{seed}{build}; s=$?; rm -rf /workspace/.gocache /workspace/.gopath; exit $s");
         let mut env: Vec<(String, String)> = GO_ENV
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        env.push(("GOCACHE".into(), "/tmp/.gocache".into()));
+        env.push(("GOCACHE".into(), "/workspace/.gocache".into()));
         Some(CompileStep {
             command: Command {
                 argv: vec!["/bin/sh".into(), "-c".into(), script],
@@ -251,7 +255,7 @@ impl Rust {
     }
 
     fn in_usr(&self) -> bool {
-        self.sysroot().is_some_and(|s| s.starts_with("/usr"))
+        self.sysroot().is_some_and(vana_sandbox_core::host::in_base)
     }
 
     fn sandbox_rustc(&self) -> String {

@@ -5,8 +5,8 @@ use std::sync::OnceLock;
 
 use vana_sandbox_core::language::MAX_GUARD_EVENTS;
 use vana_sandbox_core::{
-    Command, FileEntry, Language, LanguageInfo, SecurityEvent, SecurityEventKind, StepContext,
-    Toolchain,
+    Command, FileEntry, Kernel, KernelRole, Language, LanguageInfo, SecurityEvent,
+    SecurityEventKind, StepContext, Toolchain,
 };
 
 use crate::info::{BASH, JAVASCRIPT, PYTHON};
@@ -30,6 +30,20 @@ fn command(argv: Vec<String>, ctx: &StepContext<'_>, env: &[(&str, &str)]) -> Co
     }
 }
 
+/// Where the session kernels live in the workspace.
+const KERNEL_PY: &str = ".vana/kernel.py";
+const KERNEL_JS: &str = ".vana/kernel.js";
+const KERNEL_PY_SOURCE: &str = include_str!("kernels/kernel.py");
+const KERNEL_JS_SOURCE: &str = include_str!("kernels/kernel.js");
+
+fn kernel_file(path: &str, source: &str) -> FileEntry {
+    FileEntry {
+        path: path.into(),
+        content: source.as_bytes().to_vec(),
+        executable: false,
+    }
+}
+
 /// Where the Python guard lives in the workspace, and where it writes events.
 const PY_GUARD: &str = ".vana/guard.py";
 const PY_EVENTS: &str = ".vana/events.jsonl";
@@ -50,7 +64,7 @@ impl Python {
         Self {
             toolchain: Toolchain::find(
                 "python",
-                candidates(&["/usr/bin/python3", "/usr/local/bin/python3"]),
+                candidates(&["/usr/bin/python3"]),
                 "--version",
                 " (install Debian's python3)",
             ),
@@ -75,10 +89,16 @@ impl Language for Python {
         ];
         if ctx.guards.python_audit {
             let guard = format!("{}/{PY_GUARD}", ctx.workdir);
-            command(vec![py, "-I".into(), "-B".into(), guard], ctx, &env)
+            // -u: unbuffered, so output written before a kill or `os._exit` reaches the result
+            // (`-I` ignores PYTHONUNBUFFERED).
+            command(
+                vec![py, "-I".into(), "-B".into(), "-u".into(), guard],
+                ctx,
+                &env,
+            )
         } else {
             // -E: ignore PYTHON* variables; -s: no user site directory.
-            command(vec![py, "-E".into(), "-s".into()], ctx, &env)
+            command(vec![py, "-E".into(), "-s".into(), "-u".into()], ctx, &env)
         }
     }
 
@@ -103,13 +123,38 @@ impl Language for Python {
     fn events_file(&self, ctx: &StepContext<'_>) -> Option<&'static str> {
         ctx.guards.python_audit.then_some(PY_EVENTS)
     }
+
+    /// The session's host kernel: Python cells in-process (globals, imports and cwd kept),
+    /// Bash and JavaScript cells through their kernels. Isolated (`-I`: no user site, no
+    /// `PYTHON*` variables), unbuffered. The audit guard is not loaded: it would report the
+    /// kernel's own subprocesses; the sandbox is the boundary.
+    fn kernel(&self, ctx: &StepContext<'_>) -> Option<Kernel> {
+        Some(Kernel {
+            role: KernelRole::Host,
+            command: Command {
+                argv: vec![
+                    self.toolchain.command_path(),
+                    "-I".into(),
+                    "-B".into(),
+                    "-u".into(),
+                    format!("{}/{KERNEL_PY}", ctx.workdir),
+                ],
+                env: vec![
+                    ("PYTHONIOENCODING".into(), "utf-8".into()),
+                    ("MPLBACKEND".into(), "Agg".into()),
+                ],
+            },
+            files: vec![kernel_file(KERNEL_PY, KERNEL_PY_SOURCE)],
+        })
+    }
 }
 
 /// JavaScript on the host's Node.js.
 ///
 /// With the guard on and a Node.js that has the permission model (20+), the program may read
 /// anything it can see but write only in /workspace and /tmp, and may not start child processes
-/// or workers or load native addons; denials are reported as security events.
+/// or load native addons; denials are reported as security events. Worker threads are allowed
+/// (ordinary programs use them; they run under the same permissions).
 #[derive(Debug)]
 pub struct JavaScript {
     toolchain: Toolchain,
@@ -121,7 +166,7 @@ impl JavaScript {
     pub fn detect() -> Self {
         Self::with(Toolchain::find(
             "javascript",
-            candidates(&["/usr/bin/node", "/usr/bin/nodejs", "/usr/local/bin/node"]),
+            candidates(&["/usr/bin/node", "/usr/bin/nodejs"]),
             "--version",
             " (install Debian's nodejs)",
         ))
@@ -153,6 +198,7 @@ impl JavaScript {
             "--allow-fs-read=*".into(),
             "--allow-fs-write=/workspace/".into(),
             "--allow-fs-write=/tmp/".into(),
+            "--allow-worker".into(),
         ];
         if self.major().is_some_and(|m| (20..23).contains(&m)) {
             v.push("--disable-warning=ExperimentalWarning".into());
@@ -192,6 +238,23 @@ impl Language for JavaScript {
             return Vec::new();
         }
         node_denials(stderr)
+    }
+
+    /// JavaScript cells in one persistent context, under the same permission model as a run.
+    fn kernel(&self, ctx: &StepContext<'_>) -> Option<Kernel> {
+        let mut argv = vec![self.toolchain.command_path()];
+        if ctx.guards.node_permissions {
+            argv.extend(self.permission_flags());
+        }
+        argv.push(format!("{}/{KERNEL_JS}", ctx.workdir));
+        Some(Kernel {
+            role: KernelRole::Cells,
+            command: Command {
+                argv,
+                env: vec![("NODE_OPTIONS".into(), String::new())],
+            },
+            files: vec![kernel_file(KERNEL_JS, KERNEL_JS_SOURCE)],
+        })
     }
 }
 
@@ -279,6 +342,30 @@ impl Language for Bash {
         if !ctx.guards.bash_restricted {
             return Vec::new();
         }
+        bash_denials(stderr)
+    }
+
+    /// Bash cells run as `bash -c` by the host kernel, which keeps the working directory and
+    /// exported variables between them.
+    fn kernel(&self, ctx: &StepContext<'_>) -> Option<Kernel> {
+        let mut argv = vec![self.toolchain.command_path()];
+        if ctx.guards.bash_restricted {
+            argv.push("-r".into());
+        }
+        Some(Kernel {
+            role: KernelRole::Cells,
+            command: Command {
+                argv,
+                env: Vec::new(),
+            },
+            files: Vec::new(),
+        })
+    }
+}
+
+/// One event per restricted-mode refusal Bash printed.
+fn bash_denials(stderr: &[u8]) -> Vec<SecurityEvent> {
+    {
         String::from_utf8_lossy(stderr)
             .lines()
             .filter(|l| l.ends_with(": restricted") || l.contains(": restricted: "))
@@ -322,6 +409,7 @@ mod tests {
                 "/usr/bin/python3",
                 "-I",
                 "-B",
+                "-u",
                 "/workspace/.vana/guard.py",
                 "/workspace/main.py",
                 "a"
@@ -334,7 +422,14 @@ mod tests {
         };
         assert_eq!(
             py.run(&ctx(&args, off)).argv,
-            ["/usr/bin/python3", "-E", "-s", "/workspace/main.py", "a"]
+            [
+                "/usr/bin/python3",
+                "-E",
+                "-s",
+                "-u",
+                "/workspace/main.py",
+                "a"
+            ]
         );
         assert!(py.compile(&ctx(&args, off)).is_none());
     }

@@ -40,14 +40,74 @@ pub enum PolicyError {
 /// Preset names.
 pub const PRESETS: &[&str] = &["default", "strict", "relaxed"];
 
-/// Network rules.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Network rules: with `enabled`, a request may reach what `allow` names (and `deny` does not)
+/// through the host-side egress proxy, within its limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NetworkConfig {
     /// Whether any request may have network access.
     pub enabled: bool,
-    /// Domains a request may ask for (`example.com`, `*.example.org`, `host:443`).
+    /// What a request may ask for: hosts (`example.com`, `*.example.org`, `host:443`) or CIDRs
+    /// (special ranges — loopback, private, link-local, metadata — only when named this way).
     pub allow: Vec<String>,
+    /// Refused even when allowed (deny wins).
+    pub deny: Vec<String>,
+    /// Only GET and HEAD over plain HTTP (no CONNECT tunnels).
+    pub read_only: bool,
+    /// Requests per second per run (0: unlimited).
+    pub requests_per_second: u32,
+    /// Concurrent connections per run.
+    pub max_connections: u32,
+    /// MiB a run may send in all.
+    pub max_egress_mb: u64,
+    /// MiB a run may receive in all.
+    pub max_ingress_mb: u64,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            read_only: false,
+            requests_per_second: 20,
+            max_connections: 32,
+            max_egress_mb: 64,
+            max_ingress_mb: 1024,
+        }
+    }
+}
+
+/// How long sessions may live, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// A session without a call for this long is closed.
+    pub idle_timeout_secs: f64,
+    /// A session is closed this long after it opened.
+    pub max_lifetime_secs: f64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        let d = vana_sandbox_core::SessionPolicy::default();
+        Self {
+            idle_timeout_secs: d.idle_timeout.as_secs_f64(),
+            max_lifetime_secs: d.max_lifetime.as_secs_f64(),
+        }
+    }
+}
+
+impl SessionConfig {
+    /// The typed form (checked by [`PolicyConfig::check`]).
+    pub fn policy(&self) -> vana_sandbox_core::SessionPolicy {
+        let secs = |v: f64| Duration::try_from_secs_f64(v).unwrap_or(Duration::ZERO);
+        vana_sandbox_core::SessionPolicy {
+            idle_timeout: secs(self.idle_timeout_secs),
+            max_lifetime: secs(self.max_lifetime_secs),
+        }
+    }
 }
 
 /// Ceilings of compile steps (Go, Rust). Each language's defaults are capped by these.
@@ -119,6 +179,8 @@ pub struct PolicyConfig {
     pub guards: Guards,
     /// Compile-step ceilings.
     pub compile: CompileConfig,
+    /// Session lifetimes.
+    pub session: SessionConfig,
     /// Container runtime for the Docker backend: `runc` (default) or `runsc` (gVisor).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<Runtime>,
@@ -134,6 +196,7 @@ impl Default for PolicyConfig {
             require: Vec::new(),
             guards: Guards::default(),
             compile: CompileConfig::default(),
+            session: SessionConfig::default(),
             runtime: None,
         }
     }
@@ -225,6 +288,16 @@ impl PolicyConfig {
                 "compile.opt_level must be 0-3 (got {})",
                 self.compile.opt_level
             )));
+        }
+        for (name, v) in [
+            ("session.idle_timeout_secs", self.session.idle_timeout_secs),
+            ("session.max_lifetime_secs", self.session.max_lifetime_secs),
+        ] {
+            if !(v.is_finite() && (1.0..=86_400.0 * 7.0).contains(&v)) {
+                return Err(PolicyError::Invalid(format!(
+                    "{name} must be 1 s to 7 days (got {v})"
+                )));
+            }
         }
         if self.network.enabled && self.network.allow.is_empty() {
             return Err(PolicyError::Invalid(

@@ -8,5 +8,5 @@ mod config;
 mod evaluate;
 mod fingerprint;
 
-pub use config::{CompileConfig, NetworkConfig, PolicyConfig, PolicyError, PRESETS};
+pub use config::{CompileConfig, NetworkConfig, PolicyConfig, PolicyError, SessionConfig, PRESETS};
 pub use fingerprint::fingerprint;

@@ -119,8 +119,11 @@ pub enum LayerName {
     Seccomp,
     /// Landlock filesystem rules.
     Landlock,
-    /// Landlock TCP rules.
-    LandlockNetwork,
+    /// A time namespace (clocks that do not tell the host's uptime).
+    TimeNamespace,
+    /// The read-only base presented through mounts of the sandbox's own (overlays), sharing no
+    /// inode with the host or another sandbox.
+    PrivateBase,
     /// Resource limits (`setrlimit`).
     Rlimits,
     /// Sensitive `/proc` entries masked.
@@ -155,7 +158,8 @@ impl LayerName {
             LayerName::Pidfd => "pidfd",
             LayerName::Seccomp => "seccomp",
             LayerName::Landlock => "landlock",
-            LayerName::LandlockNetwork => "landlock_network",
+            LayerName::TimeNamespace => "time_namespace",
+            LayerName::PrivateBase => "private_base",
             LayerName::Rlimits => "rlimits",
             LayerName::ProcMasking => "proc_masking",
             LayerName::Init => "init",

@@ -8,6 +8,8 @@ use crate::spec::{OutputSink, StreamKind};
 /// optional sink.
 pub struct OutputCapture {
     limit: u64,
+    /// Whether chunks are kept (else only forwarded: [`OutputCapture::streaming`]).
+    keep: bool,
     total: u64,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
@@ -20,11 +22,21 @@ impl OutputCapture {
     pub fn new(limit: u64, sink: Option<OutputSink>) -> Self {
         Self {
             limit,
+            keep: true,
             total: 0,
             stdout: Vec::new(),
             stderr: Vec::new(),
             truncated: Truncated::default(),
             sink,
+        }
+    }
+
+    /// A capture that keeps nothing and has no limit: every chunk goes to `sink` (whose owner
+    /// counts).
+    pub fn streaming(sink: Option<OutputSink>) -> Self {
+        Self {
+            keep: false,
+            ..Self::new(u64::MAX, sink)
         }
     }
 
@@ -37,7 +49,9 @@ impl OutputCapture {
             StreamKind::Stdout => (&mut self.stdout, &mut self.truncated.stdout),
             StreamKind::Stderr => (&mut self.stderr, &mut self.truncated.stderr),
         };
-        buf.extend_from_slice(take);
+        if self.keep {
+            buf.extend_from_slice(take);
+        }
         if let (Some(sink), false) = (self.sink.as_mut(), take.is_empty()) {
             sink(kind, take);
         }

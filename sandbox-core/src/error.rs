@@ -95,4 +95,19 @@ pub enum EngineError {
     /// The builder was missing a required part or had an invalid setting.
     #[error("invalid engine configuration: {0}")]
     Config(String),
+    /// As many sessions as the engine allows are open.
+    #[error("too many open sessions ({max}); close one and try again")]
+    SessionsFull {
+        /// The configured bound.
+        max: usize,
+    },
+    /// A session (or a call in it) was refused by validation or policy.
+    #[error("refused: {0}")]
+    Rejected(String),
+    /// The session's sandbox could not be set up or is gone.
+    #[error("session: {0}")]
+    Session(#[from] BackendError),
+    /// The session was closed.
+    #[error("the session is closed")]
+    SessionClosed,
 }

@@ -1,16 +1,17 @@
 //! The backend roles: an [`Executor`] creates isolated [`Instance`]s.
 //!
-//! One-shot execution is `create`, `put_files`, `run` (compile), `run` (program), `destroy`.
-//! A session keeps the instance and calls `run` many times; file transfer uses `put_files` and
-//! `read_files`; streaming uses the sink in [`ProcessIo`].
+//! One-shot execution is `create`, place files, `run` (compile), `run` (program), `destroy`.
+//! A session keeps the instance and runs its kernel in it; files go through [`Instance::files`]
+//! (usable while a program runs); streaming uses [`ProcessIo`].
 
 use async_trait::async_trait;
 
 use crate::capabilities::{BackendKind, Capabilities};
 use crate::error::BackendError;
+use crate::files::SharedFiles;
 use crate::language::Language;
 use crate::outcome::ProcessOutcome;
-use crate::spec::{FileEntry, InstanceSpec, ProcessIo, ProcessSpec};
+use crate::spec::{InstanceSpec, ProcessIo, ProcessSpec};
 
 /// An isolation backend.
 #[async_trait]
@@ -47,8 +48,8 @@ pub trait Executor: Send + Sync {
 /// One isolated environment with its own writable workspace.
 #[async_trait]
 pub trait Instance: Send {
-    /// Places files in the workspace (never following links out of it).
-    async fn put_files(&mut self, files: &[FileEntry]) -> Result<(), BackendError>;
+    /// The instance's workspace files (a handle that stays usable while a program runs).
+    fn files(&self) -> SharedFiles;
 
     /// Runs one process tree to completion under `process.limits`.
     async fn run(
@@ -57,14 +58,14 @@ pub trait Instance: Send {
         io: ProcessIo,
     ) -> Result<ProcessOutcome, BackendError>;
 
-    /// Reads files back from the workspace: regular files only, never through a link; a file
-    /// larger than `max_bytes` is an error (callers pass at most
-    /// [`MAX_READ_BYTES`](crate::host::MAX_READ_BYTES)).
-    async fn read_files(
-        &mut self,
-        paths: &[String],
-        max_bytes: u64,
-    ) -> Result<Vec<FileEntry>, BackendError>;
+    /// A TCP socket listening at `addr` inside the instance's own network namespace, held by
+    /// the host (the egress proxy is reached through it). Backends without a namespace the host
+    /// can enter refuse.
+    fn listen(&self, _addr: std::net::SocketAddr) -> Result<std::net::TcpListener, BackendError> {
+        Err(BackendError::Unavailable(
+            "this backend cannot open the proxy inside the sandbox".into(),
+        ))
+    }
 
     /// Removes everything the instance holds. Dropping an instance also cleans up.
     async fn destroy(self: Box<Self>) -> Result<(), BackendError>;

@@ -26,12 +26,12 @@ use crate::spec::{
 use crate::validate::ValidRequest;
 
 /// The workspace of a fake instance: path → content.
-pub type Files = BTreeMap<String, Vec<u8>>;
+pub type FileMap = BTreeMap<String, Vec<u8>>;
 
 /// Answers one run: the process, the instance's files (which the script may change) and the
 /// stdin it was given.
 pub type Script = Arc<
-    dyn Fn(&ProcessSpec, &mut Files, &[u8]) -> Result<ProcessOutcome, BackendError> + Send + Sync,
+    dyn Fn(&ProcessSpec, &mut FileMap, &[u8]) -> Result<ProcessOutcome, BackendError> + Send + Sync,
 >;
 
 /// One call a fake instance received.
@@ -74,7 +74,7 @@ impl std::fmt::Debug for FakeExecutor {
 impl FakeExecutor {
     /// A backend whose runs are answered by `script`.
     pub fn new(
-        script: impl Fn(&ProcessSpec, &mut Files, &[u8]) -> Result<ProcessOutcome, BackendError>
+        script: impl Fn(&ProcessSpec, &mut FileMap, &[u8]) -> Result<ProcessOutcome, BackendError>
             + Send
             + Sync
             + 'static,
@@ -158,7 +158,10 @@ impl Executor for FakeExecutor {
             },
         );
         Ok(Box::new(FakeInstance {
-            files: Files::new(),
+            files: Arc::new(FakeFiles {
+                map: Mutex::new(FileMap::new()),
+                calls: self.calls.clone(),
+            }),
             script: self.script.clone(),
             calls: self.calls.clone(),
             gate: self.gate.clone(),
@@ -168,59 +171,32 @@ impl Executor for FakeExecutor {
     }
 }
 
-struct FakeInstance {
-    files: Files,
-    script: Script,
+/// The fake instance's workspace: a map of paths to contents.
+struct FakeFiles {
+    map: Mutex<FileMap>,
     calls: Arc<Mutex<Vec<Call>>>,
-    gate: Option<Arc<Semaphore>>,
-    fail_destroy: bool,
-    destroyed: bool,
 }
 
 #[async_trait]
-impl Instance for FakeInstance {
-    async fn put_files(&mut self, files: &[FileEntry]) -> Result<(), BackendError> {
+impl crate::files::Files for FakeFiles {
+    async fn put(&self, files: &[FileEntry]) -> Result<(), BackendError> {
         record(
             &self.calls,
             Call::PutFiles(files.iter().map(|f| f.path.clone()).collect()),
         );
+        let mut map = lock(&self.map);
         for f in files {
-            self.files.insert(f.path.clone(), f.content.clone());
+            map.insert(f.path.clone(), f.content.clone());
         }
         Ok(())
     }
 
-    async fn run(
-        &mut self,
-        process: &ProcessSpec,
-        io: ProcessIo,
-    ) -> Result<ProcessOutcome, BackendError> {
-        record(&self.calls, Call::Run(process.argv.clone()));
-        if let Some(gate) = &self.gate {
-            let _permit = gate
-                .acquire()
-                .await
-                .map_err(|_| BackendError::InstanceGone("the test closed the gate"))?;
-        }
-        let mut outcome = (self.script)(process, &mut self.files, &io.stdin)?;
-        if let Some(mut sink) = io.sink {
-            sink(crate::spec::StreamKind::Stdout, &outcome.stdout);
-        }
-        if outcome.wall_time.is_zero() {
-            outcome.wall_time = Duration::from_millis(1);
-        }
-        Ok(outcome)
-    }
-
-    async fn read_files(
-        &mut self,
-        paths: &[String],
-        max_bytes: u64,
-    ) -> Result<Vec<FileEntry>, BackendError> {
+    async fn read(&self, paths: &[String], max_bytes: u64) -> Result<Vec<FileEntry>, BackendError> {
         record(&self.calls, Call::ReadFiles(paths.to_vec()));
+        let map = lock(&self.map);
         paths
             .iter()
-            .map(|p| match self.files.get(p) {
+            .map(|p| match map.get(p) {
                 Some(c) if c.len() as u64 <= max_bytes => Ok(FileEntry {
                     path: p.clone(),
                     content: c.clone(),
@@ -236,6 +212,91 @@ impl Instance for FakeInstance {
                 }),
             })
             .collect()
+    }
+
+    async fn list(
+        &self,
+        dir: &str,
+        max_entries: usize,
+    ) -> Result<Vec<crate::files::FileInfo>, BackendError> {
+        let map = lock(&self.map);
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", dir.trim_end_matches('/'))
+        };
+        let out: Vec<_> = map
+            .iter()
+            .filter(|(p, _)| p.starts_with(&prefix))
+            .map(|(p, c)| crate::files::FileInfo {
+                path: p.clone(),
+                kind: crate::files::FileKind::File,
+                size: c.len() as u64,
+            })
+            .collect();
+        if out.len() > max_entries {
+            return Err(BackendError::File {
+                path: dir.to_string(),
+                reason: format!("more than {max_entries} entries"),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn remove(&self, path: &str) -> Result<(), BackendError> {
+        let mut map = lock(&self.map);
+        let prefix = format!("{path}/");
+        map.retain(|p, _| p != path && !p.starts_with(&prefix));
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct FakeInstance {
+    files: Arc<FakeFiles>,
+    script: Script,
+    calls: Arc<Mutex<Vec<Call>>>,
+    gate: Option<Arc<Semaphore>>,
+    fail_destroy: bool,
+    destroyed: bool,
+}
+
+#[async_trait]
+impl Instance for FakeInstance {
+    fn files(&self) -> crate::files::SharedFiles {
+        self.files.clone()
+    }
+
+    async fn run(
+        &mut self,
+        process: &ProcessSpec,
+        io: ProcessIo,
+    ) -> Result<ProcessOutcome, BackendError> {
+        record(&self.calls, Call::Run(process.argv.clone()));
+        if let Some(gate) = &self.gate {
+            let _permit = gate
+                .acquire()
+                .await
+                .map_err(|_| BackendError::InstanceGone("the test closed the gate"))?;
+        }
+        let stdin = match &io.stdin {
+            crate::spec::Stdin::Bytes(b) => b.clone(),
+            crate::spec::Stdin::Pipe(_) => Vec::new(),
+        };
+        let mut outcome = {
+            let mut map = lock(&self.files.map);
+            (self.script)(process, &mut map, &stdin)?
+        };
+        if let Some(mut sink) = io.sink {
+            sink(crate::spec::StreamKind::Stdout, &outcome.stdout);
+        }
+        if outcome.wall_time.is_zero() {
+            outcome.wall_time = Duration::from_millis(1);
+        }
+        Ok(outcome)
     }
 
     async fn destroy(mut self: Box<Self>) -> Result<(), BackendError> {
@@ -368,7 +429,7 @@ pub fn fake_elf(fill: u8) -> Vec<u8> {
 /// prints `compiled` and its arguments.
 pub fn default_script(
     process: &ProcessSpec,
-    files: &mut Files,
+    files: &mut FileMap,
     _stdin: &[u8],
 ) -> Result<ProcessOutcome, BackendError> {
     let argv0 = process.argv.first().map(String::as_str).unwrap_or_default();

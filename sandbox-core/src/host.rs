@@ -11,6 +11,16 @@ use crate::limits::{Bytes, Limits};
 /// Most bytes a backend returns when a file is read back from a workspace.
 pub const MAX_READ_BYTES: u64 = 64 << 20;
 
+/// Host directories of the base that a sandbox never sees (what a host administrator installed
+/// beside the distribution's packages). A toolchain there is mounted like one outside the base.
+pub const BASE_HIDDEN: &[&str] = &["/usr/local"];
+
+/// Whether the host path `path` is visible in a sandbox through the read-only base (`/usr`,
+/// minus [`BASE_HIDDEN`]).
+pub fn in_base(path: &Path) -> bool {
+    path.starts_with("/usr") && !BASE_HIDDEN.iter().any(|h| path.starts_with(h))
+}
+
 /// `/proc` files that leak host information or reach the kernel: hidden behind an empty file.
 pub const PROC_MASKED_FILES: &[&str] = &[
     "kcore",
@@ -41,7 +51,24 @@ pub const PROC_MASKED_FILES: &[&str] = &[
     "swaps",
     "devices",
     "mtrr",
+    // Host-wide activity: locks of every process (and the inodes they are on), paging and
+    // interrupt counters, scheduler statistics, file-handle and dentry counts.
+    "locks",
+    "vmstat",
+    "interrupts",
+    "softirqs",
+    "schedstat",
+    "sys/fs/file-nr",
+    "sys/fs/inode-nr",
+    "sys/fs/inode-state",
+    "sys/fs/dentry-state",
 ];
+
+/// `/proc` files a backend replaces with a view of the sandbox where it can (memory and CPUs of
+/// the sandbox's limits, no load, its own boot id), and otherwise hides like
+/// [`PROC_MASKED_FILES`].
+pub const PROC_VIRTUALISED_FILES: &[&str] =
+    &["meminfo", "stat", "loadavg", "sys/kernel/random/boot_id"];
 
 /// `/proc` directories hidden behind an empty read-only directory.
 pub const PROC_MASKED_DIRS: &[&str] = &[

@@ -203,6 +203,27 @@ pub struct Command {
     pub env: Vec<(String, String)>,
 }
 
+/// What a session kernel is to the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelRole {
+    /// The session's kernel process: it runs cells of its own language in-process and those of
+    /// other languages through their [`KernelRole::Cells`] commands.
+    Host,
+    /// Started by the host kernel to run this language's cells.
+    Cells,
+}
+
+/// How a language runs cells in a session: a process that keeps state between cells.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kernel {
+    /// Its role.
+    pub role: KernelRole,
+    /// The command that starts it (paths inside the sandbox).
+    pub command: Command,
+    /// Files it needs in the workspace (its source).
+    pub files: Vec<FileEntry>,
+}
+
 /// A compile step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompileStep {
@@ -255,6 +276,11 @@ pub trait Language: Send + Sync {
 
     /// The run step.
     fn run(&self, ctx: &StepContext<'_>) -> Command;
+
+    /// The session kernel of this language, when it has one (`ctx.source_path` is unused).
+    fn kernel(&self, _ctx: &StepContext<'_>) -> Option<Kernel> {
+        None
+    }
 
     /// Files the language places in the workspace before every run (e.g. a guard script).
     fn support_files(&self, _ctx: &StepContext<'_>) -> Vec<FileEntry> {

@@ -12,40 +12,52 @@
 pub mod capabilities;
 pub mod capture;
 pub mod compile_cache;
+pub mod egress;
 pub mod engine;
 pub mod error;
 pub mod events;
 pub mod executor;
 pub mod fake;
+pub mod files;
 pub mod host;
 pub mod language;
 pub mod limits;
 pub mod monitor;
+pub mod network;
 pub mod outcome;
+pub mod outputs;
 pub mod policy;
 pub mod request;
 pub mod result;
+pub mod session;
 pub mod spec;
 pub mod validate;
 
 pub use capabilities::{BackendKind, Capabilities, Layer, LayerName, Runtime};
 pub use capture::OutputCapture;
 pub use compile_cache::{CacheScope, CompileCache, DirCompileCache};
+pub use egress::{Egress, EgressProxy};
 pub use engine::{Engine, EngineBuilder};
 pub use error::{BackendError, BoxError, EngineError};
 pub use events::{Phase, Reporter, SecurityEvent, SecurityEventKind};
 pub use executor::{Executor, Instance};
+pub use files::{FileInfo, FileKind, Files, SharedFiles};
 pub use language::{
-    Command, CompileStep, Language, LanguageError, LanguageInfo, Languages, StepContext, Toolchain,
+    Command, CompileStep, Kernel, KernelRole, Language, LanguageError, LanguageInfo, Languages,
+    StepContext, Toolchain,
 };
 pub use limits::{AskedLimits, Bytes, Cores, LimitKind, Limits};
-pub use monitor::{Event, Load, Monitor, TracingMonitor};
+pub use monitor::{Event, Load, Monitor, SessionEnd, TracingMonitor};
 pub use outcome::{Exit, ProcessOutcome, Stop, Usage};
-pub use policy::{Policy, PolicyContext, Rejection};
+pub use policy::{Policy, PolicyContext, Rejection, SessionPolicy};
 pub use request::{ExecutionRequest, FileSpec, LimitsRequest, NetworkRequest};
-pub use result::{CompileReport, ExecutionResult, ResourceUsage, Status, Truncated};
+pub use result::{
+    CellException, CompileReport, DisplayData, ExecutionResult, OutputFile, ResourceUsage,
+    SessionReport, Status, Truncated,
+};
+pub use session::{Session, SessionFiles, SessionOptions};
 pub use spec::{
-    FileEntry, Guards, InstanceSpec, Mount, NetworkMode, OutputSink, ProcessIo, ProcessSpec,
-    SandboxSpec, StreamKind,
+    EgressPolicy, FileEntry, Guards, InstanceSpec, Mount, NetworkMode, OutputMode, OutputSink,
+    ProcessIo, ProcessSpec, SandboxSpec, Stdin, StopSignal, StreamKind,
 };
 pub use validate::ValidRequest;

@@ -434,6 +434,13 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// The bound on a run's socket buffers where the host counts them apart from its memory
+    /// (cgroup v1's `memory.kmem.tcp`): a quarter of the memory limit, at least 4 MiB. Pinned
+    /// kernel memory of a run thus stays below 1.25 × its memory limit.
+    pub fn socket_memory(&self) -> Bytes {
+        Bytes((self.memory.get() / 4).max(4 * MIB))
+    }
+
     /// Every limit at the table's maximum (and no CPU-time limit): what a language's own
     /// defaults use for limits it has no opinion on, so that the ceiling decides them.
     pub const MAX: Limits = Limits {

@@ -25,6 +25,31 @@ pub struct Load {
 
 /// Something that happened to an execution.
 ///
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// Its owner closed it.
+    Closed,
+    /// It was idle longer than the policy's idle timeout.
+    IdleTimeout,
+    /// It reached the policy's maximum lifetime.
+    Lifetime,
+    /// Its last handle was dropped without closing it.
+    Dropped,
+}
+
+impl SessionEnd {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionEnd::Closed => "closed",
+            SessionEnd::IdleTimeout => "idle_timeout",
+            SessionEnd::Lifetime => "lifetime",
+            SessionEnd::Dropped => "dropped",
+        }
+    }
+}
+
 /// Non-exhaustive: monitors outside this crate keep a wildcard arm, so that new kinds of event
 /// (sessions, network decisions) can be added without breaking them.
 #[derive(Debug, Clone, Copy)]
@@ -124,6 +149,39 @@ pub enum Event<'a> {
         /// The load that refused it.
         load: Load,
     },
+    /// The egress proxy decided about a request or connection of a run.
+    Network {
+        /// Execution id.
+        id: &'a str,
+        /// The tenant the host vouched for.
+        tenant: Option<&'a str>,
+        /// The decision.
+        decision: &'a crate::network::Decision,
+    },
+    /// A session opened: its sandbox exists and its kernel is ready.
+    SessionOpened {
+        /// Session id.
+        id: &'a str,
+        /// The tenant the host vouched for.
+        tenant: Option<&'a str>,
+        /// Backend.
+        backend: BackendKind,
+        /// What the policy decided for the session (its memory, disk and process limits).
+        spec: &'a SandboxSpec,
+    },
+    /// A session ended; nothing of it is left.
+    SessionClosed {
+        /// Session id.
+        id: &'a str,
+        /// The tenant the host vouched for.
+        tenant: Option<&'a str>,
+        /// Why it ended.
+        reason: SessionEnd,
+        /// Cells it ran.
+        cells: u64,
+        /// From opening to closing.
+        lifetime: Duration,
+    },
     /// The caller dropped the `execute` future before it finished (after `Started` or while
     /// queued): its slot was freed and its instance dropped; no `Finished` follows.
     Cancelled {
@@ -202,6 +260,32 @@ impl Monitor for TracingMonitor {
                 tracing::warn!(id, tenant, queued = load.queued, "queue full")
             }
             Event::Cancelled { id, elapsed, .. } => tracing::info!(id, ?elapsed, "cancelled"),
+            Event::Network { id, decision, .. } => tracing::info!(
+                id,
+                host = %decision.host,
+                port = decision.port,
+                verdict = ?decision.verdict,
+                "egress"
+            ),
+            Event::SessionOpened {
+                id,
+                tenant,
+                backend,
+                ..
+            } => tracing::info!(id, tenant, backend = backend.as_str(), "session opened"),
+            Event::SessionClosed {
+                id,
+                reason,
+                cells,
+                lifetime,
+                ..
+            } => tracing::info!(
+                id,
+                reason = reason.as_str(),
+                cells,
+                ?lifetime,
+                "session closed"
+            ),
         }
     }
 }

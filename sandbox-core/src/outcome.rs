@@ -30,6 +30,8 @@ pub enum Stop {
     Timeout,
     /// The output limit.
     OutputLimit,
+    /// The caller cancelled the run ([`StopSignal`](crate::spec::StopSignal)).
+    Cancelled,
 }
 
 /// Resources one step used, in numbers (strings exist only in the JSON result).
@@ -77,6 +79,7 @@ impl ProcessOutcome {
         match (self.stopped, self.oom_killed, self.exit) {
             (Some(Stop::Timeout), _, _) => Status::Timeout,
             (Some(Stop::OutputLimit), _, _) => Status::OutputLimit,
+            (Some(Stop::Cancelled), _, _) => Status::Killed,
             (None, true, _) => Status::MemoryLimit,
             (None, false, Exit::Signal(_)) => Status::Killed,
             (None, false, Exit::Code(0)) => Status::Success,
@@ -115,6 +118,9 @@ impl ProcessOutcome {
                 "out of memory: the kernel killed a process at the memory limit (peak {})",
                 self.usage.memory_peak
             )),
+            Status::Killed if self.stopped == Some(Stop::Cancelled) => {
+                Some("cancelled by the caller; the sandbox stopped the run".into())
+            }
             Status::Killed => {
                 let sig = self.signal().unwrap_or(0);
                 Some(format!("killed by signal {sig} ({})", signal_name(sig)))

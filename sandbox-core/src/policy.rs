@@ -1,5 +1,7 @@
 //! The policy role: turns a validated request into a [`SandboxSpec`] or a [`Rejection`].
 
+use std::time::Duration;
+
 use crate::capabilities::BackendKind;
 use crate::spec::SandboxSpec;
 use crate::validate::ValidRequest;
@@ -44,4 +46,28 @@ pub trait Policy: Send + Sync {
 
     /// A stable fingerprint of the policy itself.
     fn fingerprint(&self) -> String;
+
+    /// How long sessions may live.
+    fn sessions(&self) -> SessionPolicy {
+        SessionPolicy::default()
+    }
+}
+
+/// How long sessions may live: closed after `idle_timeout` without a call, and at
+/// `max_lifetime` in any case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionPolicy {
+    /// Closed after this long without a call.
+    pub idle_timeout: Duration,
+    /// Closed this long after opening.
+    pub max_lifetime: Duration,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+        }
+    }
 }

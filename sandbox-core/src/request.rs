@@ -48,6 +48,10 @@ pub struct ExecutionRequest {
     /// Limits the request asks for; they can only tighten the policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsRequest>,
+    /// Workspace files to return with the result: relative paths or globs (`*.png`,
+    /// `out/**/*.csv`), at most 32.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<String>,
 }
 
 impl ExecutionRequest {

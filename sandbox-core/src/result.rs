@@ -215,6 +215,63 @@ pub struct ExecutionResult {
     /// Fingerprint of the effective policy, for audit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_fingerprint: Option<String>,
+    /// Files of the workspace the request named in `outputs` (and, in a session, figures).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<OutputFile>,
+    /// Rich outputs of a session cell: the value of a trailing expression, figures.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub results: Vec<DisplayData>,
+    /// The exception a session cell raised, as the kernel reported it (program-reported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception: Option<CellException>,
+    /// The session this ran in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionReport>,
+    /// What the egress proxy allowed and refused, for a run with network access.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::network::Summary>,
+}
+
+/// A workspace file returned with a result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputFile {
+    /// Path relative to the workspace.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Media type guessed from the name (`application/octet-stream` when unknown).
+    pub mime_type: String,
+    /// The content, base64; absent when the file was over the size cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_base64: Option<String>,
+}
+
+/// One rich output: media type → data (text as is, binary formats base64), like a notebook's
+/// display data (`text/plain`, `image/png`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DisplayData(pub std::collections::BTreeMap<String, String>);
+
+/// An exception raised by a session cell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellException {
+    /// The exception's type (`ZeroDivisionError`, `ReferenceError`).
+    pub name: String,
+    /// Its message.
+    pub value: String,
+    /// The traceback as text.
+    pub traceback: String,
+}
+
+/// What a session says about a cell's run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionReport {
+    /// The session's id.
+    pub id: String,
+    /// The cell's number in the session (from 1).
+    pub cell: u64,
+    /// The kernel was restarted after this cell (timeout, memory, crash): state is lost.
+    pub kernel_restarted: bool,
 }
 
 fn lossy(bytes: &[u8]) -> String {
@@ -291,6 +348,11 @@ impl ExecutionResult {
             backend: Some(backend),
             language: language.into(),
             policy_fingerprint: None,
+            files: Vec::new(),
+            results: Vec::new(),
+            exception: None,
+            session: None,
+            network: None,
         }
     }
 
@@ -316,6 +378,11 @@ impl ExecutionResult {
             backend: None,
             language: language.into(),
             policy_fingerprint: None,
+            files: Vec::new(),
+            results: Vec::new(),
+            exception: None,
+            session: None,
+            network: None,
         }
     }
 
@@ -338,6 +405,24 @@ impl ExecutionResult {
     pub fn field_names() -> Vec<String> {
         let mut sample = Self::not_run("", "", Status::Success, None);
         sample.policy_fingerprint = Some(String::new());
+        sample.files.push(OutputFile {
+            path: String::new(),
+            size: 0,
+            mime_type: String::new(),
+            content_base64: None,
+        });
+        sample.results.push(DisplayData::default());
+        sample.exception = Some(CellException {
+            name: String::new(),
+            value: String::new(),
+            traceback: String::new(),
+        });
+        sample.network = Some(crate::network::Summary::default());
+        sample.session = Some(SessionReport {
+            id: String::new(),
+            cell: 0,
+            kernel_restarted: false,
+        });
         match serde_json::to_value(&sample) {
             Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
             _ => Vec::new(),

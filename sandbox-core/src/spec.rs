@@ -2,6 +2,10 @@
 //! create ([`InstanceSpec`]) and a process to run in it ([`ProcessSpec`]). What comes back is a
 //! [`ProcessOutcome`](crate::outcome::ProcessOutcome).
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::capabilities::{LayerName, Runtime};
@@ -15,8 +19,28 @@ pub enum NetworkMode {
     /// No network at all: an empty network namespace (loopback only).
     #[default]
     None,
-    /// Only the listed domains, through the host-side proxy.
-    Allowlist(Vec<String>),
+    /// Only what the egress policy allows, through the host-side proxy; the namespace itself
+    /// still has no route out.
+    Proxy(EgressPolicy),
+}
+
+/// What a run's egress proxy enforces (decided by the policy; a request can only narrow it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EgressPolicy {
+    /// Allow rules (`example.com`, `*.example.org`, `host:port`, a CIDR).
+    pub allow: Vec<String>,
+    /// Deny rules: deny wins.
+    pub deny: Vec<String>,
+    /// Only GET and HEAD over plain HTTP (no CONNECT tunnels).
+    pub read_only: bool,
+    /// Requests per second (`None`: unlimited).
+    pub requests_per_second: Option<u32>,
+    /// Concurrent connections to the proxy.
+    pub max_connections: u32,
+    /// Bytes the sandbox may send in all.
+    pub max_bytes_up: u64,
+    /// Bytes the sandbox may receive in all.
+    pub max_bytes_down: u64,
 }
 
 /// Language guards: defence in depth inside the interpreter, reported as security events. They
@@ -134,20 +158,143 @@ pub enum StreamKind {
 /// Receives output chunks as they arrive (streaming).
 pub type OutputSink = Box<dyn FnMut(StreamKind, &[u8]) + Send>;
 
-/// Standard input and an optional output sink for one process.
+/// What a process reads on standard input.
+pub enum Stdin {
+    /// These bytes, then end of file.
+    Bytes(Vec<u8>),
+    /// The read end of a pipe the caller writes to for as long as it likes (a session's kernel
+    /// takes its requests this way); end of file when the caller closes its end.
+    Pipe(OwnedFd),
+}
+
+impl Default for Stdin {
+    fn default() -> Self {
+        Stdin::Bytes(Vec::new())
+    }
+}
+
+impl std::fmt::Debug for Stdin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stdin::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
+            Stdin::Pipe(fd) => write!(f, "Pipe({})", fd.as_raw_fd()),
+        }
+    }
+}
+
+/// What happens to a process's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputMode {
+    /// Kept in the outcome up to the output limit (forwarded to the sink as it comes); the run is
+    /// stopped past the limit.
+    #[default]
+    Capture,
+    /// Only forwarded to the sink, nothing kept and no limit applied: the consumer counts (a
+    /// session's kernel lives across many cells, each with limits of its own).
+    Stream,
+}
+
+/// Stops a running process from outside (a cancelled call, a session's killed cell). Cheap to
+/// clone; every clone fires the same signal. Poll-based supervisors watch
+/// [`as_raw_fd`](Self::as_raw_fd) (readable once fired), async ones await
+/// [`fired`](Self::fired).
+#[derive(Clone)]
+pub struct StopSignal(Arc<StopInner>);
+
+struct StopInner {
+    fired: AtomicBool,
+    eventfd: OwnedFd,
+    notify: tokio::sync::Notify,
+}
+
+impl StopSignal {
+    /// A signal not yet fired.
+    pub fn new() -> std::io::Result<Self> {
+        // SAFETY: eventfd with constant flags; the descriptor is owned below.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Self(Arc::new(StopInner {
+            fired: AtomicBool::new(false),
+            // SAFETY: a descriptor the kernel just returned to us.
+            eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
+            notify: tokio::sync::Notify::new(),
+        })))
+    }
+
+    /// Fires the signal (idempotent).
+    pub fn fire(&self) {
+        if !self.0.fired.swap(true, Ordering::SeqCst) {
+            let one: u64 = 1;
+            // SAFETY: an 8-byte write from a local to our eventfd.
+            unsafe { libc::write(self.0.eventfd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+            self.0.notify.notify_waiters();
+        }
+    }
+
+    /// Whether it was fired.
+    pub fn is_fired(&self) -> bool {
+        self.0.fired.load(Ordering::SeqCst)
+    }
+
+    /// A descriptor that becomes readable once the signal fires (never read it).
+    pub fn as_raw_fd(&self) -> RawFd {
+        self.0.eventfd.as_raw_fd()
+    }
+
+    /// Completes once the signal fires.
+    pub async fn fired(&self) {
+        loop {
+            let notified = self.0.notify.notified();
+            if self.is_fired() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl std::fmt::Debug for StopSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StopSignal")
+            .field("fired", &self.is_fired())
+            .finish()
+    }
+}
+
+/// Standard input, output handling and an optional stop signal for one process.
 #[derive(Default)]
 pub struct ProcessIo {
-    /// Bytes fed to standard input, then closed.
-    pub stdin: Vec<u8>,
-    /// Called with each chunk of output as it arrives (within the output limit).
+    /// What the process reads.
+    pub stdin: Stdin,
+    /// Called with each chunk of output as it arrives (within the output limit in
+    /// [`OutputMode::Capture`]).
     pub sink: Option<OutputSink>,
+    /// Whether output is kept or only streamed.
+    pub output: OutputMode,
+    /// Stops the process when fired ([`Stop::Cancelled`](crate::outcome::Stop::Cancelled)).
+    pub stop: Option<StopSignal>,
+}
+
+impl ProcessIo {
+    /// `stdin` bytes, output captured, an optional sink.
+    pub fn bytes(stdin: Vec<u8>, sink: Option<OutputSink>) -> Self {
+        Self {
+            stdin: Stdin::Bytes(stdin),
+            sink,
+            ..Self::default()
+        }
+    }
 }
 
 impl std::fmt::Debug for ProcessIo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProcessIo")
-            .field("stdin_len", &self.stdin.len())
+            .field("stdin", &self.stdin)
             .field("sink", &self.sink.is_some())
+            .field("output", &self.output)
+            .field("stop", &self.stop)
             .finish()
     }
 }

@@ -154,6 +154,18 @@ pub fn validate(
         ));
     }
     let files = decode_files(request, language.info().source_file)?;
+    if request.outputs.len() > crate::outputs::MAX_PATTERNS {
+        return reject(format!(
+            "too many outputs ({}; the maximum is {})",
+            request.outputs.len(),
+            crate::outputs::MAX_PATTERNS
+        ));
+    }
+    for (i, p) in request.outputs.iter().enumerate() {
+        if let Err(m) = crate::outputs::check_pattern(p) {
+            return reject(format!("outputs[{i}] `{}`: {m}", p.escape_debug()));
+        }
+    }
     Ok(ValidRequest {
         language: language.clone(),
         limits,

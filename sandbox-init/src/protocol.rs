@@ -77,6 +77,8 @@ pub enum Stage {
     Identity = 19,
     /// A malformed message reached init.
     Protocol = 20,
+    /// Creating the time namespace and setting its clock offsets.
+    TimeNs = 21,
 }
 
 impl Stage {
@@ -104,6 +106,7 @@ impl Stage {
             18 => ExecInit,
             19 => Identity,
             20 => Protocol,
+            21 => TimeNs,
             _ => return None,
         })
     }
@@ -128,6 +131,7 @@ impl Stage {
             Stage::Seccomp => "installing the seccomp filter",
             Stage::WaitForIds => "waiting for the user namespace's id maps",
             Stage::Handover => "handing the workspace to the host",
+            Stage::TimeNs => "creating the time namespace",
             Stage::ExecInit => "executing the sandbox init",
             Stage::Identity => "switching to the sandbox user",
             Stage::Protocol => "reading a message from the host",

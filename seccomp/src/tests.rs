@@ -110,7 +110,26 @@ fn arguments_are_checked() {
         ENOSYS
     );
     assert_eq!(decide(libc::SYS_clone, a0(0x80)), ENOSYS); // CLONE_NEWTIME
-    assert_eq!(decide(libc::SYS_socket, a0(libc::AF_INET6 as u64)), ALLOW);
+    let sock = |family: i32, ty: i32| [family as u64, ty as u64, 0, 0, 0, 0];
+    let stream = libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+    assert_eq!(
+        decide(libc::SYS_socket, sock(libc::AF_INET6, stream)),
+        ALLOW
+    );
+    assert_eq!(decide(libc::SYS_socket, sock(libc::AF_INET, stream)), ALLOW);
+    // Datagram and raw IP sockets: their buffers are charged to no limit on cgroup v1.
+    for ty in [
+        libc::SOCK_DGRAM,
+        libc::SOCK_RAW,
+        libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+    ] {
+        assert_eq!(decide(libc::SYS_socket, sock(libc::AF_INET, ty)), ENOSYS);
+        assert_eq!(decide(libc::SYS_socket, sock(libc::AF_INET6, ty)), ENOSYS);
+    }
+    assert_eq!(
+        decide(libc::SYS_socket, sock(libc::AF_UNIX, libc::SOCK_DGRAM)),
+        ALLOW
+    );
     assert_eq!(decide(libc::SYS_socket, a0(libc::AF_PACKET as u64)), ENOSYS);
     assert_eq!(decide(libc::SYS_socket, a0(libc::AF_VSOCK as u64)), ENOSYS);
     let route = [

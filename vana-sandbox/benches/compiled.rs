@@ -107,13 +107,14 @@ fn main() {
                         network: Default::default(),
                     };
                     let mut inst = exec.create(&spec).await.expect("create");
-                    inst.put_files(&[FileEntry {
-                        path: "main".into(),
-                        content: binary.clone(),
-                        executable: true,
-                    }])
-                    .await
-                    .expect("put");
+                    inst.files()
+                        .put(&[FileEntry {
+                            path: "main".into(),
+                            content: binary.clone(),
+                            executable: true,
+                        }])
+                        .await
+                        .expect("put");
                     let p = ProcessSpec {
                         argv: vec!["/workspace/main".into()],
                         env: vec![("PATH".into(), "/usr/bin:/bin".into())],

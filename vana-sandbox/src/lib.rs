@@ -19,18 +19,27 @@
 
 use std::sync::Arc;
 
+mod egress;
+pub use egress::{proxy_config, ProxyEgress};
+
 pub use vana_sandbox_core::compile_cache::{CacheScope, CompileCache, DirCompileCache};
 pub use vana_sandbox_core::{
     fake, host, limits, BackendError, BackendKind, Bytes, Capabilities, CompileReport, Cores,
     Engine, EngineBuilder, EngineError, Event, ExecutionRequest, ExecutionResult, Executor,
     FileSpec, Instance, Language, Languages, Layer, LayerName, LimitKind, Limits, LimitsRequest,
     Monitor, NetworkRequest, OutputSink, Phase, Policy, ProcessIo, Reporter, ResourceUsage,
-    Runtime, SecurityEvent, SecurityEventKind, Status, StreamKind, TracingMonitor, Truncated,
+    Runtime, SecurityEvent, SecurityEventKind, Session, SessionEnd, SessionFiles, SessionOptions,
+    Status, StreamKind, TracingMonitor, Truncated,
+};
+pub use vana_sandbox_core::{
+    CellException, DisplayData, FileInfo, FileKind, OutputFile, SessionReport, StopSignal,
 };
 pub use vana_sandbox_docker::{image, DockerConfig, DockerExecutor};
 pub use vana_sandbox_lang as lang;
 pub use vana_sandbox_native::{NativeConfig, NativeExecutor, DEFAULT_UID_BASE, PROGRAM_ID};
 pub use vana_sandbox_policy::{PolicyConfig, PolicyError, PRESETS};
+pub use vana_sandbox_proxy as proxy;
+pub use vana_sandbox_seccomp as seccomp;
 
 /// Errors of the facade's constructors.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +104,8 @@ pub struct SandboxBuilder {
     policy: PolicyConfig,
     max_concurrency: Option<usize>,
     max_queue: Option<usize>,
+    max_sessions: Option<usize>,
+    egress: Option<Arc<dyn vana_sandbox_core::Egress>>,
     monitors: Vec<Arc<dyn Monitor>>,
     compile_cache: Option<Option<Arc<dyn CompileCache>>>,
 }
@@ -134,6 +145,19 @@ impl SandboxBuilder {
         self
     }
 
+    /// The egress proxy for runs the policy gives network access (default: [`ProxyEgress`]
+    /// with the host's resolver).
+    pub fn egress(mut self, egress: Arc<dyn vana_sandbox_core::Egress>) -> Self {
+        self.egress = Some(egress);
+        self
+    }
+
+    /// Sessions open at once (default: 64).
+    pub fn max_sessions(mut self, n: usize) -> Self {
+        self.max_sessions = Some(n);
+        self
+    }
+
     /// Adds a monitor (a tracing monitor is always there).
     pub fn monitor(mut self, monitor: Arc<dyn Monitor>) -> Self {
         self.monitors.push(monitor);
@@ -166,7 +190,12 @@ impl SandboxBuilder {
             .executor(executor)
             .policy(Arc::new(self.policy))
             .languages(lang::installed())
-            .monitor(Arc::new(TracingMonitor));
+            .monitor(Arc::new(TracingMonitor))
+            .egress(
+                self.egress
+                    .take()
+                    .unwrap_or_else(|| Arc::new(ProxyEgress::new())),
+            );
         for m in self.monitors {
             builder = builder.monitor(m);
         }
@@ -178,6 +207,9 @@ impl SandboxBuilder {
         }
         if let Some(n) = self.max_queue {
             builder = builder.max_queue(n);
+        }
+        if let Some(n) = self.max_sessions {
+            builder = builder.max_sessions(n);
         }
         Ok(builder.build()?)
     }

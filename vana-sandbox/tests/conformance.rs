@@ -87,6 +87,24 @@ fn pids(b: Backend) {
     assert_clean(b);
 }
 
+/// The default policy's CPU limit (one core) holds: two processes spinning for two seconds on a
+/// two-core host get about one core between them.
+fn cpu_cap(b: Backend) {
+    let code = "import multiprocessing, time\ndef spin():\n    end = time.time() + 2\n    while time.time() < end:\n        pass\nif __name__ == '__main__':\n    ps = [multiprocessing.Process(target=spin) for _ in range(2)]\n    [p.start() for p in ps]\n    [p.join() for p in ps]\n    print('done')";
+    let r = run_on(b, req("python", code));
+    assert_eq!(
+        (r.status, r.output.as_str()),
+        (Status::Success, "done\n"),
+        "{r:#?}"
+    );
+    let ratio = r.resource_usage.cpu_time / r.execution_time;
+    assert!(
+        ratio <= 1.3,
+        "{ratio:.2} cores used under a one-core limit: {r:#?}"
+    );
+    assert_clean(b);
+}
+
 fn output_limit(b: Backend) {
     let mut r = req(
         "python",
@@ -205,6 +223,7 @@ macro_rules! conformance {
             case!(timeout);
             case!(memory);
             case!(pids);
+            case!(cpu_cap);
             case!(output_limit);
             case!(disk_limit);
             case!(no_network);

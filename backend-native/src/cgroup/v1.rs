@@ -17,6 +17,8 @@ pub(crate) struct V1 {
     cpu: PathBuf,
     cpuacct: PathBuf,
     memsw: bool,
+    /// `memory.kmem.tcp.limit_in_bytes` exists (kernel memory accounting is on).
+    kmem_tcp: bool,
 }
 
 const CFS_PERIOD_US: u64 = 100_000;
@@ -28,10 +30,11 @@ impl V1 {
             Ok(mnt.join(own.trim_start_matches('/')).join(BASE_NAME))
         };
         let memory = base("memory")?;
-        let memsw = memory
-            .parent()
-            .is_some_and(|p| p.join("memory.memsw.limit_in_bytes").exists());
+        let has = |file: &str| memory.parent().is_some_and(|p| p.join(file).exists());
+        let memsw = has("memory.memsw.limit_in_bytes");
+        let kmem_tcp = has("memory.kmem.tcp.limit_in_bytes");
         Ok(Self {
+            kmem_tcp,
             pids: base("pids")?,
             cpu: base("cpu")?,
             cpuacct: base("cpuacct")?,
@@ -57,7 +60,21 @@ impl CgroupDriver for V1 {
     fn describe(&self) -> Vec<Layer> {
         let d = |p: &Path| format!("cgroup v1 at {}", p.display());
         vec![
-            Layer::new(LayerName::CgroupMemory, true, d(&self.memory)),
+            Layer::new(
+                LayerName::CgroupMemory,
+                true,
+                if self.kmem_tcp {
+                    format!(
+                        "{}; TCP buffers bounded by memory.kmem.tcp",
+                        d(&self.memory)
+                    )
+                } else {
+                    format!(
+                        "{}; TCP buffers unbounded (no kernel memory accounting)",
+                        d(&self.memory)
+                    )
+                },
+            ),
             Layer::new(
                 LayerName::CgroupMemorySwap,
                 self.memsw,
@@ -81,6 +98,7 @@ impl CgroupDriver for V1 {
             dirs: Vec::new(),
             fds: Vec::new(),
             memsw: self.memsw,
+            kmem_tcp: self.kmem_tcp,
             // A new cgroup has no memory limit.
             memory_limit: u64::MAX,
             start: Counters::default(),
@@ -131,6 +149,7 @@ struct V1Instance {
     dirs: Vec<PathBuf>,
     fds: Vec<RawFd>,
     memsw: bool,
+    kmem_tcp: bool,
     /// The memory limit now in place (`u64::MAX`: none).
     memory_limit: u64,
     start: Counters,
@@ -170,6 +189,12 @@ impl InstanceCgroup for V1Instance {
             };
             for file in order {
                 fsutil::write(&self.memory, file, &new.to_string())?;
+            }
+            // v1 charges TCP buffers to a counter of their own, unlimited unless set (UDP and
+            // raw sockets, charged nowhere, are refused by the seccomp table).
+            if self.kmem_tcp {
+                let tcp = limits.socket_memory().get().to_string();
+                fsutil::write(&self.memory, "memory.kmem.tcp.limit_in_bytes", &tcp)?;
             }
             self.memory_limit = new;
         }

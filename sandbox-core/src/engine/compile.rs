@@ -92,7 +92,7 @@ pub(crate) async fn compile(
                 content: binary,
                 executable: true,
             };
-            instance.put_files(&[entry]).await?;
+            instance.files().put(&[entry]).await?;
             return Ok(Compiled::Ready(CompileReport::cached()));
         }
     }
@@ -126,7 +126,8 @@ pub(crate) async fn compile(
         // Only the host writes the cache, and only from a compile that succeeded, before the
         // program has run.
         if let Ok(mut read) = instance
-            .read_files(&[compile.artifact.to_string()], MAX_ARTIFACT_BYTES)
+            .files()
+            .read(&[compile.artifact.to_string()], MAX_ARTIFACT_BYTES)
             .await
         {
             if let Some(f) = read.pop() {

@@ -4,7 +4,8 @@
 
 mod admission;
 mod compile;
-mod pipeline;
+mod network;
+pub(crate) mod pipeline;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -33,16 +34,20 @@ pub struct Engine {
 }
 
 pub(crate) struct Inner {
-    executor: Arc<dyn Executor>,
-    policy: Arc<dyn Policy>,
-    languages: Languages,
+    pub(crate) executor: Arc<dyn Executor>,
+    pub(crate) policy: Arc<dyn Policy>,
+    pub(crate) languages: Languages,
     monitors: Vec<Arc<dyn Monitor>>,
     compile_cache: Option<Arc<dyn CompileCache>>,
-    admission: Admission,
+    pub(crate) egress: Option<Arc<dyn crate::egress::Egress>>,
+    pub(crate) admission: Admission,
+    /// Open sessions (one permit each).
+    pub(crate) sessions: Arc<tokio::sync::Semaphore>,
+    pub(crate) max_sessions: usize,
 }
 
 impl Inner {
-    fn emit(&self, event: &Event<'_>) {
+    pub(crate) fn emit(&self, event: &Event<'_>) {
         for m in &self.monitors {
             m.on_event(event);
         }
@@ -57,8 +62,10 @@ pub struct EngineBuilder {
     languages: Languages,
     monitors: Vec<Arc<dyn Monitor>>,
     compile_cache: Option<Arc<dyn CompileCache>>,
+    egress: Option<Arc<dyn crate::egress::Egress>>,
     max_concurrency: Option<usize>,
     max_queue: Option<usize>,
+    max_sessions: Option<usize>,
 }
 
 impl EngineBuilder {
@@ -92,6 +99,13 @@ impl EngineBuilder {
         self
     }
 
+    /// The egress proxy for runs the policy gives network access (default: none, and such
+    /// runs fail closed).
+    pub fn egress(mut self, egress: Arc<dyn crate::egress::Egress>) -> Self {
+        self.egress = Some(egress);
+        self
+    }
+
     /// Executions running at once (default: the number of CPUs).
     pub fn max_concurrency(mut self, n: usize) -> Self {
         self.max_concurrency = Some(n);
@@ -102,6 +116,13 @@ impl EngineBuilder {
     /// (default: 64 per slot).
     pub fn max_queue(mut self, n: usize) -> Self {
         self.max_queue = Some(n);
+        self
+    }
+
+    /// Sessions open at once before [`Engine::session`] fails with
+    /// [`EngineError::SessionsFull`] (default: 64).
+    pub fn max_sessions(mut self, n: usize) -> Self {
+        self.max_sessions = Some(n);
         self
     }
 
@@ -124,6 +145,7 @@ impl EngineBuilder {
             ));
         }
         let max_queue = self.max_queue.unwrap_or(64 * max_concurrency);
+        let max_sessions = self.max_sessions.unwrap_or(64);
         Ok(Engine {
             inner: Arc::new(Inner {
                 executor,
@@ -131,13 +153,16 @@ impl EngineBuilder {
                 languages: self.languages,
                 monitors: self.monitors,
                 compile_cache: self.compile_cache,
+                egress: self.egress,
                 admission: Admission::new(max_concurrency, max_queue),
+                sessions: Arc::new(tokio::sync::Semaphore::new(max_sessions)),
+                max_sessions,
             }),
         })
     }
 }
 
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -176,6 +201,10 @@ impl Engine {
     /// Executions running now.
     pub fn running(&self) -> usize {
         self.inner.admission.running()
+    }
+
+    pub(crate) fn inner(&self) -> Arc<Inner> {
+        self.inner.clone()
     }
 
     /// Executions waiting for a slot now.
@@ -243,16 +272,21 @@ impl Engine {
         id: &str,
         tenant: Option<&str>,
         request: &ExecutionRequest,
-        io: ProcessIo,
+        mut io: ProcessIo,
     ) -> Result<ExecutionResult, EngineError> {
         let inner = &*self.inner;
         let begun = Instant::now();
+        // A dropped future stops its sandbox at once (not at its timeout).
+        if io.stop.is_none() {
+            io.stop = crate::spec::StopSignal::new().ok();
+        }
         let mut watch = Watch {
             inner,
             id,
             tenant,
             begun,
             done: false,
+            stop: io.stop.clone(),
         };
         let finish = |watch: &mut Watch<'_>, result: ExecutionResult| {
             watch.done = true;
@@ -361,11 +395,15 @@ struct Watch<'a> {
     tenant: Option<&'a str>,
     begun: Instant,
     done: bool,
+    stop: Option<crate::spec::StopSignal>,
 }
 
 impl Drop for Watch<'_> {
     fn drop(&mut self) {
         if !self.done {
+            if let Some(stop) = &self.stop {
+                stop.fire();
+            }
             self.inner.emit(&Event::Cancelled {
                 id: self.id,
                 tenant: self.tenant,

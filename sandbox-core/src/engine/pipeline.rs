@@ -13,7 +13,7 @@ use crate::monitor::Event;
 use crate::outcome::{ProcessOutcome, Stop};
 use crate::request::ExecutionRequest;
 use crate::result::{CompileReport, ExecutionResult};
-use crate::spec::{FileEntry, InstanceSpec, ProcessIo, ProcessSpec, SandboxSpec};
+use crate::spec::{FileEntry, InstanceSpec, NetworkMode, ProcessIo, ProcessSpec, SandboxSpec};
 use crate::validate::ValidRequest;
 
 use super::compile::{self, Compiled};
@@ -134,6 +134,19 @@ async fn in_instance(
     };
     let creating = Instant::now();
     let mut instance = executor.create(&spec).await?;
+    let network = match &job.spec.network {
+        NetworkMode::None => None,
+        NetworkMode::Proxy(policy) => {
+            match super::network::RunNetwork::open(engine, job.id, instance.as_ref(), policy) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    let _ = instance.destroy().await;
+                    return Err(e);
+                }
+            }
+        }
+    };
+    let proxy_env = network.as_ref().map(|n| n.env.clone()).unwrap_or_default();
     let result = steps(
         engine,
         job,
@@ -142,10 +155,26 @@ async fn in_instance(
         instance.as_mut(),
         io,
         creating,
+        &proxy_env,
     )
     .await;
+    let summary = match network {
+        Some(net) => {
+            let (summary, decisions) = net.close().await;
+            for d in &decisions {
+                engine.emit(&Event::Network {
+                    id: job.id,
+                    tenant: job.tenant,
+                    decision: d,
+                });
+            }
+            Some(summary)
+        }
+        None => None,
+    };
     let destroyed = instance.destroy().await;
     let mut result = result?;
+    result.network = summary;
     if let Err(e) = destroyed {
         result.security_events.push(SecurityEvent::new(
             SecurityEventKind::CleanupFailed,
@@ -155,6 +184,7 @@ async fn in_instance(
     Ok(result)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn steps(
     engine: &Inner,
     job: &Job<'_>,
@@ -163,6 +193,7 @@ async fn steps(
     instance: &mut dyn Instance,
     io: ProcessIo,
     creating: Instant,
+    proxy_env: &[(String, String)],
 ) -> Result<ExecutionResult, BackendError> {
     let files = stage(job, step, instance).await?;
     engine.emit(&Event::Ready {
@@ -177,7 +208,7 @@ async fn steps(
             Compiled::Failed(result) => return Ok(*result),
         },
     };
-    let outcome = run(job, step, instance, io).await?;
+    let outcome = run(job, step, instance, io, proxy_env).await?;
     Ok(collect(engine, job, step, instance, outcome, report).await)
 }
 
@@ -197,7 +228,7 @@ async fn stage(
     });
     files.extend(job.valid.files.iter().cloned());
     files.extend(language.support_files(step));
-    instance.put_files(&files).await?;
+    instance.files().put(&files).await?;
     Ok(files)
 }
 
@@ -206,17 +237,25 @@ async fn run(
     step: &StepContext<'_>,
     instance: &mut dyn Instance,
     io: ProcessIo,
+    proxy_env: &[(String, String)],
 ) -> Result<ProcessOutcome, BackendError> {
     let cmd = job.language().run(step);
+    let mut env = environment(&cmd.env, Some(&job.request.env));
+    // The proxy's variables over the request's: a request cannot point them elsewhere (and
+    // there is nowhere else to go).
+    for (k, v) in proxy_env {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), v.clone()));
+    }
     let process = ProcessSpec {
         argv: cmd.argv,
-        env: environment(&cmd.env, Some(&job.request.env)),
+        env,
         cwd: WORKDIR.into(),
         limits: job.spec.limits,
     };
     let io = ProcessIo {
-        stdin: job.valid.stdin.clone(),
-        sink: io.sink,
+        stdin: crate::spec::Stdin::Bytes(job.valid.stdin.clone()),
+        ..io
     };
     instance.run(&process, io).await
 }
@@ -267,7 +306,8 @@ async fn collect(
     let events_file = match language.events_file(step) {
         None => None,
         Some(path) => match instance
-            .read_files(&[path.to_string()], MAX_GUARD_EVENTS_BYTES)
+            .files()
+            .read(&[path.to_string()], MAX_GUARD_EVENTS_BYTES)
             .await
         {
             Ok(mut files) => files.pop().map(|f| f.content),
@@ -280,18 +320,28 @@ async fn collect(
             }
         },
     };
+    let outputs =
+        match crate::outputs::collect(instance.files().as_ref(), &job.request.outputs).await {
+            Ok(files) => files,
+            Err(e) => {
+                tracing::warn!("the output files could not be listed: {e}");
+                Vec::new()
+            }
+        };
     let guard = language.guard_events(step, &outcome.stderr, events_file.as_deref());
     outcome.events.extend(guard);
     outcome.events = std::mem::take(&mut outcome.events)
         .into_iter()
         .map(|e| e.in_phase(Phase::Run))
         .collect();
-    ExecutionResult::finished(
+    let mut result = ExecutionResult::finished(
         job.id,
         language.name(),
         engine.executor.kind(),
         outcome,
         &job.spec.limits,
         compile,
-    )
+    );
+    result.files = outputs;
+    result
 }

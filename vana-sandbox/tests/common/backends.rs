@@ -6,8 +6,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use vana_sandbox::{
-    lang, DockerConfig, Engine, ExecutionRequest, ExecutionResult, NativeExecutor, PolicyConfig,
-    Sandbox,
+    CompileCache, DockerConfig, Engine, ExecutionRequest, ExecutionResult, PolicyConfig, Sandbox,
 };
 
 use super::{assert_no_leftovers, require_root, rt};
@@ -50,28 +49,34 @@ pub fn require_docker(runtime: &str) {
     );
 }
 
-/// An engine on `backend` with `policy`, and the runtime it needs.
+/// An engine on `backend` with `policy` and no compile cache, and the runtime it needs.
 pub fn engine_on(backend: Backend, policy: PolicyConfig) -> (tokio::runtime::Runtime, Engine) {
+    engine_with(backend, policy, None)
+}
+
+/// An engine on `backend` with `policy` and `cache`, and the runtime it needs.
+pub fn engine_with(
+    backend: Backend,
+    policy: PolicyConfig,
+    cache: Option<Arc<dyn CompileCache>>,
+) -> (tokio::runtime::Runtime, Engine) {
     require_root();
     let rt = rt();
-    let engine = match backend {
-        Backend::Native => Engine::builder()
-            .executor(Arc::new(NativeExecutor::new().expect("native backend")))
-            .policy(Arc::new(policy))
-            .languages(lang::installed())
-            .max_concurrency(2)
-            .build()
-            .expect("engine"),
+    let builder = Sandbox::builder()
+        .policy(policy)
+        .compile_cache(cache)
+        .max_concurrency(2);
+    let builder = match backend {
+        Backend::Native => builder,
         Backend::Docker(runtime) => {
             require_docker(runtime);
-            let config = DockerConfig {
+            builder.docker(DockerConfig {
                 runtime: vana_sandbox::Runtime::parse(runtime).expect("runtime"),
                 ..DockerConfig::default()
-            };
-            rt.block_on(Sandbox::docker(config, policy))
-                .expect("docker")
+            })
         }
     };
+    let engine = rt.block_on(builder.build()).expect("engine");
     (rt, engine)
 }
 

@@ -115,9 +115,9 @@ pub(crate) async fn main(a: RunArgs) -> ExitCode {
     let io = if a.json {
         ProcessIo::default()
     } else {
-        ProcessIo {
-            stdin: Vec::new(),
-            sink: Some(Box::new(|kind, data| {
+        ProcessIo::bytes(
+            Vec::new(),
+            Some(Box::new(|kind, data| {
                 let _ = match kind {
                     StreamKind::Stdout => std::io::stdout()
                         .write_all(data)
@@ -125,7 +125,7 @@ pub(crate) async fn main(a: RunArgs) -> ExitCode {
                     StreamKind::Stderr => std::io::stderr().write_all(data),
                 };
             })),
-        }
+        )
     };
     let result = match engine.execute_with_io(request, io).await {
         Ok(r) => r,
