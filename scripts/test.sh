@@ -66,6 +66,9 @@ fi
 pylog=$(mktemp)
 "$py" -m pytest -q -rs bindings-python/tests 2>&1 | tee "$pylog"
 
+echo "== fuzz (every target, ${FUZZ_SECONDS:-30}s each)"
+bash scripts/fuzz.sh
+
 echo "== examples"
 cargo run -q -p vana-sandbox --example hello
 cargo run -q -p vana-sandbox --example session

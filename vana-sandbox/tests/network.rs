@@ -289,3 +289,47 @@ fn without_a_policy_that_allows_it_network_is_rejected() {
     let r = run(PolicyConfig::default(), StubResolver::new(), "print(1)");
     assert_eq!(r.status, Status::Rejected, "{r:#?}");
 }
+
+#[test]
+fn a_session_with_network_access_reaches_only_allowed_hosts() {
+    let _g = serial();
+    require_root();
+    let (port, hits) = http_server();
+    let resolver = StubResolver::new()
+        .answer("allowed.test", &[LOCAL])
+        .answer("other.test", &[LOCAL]);
+    let rt = rt();
+    rt.block_on(async {
+        let engine = Sandbox::builder()
+            .policy(policy(port, |_| {}))
+            .compile_cache(None)
+            .egress(Arc::new(ProxyEgress::with_resolver(Arc::new(resolver))))
+            .build()
+            .await
+            .expect("engine");
+        let s = engine
+            .session(vana_sandbox::SessionOptions {
+                network_access: Some(true),
+                ..Default::default()
+            })
+            .await
+            .expect("session");
+        s.run_code("python", GET).await.unwrap();
+        let r = s
+            .run_code(
+                "python",
+                &format!("get('http://allowed.test:{port}/')\nget('http://other.test:{port}/')"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            r.output,
+            format!("200 hello from allowed.test:{port}\n403 not_allowed\n"),
+            "{r:#?}"
+        );
+        s.close().await.unwrap();
+    });
+    drop(rt);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert_no_leftovers();
+}

@@ -4,7 +4,7 @@
 
 mod admission;
 mod compile;
-mod network;
+pub(crate) mod network;
 pub(crate) mod pipeline;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -85,3 +85,10 @@ impl RunNetwork {
         (summary, decisions)
     }
 }
+
+impl Drop for RunNetwork {
+    fn drop(&mut self) {
+        // Dropped without `close` (a session's last handle went): stop accepting at least.
+        self.accept.abort();
+    }
+}

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedSemaphorePermit;
 
-pub use files::{SessionFiles, MAX_ARCHIVE_ENTRIES};
+pub use files::{unpack_archive, SessionFiles, MAX_ARCHIVE_ENTRIES};
 
 use crate::engine::{pipeline, Inner};
 use crate::error::{BackendError, EngineError};
@@ -59,6 +59,12 @@ pub struct SessionOptions {
     /// Files placed in the workspace before the first cell.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<FileSpec>,
+    /// Network access for the whole session (through the egress proxy, if the policy allows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_access: Option<bool>,
+    /// Destinations asked for (must be in the policy's allowlist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::request::NetworkRequest>,
 }
 
 /// One sandbox across calls. Cheap to clone: clones are handles on the same session; it ends
@@ -82,6 +88,8 @@ struct Shared {
     closed: AtomicBool,
     /// The running cell's interrupt, for [`Session::kill`].
     interrupt: Mutex<Option<tokio::sync::mpsc::UnboundedSender<()>>>,
+    /// The session's egress proxy, when it has network access.
+    network: tokio::sync::Mutex<Option<crate::engine::network::RunNetwork>>,
     policy: SessionPolicy,
     _permit: OwnedSemaphorePermit,
 }
@@ -171,6 +179,8 @@ impl Session {
             limits: options.limits.clone(),
             env: options.env.clone(),
             files: options.files.clone(),
+            network_access: options.network_access,
+            network: options.network.clone(),
             ..ExecutionRequest::default()
         };
         let valid =
@@ -233,6 +243,22 @@ impl Session {
         instance.files().put(&placed).await?;
         let mut env = pipeline::environment(&host_kernel.command.env, Some(&options.env));
         env.retain(|(k, _)| k != "PWD");
+        let network = match &spec.network {
+            crate::spec::NetworkMode::None => None,
+            crate::spec::NetworkMode::Proxy(p) => {
+                match crate::engine::network::RunNetwork::open(&engine, &id, instance.as_ref(), p) {
+                    Ok(n) => Some(n),
+                    Err(e) => {
+                        let _ = instance.destroy().await;
+                        return Err(e.into());
+                    }
+                }
+            }
+        };
+        for (k, v) in network.iter().flat_map(|n| n.env.iter()) {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.clone(), v.clone()));
+        }
         let launch = KernelLaunch {
             process: ProcessSpec {
                 argv: host_kernel.command.argv.clone(),
@@ -275,6 +301,7 @@ impl Session {
             last_used: Mutex::new(now),
             closed: AtomicBool::new(false),
             interrupt: Mutex::new(None),
+            network: tokio::sync::Mutex::new(network),
             policy,
             spec,
             _permit: permit,
@@ -787,6 +814,16 @@ impl Shared {
             Some(i) => i.destroy().await,
             None => Ok(()),
         };
+        if let Some(net) = self.network.lock().await.take() {
+            let (_, decisions) = net.close().await;
+            for d in &decisions {
+                self.engine.emit(&Event::Network {
+                    id: &self.id,
+                    tenant: self.tenant.as_deref(),
+                    decision: d,
+                });
+            }
+        }
         self.engine.emit(&Event::SessionClosed {
             id: &self.id,
             tenant: self.tenant.as_deref(),
