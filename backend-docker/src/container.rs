@@ -215,9 +215,6 @@ pub(crate) async fn create(shared: &Shared, key: &PoolKey) -> Result<Container, 
         pids_limit: Some(key.container_pids(&shared.config) as i64),
         memory: Some(key.memory.get() as i64),
         memory_swap: Some(key.memory.get() as i64),
-        // cgroup v1 does not charge TCP buffers to memory: bound them apart (v2 charges them).
-        kernel_memory_tcp: (shared.cgroup_v1 && !key.is_gvisor())
-            .then_some(key.socket_memory.get() as i64),
         nano_cpus: Some(key.nano_cpus),
         network_mode: Some("none".into()),
         init: Some(false),
@@ -290,11 +287,25 @@ async fn start(
         filter: shared.filter.clone(),
         usage_paths: budget.usage_paths(),
     };
+    let memcg = Memcg::of_pid(pid);
+    // cgroup v1 does not charge TCP buffers to memory: bound them apart (v2 charges them; gVisor's
+    // netstack lives in the sentry, whose memory is the container's). Docker 20.10 records
+    // `KernelMemoryTCP` but runc no longer applies it, so the bound is written here, before any
+    // program runs; a container whose bound cannot be set is not used (fail closed).
+    if shared.cgroup_v1 && !key.is_gvisor() {
+        memcg
+            .as_ref()
+            .ok_or_else(|| {
+                DockerError::Other("the container's memory cgroup is not visible".into())
+            })?
+            .set_socket_memory(key.socket_memory.get())
+            .map_err(|e| DockerError::Other(format!("memory.kmem.tcp.limit_in_bytes: {e}")))?;
+    }
     let session = Session::open(docker, id, setup).await?;
     let container = Container {
         id: id.to_string(),
         key: key.clone(),
-        memcg: Memcg::of_pid(pid),
+        memcg,
         session,
         disk_used: 0,
     };

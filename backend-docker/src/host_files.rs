@@ -154,9 +154,9 @@ pub(crate) fn stat(cpus: usize) -> String {
     for i in 0..cpus {
         s.push_str(&format!("cpu{i} {zeros}\n"));
     }
-    s.push_str(&format!(
-        "intr 0\nctxt 0\nbtime 0\nprocesses 0\nprocs_running 1\nprocs_blocked 0\nsoftirq 0\n"
-    ));
+    s.push_str(
+        "intr 0\nctxt 0\nbtime 0\nprocesses 0\nprocs_running 1\nprocs_blocked 0\nsoftirq 0\n",
+    );
     s
 }
 

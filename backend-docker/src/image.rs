@@ -17,9 +17,9 @@ use crate::images::{IMAGE_VERSION, LABEL_LANGUAGES, LABEL_TMP, LABEL_VERSION, TM
 
 /// The default runtime image (python3, nodejs, bash). The tag is the image layout's version
 /// ([`IMAGE_VERSION`]), so that library versions that need different layouts can share a host.
-pub const DEFAULT_IMAGE: &str = "vana-sandbox/runtime:3";
+pub const DEFAULT_IMAGE: &str = "vana-sandbox/runtime:4";
 /// The larger image that adds Go and the C toolchain Rust links with.
-pub const FULL_IMAGE: &str = "vana-sandbox/runtime-full:3";
+pub const FULL_IMAGE: &str = "vana-sandbox/runtime-full:4";
 
 /// How to build an image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +45,7 @@ impl ImageBuild {
             tag: DEFAULT_IMAGE.into(),
             suite: "bookworm".into(),
             mirror: "http://deb.debian.org/debian".into(),
-            packages: vec!["python3".into(), "nodejs".into()],
+            packages: vec!["python3".into(), "nodejs".into(), "ca-certificates".into()],
             languages: ["python", "javascript", "bash"].map(String::from).to_vec(),
             uid: 10001,
         }
