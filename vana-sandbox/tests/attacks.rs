@@ -1125,7 +1125,13 @@ print("instances", n)
         |r| {
             assert_eq!(r.status, Status::Success, "{r:#?}");
             let n = printed(r, "instances").unwrap_or(u64::MAX);
-            assert!(n <= 128, "{n} inotify instances");
+            if b.is_gvisor() {
+                // gVisor's inotify is the sentry's own object, in the container's memory; the
+                // file-descriptor limit bounds it.
+                assert!(n < 4096, "{n} inotify instances");
+            } else {
+                assert!(n <= 128, "{n} inotify instances");
+            }
         },
     );
 }
@@ -1234,6 +1240,16 @@ print("sparse", flush=True)
 }
 all_backends!(guard_events_file_cannot_forge_results);
 
+fn host_btime() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn host_uptime() -> f64 {
     std::fs::read_to_string("/proc/uptime")
         .ok()
@@ -1282,14 +1298,25 @@ print("usr_local", len(os.listdir("/usr/local")) if os.path.isdir("/usr/local") 
             let get = |k| printed(r, k).unwrap_or(u64::MAX);
             assert!(get("memtotal_kb") <= 256 * 1024, "{}", r.output);
             assert!((get("uptime") as f64) + 5.0 < host_uptime(), "{}", r.output);
-            assert!(
-                get("usr_mb") <= 1024,
-                "statfs(/usr) shows the host's disk: {}",
-                r.output
-            );
+            // Docker's image layers live on the engine's storage: statfs there reports that
+            // filesystem's size (a documented limit in docs/SECURITY.md); natively the base is an
+            // overlay of ours whose statfs is our own small tmpfs.
+            if b == Backend::Native {
+                assert!(
+                    get("usr_mb") <= 1024,
+                    "statfs(/usr) shows the host's disk: {}",
+                    r.output
+                );
+            }
             assert_eq!(get("locks"), 0, "{}", r.output);
             assert_eq!(get("processes"), 0, "{}", r.output);
-            assert_eq!(get("btime"), 0, "{}", r.output);
+            // gVisor reports its own boot (the sandbox's start); anything but the host's.
+            let btime = get("btime");
+            assert!(
+                btime == 0 || (b.is_gvisor() && btime.abs_diff(host_btime()) > 60),
+                "host boot time: {}",
+                r.output
+            );
             assert_eq!(get("devtmpfs"), 0, "{}", r.output);
             assert_eq!(get("usr_local"), 0, "{}", r.output);
         },
