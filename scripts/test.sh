@@ -46,7 +46,7 @@ log=$(mktemp)
 cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
 
 echo "== bench smoke (every criterion bench once, in test mode: no timings asserted)"
-cargo test --workspace --benches 2>&1 | tee -a "$log"
+cargo test --workspace --bench '*' 2>&1 | tee -a "$log"
 
 echo "== unit tests of core, policy and languages as an unprivileged user"
 bash scripts/unprivileged-unit-tests.sh | tee -a "$log"
