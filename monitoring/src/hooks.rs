@@ -3,7 +3,8 @@
 //! component implements [`Hooks`]; the host (or a later engine event) calls them.
 
 use serde::{Deserialize, Serialize};
-use vana_sandbox_core::BackendKind;
+use vana_sandbox_core::network::{Decision, Verdict};
+use vana_sandbox_core::{BackendKind, Event};
 
 /// What the egress proxy decided for one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -42,6 +43,36 @@ pub struct NetworkDecision<'a> {
     pub reason: &'a str,
 }
 
+impl<'a> NetworkDecision<'a> {
+    /// The decision the engine reported (`Event::Network`) for run or session `id`.
+    pub fn of(id: &'a str, tenant: Option<&'a str>, d: &'a Decision) -> Self {
+        let (decision, reason) = match &d.verdict {
+            Verdict::Allowed => (NetDecision::Allow, "allowed"),
+            Verdict::Denied(r) => (NetDecision::Deny, r.name()),
+        };
+        Self {
+            id,
+            tenant,
+            host: &d.host,
+            port: d.port,
+            decision,
+            reason,
+        }
+    }
+
+    /// The decision of an `Event::Network`, if `event` is one.
+    pub fn from_event(event: &Event<'a>) -> Option<Self> {
+        match *event {
+            Event::Network {
+                id,
+                tenant,
+                decision,
+            } => Some(Self::of(id, tenant, decision)),
+            _ => None,
+        }
+    }
+}
+
 /// What happened to a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -73,6 +104,31 @@ pub struct SessionEvent<'a> {
     pub action: SessionAction,
     /// Why it closed (empty when opened).
     pub reason: &'a str,
+}
+
+impl<'a> SessionEvent<'a> {
+    /// The session event of an engine event (`SessionOpened`, `SessionClosed`), if `event` is
+    /// one: the engine's own sessions are observed through these, and [`Hooks::on_session`]
+    /// stays for sessions a host keeps outside the engine.
+    pub fn from_event(event: &Event<'a>) -> Option<Self> {
+        match *event {
+            Event::SessionOpened { id, tenant, .. } => Some(Self {
+                session: id,
+                tenant,
+                action: SessionAction::Opened,
+                reason: "",
+            }),
+            Event::SessionClosed {
+                id, tenant, reason, ..
+            } => Some(Self {
+                session: id,
+                tenant,
+                action: SessionAction::Closed,
+                reason: reason.as_str(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// What kind of configuration was loaded.

@@ -455,6 +455,10 @@ impl Monitor for AuditLog {
     fn on_event(&self, event: &Event<'_>) {
         if let Some(r) = AuditRecord::from_event(event) {
             self.record(r);
+        } else if let Some(s) = SessionEvent::from_event(event) {
+            self.on_session(&s);
+        } else if let Some(d) = NetworkDecision::from_event(event) {
+            self.on_network(&d);
         }
     }
 }
