@@ -58,12 +58,13 @@ pub(crate) struct KeygenArgs {
 pub(crate) fn keygen(args: KeygenArgs) -> ExitCode {
     match server::generate_key() {
         Ok(key) => {
-            println!("{key}");
-            println!(
-                "# [[tenant]]\n# name = \"{}\"\n# keys = [{{ sha256 = \"{}\" }}]",
+            let text = format!(
+                "{key}\n# [[tenant]]\n# name = \"{}\"\n# keys = [{{ sha256 = \"{}\" }}]\n",
                 args.tenant,
                 server::hash_key(&key)
             );
+            // A reader that stops after the first line is not an error.
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
             ExitCode::SUCCESS
         }
         Err(e) => {
