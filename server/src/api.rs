@@ -51,6 +51,65 @@ pub(crate) struct State {
     pub(crate) cancel: CancellationToken,
     /// Streaming runs (they outlive their handler).
     pub(crate) tasks: TaskTracker,
+    /// The last test run's outcome (`/readyz`).
+    pub(crate) probe: Mutex<Probe>,
+}
+
+/// What the last test run said about the backend.
+#[derive(Debug, Clone)]
+pub(crate) enum Probe {
+    /// No test run has finished yet.
+    Pending,
+    /// The last one succeeded.
+    Passed,
+    /// The last one failed: why.
+    Failed(String),
+    /// Test runs are off.
+    Off,
+}
+
+/// A trivial program in a language the engine has (Bash, else Python, else none).
+fn probe_request(engine: &Engine, n: u64) -> Option<ExecutionRequest> {
+    let has = |name: &str| engine.languages().iter().any(|l| l.name() == name);
+    let (language, code) = if has("bash") {
+        ("bash", "exit 0")
+    } else if has("python") {
+        ("python", "pass")
+    } else {
+        return None;
+    };
+    Some(ExecutionRequest {
+        id: Some(format!("readyz-{n}")),
+        ..ExecutionRequest::new(language, code)
+    })
+}
+
+/// Runs a trivial program every `interval` (the first at once) under the server's policy and
+/// records whether it succeeded: a host where sandboxes cannot be made (a read-only cgroup
+/// tree, a missing privilege) is then not ready, whatever the layer probe said. A full queue
+/// leaves the last outcome as it was.
+pub(crate) async fn probe_loop(state: Arc<State>, interval: Duration) {
+    let set = |p: Probe| *state.probe.lock().unwrap_or_else(|e| e.into_inner()) = p;
+    for n in 1u64.. {
+        if state.draining.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(request) = probe_request(&state.engine, n) else {
+            set(Probe::Off);
+            return;
+        };
+        match state.engine.execute(request).await {
+            Ok(r) if r.status == vana_sandbox_core::Status::Success => set(Probe::Passed),
+            Ok(r) => set(Probe::Failed(format!(
+                "a test run ended `{}`: {}",
+                r.status,
+                r.error.unwrap_or_default()
+            ))),
+            Err(EngineError::QueueFull { .. }) => {}
+            Err(e) => set(Probe::Failed(format!("a test run failed: {e}"))),
+        }
+        tokio::time::sleep(interval).await;
+    }
 }
 
 /// Where a request went, for metrics: the route's template and the tenant once known.
@@ -679,7 +738,7 @@ async fn stream_run(
 }
 
 /// `/readyz`: ready unless shutting down, and only while every policy's required layers (and
-/// runtime) hold on the backend.
+/// runtime) hold on the backend and the last test run succeeded.
 fn ready(state: &State) -> Response<Body> {
     let mut reasons = Vec::new();
     if state.draining.load(Ordering::Acquire) {
@@ -690,6 +749,11 @@ fn ready(state: &State) -> Response<Body> {
         if let Err(e) = caps.check(&r.layers, r.runtime) {
             reasons.push(format!("{}: {e}", r.label));
         }
+    }
+    match &*state.probe.lock().unwrap_or_else(|e| e.into_inner()) {
+        Probe::Pending => reasons.push("the first test run has not finished".into()),
+        Probe::Failed(why) => reasons.push(why.clone()),
+        Probe::Passed | Probe::Off => {}
     }
     let ok = reasons.is_empty();
     let status = if ok {

@@ -125,6 +125,10 @@ pub struct ServerSettings {
     /// SHA-256 (hex) of a bearer token that `GET /metrics` requires; without it, `/metrics` is
     /// open to anyone who can reach the socket (what a Prometheus scrape in a cluster expects).
     pub metrics_token_sha256: Option<String>,
+    /// Seconds between test runs (a trivial Bash or Python program under the server's policy,
+    /// id `readyz-N`, no tenant); `/readyz` says not ready until one succeeds and whenever the
+    /// last one failed. 0: none.
+    pub probe_interval_secs: f64,
 }
 
 impl Default for ServerSettings {
@@ -144,6 +148,7 @@ impl Default for ServerSettings {
             retry_after_secs: 1,
             max_connections: 1024,
             metrics_token_sha256: None,
+            probe_interval_secs: 30.0,
         }
     }
 }
@@ -179,6 +184,9 @@ impl ServerSettings {
         secs("header_timeout_secs", self.header_timeout_secs)?;
         secs("body_timeout_secs", self.body_timeout_secs)?;
         secs("shutdown_grace_secs", self.shutdown_grace_secs)?;
+        if self.probe_interval_secs != 0.0 {
+            secs("probe_interval_secs", self.probe_interval_secs)?;
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::Invalid(
                 "server.tls_cert and server.tls_key go together".into(),

@@ -13,7 +13,7 @@
 //! | `PUT`, `GET`, `DELETE /v1/sessions/{id}/files/{path}` | writes, reads, removes a file |
 //! | `GET`, `PUT /v1/sessions/{id}/archive[?dir=]` | a directory as tar, out or in |
 //! | `GET /metrics` | Prometheus text |
-//! | `GET /healthz`, `GET /readyz` | alive; ready (not shutting down, every policy's required layers hold) |
+//! | `GET /healthz`, `GET /readyz` | alive; ready (not shutting down, every policy's required layers hold, the last test run succeeded) |
 //!
 //! Every `/v1` request carries an API key (`Authorization: Bearer …`) that leads to a tenant
 //! ([`Tenants`]): its policy judges the request (which can only tighten it), its quotas bound it,
@@ -140,6 +140,7 @@ impl ServerBuilder {
             draining: AtomicBool::new(false),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            probe: std::sync::Mutex::new(api::Probe::Pending),
         });
         Ok(Server {
             state,
@@ -197,8 +198,21 @@ impl Server {
                 }
             }
         });
+        let interval = state.settings.probe_interval_secs;
+        let probe = if interval > 0.0 {
+            Some(tokio::spawn(api::probe_loop(
+                state.clone(),
+                std::time::Duration::from_secs_f64(interval),
+            )))
+        } else {
+            *state.probe.lock().unwrap_or_else(|e| e.into_inner()) = api::Probe::Off;
+            None
+        };
         let report = listen::serve(self.listener, state, shutdown).await;
         sweeper.abort();
+        if let Some(p) = probe {
+            p.abort();
+        }
         report
     }
 

@@ -47,6 +47,7 @@ listen = "tcp:127.0.0.1:0"
 header_timeout_secs = 2
 body_timeout_secs = 2
 shutdown_grace_secs = 3
+probe_interval_secs = 600
 max_body_bytes = 1048576
 max_code_bytes = 65536
 {server}
@@ -72,10 +73,35 @@ keys = [{{ sha256 = "{}" }}]
 }
 
 fn start(dir: &TempDir, server: &str, args: &[&str]) -> ServerProc {
+    let srv = start_unready(dir, server, args);
+    wait_ready(&srv.addr);
+    srv
+}
+
+/// A server, without waiting for its first test run (for TLS, which `wait_ready` does not speak).
+fn start_unready(dir: &TempDir, server: &str, args: &[&str]) -> ServerProc {
     let cfg = config(dir, server);
     let mut all = vec!["--config", cfg.as_str()];
     all.extend_from_slice(args);
     ServerProc::start(BIN, &all)
+}
+
+/// Waits until `/readyz` says ready: the first test run has succeeded.
+fn wait_ready(addr: &Addr) -> Value {
+    let begun = Instant::now();
+    loop {
+        let r = call(addr, "GET", "/readyz", None, None);
+        if r.status == 200 {
+            return r.json();
+        }
+        assert_eq!(r.status, 503);
+        assert!(
+            begun.elapsed() < Duration::from_secs(30),
+            "never ready: {}",
+            r.text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn run(addr: &Addr, key: &str, code: &str) -> Resp {
@@ -121,6 +147,7 @@ fn executions_health_metrics_and_audit() {
     let ready = call(&addr, "GET", "/readyz", None, None);
     assert_eq!(ready.status, 200, "{}", ready.text());
     assert_eq!(ready.json()["ready"], true);
+    assert_eq!(ready.json()["reasons"], json!([]));
 
     // The result is the library's: the same fields and values as `exec --json`.
     let request = json!({"language": "python",
@@ -244,6 +271,8 @@ fn executions_health_metrics_and_audit() {
             "security",
         ]
         .contains(&t)
+            // The server's own test runs (`/readyz`) have no tenant, and say so by their id.
+            && !l["id"].as_str().is_some_and(|i| i.starts_with("readyz-"))
         {
             assert!(
                 l["tenant"] == "alpha" || l["tenant"] == "beta",
@@ -773,6 +802,7 @@ fn unix_socket_without_keys() {
     let listen = format!("unix:{}", sock.display());
     let mut srv = ServerProc::start(BIN, &["--listen", &listen]);
     let addr = srv.addr.clone();
+    wait_ready(&addr);
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660);
@@ -901,7 +931,7 @@ fn tls() {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert = write_file(&dir.0, "cert.pem", &ck.cert.pem());
     let key = write_file(&dir.0, "key.pem", &ck.signing_key.serialize_pem());
-    let srv = start(&dir, "", &["--tls-cert", &cert, "--tls-key", &key]);
+    let srv = start_unready(&dir, "", &["--tls-cert", &cert, "--tls-key", &key]);
     let Addr::Tcp(a) = srv.addr.clone() else {
         panic!("tcp")
     };
@@ -940,6 +970,39 @@ fn tls() {
         "{}",
         String::from_utf8_lossy(&raw)
     );
+    drop(srv);
+    assert_no_leftovers();
+}
+
+#[test]
+fn not_ready_when_a_required_layer_is_missing() {
+    let _g = serial();
+    require_root();
+    let dir = TempDir::new("notready");
+    let policy = write_file(
+        &dir.0,
+        "policy.toml",
+        "name = \"needs-gvisor\"\nrequire = [\"gvisor\"]\n",
+    );
+    let sock = dir.0.join("vana.sock");
+    let listen = format!("unix:{}", sock.display());
+    let srv = ServerProc::start(BIN, &["--listen", &listen, "--policy", &policy]);
+    let addr = srv.addr.clone();
+    assert_eq!(call(&addr, "GET", "/healthz", None, None).status, 200);
+    // Neither the layer probe nor the test run lets it be ready.
+    let begun = Instant::now();
+    let r = loop {
+        let r = call(&addr, "GET", "/readyz", None, None);
+        let reasons = r.json()["reasons"].to_string();
+        if !reasons.contains("first test run") || begun.elapsed() > Duration::from_secs(20) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(r.status, 503, "{}", r.text());
+    let reasons = r.json()["reasons"].to_string();
+    assert!(reasons.contains("gvisor"), "{reasons}");
+    assert!(reasons.contains("test run"), "{reasons}");
     drop(srv);
     assert_no_leftovers();
 }
