@@ -11,6 +11,8 @@
 #   scripts/load-server.sh                    # 2,000 operations, 32 clients, 2 rounds (debug build)
 #   PROFILE=release scripts/load-server.sh    # against a release build
 #   LOAD_REQUESTS=200 LOAD_ROUNDS=1 scripts/load-server.sh   # quick
+#   LOAD_TRIVIAL=1 LOAD_CLIENTS=2 scripts/load-server.sh      # only print() in Python, to set beside
+#                                                             # `vana-sandbox load` (no HTTP)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 requests="${LOAD_REQUESTS:-2000}"
@@ -60,7 +62,7 @@ echo "server $server_pid on $addr: max_concurrency=$concurrency max_queue=$queue
 
 status=0
 "$target/examples/load" --addr "$addr" --key "$key" --pid "$server_pid" \
-  --requests "$requests" --clients "$clients" --rounds "$rounds" || status=$?
+  --requests "$requests" --clients "$clients" --rounds "$rounds" ${LOAD_TRIVIAL:+--trivial} || status=$?
 
 kill -TERM "$server_pid"
 if wait "$server_pid"; then

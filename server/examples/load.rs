@@ -6,8 +6,11 @@
 //!
 //! ```text
 //! cargo run -p vana-sandbox-server --example load -- \
-//!     --addr tcp:127.0.0.1:8080 --key KEY --pid SERVER_PID [--requests 2000] [--clients 32]
+//!     --addr tcp:127.0.0.1:8080 --key KEY --pid SERVER_PID [--requests 2000] [--clients 32] \\
+//!     [--rounds N] [--trivial]
 //! ```
+//! `--trivial` makes every operation the same `print(…)` in Python (to set beside the CLI's
+//! `load`, the same engine without HTTP).
 //! `scripts/load-server.sh` starts a server and runs this against it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -155,7 +158,7 @@ fn json(body: &[u8]) -> serde_json::Value {
 }
 
 /// One logical operation of the mix; `true` when its answers were all as expected.
-fn operation(i: usize, a: &Addr, key: &str, stats: &Mutex<Stats>) -> bool {
+fn operation(i: usize, a: &Addr, key: &str, stats: &Mutex<Stats>, trivial: bool) -> bool {
     let exec = |lang: &str, code: &str, expect: &str, stream: bool| -> bool {
         let path = if stream {
             "/v1/executions?stream=true"
@@ -183,7 +186,9 @@ fn operation(i: usize, a: &Addr, key: &str, stats: &Mutex<Stats>) -> bool {
         stats.lock().unwrap().runs += 1;
         ans.status == 200 && result["output"] == expect
     };
-    match i % 20 {
+    // `--trivial`: every operation is the same trivial Python run (to compare with the CLI's
+    // `load`, which runs it through one engine without HTTP).
+    match if trivial { 0 } else { i % 20 } {
         0..=8 => exec(
             "python",
             &format!("print({i} * 2)"),
@@ -269,7 +274,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn round(a: &Addr, key: &str, requests: usize, clients: usize) -> (Stats, Duration) {
+fn round(a: &Addr, key: &str, requests: usize, clients: usize, trivial: bool) -> (Stats, Duration) {
     let stats = Arc::new(Mutex::new(Stats::default()));
     let next = Arc::new(AtomicUsize::new(0));
     let begun = Instant::now();
@@ -282,7 +287,7 @@ fn round(a: &Addr, key: &str, requests: usize, clients: usize) -> (Stats, Durati
                     return;
                 }
                 let t = Instant::now();
-                let ok = operation(i, &a, &key, &stats);
+                let ok = operation(i, &a, &key, &stats, trivial);
                 let mut s = stats.lock().unwrap();
                 s.latencies.push(t.elapsed().as_secs_f64());
                 if !ok {
@@ -328,13 +333,14 @@ fn main() {
         .unwrap_or(2000);
     let clients: usize = arg("--clients").and_then(|p| p.parse().ok()).unwrap_or(32);
     let rounds: usize = arg("--rounds").and_then(|p| p.parse().ok()).unwrap_or(1);
+    let trivial = args.iter().any(|a| a == "--trivial");
 
     // Warm-up: the server's allocations settle before the first RSS reading.
-    let _ = round(&addr, &key, 100, clients);
+    let _ = round(&addr, &key, 100, clients, trivial);
     let rss_before = rss_kib(pid);
     let mut summaries = Vec::new();
     for r in 0..rounds {
-        let (s, elapsed) = round(&addr, &key, requests, clients);
+        let (s, elapsed) = round(&addr, &key, requests, clients, trivial);
         let mut lat = s.latencies.clone();
         lat.sort_by(|a, b| a.total_cmp(b));
         let five_xx: u64 = s
