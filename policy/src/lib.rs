@@ -7,6 +7,8 @@
 mod config;
 mod evaluate;
 mod fingerprint;
+mod tenants;
 
 pub use config::{CompileConfig, NetworkConfig, PolicyConfig, PolicyError, SessionConfig, PRESETS};
 pub use fingerprint::fingerprint;
+pub use tenants::TenantPolicies;

@@ -673,3 +673,9 @@ class AsyncSandbox:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
+
+
+# The client of `vana-sandbox serve` (the same run_code, over HTTP); last, as it builds on the above.
+from .client import Client, RemoteSession, ServerError  # noqa: E402
+
+__all__ += ["Client", "RemoteSession", "ServerError"]
