@@ -8,5 +8,8 @@ mod config;
 mod evaluate;
 mod fingerprint;
 
-pub use config::{CompileConfig, NetworkConfig, PolicyConfig, PolicyError, SessionConfig, PRESETS};
+pub use config::{
+    CompileConfig, NetworkConfig, PackageIndexConfig, PackagesConfig, PolicyConfig, PolicyError,
+    SessionConfig, NPM_REGISTRY, PRESETS, PYPI_INDEX,
+};
 pub use fingerprint::fingerprint;

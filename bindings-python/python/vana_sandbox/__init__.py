@@ -64,6 +64,12 @@ _FIELD_DOCS = {
     "backend": "The backend that ran it (``none`` when nothing ran).",
     "language": "The canonical language name.",
     "policy_fingerprint": "SHA-256 fingerprint of the effective policy.",
+    "files": "Workspace files named in ``outputs`` (path, size, mime_type, content_base64).",
+    "results": "Rich outputs of a session cell (``text/plain``, ``image/png``, ...).",
+    "exception": "The exception a session cell raised (name, value, traceback).",
+    "session": "The session a cell ran in (id, cell number, whether the kernel restarted).",
+    "packages": "The packages asked for: ``installed`` (every name and version, dependencies "
+    "included), ``cached``, ``size_bytes``, ``index``, ``prepare_time``.",
 }
 
 
@@ -217,8 +223,11 @@ class Sandbox:
         network: Optional[Union[bool, Sequence[str]]],
         args: Optional[Sequence[str]],
         stdin: Optional[str],
+        packages: Optional[Sequence[str]] = None,
     ) -> str:
         req: Dict[str, Any] = {"language": language, "code": code}
+        if packages:
+            req["packages"] = [str(p) for p in packages]
         if timeout is not None:
             req["timeout"] = timeout
         if inputs is not None:
@@ -250,8 +259,14 @@ class Sandbox:
         network: Optional[Union[bool, Sequence[str]]] = None,
         args: Optional[Sequence[str]] = None,
         stdin: Optional[str] = None,
+        packages: Optional[Sequence[str]] = None,
     ) -> Execution:
         """Runs ``code`` and returns its :class:`Execution`.
+
+        ``packages`` (``["numpy", "requests==2.32.3"]``, npm names for JavaScript) are fetched
+        on the host — Python wheels only, npm without install scripts — cached, and mounted
+        read-only; the program needs no network for them. ``Execution.packages`` says what was
+        installed.
 
         Raises :class:`PolicyRejected` when the request breaks the policy or validation (nothing
         ran) and :class:`SandboxError` when the sandbox itself fails. Every other outcome —
@@ -259,7 +274,9 @@ class Sandbox:
         """
         if self._closed:
             raise SandboxError("the sandbox is closed")
-        raw = self._engine.execute(self._request(code, language, timeout, inputs, files, env, network, args, stdin))
+        raw = self._engine.execute(
+            self._request(code, language, timeout, inputs, files, env, network, args, stdin, packages)
+        )
         data = json.loads(raw)
         if data["status"] == "rejected":
             raise PolicyRejected(data.get("error") or "rejected")

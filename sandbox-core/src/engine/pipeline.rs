@@ -11,12 +11,14 @@ use crate::language::{Language, StepContext, MAX_GUARD_EVENTS_BYTES};
 use crate::limits::LimitKind;
 use crate::monitor::Event;
 use crate::outcome::{ProcessOutcome, Stop};
+use crate::packages::PreparedPackages;
 use crate::request::ExecutionRequest;
 use crate::result::{CompileReport, ExecutionResult};
 use crate::spec::{FileEntry, InstanceSpec, ProcessIo, ProcessSpec, SandboxSpec};
 use crate::validate::ValidRequest;
 
 use super::compile::{self, Compiled};
+use super::packages::PackageFailure;
 use super::Inner;
 
 /// Working directory of every program.
@@ -100,15 +102,33 @@ pub(crate) async fn execute(engine: &Inner, job: &Job<'_>, io: ProcessIo) -> Exe
         };
         return ExecutionResult::sandbox_error(job.id, language.name(), msg);
     }
-    match in_instance(engine, job, io).await {
+    // Packages are prepared before the instance exists, and held until it is gone.
+    let packages = match &job.spec.packages {
+        None => None,
+        Some(plan) => {
+            match super::packages::prepare(engine, language, plan, &job.spec.policy_name).await {
+                Ok(p) => Some(p),
+                Err(PackageFailure::Rejected(m)) => {
+                    return ExecutionResult::rejected(job.id, language.name(), m)
+                }
+                Err(PackageFailure::Failed(m)) => {
+                    return ExecutionResult::sandbox_error(job.id, language.name(), m)
+                }
+            }
+        }
+    };
+    let mut result = match in_instance(engine, job, packages.as_ref(), io).await {
         Ok(r) => r,
         Err(e) => ExecutionResult::sandbox_error(job.id, language.name(), e.to_string()),
-    }
+    };
+    result.packages = packages.map(|p| p.report);
+    result
 }
 
 async fn in_instance(
     engine: &Inner,
     job: &Job<'_>,
+    packages: Option<&PreparedPackages>,
     io: ProcessIo,
 ) -> Result<ExecutionResult, BackendError> {
     let executor = &engine.executor;
@@ -124,23 +144,26 @@ async fn in_instance(
         Some(c) => job.spec.limits.max(&compile::limits(c, job.spec)),
         None => job.spec.limits,
     };
+    let mut mounts = language.mounts();
+    mounts.extend(packages.map(PreparedPackages::mount));
     let spec = InstanceSpec {
         id: job.id.to_string(),
         language: language.name().to_string(),
         limits: envelope,
         runtime: job.spec.runtime,
-        mounts: language.mounts(),
+        mounts,
         network: job.spec.network.clone(),
     };
     let creating = Instant::now();
     let mut instance = executor.create(&spec).await?;
+    let package_env = packages.map(|p| p.env.as_slice()).unwrap_or_default();
     let result = steps(
         engine,
         job,
         &step,
         compile_step,
         instance.as_mut(),
-        io,
+        (io, package_env),
         creating,
     )
     .await;
@@ -161,7 +184,7 @@ async fn steps(
     step: &StepContext<'_>,
     compile_step: Option<crate::language::CompileStep>,
     instance: &mut dyn Instance,
-    io: ProcessIo,
+    (io, package_env): (ProcessIo, &[(String, String)]),
     creating: Instant,
 ) -> Result<ExecutionResult, BackendError> {
     let files = stage(job, step, instance).await?;
@@ -177,7 +200,7 @@ async fn steps(
             Compiled::Failed(result) => return Ok(*result),
         },
     };
-    let outcome = run(job, step, instance, io).await?;
+    let outcome = run(job, step, instance, package_env, io).await?;
     Ok(collect(engine, job, step, instance, outcome, report).await)
 }
 
@@ -205,9 +228,12 @@ async fn run(
     job: &Job<'_>,
     step: &StepContext<'_>,
     instance: &mut dyn Instance,
+    package_env: &[(String, String)],
     io: ProcessIo,
 ) -> Result<ProcessOutcome, BackendError> {
-    let cmd = job.language().run(step);
+    let mut cmd = job.language().run(step);
+    // The packages' variables over the language's; the request's `env` over both.
+    cmd.env.extend(package_env.iter().cloned());
     let process = ProcessSpec {
         argv: cmd.argv,
         env: environment(&cmd.env, Some(&job.request.env)),

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use clap::Args;
 use serde::Serialize;
 use vana_sandbox::{
-    lang, Capabilities, DockerConfig, Executor, NativeExecutor, PolicyConfig, Runtime, Sandbox,
+    default_package_dir, lang, Bytes, Capabilities, DirPackageProvider, DockerConfig, Ecosystem,
+    Executor, NativeExecutor, PackageCacheStatus, PackageProvider, PolicyConfig, ProviderConfig,
+    Runtime, Sandbox,
 };
 
 #[derive(Args, Debug)]
@@ -13,6 +15,9 @@ pub(crate) struct DoctorArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Show the package indexes of this policy file (TOML or JSON) instead of the default's.
+    #[arg(long)]
+    policy: Option<std::path::PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -27,6 +32,32 @@ struct Report {
     backends: Vec<BackendReport>,
     languages: Vec<Toolchain>,
     docker: DockerReport,
+    packages: PackagesReport,
+}
+
+/// The package cache and the indexes requests' packages come from.
+#[derive(Serialize)]
+struct PackagesReport {
+    /// Whether the policy lets requests ask for packages.
+    enabled: bool,
+    /// Each ecosystem's index.
+    indexes: Vec<(Ecosystem, String)>,
+    /// The cache, or why there is none.
+    cache: Result<PackageCacheStatus, String>,
+}
+
+fn packages_report(policy: &PolicyConfig) -> PackagesReport {
+    let cache = DirPackageProvider::new(ProviderConfig::in_dir(default_package_dir()))
+        .map(|p| p.status())
+        .map_err(|e| e.to_string());
+    PackagesReport {
+        enabled: policy.packages.enabled,
+        indexes: Ecosystem::ALL
+            .iter()
+            .map(|e| (*e, policy.packages.rules(*e).index))
+            .collect(),
+        cache,
+    }
 }
 
 #[derive(Serialize, Default)]
@@ -152,6 +183,16 @@ pub(crate) async fn main(a: DoctorArgs) -> ExitCode {
             },
         })
         .collect();
+    let policy = match &a.policy {
+        Some(path) => match PolicyConfig::from_path(path) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("vana-sandbox: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => PolicyConfig::default(),
+    };
     let (docker, docker_backend) = docker_report().await;
     let mut backends = vec![native];
     backends.extend(docker_backend);
@@ -159,6 +200,7 @@ pub(crate) async fn main(a: DoctorArgs) -> ExitCode {
         backends,
         languages,
         docker,
+        packages: packages_report(&policy),
     };
     if a.json {
         println!(
@@ -210,6 +252,36 @@ pub(crate) async fn main(a: DoctorArgs) -> ExitCode {
                 t.language,
                 t.detail
             );
+        }
+        let p = &report.packages;
+        println!(
+            "packages: {}",
+            if p.enabled {
+                "enabled by the policy"
+            } else {
+                "disabled by the policy"
+            }
+        );
+        for (eco, index) in &p.indexes {
+            println!("  index {eco:<5} {index}");
+        }
+        match &p.cache {
+            Ok(c) => {
+                println!(
+                    "  cache {} ({} in {} set(s), at most {})",
+                    c.dir.display(),
+                    Bytes(c.bytes),
+                    c.entries,
+                    Bytes(c.max_bytes)
+                );
+                for (eco, installer) in &c.installers {
+                    match installer {
+                        Ok(v) => println!("  [x] installer {eco:<5} {v}"),
+                        Err(e) => println!("  [ ] installer {eco:<5} {e}"),
+                    }
+                }
+            }
+            Err(e) => println!("  cache not usable: {e}"),
         }
     }
     if report.backends.iter().any(|b| b.usable) {
