@@ -16,6 +16,9 @@ missing=()
 [ -x /usr/bin/bash ] || [ -x /bin/bash ] || missing+=(bash)
 [ -x /usr/bin/go ] || missing+=(golang-go)
 command -v cc >/dev/null || missing+=(gcc)   # rustc links through cc
+command -v openssl >/dev/null || missing+=(openssl)   # the network tests' local CA
+# Session charts: Debian's matplotlib for the system python3 the sandbox runs.
+[ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import matplotlib' 2>/dev/null || missing+=(python3-matplotlib)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "== installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -63,8 +66,12 @@ fi
 pylog=$(mktemp)
 "$py" -m pytest -q -rs bindings-python/tests 2>&1 | tee "$pylog"
 
+echo "== fuzz (every target, ${FUZZ_SECONDS:-30}s each)"
+bash scripts/fuzz.sh
+
 echo "== examples"
 cargo run -q -p vana-sandbox --example hello
+cargo run -q -p vana-sandbox --example session
 
 echo "== the README's snippet"
 cargo run -q -p vana-sandbox -- run --lang python --code 'print("Hello from the sandbox")'

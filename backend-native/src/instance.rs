@@ -247,6 +247,35 @@ impl Instance for NativeInstance {
         self.files.clone()
     }
 
+    /// A socket listening inside the sandbox's network namespace, opened from a host thread
+    /// that enters only that namespace (root mode: as root; rootless: as the owner of the
+    /// sandbox's user namespace) and ends right after; the socket stays the host's.
+    fn listen(&self, addr: std::net::SocketAddr) -> Result<std::net::TcpListener, BackendError> {
+        let live = self
+            .live
+            .as_ref()
+            .ok_or(BackendError::InstanceGone("already destroyed"))?;
+        let ns = format!("/proc/{}/ns/net", live.init.pid);
+        let opened = std::thread::spawn(move || -> std::io::Result<std::net::TcpListener> {
+            let ns = std::fs::File::open(ns)?;
+            // SAFETY: setns on a descriptor we own, for this thread only (it ends below).
+            let r =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            std::net::TcpListener::bind(addr)
+        })
+        .join()
+        .map_err(|_| {
+            BackendError::setup(
+                "opening the proxy inside the sandbox",
+                std::io::Error::other("the thread panicked"),
+            )
+        })?;
+        opened.map_err(|e| BackendError::setup("opening the proxy inside the sandbox", e))
+    }
+
     async fn run(
         &mut self,
         process: &ProcessSpec,

@@ -10,86 +10,12 @@
 //! itself: both are refused as a whole (`tunnel`). Outside these, IPv6 is public only within
 //! global unicast `2000::/3`.
 
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
-use serde::{Deserialize, Serialize};
 
 use crate::decision::DenyReason;
 use crate::rules::Rules;
 
-/// A class of addresses that the proxy refuses unless an allow rule's CIDR covers the address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AddressClass {
-    /// `127.0.0.0/8`, `::1`.
-    Loopback,
-    /// `0.0.0.0/8` ("this network"; `0.0.0.0` reaches the local host on Linux) and `::`.
-    Unspecified,
-    /// RFC 1918 (`10/8`, `172.16/12`, `192.168/16`), unique local `fc00::/7`, site-local
-    /// `fec0::/10`.
-    Private,
-    /// `169.254.0.0/16`, `fe80::/10`.
-    LinkLocal,
-    /// Cloud metadata services: `169.254.169.254`, `fd00:ec2::254`, Azure's `168.63.129.16`,
-    /// Alibaba's `100.100.100.200`.
-    Metadata,
-    /// Carrier-grade NAT, `100.64.0.0/10`.
-    Cgnat,
-    /// `224.0.0.0/4`, `ff00::/8`.
-    Multicast,
-    /// `255.255.255.255`.
-    Broadcast,
-    /// Documentation ranges: `192.0.2/24`, `198.51.100/24`, `203.0.113/24`, `2001:db8::/32`,
-    /// `3fff::/20`.
-    Documentation,
-    /// Reserved or special-purpose: `240/4`, `192.0.0/24`, `198.18/15` (benchmarking),
-    /// `192.88.99/24`, IPv4-compatible IPv6, `64:ff9b:1::/48`, `100::/64`, `2001::/23` outside
-    /// Teredo, and all IPv6 outside `2000::/3`.
-    Reserved,
-    /// Tunnels that embed their far end: 6to4 `2002::/16`, Teredo `2001::/32`.
-    Tunnel,
-}
-
-impl AddressClass {
-    /// Every class, in declaration order.
-    pub const ALL: [AddressClass; 11] = [
-        AddressClass::Loopback,
-        AddressClass::Unspecified,
-        AddressClass::Private,
-        AddressClass::LinkLocal,
-        AddressClass::Metadata,
-        AddressClass::Cgnat,
-        AddressClass::Multicast,
-        AddressClass::Broadcast,
-        AddressClass::Documentation,
-        AddressClass::Reserved,
-        AddressClass::Tunnel,
-    ];
-
-    /// The stable snake_case name of the class (`link_local`).
-    pub fn name(self) -> &'static str {
-        match self {
-            AddressClass::Loopback => "loopback",
-            AddressClass::Unspecified => "unspecified",
-            AddressClass::Private => "private",
-            AddressClass::LinkLocal => "link_local",
-            AddressClass::Metadata => "metadata",
-            AddressClass::Cgnat => "cgnat",
-            AddressClass::Multicast => "multicast",
-            AddressClass::Broadcast => "broadcast",
-            AddressClass::Documentation => "documentation",
-            AddressClass::Reserved => "reserved",
-            AddressClass::Tunnel => "tunnel",
-        }
-    }
-}
-
-impl fmt::Display for AddressClass {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use vana_sandbox_core::network::AddressClass;
 
 /// The special class of an address, or `None` for a public unicast address.
 pub fn classify(ip: IpAddr) -> Option<AddressClass> {

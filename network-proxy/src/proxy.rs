@@ -315,7 +315,11 @@ async fn dispatch(
     refusal: Option<DenyReason>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let exchange = Arc::new(Exchange::new(shared, meters, Method::from(req.method())));
+    let exchange = Arc::new(Exchange::new(
+        shared,
+        meters,
+        crate::decision::method(req.method()),
+    ));
     let response = match refusal {
         Some(reason) => refuse(&exchange, reason),
         None if req.method() == http::Method::CONNECT => connect::handle(exchange, req).await,
@@ -331,7 +335,7 @@ pub(crate) fn refuse(exchange: &Exchange, reason: DenyReason) -> Response<ProxyB
     let mut response = Response::new(body::full(format!(
         "refused by the vana-sandbox egress proxy: {reason}\n"
     )));
-    *response.status_mut() = reason.status();
+    *response.status_mut() = crate::decision::status(reason);
     let headers = response.headers_mut();
     headers.insert(REASON_HEADER, HeaderValue::from_static(reason.name()));
     headers.insert(

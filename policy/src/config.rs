@@ -42,14 +42,43 @@ pub enum PolicyError {
 /// Preset names.
 pub const PRESETS: &[&str] = &["default", "strict", "relaxed"];
 
-/// Network rules.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Network rules: with `enabled`, a request may reach what `allow` names (and `deny` does not)
+/// through the host-side egress proxy, within its limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NetworkConfig {
     /// Whether any request may have network access.
     pub enabled: bool,
-    /// Domains a request may ask for (`example.com`, `*.example.org`, `host:443`).
+    /// What a request may ask for: hosts (`example.com`, `*.example.org`, `host:443`) or CIDRs
+    /// (special ranges — loopback, private, link-local, metadata — only when named this way).
     pub allow: Vec<String>,
+    /// Refused even when allowed (deny wins).
+    pub deny: Vec<String>,
+    /// Only GET and HEAD over plain HTTP (no CONNECT tunnels).
+    pub read_only: bool,
+    /// Requests per second per run (0: unlimited).
+    pub requests_per_second: u32,
+    /// Concurrent connections per run.
+    pub max_connections: u32,
+    /// MiB a run may send in all.
+    pub max_egress_mb: u64,
+    /// MiB a run may receive in all.
+    pub max_ingress_mb: u64,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            read_only: false,
+            requests_per_second: 20,
+            max_connections: 32,
+            max_egress_mb: 64,
+            max_ingress_mb: 1024,
+        }
+    }
 }
 
 /// One ecosystem's package index and name lists.

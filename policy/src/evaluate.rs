@@ -1,8 +1,8 @@
 //! Evaluation: a request can only tighten the policy.
 
 use vana_sandbox_core::{
-    LimitKind, NetworkMode, PackagePlan, Policy, PolicyContext, Rejection, SandboxSpec,
-    ValidRequest,
+    EgressPolicy, LimitKind, NetworkMode, PackagePlan, Policy, PolicyContext, Rejection,
+    SandboxSpec, ValidRequest,
 };
 
 use crate::config::PolicyConfig;
@@ -38,8 +38,9 @@ impl Policy for PolicyConfig {
             ))
         })?;
 
-        if request.wants_network {
-            if !self.network.enabled {
+        let network = if request.wants_network {
+            let n = &self.network;
+            if !n.enabled {
                 return Err(Rejection::new(format!(
                     "network access is disabled by policy `{name}`"
                 )));
@@ -47,16 +48,30 @@ impl Policy for PolicyConfig {
             if let Some(d) = request
                 .network_allow
                 .iter()
-                .find(|d| !self.network.allow.iter().any(|a| a.eq_ignore_ascii_case(d)))
+                .find(|d| !n.allow.iter().any(|a| a.eq_ignore_ascii_case(d)))
             {
                 return Err(Rejection::new(format!(
                     "network destination `{d}` is not in the allowlist of policy `{name}`"
                 )));
             }
-            return Err(Rejection::new(
-                "network access through the allowlisting proxy is not supported yet; run without network",
-            ));
-        }
+            // The request narrows: its own list when it gives one, else the policy's.
+            let allow = if request.network_allow.is_empty() {
+                n.allow.clone()
+            } else {
+                request.network_allow.clone()
+            };
+            NetworkMode::Proxy(EgressPolicy {
+                allow,
+                deny: n.deny.clone(),
+                read_only: n.read_only,
+                requests_per_second: (n.requests_per_second > 0).then_some(n.requests_per_second),
+                max_connections: n.max_connections.max(1),
+                max_bytes_up: n.max_egress_mb.saturating_mul(1 << 20),
+                max_bytes_down: n.max_ingress_mb.saturating_mul(1 << 20),
+            })
+        } else {
+            NetworkMode::None
+        };
 
         // Packages: the plan carries the rules; the engine checks names, count and size against
         // them (what is asked for before fetching, what was prepared on every use).
@@ -76,7 +91,7 @@ impl Policy for PolicyConfig {
         Ok(SandboxSpec {
             limits,
             compile_limits: self.compile.limits(&limits),
-            network: NetworkMode::None,
+            network,
             require: self.require.clone(),
             runtime: self.runtime,
             guards: self.guards,

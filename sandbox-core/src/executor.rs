@@ -69,6 +69,15 @@ pub trait Instance: Send {
         io: ProcessIo,
     ) -> Result<ProcessOutcome, BackendError>;
 
+    /// A TCP socket listening at `addr` inside the instance's own network namespace, held by
+    /// the host (the egress proxy is reached through it). Backends without a namespace the host
+    /// can enter refuse.
+    fn listen(&self, _addr: std::net::SocketAddr) -> Result<std::net::TcpListener, BackendError> {
+        Err(BackendError::Unavailable(
+            "this backend cannot open the proxy inside the sandbox".into(),
+        ))
+    }
+
     /// Removes everything the instance holds. Dropping an instance also cleans up.
     async fn destroy(self: Box<Self>) -> Result<(), BackendError>;
 }

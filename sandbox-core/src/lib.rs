@@ -12,6 +12,7 @@
 pub mod capabilities;
 pub mod capture;
 pub mod compile_cache;
+pub mod egress;
 pub mod engine;
 pub mod error;
 pub mod events;
@@ -22,6 +23,7 @@ pub mod host;
 pub mod language;
 pub mod limits;
 pub mod monitor;
+pub mod network;
 pub mod outcome;
 pub mod outputs;
 pub mod packages;
@@ -35,6 +37,7 @@ pub mod validate;
 pub use capabilities::{BackendKind, Capabilities, Layer, LayerName, Runtime};
 pub use capture::OutputCapture;
 pub use compile_cache::{CacheScope, CompileCache, DirCompileCache};
+pub use egress::{Egress, EgressProxy};
 pub use engine::{Engine, EngineBuilder};
 pub use error::{BackendError, BoxError, EngineError};
 pub use events::{Phase, Reporter, SecurityEvent, SecurityEventKind};
@@ -60,7 +63,7 @@ pub use result::{
 };
 pub use session::{Session, SessionFiles, SessionOptions};
 pub use spec::{
-    FileEntry, Guards, InstanceSpec, Mount, MountKind, NetworkMode, OutputMode, OutputSink,
-    ProcessIo, ProcessSpec, SandboxSpec, Stdin, StopSignal, StreamKind,
+    EgressPolicy, FileEntry, Guards, InstanceSpec, Mount, MountKind, NetworkMode, OutputMode,
+    OutputSink, ProcessIo, ProcessSpec, SandboxSpec, Stdin, StopSignal, StreamKind,
 };
 pub use validate::ValidRequest;

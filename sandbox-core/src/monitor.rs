@@ -149,6 +149,15 @@ pub enum Event<'a> {
         /// The load that refused it.
         load: Load,
     },
+    /// The egress proxy decided about a request or connection of a run.
+    Network {
+        /// Execution id.
+        id: &'a str,
+        /// The tenant the host vouched for.
+        tenant: Option<&'a str>,
+        /// The decision.
+        decision: &'a crate::network::Decision,
+    },
     /// A session opened: its sandbox exists and its kernel is ready.
     SessionOpened {
         /// Session id.
@@ -251,6 +260,13 @@ impl Monitor for TracingMonitor {
                 tracing::warn!(id, tenant, queued = load.queued, "queue full")
             }
             Event::Cancelled { id, elapsed, .. } => tracing::info!(id, ?elapsed, "cancelled"),
+            Event::Network { id, decision, .. } => tracing::info!(
+                id,
+                host = %decision.host,
+                port = decision.port,
+                verdict = ?decision.verdict,
+                "egress"
+            ),
             Event::SessionOpened {
                 id,
                 tenant,

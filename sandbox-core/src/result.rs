@@ -232,6 +232,9 @@ pub struct ExecutionResult {
     /// dependencies included), whether it came from the cache, its size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packages: Option<PackagesReport>,
+    /// What the egress proxy allowed and refused, for a run with network access.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::network::Summary>,
 }
 
 /// A workspace file returned with a result.
@@ -355,6 +358,7 @@ impl ExecutionResult {
             exception: None,
             session: None,
             packages: None,
+            network: None,
         }
     }
 
@@ -385,6 +389,7 @@ impl ExecutionResult {
             exception: None,
             session: None,
             packages: None,
+            network: None,
         }
     }
 
@@ -419,6 +424,7 @@ impl ExecutionResult {
             value: String::new(),
             traceback: String::new(),
         });
+        sample.network = Some(crate::network::Summary::default());
         sample.session = Some(SessionReport {
             id: String::new(),
             cell: 0,

@@ -20,8 +20,28 @@ pub enum NetworkMode {
     /// No network at all: an empty network namespace (loopback only).
     #[default]
     None,
-    /// Only the listed domains, through the host-side proxy.
-    Allowlist(Vec<String>),
+    /// Only what the egress policy allows, through the host-side proxy; the namespace itself
+    /// still has no route out.
+    Proxy(EgressPolicy),
+}
+
+/// What a run's egress proxy enforces (decided by the policy; a request can only narrow it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EgressPolicy {
+    /// Allow rules (`example.com`, `*.example.org`, `host:port`, a CIDR).
+    pub allow: Vec<String>,
+    /// Deny rules: deny wins.
+    pub deny: Vec<String>,
+    /// Only GET and HEAD over plain HTTP (no CONNECT tunnels).
+    pub read_only: bool,
+    /// Requests per second (`None`: unlimited).
+    pub requests_per_second: Option<u32>,
+    /// Concurrent connections to the proxy.
+    pub max_connections: u32,
+    /// Bytes the sandbox may send in all.
+    pub max_bytes_up: u64,
+    /// Bytes the sandbox may receive in all.
+    pub max_bytes_down: u64,
 }
 
 /// Language guards: defence in depth inside the interpreter, reported as security events. They

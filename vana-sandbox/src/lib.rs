@@ -19,6 +19,9 @@
 
 use std::sync::Arc;
 
+mod egress;
+pub use egress::{proxy_config, ProxyEgress};
+
 pub use vana_sandbox_core::compile_cache::{CacheScope, CompileCache, DirCompileCache};
 pub use vana_sandbox_core::{
     fake, host, limits, BackendError, BackendKind, Bytes, Capabilities, CompileReport, Cores,
@@ -43,6 +46,7 @@ pub use vana_sandbox_policy::{
     PackageIndexConfig, PackagesConfig, PolicyConfig, PolicyError, NPM_REGISTRY, PRESETS,
     PYPI_INDEX,
 };
+pub use vana_sandbox_proxy as proxy;
 pub use vana_sandbox_seccomp as seccomp;
 
 /// Errors of the facade's constructors.
@@ -109,6 +113,7 @@ pub struct SandboxBuilder {
     max_concurrency: Option<usize>,
     max_queue: Option<usize>,
     max_sessions: Option<usize>,
+    egress: Option<Arc<dyn vana_sandbox_core::Egress>>,
     monitors: Vec<Arc<dyn Monitor>>,
     compile_cache: Option<Option<Arc<dyn CompileCache>>>,
     packages: Option<Option<Arc<dyn PackageProvider>>>,
@@ -146,6 +151,13 @@ impl SandboxBuilder {
     /// Executions waiting for a slot before a request is refused (default: 64 per slot).
     pub fn max_queue(mut self, n: usize) -> Self {
         self.max_queue = Some(n);
+        self
+    }
+
+    /// The egress proxy for runs the policy gives network access (default: [`ProxyEgress`]
+    /// with the host's resolver).
+    pub fn egress(mut self, egress: Arc<dyn vana_sandbox_core::Egress>) -> Self {
+        self.egress = Some(egress);
         self
     }
 
@@ -194,7 +206,12 @@ impl SandboxBuilder {
             .executor(executor)
             .policy(Arc::new(self.policy))
             .languages(lang::installed())
-            .monitor(Arc::new(TracingMonitor));
+            .monitor(Arc::new(TracingMonitor))
+            .egress(
+                self.egress
+                    .take()
+                    .unwrap_or_else(|| Arc::new(ProxyEgress::new())),
+            );
         for m in self.monitors {
             builder = builder.monitor(m);
         }

@@ -7,7 +7,7 @@
 //! hybrid host such as one with an empty `/sys/fs/cgroup/unified` ends up here); rootless
 //! without delegation, [`Unavailable`](none::Unavailable), reported as degraded layers.
 
-mod detect;
+pub mod detect;
 mod fsutil;
 pub(crate) mod none;
 mod v1;

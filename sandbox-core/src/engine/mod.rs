@@ -4,6 +4,7 @@
 
 mod admission;
 mod compile;
+pub(crate) mod network;
 pub(crate) mod packages;
 pub(crate) mod pipeline;
 
@@ -44,6 +45,7 @@ pub(crate) struct Inner {
     /// Each language's package target, asked of the executor once.
     pub(crate) package_targets:
         std::sync::Mutex<std::collections::HashMap<&'static str, PackageTarget>>,
+    pub(crate) egress: Option<Arc<dyn crate::egress::Egress>>,
     pub(crate) admission: Admission,
     /// Open sessions (one permit each).
     pub(crate) sessions: Arc<tokio::sync::Semaphore>,
@@ -67,6 +69,7 @@ pub struct EngineBuilder {
     monitors: Vec<Arc<dyn Monitor>>,
     compile_cache: Option<Arc<dyn CompileCache>>,
     packages: Option<Arc<dyn PackageProvider>>,
+    egress: Option<Arc<dyn crate::egress::Egress>>,
     max_concurrency: Option<usize>,
     max_queue: Option<usize>,
     max_sessions: Option<usize>,
@@ -107,6 +110,13 @@ impl EngineBuilder {
     /// with packages is rejected).
     pub fn packages(mut self, provider: Arc<dyn PackageProvider>) -> Self {
         self.packages = Some(provider);
+        self
+    }
+
+    /// The egress proxy for runs the policy gives network access (default: none, and such
+    /// runs fail closed).
+    pub fn egress(mut self, egress: Arc<dyn crate::egress::Egress>) -> Self {
+        self.egress = Some(egress);
         self
     }
 
@@ -159,6 +169,7 @@ impl EngineBuilder {
                 compile_cache: self.compile_cache,
                 packages: self.packages,
                 package_targets: Default::default(),
+                egress: self.egress,
                 admission: Admission::new(max_concurrency, max_queue),
                 sessions: Arc::new(tokio::sync::Semaphore::new(max_sessions)),
                 max_sessions,

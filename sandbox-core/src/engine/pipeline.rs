@@ -14,7 +14,7 @@ use crate::outcome::{ProcessOutcome, Stop};
 use crate::packages::PreparedPackages;
 use crate::request::ExecutionRequest;
 use crate::result::{CompileReport, ExecutionResult};
-use crate::spec::{FileEntry, InstanceSpec, ProcessIo, ProcessSpec, SandboxSpec};
+use crate::spec::{FileEntry, InstanceSpec, NetworkMode, ProcessIo, ProcessSpec, SandboxSpec};
 use crate::validate::ValidRequest;
 
 use super::compile::{self, Compiled};
@@ -156,6 +156,19 @@ async fn in_instance(
     };
     let creating = Instant::now();
     let mut instance = executor.create(&spec).await?;
+    let network = match &job.spec.network {
+        NetworkMode::None => None,
+        NetworkMode::Proxy(policy) => {
+            match super::network::RunNetwork::open(engine, job.id, instance.as_ref(), policy) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    let _ = instance.destroy().await;
+                    return Err(e);
+                }
+            }
+        }
+    };
+    let proxy_env = network.as_ref().map(|n| n.env.clone()).unwrap_or_default();
     let package_env = packages.map(|p| p.env.as_slice()).unwrap_or_default();
     let result = steps(
         engine,
@@ -163,12 +176,31 @@ async fn in_instance(
         &step,
         compile_step,
         instance.as_mut(),
-        (io, package_env),
+        io,
         creating,
+        RunEnv {
+            packages: package_env,
+            proxy: &proxy_env,
+        },
     )
     .await;
+    let summary = match network {
+        Some(net) => {
+            let (summary, decisions) = net.close().await;
+            for d in &decisions {
+                engine.emit(&Event::Network {
+                    id: job.id,
+                    tenant: job.tenant,
+                    decision: d,
+                });
+            }
+            Some(summary)
+        }
+        None => None,
+    };
     let destroyed = instance.destroy().await;
     let mut result = result?;
+    result.network = summary;
     if let Err(e) = destroyed {
         result.security_events.push(SecurityEvent::new(
             SecurityEventKind::CleanupFailed,
@@ -178,14 +210,25 @@ async fn in_instance(
     Ok(result)
 }
 
+/// Variables a run gets besides the language's and the request's.
+#[derive(Clone, Copy)]
+struct RunEnv<'a> {
+    /// The prepared packages' (under the request's `env`).
+    packages: &'a [(String, String)],
+    /// The egress proxy's (over the request's `env`).
+    proxy: &'a [(String, String)],
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn steps(
     engine: &Inner,
     job: &Job<'_>,
     step: &StepContext<'_>,
     compile_step: Option<crate::language::CompileStep>,
     instance: &mut dyn Instance,
-    (io, package_env): (ProcessIo, &[(String, String)]),
+    io: ProcessIo,
     creating: Instant,
+    extra: RunEnv<'_>,
 ) -> Result<ExecutionResult, BackendError> {
     let files = stage(job, step, instance).await?;
     engine.emit(&Event::Ready {
@@ -200,7 +243,7 @@ async fn steps(
             Compiled::Failed(result) => return Ok(*result),
         },
     };
-    let outcome = run(job, step, instance, package_env, io).await?;
+    let outcome = run(job, step, instance, io, extra).await?;
     Ok(collect(engine, job, step, instance, outcome, report).await)
 }
 
@@ -228,15 +271,22 @@ async fn run(
     job: &Job<'_>,
     step: &StepContext<'_>,
     instance: &mut dyn Instance,
-    package_env: &[(String, String)],
     io: ProcessIo,
+    extra: RunEnv<'_>,
 ) -> Result<ProcessOutcome, BackendError> {
     let mut cmd = job.language().run(step);
     // The packages' variables over the language's; the request's `env` over both.
-    cmd.env.extend(package_env.iter().cloned());
+    cmd.env.extend(extra.packages.iter().cloned());
+    let mut env = environment(&cmd.env, Some(&job.request.env));
+    // The proxy's variables over the request's: a request cannot point them elsewhere (and
+    // there is nowhere else to go).
+    for (k, v) in extra.proxy {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), v.clone()));
+    }
     let process = ProcessSpec {
         argv: cmd.argv,
-        env: environment(&cmd.env, Some(&job.request.env)),
+        env,
         cwd: WORKDIR.into(),
         limits: job.spec.limits,
     };

@@ -60,6 +60,7 @@ impl Monitor for Recorder {
             Event::QueueFull { .. } => "queue_full".to_string(),
             Event::Cancelled { .. } => "cancelled".to_string(),
             Event::SessionOpened { .. } => "session_opened".to_string(),
+            Event::Network { .. } => "network".to_string(),
             Event::SessionClosed { reason, .. } => format!("session_closed:{}", reason.as_str()),
         };
         self.0.lock().unwrap().push(name);

@@ -129,68 +129,77 @@ impl SessionFiles {
     /// that leaves the workspace, more than 10,000 entries, or more content than the disk limit
     /// (what the headers claim counts, so a bomb is refused unread).
     pub async fn upload(&self, archive: &[u8]) -> Result<usize, BackendError> {
-        let mut files = Vec::new();
-        let mut total = 0u64;
-        let mut ar = tar::Archive::new(archive);
-        let entries = ar
-            .entries()
-            .map_err(|e| file_error("(archive)", e.to_string()))?;
-        for (n, entry) in entries.enumerate() {
-            if n >= MAX_ARCHIVE_ENTRIES {
-                return Err(file_error("(archive)", "more than 10,000 entries"));
-            }
-            let mut entry = entry.map_err(|e| file_error("(archive)", e.to_string()))?;
-            let raw = entry
-                .path()
-                .map_err(|e| file_error("(archive)", e.to_string()))?
-                .to_string_lossy()
-                .into_owned();
-            let path = raw
-                .trim_start_matches("./")
-                .trim_end_matches('/')
-                .to_string();
-            let kind = entry.header().entry_type();
-            if path.is_empty() && kind.is_dir() {
-                continue;
-            }
-            check_relative_path(&path).map_err(|m| file_error(&raw, m))?;
-            if kind.is_dir() {
-                continue; // directories come with the files in them
-            }
-            if !(kind.is_file() || kind == tar::EntryType::Continuous) {
-                return Err(file_error(
-                    &raw,
-                    "only regular files and directories may come in (no links or devices)",
-                ));
-            }
-            let size = entry
-                .header()
-                .size()
-                .map_err(|e| file_error(&raw, e.to_string()))?;
-            total = total.saturating_add(size);
-            if total > self.disk {
-                return Err(file_error(
-                    &raw,
-                    "the archive exceeds the session's disk limit",
-                ));
-            }
-            let mut content = Vec::with_capacity(size.min(1 << 20) as usize);
-            entry
-                .by_ref()
-                .take(size)
-                .read_to_end(&mut content)
-                .map_err(|e| file_error(&raw, e.to_string()))?;
-            let executable = entry.header().mode().is_ok_and(|m| m & 0o111 != 0);
-            files.push(FileEntry {
-                path,
-                content,
-                executable,
-            });
-        }
+        let files = unpack_archive(archive, self.disk)?;
         let count = files.len();
         self.files.put(&files).await?;
         Ok(count)
     }
+}
+
+/// The files of a tar archive coming into a workspace of `budget` bytes, checked whole before
+/// anything is written: only regular files and directories (no links, devices or FIFOs), every
+/// path inside the workspace, at most [`MAX_ARCHIVE_ENTRIES`] entries, and no more content than
+/// `budget` — what the headers claim counts, so a bomb is refused unread.
+pub fn unpack_archive(archive: &[u8], budget: u64) -> Result<Vec<FileEntry>, BackendError> {
+    let mut files = Vec::new();
+    let mut total = 0u64;
+    let mut ar = tar::Archive::new(archive);
+    let entries = ar
+        .entries()
+        .map_err(|e| file_error("(archive)", e.to_string()))?;
+    for (n, entry) in entries.enumerate() {
+        if n >= MAX_ARCHIVE_ENTRIES {
+            return Err(file_error("(archive)", "more than 10,000 entries"));
+        }
+        let mut entry = entry.map_err(|e| file_error("(archive)", e.to_string()))?;
+        let raw = entry
+            .path()
+            .map_err(|e| file_error("(archive)", e.to_string()))?
+            .to_string_lossy()
+            .into_owned();
+        let path = raw
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string();
+        let kind = entry.header().entry_type();
+        if path.is_empty() && kind.is_dir() {
+            continue;
+        }
+        check_relative_path(&path).map_err(|m| file_error(&raw, m))?;
+        if kind.is_dir() {
+            continue; // directories come with the files in them
+        }
+        if !(kind.is_file() || kind == tar::EntryType::Continuous) {
+            return Err(file_error(
+                &raw,
+                "only regular files and directories may come in (no links or devices)",
+            ));
+        }
+        let size = entry
+            .header()
+            .size()
+            .map_err(|e| file_error(&raw, e.to_string()))?;
+        total = total.saturating_add(size);
+        if total > budget {
+            return Err(file_error(
+                &raw,
+                "the archive exceeds the session's disk limit",
+            ));
+        }
+        let mut content = Vec::with_capacity(size.min(1 << 20) as usize);
+        entry
+            .by_ref()
+            .take(size)
+            .read_to_end(&mut content)
+            .map_err(|e| file_error(&raw, e.to_string()))?;
+        let executable = entry.header().mode().is_ok_and(|m| m & 0o111 != 0);
+        files.push(FileEntry {
+            path,
+            content,
+            executable,
+        });
+    }
+    Ok(files)
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedSemaphorePermit;
 
-pub use files::{SessionFiles, MAX_ARCHIVE_ENTRIES};
+pub use files::{unpack_archive, SessionFiles, MAX_ARCHIVE_ENTRIES};
 
 use crate::engine::packages::PackageFailure;
 use crate::engine::{pipeline, Inner};
@@ -63,6 +63,12 @@ pub struct SessionOptions {
     /// Files placed in the workspace before the first cell.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<FileSpec>,
+    /// Network access for the whole session (through the egress proxy, if the policy allows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_access: Option<bool>,
+    /// Destinations asked for (must be in the policy's allowlist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::request::NetworkRequest>,
 }
 
 /// One sandbox across calls. Cheap to clone: clones are handles on the same session; it ends
@@ -90,6 +96,8 @@ struct Shared {
     packages: Option<Arc<dyn SessionPackages>>,
     /// What each ecosystem's installs asked for so far (one install at a time).
     installed: tokio::sync::Mutex<BTreeMap<Ecosystem, Vec<PackageSpec>>>,
+    /// The session's egress proxy, when it has network access.
+    network: tokio::sync::Mutex<Option<crate::engine::network::RunNetwork>>,
     policy: SessionPolicy,
     _permit: OwnedSemaphorePermit,
 }
@@ -179,6 +187,8 @@ impl Session {
             limits: options.limits.clone(),
             env: options.env.clone(),
             files: options.files.clone(),
+            network_access: options.network_access,
+            network: options.network.clone(),
             ..ExecutionRequest::default()
         };
         let valid =
@@ -259,6 +269,22 @@ impl Session {
         }
         let mut env = pipeline::environment(&kernel_env, Some(&options.env));
         env.retain(|(k, _)| k != "PWD");
+        let network = match &spec.network {
+            crate::spec::NetworkMode::None => None,
+            crate::spec::NetworkMode::Proxy(p) => {
+                match crate::engine::network::RunNetwork::open(&engine, &id, instance.as_ref(), p) {
+                    Ok(n) => Some(n),
+                    Err(e) => {
+                        let _ = instance.destroy().await;
+                        return Err(e.into());
+                    }
+                }
+            }
+        };
+        for (k, v) in network.iter().flat_map(|n| n.env.iter()) {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.clone(), v.clone()));
+        }
         let launch = KernelLaunch {
             process: ProcessSpec {
                 argv: host_kernel.command.argv.clone(),
@@ -303,6 +329,7 @@ impl Session {
             interrupt: Mutex::new(None),
             packages,
             installed: tokio::sync::Mutex::new(BTreeMap::new()),
+            network: tokio::sync::Mutex::new(network),
             policy,
             spec,
             _permit: permit,
@@ -898,6 +925,16 @@ impl Shared {
             Some(i) => i.destroy().await,
             None => Ok(()),
         };
+        if let Some(net) = self.network.lock().await.take() {
+            let (_, decisions) = net.close().await;
+            for d in &decisions {
+                self.engine.emit(&Event::Network {
+                    id: &self.id,
+                    tenant: self.tenant.as_deref(),
+                    decision: d,
+                });
+            }
+        }
         self.engine.emit(&Event::SessionClosed {
             id: &self.id,
             tenant: self.tenant.as_deref(),

@@ -1,0 +1,39 @@
+//! The request JSON, its validation and the default policy's evaluation: never a panic, and an
+//! accepted request never gets more than the policy allows.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use vana_sandbox_core::{ExecutionRequest, Languages, Policy, PolicyContext};
+
+fn languages() -> &'static Languages {
+    static L: OnceLock<Languages> = OnceLock::new();
+    L.get_or_init(vana_sandbox_lang::installed)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(request) = ExecutionRequest::from_json(text) else {
+        return;
+    };
+    let Ok(valid) = vana_sandbox_core::validate::validate(&request, languages()) else {
+        return;
+    };
+    let policy = vana_sandbox_policy::PolicyConfig::default();
+    let context = PolicyContext {
+        language: valid.language.name(),
+        backend: vana_sandbox_core::BackendKind::Fake,
+        tenant: None,
+    };
+    if let Ok(spec) = policy.evaluate(&valid, &context) {
+        assert!(spec.limits.memory <= policy.limits.memory);
+        assert!(spec.limits.disk <= policy.limits.disk);
+        assert!(spec.limits.processes <= policy.limits.processes);
+        assert!(spec.limits.timeout <= policy.limits.timeout);
+        assert!(spec.limits.output <= policy.limits.output);
+        assert!(spec.limits.cpus.get() <= policy.limits.cpus.get());
+    }
+});

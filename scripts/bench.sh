@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The side-by-side comparison, in one run on this machine (as root): Python `print(1)` bare,
+# under bubblewrap's bare namespaces, through our CLI (native, every layer), `docker run --rm`,
+# `docker exec` into a running container, and our CLI on Docker (runc); then throughput — 1,000
+# trivial runs at concurrency 8 through the CLI's `load` (one process, one engine) against bare
+# Python. Prints hyperfine's medians and the ratios the speed issue asks about.
+#
+#   scripts/bench.sh            # full run (hyperfine --runs 40)
+#   BENCH_RUNS=10 BENCH_LOAD=200 scripts/bench.sh   # quick
+#
+# Installs hyperfine and bubblewrap from Debian if missing; the Docker rows need the engine and
+# the runtime image (scripts/docker-setup.sh) and are skipped, loudly, without them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs="${BENCH_RUNS:-40}"
+load="${BENCH_LOAD:-1000}"
+
+missing=()
+command -v hyperfine >/dev/null || missing+=(hyperfine)
+command -v bwrap >/dev/null || missing+=(bubblewrap)
+if [ "${#missing[@]}" -gt 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+cargo build -q --release -p vana-sandbox
+cli="$PWD/target/release/vana-sandbox"
+[ -x "$cli" ] || cli="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/vana-sandbox"
+
+out=$(mktemp -d)
+trap 'rm -rf "$out"; docker rm -f vana-bench-exec >/dev/null 2>&1 || true' EXIT
+py=/usr/bin/python3
+cmds=(
+  "bare:$py -c 'print(1)'"
+  "bwrap:bwrap --unshare-all --die-with-parent --ro-bind /usr /usr --symlink usr/lib /lib --symlink usr/lib64 /lib64 --symlink usr/bin /bin --proc /proc --dev /dev --tmpfs /tmp $py -c 'print(1)'"
+  "vana_native:$cli run --lang python --code 'print(1)'"
+)
+image=$(docker images --format '{{.Repository}}:{{.Tag}}' 2>/dev/null | grep '^vana-sandbox/runtime' | head -1 || true)
+if [ -n "$image" ] && docker info >/dev/null 2>&1; then
+  docker run -d --rm --name vana-bench-exec --network none "$image" sleep 3600 >/dev/null
+  cmds+=(
+    "docker_run:docker run --rm --network none $image python3 -c 'print(1)'"
+    "docker_exec:docker exec vana-bench-exec python3 -c 'print(1)'"
+    "vana_docker:$cli run --backend docker --lang python --code 'print(1)'"
+  )
+else
+  echo "!! Docker or the runtime image is missing: the Docker rows are skipped (run scripts/docker-setup.sh)" >&2
+fi
+
+names=(); args=()
+for c in "${cmds[@]}"; do names+=("${c%%:*}"); args+=(-n "${c%%:*}" "${c#*:}"); done
+hyperfine -N --warmup 3 --runs "$runs" --export-json "$out/startup.json" "${args[@]}" >/dev/null
+
+echo "== throughput: $load runs of python print(1) at concurrency 8 ($(nproc) cores)"
+reqs="$out/load.jsonl"
+echo '{"language":"python","code":"print(1)"}' > "$reqs"
+t0=$(date +%s.%N); "$cli" load --runs "$load" --concurrency 8 "$reqs" > "$out/load.json"; t1=$(date +%s.%N)
+t2=$(date +%s.%N); seq "$load" | xargs -P 8 -I{} $py -c 'print(1)' >/dev/null; t3=$(date +%s.%N)
+
+python3 - "$out/startup.json" "$t0" "$t1" "$t2" "$t3" "$load" <<'PY'
+import json, sys
+res = {r["command"]: r for r in json.load(open(sys.argv[1]))["results"]}
+med = {k: sorted(v["times"])[len(v["times"]) // 2] * 1000 for k, v in res.items()}
+print(f"{'command':<14}{'median ms':>10}")
+for k, v in med.items():
+    print(f"{k:<14}{v:>10.1f}")
+def ratio(a, b):
+    if a in med and b in med:
+        print(f"{a} / {b}: {med[a] / med[b]:.2f}x")
+ratio("vana_native", "bwrap")
+ratio("vana_native", "bare")
+ratio("vana_docker", "docker_run")
+ratio("vana_docker", "bare")
+t0, t1, t2, t3, n = map(float, sys.argv[2:])
+ours, bare = n / (t1 - t0), n / (t3 - t2)
+print(f"throughput: vana load {ours:.1f} runs/s, bare python {bare:.1f} runs/s ({ours / bare:.0%})")
+PY
