@@ -294,7 +294,7 @@ impl Inner {
             format: 1,
             ecosystem: req.list.ecosystem,
             index: req.index.to_string(),
-            interpreter: req.target.into(),
+            interpreter: req.target.interpreter.clone(),
             installer,
             requested: req
                 .list

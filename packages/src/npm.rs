@@ -80,7 +80,13 @@ pub(crate) fn install(
         args.push(format!("--cafile={}", ca.display()));
     }
     // `linux-x64` → `--os=linux --cpu=x64`: optional dependencies for the sandbox's platform.
-    if let Some((os, cpu)) = req.target.platforms.first().and_then(|p| p.split_once('-')) {
+    if let Some((os, cpu)) = req
+        .target
+        .interpreter
+        .platforms
+        .first()
+        .and_then(|p| p.split_once('-'))
+    {
         args.push(format!("--os={os}"));
         args.push(format!("--cpu={cpu}"));
     }

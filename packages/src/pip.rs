@@ -20,7 +20,7 @@ use crate::Artifact;
 
 /// Options that make pip pick files for the sandbox's interpreter, not the host's.
 fn target_args(req: &PackageRequest<'_>) -> Vec<String> {
-    let t = req.target;
+    let t = &req.target.interpreter;
     // `3.11.2` → `3.11`.
     let short: Vec<&str> = t.version.split('.').take(2).collect();
     let mut args = vec![
@@ -219,7 +219,7 @@ fn diagnose(
             }
         };
     };
-    let t = req.target;
+    let t = &req.target.interpreter;
     let interpreter = format!(
         "{} {} ({}, {})",
         t.implementation,

@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use vana_sandbox_core::compile_cache::CacheKey;
 use vana_sandbox_core::host::OwnerId;
-use vana_sandbox_core::{Ecosystem, PackageError, PackageRequest, PackageTarget};
+use vana_sandbox_core::{Ecosystem, Interpreter, PackageError, PackageRequest};
 
 use crate::lock::{FileLock, Mode};
 use crate::tree::{self, Node};
@@ -39,26 +39,6 @@ use crate::Artifact;
 
 /// Version of the layout and of both keys.
 const FORMAT: u32 = 1;
-
-/// The interpreter as far as it decides which files fit (not which environment answered).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Interpreter {
-    pub implementation: String,
-    pub version: String,
-    pub abi: String,
-    pub platforms: Vec<String>,
-}
-
-impl From<&PackageTarget> for Interpreter {
-    fn from(t: &PackageTarget) -> Self {
-        Self {
-            implementation: t.implementation.clone(),
-            version: t.version.clone(),
-            abi: t.abi.clone(),
-            platforms: t.platforms.clone(),
-        }
-    }
-}
 
 /// What a set is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,7 +97,7 @@ pub(crate) fn request_key(req: &PackageRequest<'_>) -> String {
         .part(&FORMAT.to_le_bytes())
         .part(req.list.ecosystem.as_str().as_bytes())
         .part(req.index.as_bytes());
-    k = interpreter_parts(k, &Interpreter::from(req.target));
+    k = interpreter_parts(k, &req.target.interpreter);
     let mut reqs: Vec<&str> = req
         .list
         .specs
@@ -313,7 +293,7 @@ impl Store {
         if let Some(req) = req {
             let fits = manifest.ecosystem == req.list.ecosystem
                 && manifest.index == req.index
-                && manifest.interpreter == Interpreter::from(req.target);
+                && manifest.interpreter == req.target.interpreter;
             if !fits {
                 return Err(self.refuse(
                     key,

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use vana_sandbox_core::{
-    Ecosystem, PackageError, PackageList, PackageProvider, PackageRequest, PackageTarget,
+    Ecosystem, Interpreter, PackageError, PackageList, PackageProvider, PackageRequest,
+    PackageTarget,
 };
 
 use super::*;
@@ -73,10 +74,12 @@ impl Drop for Scratch {
 fn target(version: &str) -> PackageTarget {
     PackageTarget {
         ecosystem: Ecosystem::Pypi,
-        implementation: "cp".into(),
-        version: version.into(),
-        abi: "cp311".into(),
-        platforms: vec!["manylinux_2_36_x86_64".into(), "linux_x86_64".into()],
+        interpreter: Interpreter {
+            implementation: "cp".into(),
+            version: version.into(),
+            abi: "cp311".into(),
+            platforms: vec!["manylinux_2_36_x86_64".into(), "linux_x86_64".into()],
+        },
         environment: "test".into(),
     }
 }
@@ -127,10 +130,10 @@ fn request_keys_cover_what_changes_the_set() {
     assert_ne!(key(&l, &t, "https://mirror.example/simple"), base);
     assert_ne!(key(&l, &target("3.12.1"), "https://pypi.org/simple"), base);
     let mut abi = t.clone();
-    abi.abi = "cp312".into();
+    abi.interpreter.abi = "cp312".into();
     assert_ne!(key(&l, &abi, "https://pypi.org/simple"), base);
     let mut plat = t.clone();
-    plat.platforms.pop();
+    plat.interpreter.platforms.pop();
     assert_ne!(key(&l, &plat, "https://pypi.org/simple"), base);
     let pinned = list(Ecosystem::Pypi, &["numpy==2.0", "requests"]);
     assert_ne!(key(&pinned, &t, "https://pypi.org/simple"), base);
@@ -345,10 +348,12 @@ fn index_npm_installs_without_scripts() {
     let (_s, p) = real("npm");
     let t = PackageTarget {
         ecosystem: Ecosystem::Npm,
-        implementation: "node".into(),
-        version: "20.0.0".into(),
-        abi: "115".into(),
-        platforms: vec!["linux-x64".into()],
+        interpreter: Interpreter {
+            implementation: "node".into(),
+            version: "20.0.0".into(),
+            abi: "115".into(),
+            platforms: vec!["linux-x64".into()],
+        },
         environment: "test".into(),
     };
     let l = list(Ecosystem::Npm, &["is-number@^7"]);

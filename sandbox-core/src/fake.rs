@@ -19,7 +19,9 @@ use crate::executor::{Executor, Instance};
 use crate::language::{Command, CompileStep, Language, LanguageInfo, StepContext, Toolchain};
 use crate::limits::Limits;
 use crate::outcome::{Exit, ProcessOutcome};
-use crate::packages::{Ecosystem, PackagePlan, PackageRules, PackageSupport, PackageTarget};
+use crate::packages::{
+    Ecosystem, Interpreter, PackagePlan, PackageRules, PackageSupport, PackageTarget,
+};
 use crate::policy::{Policy, PolicyContext, Rejection};
 use crate::spec::{
     FileEntry, Guards, InstanceSpec, NetworkMode, ProcessIo, ProcessSpec, SandboxSpec,
@@ -164,10 +166,12 @@ impl Executor for FakeExecutor {
         };
         Ok(PackageTarget {
             ecosystem,
-            implementation: implementation.into(),
-            version: version.into(),
-            abi: abi.into(),
-            platforms: vec![platform.into()],
+            interpreter: Interpreter {
+                implementation: implementation.into(),
+                version: version.into(),
+                abi: abi.into(),
+                platforms: vec![platform.into()],
+            },
             environment: "fake".into(),
         })
     }

@@ -441,15 +441,16 @@ impl PackagePlan {
 pub struct PackageSupport {
     /// Where they come from.
     pub ecosystem: Ecosystem,
-    /// Arguments that make the language's interpreter print its [`ProbeOutput`] as JSON on
+    /// Arguments that make the language's interpreter print its [`Interpreter`] as JSON on
     /// stdout (run with an empty environment).
     pub probe: &'static [&'static str],
 }
 
-/// What an interpreter says about itself when probed (JSON on stdout).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An interpreter as far as it decides which built files fit it: what its probe prints (JSON
+/// on stdout), what cache keys cover, what a cached set records.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ProbeOutput {
+pub struct Interpreter {
     /// Implementation (`cp` for CPython, `node`).
     pub implementation: String,
     /// Full version (`3.11.2`, `20.20.2`).
@@ -460,20 +461,15 @@ pub struct ProbeOutput {
     pub platforms: Vec<String>,
 }
 
-/// The interpreter packages are prepared for: what decides which built files fit.
+/// The interpreter packages are prepared for, and which environment answered for it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PackageTarget {
     /// Where packages come from.
     pub ecosystem: Ecosystem,
-    /// Implementation (`cp`, `node`).
-    pub implementation: String,
-    /// Full version.
-    pub version: String,
-    /// Binary interface.
-    pub abi: String,
-    /// Platform tags, most specific first.
-    pub platforms: Vec<String>,
-    /// The environment that answered ([`Executor::environment_id`](crate::Executor::environment_id)).
+    /// The interpreter (what decides which files fit).
+    pub interpreter: Interpreter,
+    /// The environment that answered ([`Executor::environment_id`](crate::Executor::environment_id));
+    /// recorded, never part of a cache key (the same interpreter fits the same files).
     pub environment: String,
 }
 
@@ -492,7 +488,7 @@ impl PackageTarget {
         environment: &str,
         stdout: &[u8],
     ) -> Result<Self, String> {
-        let p: ProbeOutput = serde_json::from_slice(stdout)
+        let p: Interpreter = serde_json::from_slice(stdout)
             .map_err(|e| format!("the interpreter's probe printed no valid answer: {e}"))?;
         let tokens = [&p.implementation, &p.version, &p.abi]
             .into_iter()
@@ -508,10 +504,7 @@ impl PackageTarget {
         }
         Ok(Self {
             ecosystem,
-            implementation: p.implementation,
-            version: p.version,
-            abi: p.abi,
-            platforms: p.platforms,
+            interpreter: p,
             environment: environment.to_string(),
         })
     }
@@ -858,7 +851,7 @@ mod tests {
     fn probe_answers_are_tokens() {
         let good = br#"{"implementation":"cp","version":"3.11.2","abi":"cp311","platforms":["manylinux_2_36_x86_64","linux_x86_64"]}"#;
         let t = PackageTarget::from_probe(Ecosystem::Pypi, "native", good);
-        assert!(t.is_ok_and(|t| t.abi == "cp311" && t.platforms.len() == 2));
+        assert!(t.is_ok_and(|t| t.interpreter.abi == "cp311" && t.interpreter.platforms.len() == 2));
         let bad = br#"{"implementation":"cp","version":"3.11 --index-url x","abi":"cp311","platforms":["x"]}"#;
         assert!(PackageTarget::from_probe(Ecosystem::Pypi, "native", bad).is_err());
         assert!(PackageTarget::from_probe(Ecosystem::Pypi, "native", b"nope").is_err());

@@ -572,7 +572,7 @@ mod packages_step {
                 "{} {} {} {}",
                 r.language,
                 r.index,
-                r.target.abi,
+                r.target.interpreter.abi,
                 reqs.join(" ")
             ));
             if let Some(f) = self.fail {
