@@ -126,6 +126,18 @@ pub struct PackageSpec {
 const PATH_OR_URL: &str = "is a path or URL; only package names with an optional version \
      (`numpy`, `requests==2.32.3`, `is-number@^7`) are accepted";
 
+const OPTION: &str = "is or carries an installer option (`-e`, `--index-url`, `--registry`); \
+     only package names with an optional version are accepted, and the index is the policy's";
+
+/// An installer option: the text starts with `-`, or a later word does (`requests
+/// --extra-index-url …`). A lone `-` is an npm hyphen range (`1.0.0 - 2.0.0`).
+fn looks_like_option(text: &str) -> bool {
+    text.starts_with('-')
+        || text
+            .split_whitespace()
+            .any(|word| word.len() > 1 && word.starts_with('-'))
+}
+
 fn looks_like_path_or_url(text: &str) -> bool {
     text.contains("://")
         || text.starts_with(['.', '/', '~', '\\'])
@@ -151,6 +163,9 @@ impl PackageSpec {
         }
         if text.chars().any(|c| c.is_control()) {
             return Err("contains a control character".into());
+        }
+        if looks_like_option(text) {
+            return Err(OPTION.into());
         }
         if looks_like_path_or_url(text) {
             return Err(PATH_OR_URL.into());
@@ -555,6 +570,59 @@ pub async fn probe_host(
         .map_err(|e| BackendError::backend("the probe's thread", e))?
 }
 
+/// Probes `language`'s interpreter inside a sandbox of `executor` (for backends whose sandboxes
+/// have an environment of their own, such as a container image): one instance with the
+/// language's mounts and no network, the probe run under the default limits and
+/// [`PROBE_TIMEOUT`], the instance destroyed. What the probe prints is held to the same rules as
+/// [`probe_host`]'s.
+pub async fn probe_in_instance(
+    executor: &dyn crate::Executor,
+    language: &dyn Language,
+) -> Result<PackageTarget, BackendError> {
+    use crate::spec::{InstanceSpec, NetworkMode, ProcessIo, ProcessSpec};
+    let name = language.name();
+    let support = language
+        .packages()
+        .ok_or_else(|| BackendError::Unavailable(format!("the {name} language has no packages")))?;
+    let limits = crate::Limits {
+        timeout: PROBE_TIMEOUT,
+        ..crate::Limits::default()
+    };
+    let spec = InstanceSpec {
+        id: format!("probe-{}", crate::engine::new_id()),
+        language: name.to_string(),
+        limits,
+        runtime: None,
+        mounts: language.mounts(),
+        network: NetworkMode::None,
+    };
+    let mut instance = executor.create(&spec).await?;
+    let mut argv = vec![language.toolchain().command_path()];
+    argv.extend(support.probe.iter().map(|a| a.to_string()));
+    let process = ProcessSpec {
+        argv,
+        env: vec![
+            ("PATH".into(), "/usr/bin:/bin".into()),
+            ("LANG".into(), "C.UTF-8".into()),
+        ],
+        cwd: crate::engine::pipeline::WORKDIR.into(),
+        limits,
+    };
+    let outcome = instance.run(&process, ProcessIo::default()).await;
+    let _ = instance.destroy().await;
+    let outcome = outcome?;
+    if outcome.status() != crate::Status::Success {
+        return Err(BackendError::Unavailable(format!(
+            "probing the {name} interpreter in a sandbox failed ({:?}): {}",
+            outcome.status(),
+            String::from_utf8_lossy(&outcome.stderr).trim()
+        )));
+    }
+    let environment = executor.environment_id(name);
+    PackageTarget::from_probe(support.ecosystem, &environment, &outcome.stdout)
+        .map_err(BackendError::Unavailable)
+}
+
 /// One package of a prepared set.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct InstalledPackage {
@@ -754,6 +822,15 @@ mod tests {
         }
         let e = py("https://evil.example/x.whl").err().unwrap_or_default();
         assert!(e.contains("path or URL"), "{e}");
+        for option in [
+            "-e .",
+            "--index-url=https://x/simple",
+            "numpy --pre",
+            "-r reqs.txt",
+        ] {
+            let e = py(option).err().unwrap_or_default();
+            assert!(e.contains("installer option"), "{option}: {e}");
+        }
     }
 
     #[test]
@@ -779,9 +856,13 @@ mod tests {
             "@scope",
             "@scope/",
             "a b",
+            "--registry=https://evil.example",
+            "x@1 --registry=https://evil.example",
         ] {
             assert!(npm(bad).is_err(), "{bad:?} accepted: {:?}", npm(bad));
         }
+        // A hyphen range is a range, not an option.
+        assert_eq!(npm("x@1.0.0 - 2.0.0"), Ok("x@1.0.0 - 2.0.0".into()));
     }
 
     #[test]
