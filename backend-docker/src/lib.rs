@@ -334,6 +334,14 @@ impl Executor for DockerExecutor {
         format!("docker:{image}@{id}")
     }
 
+    /// The image's interpreter, probed in a container of the image (not the host's).
+    async fn package_target(
+        &self,
+        language: &dyn vana_sandbox_core::Language,
+    ) -> Result<vana_sandbox_core::PackageTarget, BackendError> {
+        vana_sandbox_core::packages::probe_in_instance(self, language).await
+    }
+
     async fn create(&self, spec: &InstanceSpec) -> Result<Box<dyn Instance>, BackendError> {
         let key = self.key(spec);
         let container = self.pool.take_or_create(&key).await?;

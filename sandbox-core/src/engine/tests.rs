@@ -761,4 +761,49 @@ mod packages_step {
         assert_eq!(r.status, Status::Rejected);
         assert!(r.error.unwrap_or_default().contains("path or URL"));
     }
+
+    /// A backend with an environment of its own probes its interpreter in one of its sandboxes:
+    /// created without network, the probe run, the sandbox destroyed whatever the answer.
+    #[test]
+    fn a_probe_in_a_sandbox_answers_for_that_sandbox_and_cleans_up() {
+        let answer = |stdout: &'static [u8], code: i32| {
+            FakeExecutor::new(move |p, _, _| {
+                assert_eq!(p.argv, ["/bin/fake"]);
+                assert!(p.env.iter().any(|(k, _)| k == "PATH"));
+                Ok(ProcessOutcome {
+                    exit: Exit::Code(code),
+                    stdout: stdout.to_vec(),
+                    ..Default::default()
+                })
+            })
+        };
+        let lang = FakeLanguage::interpreted();
+        let good = answer(
+            br#"{"implementation":"cp","version":"3.11.2","abi":"cp311","platforms":["linux_x86_64"]}"#,
+            0,
+        );
+        let log = good.calls();
+        let t = rt().block_on(crate::packages::probe_in_instance(&good, &lang));
+        let t = t.unwrap();
+        assert_eq!(t.ecosystem, crate::Ecosystem::Pypi);
+        assert_eq!(t.interpreter.abi, "cp311");
+        assert_eq!(t.environment, good.environment_id("fake"));
+        let calls = log.all();
+        assert!(matches!(&calls[0], Call::Create { id, .. } if id.starts_with("probe-")));
+        assert_eq!(calls.last(), Some(&Call::Destroy));
+        // A failed probe, or one that answers with something an installer must not be given.
+        for (stdout, code) in [
+            (&b""[..], 1),
+            (
+                &br#"{"implementation":"cp","version":"3 --pre","abi":"x","platforms":["p"]}"#[..],
+                0,
+            ),
+        ] {
+            let bad = answer(stdout, code);
+            let log = bad.calls();
+            let r = rt().block_on(crate::packages::probe_in_instance(&bad, &lang));
+            assert!(r.is_err(), "{r:?}");
+            assert_eq!(log.all().last(), Some(&Call::Destroy));
+        }
+    }
 }
