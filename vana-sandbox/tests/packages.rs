@@ -1,11 +1,14 @@
 //! Packages on real sandboxes: the plan's request (`requests` and `numpy`) installed through the
 //! real index and then served from the cache with no installer able to run; npm likewise; the
-//! policy's deny list; the sandbox still without network (packages arrive as files); a session
-//! that installs packages for its next cell.
+//! policy's deny list; names that are paths, URLs or installer options refused at validation; a
+//! source-only package refused before anything runs; the sandbox still without network
+//! (packages arrive as files, and `pip install` inside fails by itself, quickly); a session that
+//! installs packages for its next cell.
 //!
 //! Needs root and the package indexes (PyPI, the npm registry), which these machines reach; no
-//! other address is contacted. Native only for now (the Docker backend answers for its image's
-//! interpreter through `Executor::package_target` once it is wired).
+//! other address is contacted. Native only for now: the Docker backend binds the same read-only
+//! set and probes its image's interpreter (`Executor::package_target`), but its variants here
+//! wait for the Docker rework to land (its runtime image was not available to verify them).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -16,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use vana_sandbox::{
-    DirPackageProvider, Engine, ExecutionRequest, ExecutionResult, PackageProvider, PolicyConfig,
-    ProviderConfig, Sandbox, SessionOptions, Status,
+    DirPackageProvider, DockerConfig, Engine, ExecutionRequest, ExecutionResult, PackageProvider,
+    PolicyConfig, ProviderConfig, Sandbox, SessionOptions, Status,
 };
 
 /// A package cache of the test's own (removed at the end).
@@ -56,23 +59,24 @@ fn engine(
     policy: PolicyConfig,
     provider: Arc<DirPackageProvider>,
 ) -> (tokio::runtime::Runtime, Engine) {
-    assert_eq!(
-        b,
-        Backend::Native,
-        "the Docker backend is not wired for packages yet"
-    );
     require_root();
     let rt = rt();
-    let e = rt
-        .block_on(
-            Sandbox::builder()
-                .policy(policy)
-                .compile_cache(None)
-                .packages(Some(provider as Arc<dyn PackageProvider>))
-                .max_concurrency(2)
-                .build(),
-        )
-        .expect("engine");
+    let builder = Sandbox::builder()
+        .policy(policy)
+        .compile_cache(None)
+        .packages(Some(provider as Arc<dyn PackageProvider>))
+        .max_concurrency(2);
+    let builder = match b {
+        Backend::Native => builder,
+        Backend::Docker(runtime) => {
+            require_docker(runtime);
+            builder.docker(DockerConfig {
+                runtime: vana_sandbox::Runtime::parse(runtime).expect("runtime"),
+                ..DockerConfig::default()
+            })
+        }
+    };
+    let e = rt.block_on(builder.build()).expect("engine");
     (rt, e)
 }
 
@@ -200,18 +204,48 @@ fn policy_refuses_denied_and_disabled_packages(b: Backend) {
         "{msg}"
     );
     assert!(res.output.is_empty());
-    // A path or URL is not a package name; Bash has no packages; strict has them off.
+    // A path, a URL or an installer option is not a package name; Bash has no packages;
+    // strict has them off. All refused at validation: nothing fetched, nothing run.
+    let installs = provider.installs();
     for (lang, pkg, why) in [
         ("python", "../../etc/passwd", "path or URL"),
+        ("python", "/tmp/evil.whl", "path or URL"),
         ("python", "https://evil.example/x.whl", "path or URL"),
+        ("python", "git+https://github.com/x/y", "path or URL"),
+        ("python", "file:///etc/passwd", "path or URL"),
+        ("python", "evil @ https://evil.example/x.whl", "path or URL"),
+        ("python", "-e .", "installer option"),
+        (
+            "python",
+            "--index-url=https://evil.example/simple",
+            "installer option",
+        ),
+        (
+            "python",
+            "requests --extra-index-url https://evil.example",
+            "installer option",
+        ),
+        ("javascript", "file:../x", "path or URL"),
+        ("javascript", "github:user/repo", "path or URL"),
+        ("javascript", "user/repo", "path or URL"),
+        ("javascript", "x@https://evil.example/x.tgz", "path or URL"),
+        ("javascript", "x@evil.example/x.tgz", "not a semver range"),
+        (
+            "javascript",
+            "is-number@7 --registry=https://evil.example",
+            "installer option",
+        ),
         ("bash", "requests", "packages are not supported for bash"),
     ] {
         let mut r = ExecutionRequest::new(lang, "echo 1");
         r.packages = vec![pkg.into()];
         let (res, _) = timed(&rt, &e, r);
         assert_eq!(res.status, Status::Rejected, "{res:#?}");
-        assert!(res.error.unwrap_or_default().contains(why), "{pkg}");
+        assert_eq!(res.backend, None, "nothing may run");
+        let msg = res.error.unwrap_or_default();
+        assert!(msg.contains(why), "{pkg}: {msg}");
     }
+    assert_eq!(provider.installs(), installs, "nothing may be fetched");
     drop(e);
     let (rt, e) = engine(b, PolicyConfig::preset("strict").unwrap(), provider);
     let (res, _) = timed(&rt, &e, r);
@@ -376,3 +410,39 @@ fn a_session_installs_for_its_next_cell(b: Backend) {
 }
 
 all_backends!(a_session_installs_for_its_next_cell: native);
+
+/// `pip install` by the program itself: the sandbox has no network (packages come only through
+/// `packages`), and pip fails on its own, clearly, well within the run's timeout.
+fn pip_install_inside_the_sandbox_fails_fast(b: Backend) {
+    let cache = Cache::new("pipinside");
+    let (rt, e) = engine(b, PolicyConfig::default(), cache.provider(true));
+    let mut r = ExecutionRequest::new(
+        "bash",
+        "exec python3 -m pip install --no-cache-dir --target /tmp/site tabulate",
+    );
+    r.timeout = Some(30.0);
+    let (res, took) = timed(&rt, &e, r);
+    // Not a timeout: pip gave up by itself, with a non-zero exit and a message saying why.
+    assert_eq!(res.status, Status::Error, "{res:#?}");
+    assert!(res.exit_code.is_some_and(|c| c != 0), "{res:#?}");
+    let err = res.error.clone().unwrap_or_default();
+    let clear = [
+        "No matching distribution found for tabulate",
+        "No module named pip",
+    ];
+    assert!(clear.iter().any(|c| err.contains(c)), "{err}");
+    assert!(
+        res.execution_time < 25.0 && took < Duration::from_secs(40),
+        "pip took {:.1} s in the sandbox",
+        res.execution_time
+    );
+    eprintln!(
+        "pip install in the sandbox failed after {:.1} s: {}",
+        res.execution_time,
+        err.lines().last().unwrap_or_default()
+    );
+    drop(e);
+    assert_clean(b);
+}
+
+all_backends!(pip_install_inside_the_sandbox_fails_fast: native);
