@@ -166,7 +166,12 @@ fn diagnose(req: &PackageRequest<'_>, stderr: &[u8]) -> PackageError {
     let text = String::from_utf8_lossy(stderr);
     let code = text
         .lines()
-        .find_map(|l| l.trim().strip_prefix("npm error code "))
+        .find_map(|l| {
+            // npm 10 and later say `npm error`, npm 9 (Debian 12's) `npm ERR!`.
+            let l = l.trim();
+            l.strip_prefix("npm error code ")
+                .or_else(|| l.strip_prefix("npm ERR! code "))
+        })
         .unwrap_or_default()
         .trim()
         .to_string();
@@ -177,14 +182,22 @@ fn diagnose(req: &PackageRequest<'_>, stderr: &[u8]) -> PackageError {
             req.index,
             text.lines()
                 .find(|l| l.contains("could not be found"))
-                .map(|l| l.trim_start_matches("npm error 404").trim())
+                .map(|l| {
+                    l.trim_start_matches("npm error 404")
+                        .trim_start_matches("npm ERR! 404")
+                        .trim()
+                })
                 .unwrap_or(&tail)
         )),
         "ETARGET" => PackageError::Refused(format!(
             "no version matches: {}",
             text.lines()
                 .find(|l| l.contains("No matching version"))
-                .map(|l| l.trim_start_matches("npm error notarget").trim())
+                .map(|l| {
+                    l.trim_start_matches("npm error notarget")
+                        .trim_start_matches("npm ERR! notarget")
+                        .trim()
+                })
                 .unwrap_or(&tail)
         )),
         "ERESOLVE" => PackageError::Refused(format!(
@@ -202,5 +215,55 @@ fn diagnose(req: &PackageRequest<'_>, stderr: &[u8]) -> PackageError {
             tool: "npm".into(),
             detail: tail,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vana_sandbox_core::{Ecosystem, Interpreter, PackageList, PackageTarget};
+
+    #[test]
+    fn diagnoses_npm_9_and_npm_10_alike() {
+        let list = PackageList {
+            ecosystem: Ecosystem::Npm,
+            specs: Vec::new(),
+        };
+        let target = PackageTarget {
+            ecosystem: Ecosystem::Npm,
+            interpreter: Interpreter {
+                implementation: "node".into(),
+                version: "18.0.0".into(),
+                abi: "108".into(),
+                platforms: vec!["linux-x64".into()],
+            },
+            environment: "test".into(),
+        };
+        let req = PackageRequest {
+            language: "javascript",
+            list: &list,
+            target: &target,
+            index: "https://registry.npmjs.org/",
+        };
+        for stderr in [
+            "npm error code E404\nnpm error 404 Not Found - GET https://registry.npmjs.org/nope - Not found\nnpm error 404  'nope@*' is not in this registry.\nnpm error 404 The requested resource 'nope@*' could not be found or you do not have permission to access it.\n",
+            "npm ERR! code E404\nnpm ERR! 404 Not Found - GET https://registry.npmjs.org/nope - Not found\nnpm ERR! 404 The requested resource 'nope@*' could not be found or you do not have permission to access it.\n",
+        ] {
+            let e = diagnose(&req, stderr.as_bytes());
+            assert!(
+                matches!(&e, PackageError::Refused(m) if m.starts_with("a package is not in the registry") && m.contains("'nope@*' could not be found")),
+                "{e:?}"
+            );
+        }
+        let e = diagnose(&req, b"npm ERR! code ETARGET\nnpm ERR! notarget No matching version found for is-number@99.\n");
+        assert!(
+            matches!(&e, PackageError::Refused(m) if m.contains("No matching version found for is-number@99")),
+            "{e:?}"
+        );
+        let e = diagnose(
+            &req,
+            b"npm ERR! code ECONNREFUSED\nnpm ERR! errno ECONNREFUSED\n",
+        );
+        assert!(matches!(&e, PackageError::Installer { .. }), "{e:?}");
     }
 }
