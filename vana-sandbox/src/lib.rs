@@ -249,10 +249,16 @@ pub fn default_compile_cache() -> Option<Arc<dyn CompileCache>> {
     }
 }
 
-/// Where the package cache goes by default: [`ProviderConfig::DEFAULT_DIR`] as root; rootless,
-/// `$XDG_CACHE_HOME/vana-sandbox/packages` (or `~/.cache/…`), a directory the caller owns (the
-/// sandbox's setup binds it by path).
+/// The variable that names the package cache directory, over [`default_package_dir`]'s choice.
+pub const PACKAGE_DIR_VAR: &str = "VANA_SANDBOX_PACKAGE_DIR";
+
+/// Where the package cache goes by default: `$VANA_SANDBOX_PACKAGE_DIR` when set; else
+/// [`ProviderConfig::DEFAULT_DIR`] as root; rootless, `$XDG_CACHE_HOME/vana-sandbox/packages`
+/// (or `~/.cache/…`), a directory the caller owns (the sandbox's setup binds it by path).
 pub fn default_package_dir() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os(PACKAGE_DIR_VAR).filter(|d| !d.is_empty()) {
+        return dir.into();
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         return ProviderConfig::DEFAULT_DIR.into();

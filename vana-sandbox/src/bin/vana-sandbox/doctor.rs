@@ -32,12 +32,12 @@ struct Report {
     backends: Vec<BackendReport>,
     languages: Vec<Toolchain>,
     docker: DockerReport,
-    packages: PackagesReport,
+    packages: PackagesSection,
 }
 
 /// The package cache and the indexes requests' packages come from.
 #[derive(Serialize)]
-struct PackagesReport {
+struct PackagesSection {
     /// Whether the policy lets requests ask for packages.
     enabled: bool,
     /// Each ecosystem's index.
@@ -46,11 +46,11 @@ struct PackagesReport {
     cache: Result<PackageCacheStatus, String>,
 }
 
-fn packages_report(policy: &PolicyConfig) -> PackagesReport {
+fn packages_report(policy: &PolicyConfig) -> PackagesSection {
     let cache = DirPackageProvider::new(ProviderConfig::in_dir(default_package_dir()))
         .map(|p| p.status())
         .map_err(|e| e.to_string());
-    PackagesReport {
+    PackagesSection {
         enabled: policy.packages.enabled,
         indexes: Ecosystem::ALL
             .iter()
