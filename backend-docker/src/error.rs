@@ -17,6 +17,9 @@ pub enum DockerError {
     /// Building the runtime image failed.
     #[error("image build: {0}")]
     Image(String),
+    /// The conversation with a container's init failed.
+    #[error("the container's init: {0}")]
+    Protocol(String),
     /// Anything else.
     #[error("{0}")]
     Other(String),

@@ -1,19 +1,21 @@
-//! A container's workspace files, through `tar` and `find` run inside the container as the
-//! sandbox user (the engine's archive endpoint cannot see into a tmpfs mounted in the
+//! A container's workspace files, through `tar`, `find` and `rm` run by the container's init as
+//! the sandbox user (the engine's archive endpoint cannot see into a tmpfs mounted in the
 //! container): the same confinement as the program has, and paths checked before they go in.
+//! Files placed before any step wait on the host until a container exists.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use tokio::sync::Mutex;
 use vana_sandbox_core::{BackendError, FileEntry, FileInfo, FileKind, Files};
 
-use crate::{exec, Shared};
+use crate::container::WORKSPACE;
+use crate::instance::{Ctx, State};
 
-/// The workspace of one container.
+/// The workspace of one instance.
 pub(crate) struct DockerFiles {
-    pub shared: Arc<Shared>,
-    /// The container (empty once destroyed: every call then fails).
-    pub id: String,
+    pub ctx: Arc<Ctx>,
+    pub state: Arc<Mutex<State>>,
 }
 
 fn check(path: &str) -> Result<(), BackendError> {
@@ -23,60 +25,49 @@ fn check(path: &str) -> Result<(), BackendError> {
     })
 }
 
-impl DockerFiles {
-    fn id(&self) -> Result<&str, BackendError> {
-        if self.id.is_empty() {
-            return Err(BackendError::InstanceGone("already destroyed"));
-        }
-        Ok(&self.id)
+fn failed(path: &str, stderr: &[u8]) -> BackendError {
+    BackendError::File {
+        path: path.to_string(),
+        reason: String::from_utf8_lossy(stderr).trim().to_string(),
     }
 }
 
 #[async_trait]
 impl Files for DockerFiles {
     async fn put(&self, files: &[FileEntry]) -> Result<(), BackendError> {
-        let id = self.id()?;
-        let tar = crate::tarball::pack(files, self.shared.config.uid)?;
-        let (code, _, err) = exec::run_plain(
-            &self.shared,
-            id,
-            &["tar", "-x", "-C", "/workspace", "-f", "-"],
-            tar,
-            1 << 20,
-        )
-        .await?;
-        if code != 0 {
-            let reason = String::from_utf8_lossy(&err).trim().to_string();
-            let reason = if reason.contains("No space left") {
-                "the files exceed the disk limit".to_string()
-            } else {
-                reason
-            };
-            return Err(BackendError::File {
-                path: files.first().map(|f| f.path.clone()).unwrap_or_default(),
-                reason,
-            });
+        for f in files {
+            check(&f.path)?;
         }
-        Ok(())
+        let mut st = self.state.lock().await;
+        self.ctx.put(&mut st, files).await
     }
 
     async fn read(&self, paths: &[String], max_bytes: u64) -> Result<Vec<FileEntry>, BackendError> {
         let max_bytes = max_bytes.min(vana_sandbox_core::host::MAX_READ_BYTES);
-        let id = self.id()?;
-        let mut out = Vec::new();
         for p in paths {
             check(p)?;
-            // tar stores a symlink as a link (never its target); unpack_one accepts regular files only.
-            let argv = ["tar", "-c", "-C", "/workspace", "-f", "-", "--", p.as_str()];
-            let (code, tar, err) =
-                exec::run_plain(&self.shared, id, &argv, Vec::new(), max_bytes + (1 << 20)).await?;
-            if code != 0 {
+        }
+        let mut st = self.state.lock().await;
+        let c = self.ctx.any_container(&mut st).await?;
+        let mut out = Vec::new();
+        for p in paths {
+            // tar stores a symlink as a link (never its target); unpack_one accepts regular
+            // files only. The output cap bounds what a huge or sparse file can cost.
+            let argv = ["tar", "-c", "-C", WORKSPACE, "-f", "-", "--", p.as_str()];
+            let h = self
+                .ctx
+                .helper(c, &argv, &[], max_bytes.saturating_add(1 << 20))
+                .await?;
+            if h.overflow {
                 return Err(BackendError::File {
                     path: p.clone(),
-                    reason: String::from_utf8_lossy(&err).trim().to_string(),
+                    reason: "file too large to read back".into(),
                 });
             }
-            out.push(crate::tarball::unpack_one(p, &tar, max_bytes)?);
+            if h.code != Some(0) {
+                return Err(failed(p, &h.stderr));
+            }
+            out.push(crate::tarball::unpack_one(p, &h.stdout, max_bytes)?);
         }
         Ok(out)
     }
@@ -85,8 +76,7 @@ impl Files for DockerFiles {
         if !dir.is_empty() {
             check(dir)?;
         }
-        let id = self.id()?;
-        let root = format!("/workspace/{}", dir.trim_end_matches('/'));
+        let root = format!("{WORKSPACE}/{}", dir.trim_end_matches('/'));
         // NUL-separated records: type, apparent size, path below `root` (names may hold
         // newlines). `-P`: links are listed, never followed.
         let argv = [
@@ -99,14 +89,15 @@ impl Files for DockerFiles {
             "%y %s %P\\0",
         ];
         let cap = (max_entries as u64 + 1) * 4200;
-        let (code, listing, err) =
-            exec::run_plain(&self.shared, id, &argv, Vec::new(), cap).await?;
-        if code != 0 {
-            return Err(BackendError::File {
-                path: dir.to_string(),
-                reason: String::from_utf8_lossy(&err).trim().to_string(),
-            });
-        }
+        let listing = {
+            let mut st = self.state.lock().await;
+            let c = self.ctx.any_container(&mut st).await?;
+            let h = self.ctx.helper(c, &argv, &[], cap).await?;
+            if h.code != Some(0) {
+                return Err(failed(dir, &h.stderr));
+            }
+            h.stdout
+        };
         let prefix = if dir.is_empty() {
             String::new()
         } else {
@@ -148,21 +139,15 @@ impl Files for DockerFiles {
 
     async fn remove(&self, path: &str) -> Result<(), BackendError> {
         check(path)?;
-        let id = self.id()?;
-        let target = format!("/workspace/{path}");
-        let (code, _, err) = exec::run_plain(
-            &self.shared,
-            id,
-            &["rm", "-rf", "--", target.as_str()],
-            Vec::new(),
-            1 << 16,
-        )
-        .await?;
-        if code != 0 {
-            return Err(BackendError::File {
-                path: path.to_string(),
-                reason: String::from_utf8_lossy(&err).trim().to_string(),
-            });
+        let target = format!("{WORKSPACE}/{path}");
+        let mut st = self.state.lock().await;
+        let c = self.ctx.any_container(&mut st).await?;
+        let h = self
+            .ctx
+            .helper(c, &["rm", "-rf", "--", target.as_str()], &[], 1 << 16)
+            .await?;
+        if h.code != Some(0) {
+            return Err(failed(path, &h.stderr));
         }
         Ok(())
     }

@@ -1,6 +1,9 @@
 //! Building the runtime image locally: no container registry is needed. `debootstrap` a minimal
-//! Debian with the toolchains, add `vana-exec` (compiled statically with the host's gcc) and the
-//! sandbox user, and import the tree into Docker.
+//! Debian with the toolchains, add the sandbox user, make `/tmp` a link into `/workspace` (so a
+//! run has one writable place and one disk budget), and import the tree into Docker with labels
+//! that say which languages it has ([`crate::images`]). Nothing of ours is baked in: `vana-init`
+//! is bound into every container from the library itself, so an image never goes stale against
+//! the library.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,13 +13,13 @@ use bollard::image::CreateImageOptions;
 use futures_util::StreamExt;
 
 use crate::error::DockerError;
+use crate::images::{IMAGE_VERSION, LABEL_LANGUAGES, LABEL_TMP, LABEL_VERSION, TMP_IN_WORKSPACE};
 
-/// The default runtime image (python3, nodejs, bash).
-pub const DEFAULT_IMAGE: &str = "vana-sandbox/runtime:latest";
+/// The default runtime image (python3, nodejs, bash). The tag is the image layout's version
+/// ([`IMAGE_VERSION`]), so that library versions that need different layouts can share a host.
+pub const DEFAULT_IMAGE: &str = "vana-sandbox/runtime:4";
 /// The larger image that adds Go and the C toolchain Rust links with.
-pub const FULL_IMAGE: &str = "vana-sandbox/runtime-full:latest";
-
-const VANA_EXEC_SOURCE: &str = include_str!("vana-exec.c");
+pub const FULL_IMAGE: &str = "vana-sandbox/runtime-full:4";
 
 /// How to build an image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +32,8 @@ pub struct ImageBuild {
     pub mirror: String,
     /// Debian packages to install besides the minimal base.
     pub packages: Vec<String>,
+    /// Languages the packages give toolchains for (canonical names), written as a label.
+    pub languages: Vec<String>,
     /// uid/gid of the sandbox user.
     pub uid: u32,
 }
@@ -40,7 +45,8 @@ impl ImageBuild {
             tag: DEFAULT_IMAGE.into(),
             suite: "bookworm".into(),
             mirror: "http://deb.debian.org/debian".into(),
-            packages: vec!["python3".into(), "nodejs".into()],
+            packages: vec!["python3".into(), "nodejs".into(), "ca-certificates".into()],
+            languages: ["python", "javascript", "bash"].map(String::from).to_vec(),
             uid: 10001,
         }
     }
@@ -51,10 +57,21 @@ impl ImageBuild {
         b.tag = FULL_IMAGE.into();
         b.packages
             .extend(["golang-go", "gcc", "libc6-dev"].map(String::from));
+        b.languages.extend(["go", "rust"].map(String::from));
         b
     }
 
-    /// Builds the root filesystem and imports it. Needs root, `debootstrap`, `gcc` and `tar`.
+    /// Whether `docker` has this image, built with the current layout.
+    pub async fn is_current(&self, docker: &Docker) -> bool {
+        docker
+            .inspect_image(&self.tag)
+            .await
+            .ok()
+            .and_then(|i| i.config?.labels)
+            .is_some_and(|l| l.get(LABEL_VERSION).map(String::as_str) == Some(IMAGE_VERSION))
+    }
+
+    /// Builds the root filesystem and imports it. Needs root, `debootstrap` and `tar`.
     pub async fn build(&self, docker: &Docker) -> Result<String, DockerError> {
         let work = tempdir()?;
         let result = self.build_in(&work, docker).await;
@@ -69,13 +86,6 @@ impl ImageBuild {
             .args(["--variant=minbase", &include, &self.suite])
             .arg(&rootfs)
             .arg(&self.mirror))?;
-        let src = work.join("vana-exec.c");
-        std::fs::write(&src, VANA_EXEC_SOURCE)
-            .map_err(|e| DockerError::Image(format!("write {}: {e}", src.display())))?;
-        run(Command::new("gcc")
-            .args(["-static", "-O2", "-o"])
-            .arg(rootfs.join("usr/local/bin/vana-exec"))
-            .arg(&src))?;
         let uid = self.uid;
         append(
             &rootfs.join("etc/passwd"),
@@ -90,6 +100,18 @@ impl ImageBuild {
             let _ = std::fs::remove_dir_all(rootfs.join(junk));
             let _ = std::fs::create_dir_all(rootfs.join(junk));
         }
+        // Nothing in /usr/local (debootstrap leaves empty directories there): a program sees
+        // no place an administrator installs things into.
+        let local = rootfs.join("usr/local");
+        std::fs::remove_dir_all(&local)
+            .and_then(|()| std::fs::create_dir(&local))
+            .map_err(|e| DockerError::Image(format!("empty /usr/local: {e}")))?;
+        // One writable place: /tmp lives inside the workspace's tmpfs (the container's init
+        // creates the directory), so the disk limit covers both.
+        let tmp = rootfs.join("tmp");
+        std::fs::remove_dir_all(&tmp)
+            .and_then(|()| std::os::unix::fs::symlink(TMP_IN_WORKSPACE, &tmp))
+            .map_err(|e| DockerError::Image(format!("link /tmp into the workspace: {e}")))?;
         let tar = work.join("rootfs.tar");
         run(Command::new("tar")
             .arg("-C")
@@ -103,10 +125,16 @@ impl ImageBuild {
             .tag
             .rsplit_once(':')
             .unwrap_or((self.tag.as_str(), "latest"));
+        let labels = [
+            format!("LABEL {LABEL_LANGUAGES}={}", self.languages.join(",")),
+            format!("LABEL {LABEL_TMP}=workspace"),
+            format!("LABEL {LABEL_VERSION}={IMAGE_VERSION}"),
+        ];
         let opts = CreateImageOptions {
             from_src: "-",
             repo,
             tag,
+            changes: labels.iter().map(String::as_str).collect(),
             ..Default::default()
         };
         let mut stream = docker.create_image(Some(opts), Some(bytes.into()), None);

@@ -1,24 +1,37 @@
 //! The Docker backend of vana-sandbox: the same Executor contract as the native backend, with
 //! hardened containers through the Docker Engine API (bollard).
 //!
-//! Every container: read-only root; tmpfs `/workspace` and `/tmp` mounts sized to the disk
-//! limit; `cap_drop: ALL`; `no-new-privileges`; Docker's default seccomp profile; pids, memory
-//! (= memory + swap) and CPU limits; an unprivileged user; network `none`; an init; a log driver
-//! of `none` (output is read through attach, never stored by the daemon); labels that mark it as
-//! ours. Programs run through `docker exec` under `vana-exec`, a small static init built into the
-//! runtime image that reports signals as signals. A timeout or an output flood kills the
-//! container; the container is always removed, also after errors; leftovers carrying our label
-//! whose owner is gone are removed at start. The runtime is runc or runsc (gVisor). A warm pool
-//! keeps containers created and started ahead; a container never serves a second execution.
+//! Every container: read-only root; one tmpfs `/workspace` whose size, with a small `/dev/shm`
+//! (and, for images that do not link `/tmp` into the workspace, a `/tmp` share), adds up to the
+//! disk limit; `cap_drop: ALL` but the three capabilities init needs; `no-new-privileges`; our
+//! system-call allow-list as its seccomp profile (from `vana-sandbox-seccomp`, the table the
+//! native backend's filter comes from); pids, memory (= memory + swap) and CPU limits; network
+//! `none`; a log driver of `none`; labels that mark it as ours; `/proc` entries that describe the
+//! host hidden (runc) — gVisor's `/proc` is its own.
+//!
+//! The container's main process is `vana-init serve` (the library's own init, bound read-only
+//! from the host), attached once over the Engine API: files in, runs, output, exit status and
+//! disk usage all travel as frames over that one connection, so a run costs no `docker exec`.
+//! Programs run as an unprivileged user on pipes of their own, under the same seccomp filter the
+//! native backend uses (installed by init), and cannot write init's frames. Memory, CPU, OOM and
+//! fork evidence is read by the host from the container's cgroups, before anything is torn down.
+//! A timeout or an output flood makes init kill everything but itself; the container is always
+//! removed, also after errors; when the host process dies, its attach connection closes and init
+//! takes the container down; leftovers carrying our label whose owner is gone are removed at
+//! start. The runtime is runc or runsc (gVisor). A warm pool keeps containers created, started
+//! and attached ahead; a container never serves a second execution.
 
 mod container;
 mod error;
-mod exec;
 mod files;
+mod host_files;
 pub mod image;
+pub mod images;
 mod instance;
 mod memcg;
 mod pool;
+mod run;
+mod session;
 mod tarball;
 
 use std::collections::{BTreeMap, HashMap};
@@ -29,13 +42,15 @@ use bollard::container::{ListContainersOptions, RemoveContainerOptions};
 use bollard::Docker;
 use vana_sandbox_core::host::OwnerId;
 use vana_sandbox_core::{
-    BackendError, BackendKind, Capabilities, Executor, Instance, InstanceSpec, Layer, LayerName,
-    Runtime,
+    BackendError, BackendKind, Capabilities, Executor, Instance, InstanceSpec, Language, Layer,
+    LayerName, Runtime,
 };
 
 pub use error::DockerError;
-pub use image::{ImageBuild, DEFAULT_IMAGE};
+pub use image::{ImageBuild, DEFAULT_IMAGE, FULL_IMAGE};
 
+use crate::host_files::HostFiles;
+use crate::images::{ImageInfo, Images};
 use crate::instance::DockerInstance;
 use crate::pool::{Pool, PoolKey};
 
@@ -57,9 +72,12 @@ pub struct DockerConfig {
     pub pool_size: usize,
     /// uid and gid programs run as inside the container.
     pub uid: u32,
-    /// Extra pids for runsc: gVisor's own threads count against the container's pids limit, so
-    /// the host-side limit is the program's limit plus this; the program's own limit is enforced
-    /// inside (RLIMIT_NPROC, per sandbox under gVisor).
+    /// Under runsc the host counts gVisor's own tasks against the container's pids limit (its
+    /// threads, and a stub process per address space of the program), so the host-side limit is
+    /// a backstop of `max_processes * runsc_pids_per_process + runsc_pids_overhead`; the program's
+    /// own limit is enforced inside (RLIMIT_NPROC, per sandbox under gVisor).
+    pub runsc_pids_per_process: u64,
+    /// See [`runsc_pids_per_process`](Self::runsc_pids_per_process).
     pub runsc_pids_overhead: u64,
 }
 
@@ -71,18 +89,14 @@ impl Default for DockerConfig {
             runtime: Runtime::Runc,
             pool_size: 0,
             uid: 10001,
-            runsc_pids_overhead: 128,
+            runsc_pids_per_process: 10,
+            runsc_pids_overhead: 256,
         }
     }
 }
 
-impl DockerConfig {
-    fn image_for(&self, language: &str) -> &str {
-        self.images
-            .get(language)
-            .map_or(self.default_image.as_str(), String::as_str)
-    }
-}
+/// gVisor applies a container's seccomp profile to the sandboxed program only with this flag.
+const RUNSC_OCI_SECCOMP: &str = "--oci-seccomp";
 
 pub(crate) struct Shared {
     docker: Docker,
@@ -90,8 +104,31 @@ pub(crate) struct Shared {
     owner: OwnerId,
     /// Runtimes the engine knows (all of them, ours or not).
     runtimes: Vec<String>,
-    /// Image name -> image id, resolved at start (for the compile cache's environment id).
-    image_ids: BTreeMap<String, String>,
+    /// The images programs run in, resolved at start.
+    images: Images,
+    /// Our seccomp profile (JSON), for every container's `security_opt`.
+    seccomp_profile: String,
+    /// The same allow-list as a BPF program (`struct sock_filter` bytes), installed by init in
+    /// every program.
+    filter: Vec<u8>,
+    /// Files bound into every container (init, resolv.conf, /proc stand-ins).
+    files: HostFiles,
+    /// The engine's cgroups are v1 (TCP buffers need a bound of their own).
+    cgroup_v1: bool,
+}
+
+/// The BPF program of the allow-list, as `struct sock_filter` bytes in native order.
+fn filter_bytes() -> Result<Vec<u8>, BackendError> {
+    let program = vana_sandbox_seccomp::bpf()
+        .map_err(|e| BackendError::backend("building the seccomp filter", e))?;
+    let mut out = Vec::with_capacity(program.len() * 8);
+    for i in program {
+        out.extend_from_slice(&i.code.to_ne_bytes());
+        out.push(i.jt);
+        out.push(i.jf);
+        out.extend_from_slice(&i.k.to_ne_bytes());
+    }
+    Ok(out)
 }
 
 /// The Docker backend.
@@ -127,37 +164,62 @@ impl DockerExecutor {
             .info()
             .await
             .map_err(|e| BackendError::Unavailable(format!("docker info: {e}")))?;
-        let mut runtimes: Vec<String> = info
-            .runtimes
-            .map(|r| r.into_keys().collect())
-            .unwrap_or_default();
+        let cgroup_v1 = matches!(
+            info.cgroup_version,
+            Some(bollard::models::SystemInfoCgroupVersionEnum::_1)
+        );
+        let known = info.runtimes.unwrap_or_default();
+        let mut runtimes: Vec<String> = known.keys().cloned().collect();
         runtimes.sort();
-        if !runtimes.iter().any(|r| r == config.runtime.as_str()) {
+        // gVisor ignores the container's seccomp profile unless told to apply it: such a runsc
+        // would run programs without our allow-list, so it does not count as available.
+        let runsc_seccomp = known.get("runsc").is_some_and(|r| {
+            r.runtime_args
+                .as_ref()
+                .is_some_and(|a| a.iter().any(|x| x == RUNSC_OCI_SECCOMP))
+        });
+        let usable = |rt: Runtime| match rt {
+            Runtime::Runc => known.contains_key("runc"),
+            Runtime::Runsc => known.contains_key("runsc") && runsc_seccomp,
+        };
+        if !usable(config.runtime) {
+            let why = if config.runtime == Runtime::Runsc && known.contains_key("runsc") {
+                format!(
+                    "runsc is registered without `{RUNSC_OCI_SECCOMP}`, so gVisor would not \
+                     apply the seccomp allow-list: run scripts/docker-setup.sh (or add it to \
+                     runsc's runtimeArgs in /etc/docker/daemon.json and reload dockerd)"
+                )
+            } else {
+                format!("it has: {}", runtimes.join(", "))
+            };
             return Err(BackendError::Unavailable(format!(
-                "the Docker engine has no runtime `{}` (it has: {})",
-                config.runtime,
-                runtimes.join(", ")
+                "the Docker engine has no usable runtime `{}` ({why})",
+                config.runtime
             )));
         }
-        let mut image_ids = BTreeMap::new();
-        for image in std::iter::once(&config.default_image).chain(config.images.values()) {
-            if let Some(id) = docker.inspect_image(image).await.ok().and_then(|i| i.id) {
-                image_ids.insert(image.clone(), id);
-            }
-        }
-        let image_ok = image_ids.contains_key(&config.default_image);
+        let images = Images::resolve(&docker, &config.default_image, &config.images).await;
+        let files = HostFiles::prepare().map_err(BackendError::from)?;
+        let seccomp_profile = vana_sandbox_seccomp::docker_profile().to_string();
         let caps = capabilities(
             &version.api_version.unwrap_or_default(),
-            &runtimes,
+            &[Runtime::Runc, Runtime::Runsc]
+                .into_iter()
+                .filter(|r| usable(*r))
+                .collect::<Vec<_>>(),
+            known.contains_key("runsc"),
             &config,
-            image_ok,
+            images.default_image(),
         );
         let shared = Arc::new(Shared {
             docker,
             config,
             owner: OwnerId::current(),
             runtimes,
-            image_ids,
+            images,
+            seccomp_profile,
+            filter: filter_bytes()?,
+            files,
+            cgroup_v1,
         });
         let exec = Self {
             pool: Arc::new(Pool::new(shared.clone())),
@@ -219,7 +281,7 @@ impl DockerExecutor {
 
     /// Creates warm containers for `spec` ahead of time (up to the pool size).
     pub async fn prewarm(&self, spec: &InstanceSpec) -> Result<(), BackendError> {
-        let key = self.key(spec);
+        let key = self.key(spec)?;
         self.pool.fill(&key).await.map_err(BackendError::from)
     }
 
@@ -240,9 +302,19 @@ impl DockerExecutor {
         &self.shared.docker
     }
 
-    fn key(&self, spec: &InstanceSpec) -> PoolKey {
+    fn key(&self, spec: &InstanceSpec) -> Result<PoolKey, BackendError> {
         let runtime = spec.runtime.unwrap_or(self.shared.config.runtime);
-        PoolKey::new(self.shared.config.image_for(&spec.language), runtime, spec)
+        let image = self
+            .shared
+            .images
+            .for_language(&spec.language)
+            .map_err(BackendError::Unavailable)?;
+        Ok(PoolKey::new(
+            image,
+            runtime,
+            &spec.limits,
+            spec.mounts.clone(),
+        ))
     }
 }
 
@@ -252,30 +324,55 @@ fn layer(name: LayerName, available: bool, detail: impl Into<String>) -> Layer {
 
 fn capabilities(
     api: &str,
-    runtimes: &[String],
+    usable: &[Runtime],
+    runsc_registered: bool,
     config: &DockerConfig,
-    image_ok: bool,
+    image: Option<&ImageInfo>,
 ) -> Capabilities {
-    let runsc = runtimes.iter().any(|r| r == "runsc");
+    let runsc = usable.contains(&Runtime::Runsc);
     let layers = vec![
         layer(
             LayerName::Container,
             true,
             format!("Docker Engine API {api}"),
         ),
-        layer(LayerName::PidNamespace, true, "one container per execution"),
+        layer(LayerName::PidNamespace, true, "one container per step"),
         layer(
             LayerName::MountNamespace,
             true,
-            "read-only root; tmpfs /workspace and /tmp",
+            "read-only root; one tmpfs /workspace (with /tmp) and /dev/shm within the disk limit",
         ),
         layer(LayerName::NetworkNamespace, true, "network none"),
         layer(LayerName::IpcNamespace, true, "private"),
         layer(LayerName::UtsNamespace, true, "private"),
         layer(LayerName::NonRootUser, true, format!("uid {}", config.uid)),
-        layer(LayerName::CapabilitiesDropped, true, "cap_drop ALL"),
+        layer(
+            LayerName::CapabilitiesDropped,
+            true,
+            "cap_drop ALL (init keeps setuid, setgid, kill; programs have none)",
+        ),
         layer(LayerName::NoNewPrivs, true, "no-new-privileges"),
-        layer(LayerName::Seccomp, true, "Docker's default profile"),
+        layer(
+            LayerName::Seccomp,
+            true,
+            format!(
+                "allow-list of {} system calls as the container's profile, and the same filter \
+                 installed by init in every program (non-native ABIs killed)",
+                vana_sandbox_seccomp::table_size()
+            ),
+        ),
+        layer(
+            LayerName::Init,
+            true,
+            "vana-init serve as PID 1: runs programs, reports their end; the container dies with \
+             its owner's connection",
+        ),
+        layer(
+            LayerName::ProcMasking,
+            true,
+            "host /proc entries masked; meminfo, stat, uptime, loadavg replaced (runc)",
+        ),
+        layer(LayerName::Rlimits, true, "set by init per program"),
         layer(LayerName::CgroupMemory, true, "memory = memory + swap"),
         layer(
             LayerName::CgroupMemorySwap,
@@ -288,29 +385,29 @@ fn capabilities(
             LayerName::Gvisor,
             runsc,
             if runsc {
-                "runtime runsc registered"
+                "runtime runsc registered with --oci-seccomp"
+            } else if runsc_registered {
+                "runsc is registered without --oci-seccomp (gVisor would skip the allow-list): run scripts/docker-setup.sh"
             } else {
                 "runsc not registered with the engine"
             },
         ),
         layer(
             LayerName::Image,
-            image_ok,
-            format!(
-                "{}{}",
-                config.default_image,
-                if image_ok {
-                    ""
-                } else {
-                    " missing: run `vana-sandbox image build`"
-                }
-            ),
+            image.is_some(),
+            match image {
+                Some(i) => format!("{} ({})", i.name, i.id),
+                None => format!(
+                    "{} missing: run `vana-sandbox image build`",
+                    config.default_image
+                ),
+            },
         ),
         layer(LayerName::Landlock, false, "not applied inside containers"),
     ];
     let mut caps = Capabilities::new(BackendKind::Docker);
     caps.layers = layers;
-    caps.runtimes = runtimes.iter().filter_map(|r| Runtime::parse(r)).collect();
+    caps.runtimes = usable.to_vec();
     caps
 }
 
@@ -325,13 +422,29 @@ impl Executor for DockerExecutor {
     }
 
     fn environment_id(&self, language: &str) -> String {
-        let image = self.shared.config.image_for(language);
-        let id = self
-            .shared
-            .image_ids
-            .get(image)
-            .map_or("unresolved", String::as_str);
-        format!("docker:{image}@{id}")
+        match self.shared.images.for_language(language) {
+            Ok(i) => format!("docker:{}@{}", i.name, i.id),
+            Err(_) => "docker:unresolved".to_string(),
+        }
+    }
+
+    /// The language's image must have its toolchain (from the image's labels), and any host
+    /// toolchain the language binds in must exist.
+    fn check_language(&self, language: &dyn Language) -> Result<(), BackendError> {
+        self.shared
+            .images
+            .for_language(language.name())
+            .map_err(BackendError::Unavailable)?;
+        for m in language.mounts() {
+            if !std::path::Path::new(&m.host).exists() {
+                return Err(BackendError::Unavailable(format!(
+                    "{} runs with the host's toolchain at {}, which is missing",
+                    language.name(),
+                    m.host
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The image's interpreter, probed in a container of the image (not the host's).
@@ -343,12 +456,19 @@ impl Executor for DockerExecutor {
     }
 
     async fn create(&self, spec: &InstanceSpec) -> Result<Box<dyn Instance>, BackendError> {
-        let key = self.key(spec);
-        let container = self.pool.take_or_create(&key).await?;
+        let image = self
+            .shared
+            .images
+            .for_language(&spec.language)
+            .map_err(BackendError::Unavailable)?
+            .clone();
         Ok(Box::new(DockerInstance::new(
             self.shared.clone(),
-            container,
-            key,
+            self.pool.clone(),
+            image,
+            spec.runtime.unwrap_or(self.shared.config.runtime),
+            spec.mounts.clone(),
+            spec.limits,
         )))
     }
 }

@@ -1,21 +1,30 @@
-//! The warm pool: containers created and started ahead per (image, runtime, limits) key. Each is
-//! handed out once and replaced in the background; a container never serves a second execution.
+//! The warm pool: containers created, started, attached and set up ahead of time, per (image,
+//! runtime, limits) key. Each is handed out once and replaced in the background; a container
+//! never serves a second execution.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use vana_sandbox_core::{BackendError, Bytes, InstanceSpec, Limits, Mount, MountKind, Runtime};
+use vana_sandbox_core::{Bytes, Limits, Mount, MountKind, Runtime};
 
-use crate::container;
+use crate::container::{self, Container};
 use crate::error::DockerError;
+use crate::images::ImageInfo;
 use crate::{DockerConfig, Shared};
 
-/// What a container is sized for.
+/// What a container is created for: everything fixed at creation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct PoolKey {
+    /// Image id.
     pub image: String,
+    /// `/tmp` is the image's link into the workspace (one tmpfs for both). Under runsc never:
+    /// gVisor mounts a tmpfs of its own, without a size, over a `/tmp` that is not a mount, so
+    /// there `/tmp` gets a sized tmpfs (a share of the disk budget) instead.
+    pub tmp_in_workspace: bool,
     pub runtime: Runtime,
     pub memory: Bytes,
+    /// The bound on TCP socket buffers where cgroup v1 counts them apart from memory.
+    pub socket_memory: Bytes,
     pub nano_cpus: i64,
     pub max_processes: u64,
     pub disk: Bytes,
@@ -23,30 +32,16 @@ pub(crate) struct PoolKey {
 }
 
 impl PoolKey {
-    pub(crate) fn new(image: &str, runtime: Runtime, spec: &InstanceSpec) -> Self {
-        Self::with_limits(
-            image,
-            runtime,
-            &spec.limits,
-            spec.limits.disk,
-            spec.mounts.clone(),
-        )
-    }
-
-    pub(crate) fn with_limits(
-        image: &str,
-        runtime: Runtime,
-        l: &Limits,
-        disk: Bytes,
-        mounts: Vec<Mount>,
-    ) -> Self {
+    pub(crate) fn new(image: &ImageInfo, runtime: Runtime, l: &Limits, mounts: Vec<Mount>) -> Self {
         Self {
-            image: image.into(),
+            image: image.id.clone(),
+            tmp_in_workspace: image.tmp_in_workspace && runtime == Runtime::Runc,
             runtime,
             memory: l.memory,
+            socket_memory: l.socket_memory(),
             nano_cpus: l.cpus.nano(),
             max_processes: l.processes,
-            disk,
+            disk: l.disk,
             mounts,
         }
     }
@@ -55,21 +50,35 @@ impl PoolKey {
         self.runtime == Runtime::Runsc
     }
 
-    /// The container's pids limit: the program's, plus gVisor's own threads under runsc.
+    /// Whether a container made for `self` can serve `other` after a `docker update` (the
+    /// cgroup limits differ; the image, mounts and disk do not).
+    pub(crate) fn updatable_to(&self, other: &PoolKey) -> bool {
+        self.runtime == Runtime::Runc
+            && other.runtime == Runtime::Runc
+            && self.image == other.image
+            && self.disk == other.disk
+            && self.mounts == other.mounts
+    }
+
+    /// The container's pids limit. Under runc: the program's limit plus init. Under runsc the
+    /// host counts gVisor's own threads and one stub process per address space (measured: a
+    /// sandbox of 65 processes holds about 460 host tasks), so the host limit is a backstop
+    /// sized for that, and the program's own limit is enforced inside (`RLIMIT_NPROC`, per
+    /// sandbox under gVisor).
     pub(crate) fn container_pids(&self, config: &DockerConfig) -> u64 {
-        // Docker's init, the idle sleep and vana-exec run beside the program.
-        let base = self.max_processes + 3;
         if self.is_gvisor() {
-            base + config.runsc_pids_overhead
+            self.max_processes
+                .saturating_mul(config.runsc_pids_per_process)
+                .saturating_add(config.runsc_pids_overhead)
         } else {
-            base
+            self.max_processes + 1
         }
     }
 }
 
 pub(crate) struct Pool {
     shared: Arc<Shared>,
-    ready: Mutex<HashMap<PoolKey, Vec<String>>>,
+    ready: Mutex<HashMap<PoolKey, Vec<Container>>>,
 }
 
 impl Pool {
@@ -80,7 +89,7 @@ impl Pool {
         }
     }
 
-    fn take(&self, key: &PoolKey) -> Option<String> {
+    fn take(&self, key: &PoolKey) -> Option<Container> {
         self.ready
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -100,7 +109,7 @@ impl Pool {
     pub(crate) async fn take_or_create(
         self: &Arc<Self>,
         key: &PoolKey,
-    ) -> Result<String, BackendError> {
+    ) -> Result<Container, DockerError> {
         // Only shapes whose mounts are the host's own: a prepared package set or a session's
         // set belongs to one request, and nothing would hold it for a container no request has
         // claimed.
@@ -119,21 +128,21 @@ impl Pool {
             });
         }
         match warm {
-            Some(id) => Ok(id),
-            None => Ok(container::create_started(&self.shared, key).await?),
+            Some(c) => Ok(c),
+            None => container::create(&self.shared, key).await,
         }
     }
 
     /// Creates containers until `key` has `pool_size` ready.
     pub(crate) async fn fill(&self, key: &PoolKey) -> Result<(), DockerError> {
         while self.count(key) < self.shared.config.pool_size {
-            let id = container::create_started(&self.shared, key).await?;
+            let c = container::create(&self.shared, key).await?;
             self.ready
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .entry(key.clone())
                 .or_default()
-                .push(id);
+                .push(c);
         }
         Ok(())
     }

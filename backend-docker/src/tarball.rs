@@ -10,10 +10,26 @@ fn file_err(path: &str, reason: impl Into<String>) -> BackendError {
     }
 }
 
-/// A tar of `files` (with their parent directories), owned by `uid`, to extract in /workspace.
-pub(crate) fn pack(files: &[FileEntry], uid: u32) -> Result<Vec<u8>, BackendError> {
+/// A tar of `dirs` (relative paths with their modes), then `files` (with their parent
+/// directories), owned by `uid`, to extract in /workspace.
+pub(crate) fn pack(
+    files: &[FileEntry],
+    uid: u32,
+    extra_dirs: &[(&str, u32)],
+) -> Result<Vec<u8>, BackendError> {
     let mut b = tar::Builder::new(Vec::new());
     let mut dirs: Vec<String> = Vec::new();
+    for (path, mode) in extra_dirs {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(*mode);
+        h.set_uid(uid.into());
+        h.set_gid(uid.into());
+        h.set_size(0);
+        b.append_data(&mut h, format!("{path}/"), std::io::empty())
+            .map_err(|e| file_err(path, e.to_string()))?;
+        dirs.push(path.to_string());
+    }
     for f in files {
         check_relative_path(&f.path).map_err(|m| file_err(&f.path, m))?;
         let mut acc = String::new();
@@ -98,7 +114,7 @@ mod tests {
                 executable: true,
             },
         ];
-        let tar = pack(&files, 10001).unwrap_or_default();
+        let tar = pack(&files, 10001, &[(".tmp", 0o1777)]).unwrap_or_default();
         let mut a = tar::Archive::new(tar.as_slice());
         let names: Vec<String> = a
             .entries()
@@ -108,17 +124,18 @@ mod tests {
                     .collect()
             })
             .unwrap_or_default();
-        assert_eq!(names, ["a/", "a/b/", "a/b/c.txt", "main"]);
+        assert_eq!(names, [".tmp/", "a/", "a/b/", "a/b/c.txt", "main"]);
         assert!(pack(
             &[FileEntry {
                 path: "../x".into(),
                 content: vec![],
                 executable: false
             }],
-            1
+            1,
+            &[]
         )
         .is_err());
-        let one = pack(&files[1..], 1).unwrap_or_default();
+        let one = pack(&files[1..], 1, &[]).unwrap_or_default();
         let f = unpack_one("main", &one, 1 << 20);
         assert!(matches!(f, Ok(ref f) if f.executable && f.content == b"\x7fELF"));
     }

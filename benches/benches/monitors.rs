@@ -7,12 +7,21 @@
 //! interleaved A/B loop (off, on, off, on, …) prints the medians and their ratio, which is less
 //! exposed to a machine's drift than two groups measured one after the other, and the share of
 //! each monitor. `VANA_BENCH_AB_ONLY=1` runs the A/B loop alone.
+//!
+//! Last, the per-run comparison the overhead target is stated in: 500 trivial runs with everything
+//! on (audit log, metrics with the exporter, detector, alerter — built through
+//! `Sandbox::builder().observability(..)`) and 500 with it off, interleaved run by run; it prints
+//! the median (and p90) latency of each and their ratio. `VANA_BENCH_PER_RUN_ONLY=1` runs it
+//! alone (native as root with `VANA_BENCH_NATIVE=1`, else the fake backend).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
 use criterion::{criterion_group, BenchmarkId, Criterion};
-use vana_sandbox_benches::{batch, fake_engine, native_engine, runtime, Monitors};
+use vana_sandbox_benches::{
+    batch, facade_engine, fake_engine, full_observability, interleaved_latencies,
+    monitor_threads_cpu, native_engine, quantile, runtime, Monitors,
+};
 
 const RUNS: usize = 500;
 
@@ -113,9 +122,84 @@ fn interleaved(name: &str, rounds: usize, language: &str, code: &str, native: bo
     );
 }
 
+/// 500 trivial runs off and 500 on, interleaved run by run, `VANA_BENCH_REPEATS` times (default
+/// 5): per repeat the medians, p90 and their ratio, and the median of the paired differences
+/// (each on-run against the off-run beside it), which a drifting machine moves least.
+fn per_run(native: bool) {
+    let rt = runtime();
+    let (obs, dir) = full_observability("per-run");
+    let off = facade_engine(&rt, !native, None);
+    let on = facade_engine(&rt, !native, Some(&obs));
+    let (language, code) = if native {
+        ("bash", "true")
+    } else {
+        ("python", "print(1)")
+    };
+    let repeats: usize = std::env::var("VANA_BENCH_REPEATS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let backend = if native { "native" } else { "fake" };
+    // Warm both (the audit file, the detector's regexes, the host's caches).
+    interleaved_latencies(&rt, &off, &on, 50, language, code);
+    let cpu_before = monitor_threads_cpu();
+    let mut ratios = Vec::new();
+    for r in 1..=repeats {
+        let pairs = interleaved_latencies(&rt, &off, &on, RUNS, language, code);
+        let mut a: Vec<Duration> = pairs.iter().map(|p| p.0).collect();
+        let mut b: Vec<Duration> = pairs.iter().map(|p| p.1).collect();
+        a.sort();
+        b.sort();
+        let mut diffs: Vec<f64> = pairs
+            .iter()
+            .map(|(x, y)| y.as_secs_f64() - x.as_secs_f64())
+            .collect();
+        diffs.sort_by(f64::total_cmp);
+        let (ma, mb) = (quantile(&a, 0.5), quantile(&b, 0.5));
+        let ratio = mb.as_secs_f64() / ma.as_secs_f64();
+        let paired = diffs[diffs.len() / 2];
+        ratios.push(ratio);
+        println!(
+            "per run, {backend}, repeat {r}/{repeats}, {RUNS} + {RUNS} runs interleaved on {cores} cores: off median {ma:?} (p90 {:?}), on median {mb:?} (p90 {:?}), on/off {ratio:.4} ({:+.2}%); median paired difference {:+.1} µs ({:+.2}% of the off median)",
+            quantile(&a, 0.9),
+            quantile(&b, 0.9),
+            (ratio - 1.0) * 100.0,
+            paired * 1e6,
+            paired / ma.as_secs_f64() * 100.0,
+        );
+    }
+    ratios.sort_by(f64::total_cmp);
+    assert!(obs.flush(Duration::from_secs(10)));
+    let cpu = monitor_threads_cpu().saturating_sub(cpu_before);
+    println!(
+        "per run, {backend}: the monitors' own threads used {cpu:?} of CPU for {} runs: {:.1} µs per run",
+        RUNS * repeats,
+        cpu.as_secs_f64() * 1e6 / (RUNS * repeats) as f64,
+    );
+    let audit = obs.audit.as_ref().map(|a| a.stats());
+    let threats = obs.threats.as_ref().map(|t| t.stats());
+    println!(
+        "per run, {backend}: median on/off over {repeats} repeats {:.4} ({:+.2}%); audit lines {}, dropped {}; detector signals {}, dropped {}",
+        ratios[ratios.len() / 2],
+        (ratios[ratios.len() / 2] - 1.0) * 100.0,
+        audit.as_ref().map_or(0, |s| s.written),
+        audit.as_ref().map_or(0, |s| s.dropped_queue_full),
+        threats.map_or(0, |s| s.signals),
+        threats.map_or(0, |s| s.dropped),
+    );
+    drop((off, on));
+    obs.shutdown(Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 criterion_group!(benches, bench_fake, bench_native);
 
 fn main() {
+    if std::env::var("VANA_BENCH_PER_RUN_ONLY").is_ok_and(|v| v == "1") {
+        per_run(native_enabled());
+        return;
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     // `cargo bench` passes `--bench`; `cargo test --benches` does not (criterion then runs each
     // benchmark once as a test, and the A/B loop is skipped).
@@ -169,5 +253,9 @@ fn main() {
             true,
             Which::All,
         );
+    }
+    per_run(false);
+    if native_enabled() {
+        per_run(true);
     }
 }

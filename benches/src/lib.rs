@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 
 use vana_sandbox_core::fake::{default_script, FakeExecutor, FakeLanguage, FakePolicy};
 use vana_sandbox_core::{Engine, ExecutionRequest, Languages, Monitor, Status};
+use vana_sandbox_monitor::alert::LogSink;
 use vana_sandbox_monitor::audit::AuditLog;
 use vana_sandbox_monitor::metrics::Metrics;
 use vana_sandbox_monitor::threat::ThreatDetector;
+use vana_sandbox_monitor::Observability;
 
 /// The monitors of the "on" configuration: audit log, metrics (with the Prometheus exporter)
 /// and the threat detector; kept so that their counters can be read after a run.
@@ -140,4 +142,114 @@ pub fn runtime() -> tokio::runtime::Runtime {
         Ok(rt) => rt,
         Err(e) => panic!("runtime: {e}"),
     }
+}
+
+/// Everything on, the way a host turns it on through the facade: audit log (in a fresh
+/// directory), metrics with the Prometheus exporter, the threat detector, and the alerter with
+/// a log sink. Returns the bundle and its directory (remove it after [`Observability::shutdown`]).
+pub fn full_observability(tag: &str) -> (Observability, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("vana-bench-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let metrics = match Metrics::with_prometheus() {
+        Ok(m) => m,
+        Err(e) => panic!("metrics: {e}"),
+    };
+    let obs = Observability::builder()
+        .metrics(metrics)
+        .audit_log(&dir)
+        .threat_detection()
+        .alert_sink(Arc::new(LogSink))
+        .start();
+    match obs {
+        Ok(o) => (o, dir),
+        Err(e) => panic!("observability: {e}"),
+    }
+}
+
+/// An engine built by the facade (`Sandbox::builder`, two runs at once, no compile cache) over
+/// the native backend, or over the in-memory one with `fake`, with `obs` when given.
+pub fn facade_engine(
+    rt: &tokio::runtime::Runtime,
+    fake: bool,
+    obs: Option<&Observability>,
+) -> Engine {
+    let mut b = vana_sandbox::Sandbox::builder()
+        .compile_cache(None)
+        .max_concurrency(2)
+        .max_queue(100_000);
+    if fake {
+        b = b.executor(Arc::new(FakeExecutor::new(default_script)));
+    }
+    if let Some(o) = obs {
+        b = b.observability(o.clone());
+    }
+    match rt.block_on(b.build()) {
+        Ok(e) => e,
+        Err(e) => panic!("engine: {e}"),
+    }
+}
+
+/// Latency of each of `n` runs of `(language, code)` through `off` and `on`, interleaved one by
+/// one (off, on, on, off, …) so that both see the same machine: the pairs, in order.
+pub fn interleaved_latencies(
+    rt: &tokio::runtime::Runtime,
+    off: &Engine,
+    on: &Engine,
+    n: usize,
+    language: &str,
+    code: &str,
+) -> Vec<(Duration, Duration)> {
+    let one = |engine: &Engine| {
+        let t = Instant::now();
+        match rt.block_on(engine.execute(ExecutionRequest::new(language, code))) {
+            Ok(r) if r.status == Status::Success => t.elapsed(),
+            other => panic!("a benchmark run failed: {other:?}"),
+        }
+    };
+    (0..n)
+        .map(|i| {
+            if i % 2 == 0 {
+                let a = one(off);
+                (a, one(on))
+            } else {
+                let b = one(on);
+                (one(off), b)
+            }
+        })
+        .collect()
+}
+
+/// The `q` quantile of sorted durations.
+pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// CPU time the monitors' own threads (`vana-audit`, `vana-threat`, `vana-alerts`, webhooks)
+/// of this process have used so far, from `/proc/self/task/*/schedstat` (nanoseconds on a CPU).
+pub fn monitor_threads_cpu() -> Duration {
+    let mut total = 0u64;
+    for e in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if !["vana-audit", "vana-threat", "vana-alerts", "vana-webhook"]
+            .iter()
+            .any(|n| comm.trim_end().starts_with(n))
+        {
+            continue;
+        }
+        let stat = std::fs::read_to_string(e.path().join("schedstat")).unwrap_or_default();
+        total += stat
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Duration::from_nanos(total)
 }

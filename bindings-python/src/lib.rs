@@ -1,16 +1,27 @@
 //! The native half of the `vana_sandbox` Python package: an Engine behind a small JSON
 //! interface. The Python half (`python/vana_sandbox`) gives it the API agent developers expect.
 //! The GIL is released for the whole of every run.
+//!
+//! Every engine has metrics (read as a dict, or as Prometheus text); an audit log and the
+//! threat detector are optional. Findings reach a Python callable on a thread of their own (see
+//! [`FindingBridge`]), never on the detector's thread and never in the way of a run.
 
+mod findings;
+
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
+use vana_sandbox::monitor::audit::{self, AuditLog, VerifyOptions};
 use vana_sandbox::{
-    DockerConfig, Engine, ExecutionRequest, ExecutionResult, LimitKind, PolicyConfig, Runtime,
-    Sandbox,
+    DockerConfig, Engine, ExecutionRequest, ExecutionResult, Finding, LimitKind, Metrics,
+    Observability, ObservabilityBuilder, PolicyConfig, Runtime, Sandbox, Severity,
 };
+
+use findings::FindingBridge;
 
 create_exception!(
     _native,
@@ -31,20 +42,74 @@ create_exception!(
     "The backend cannot run on this host."
 );
 
-/// An Engine with its own Tokio runtime.
+/// An Engine with its own Tokio runtime, its observability, and the thread that hands findings
+/// to Python.
 #[pyclass(module = "vana_sandbox._native", frozen)]
 struct NativeEngine {
     engine: Engine,
     runtime: Arc<tokio::runtime::Runtime>,
     backend: String,
+    observability: Observability,
+    metrics: Metrics,
+    findings: Option<FindingBridge>,
+}
+
+/// Starts the observability the keywords ask for: metrics always; the audit log, and the
+/// detector when there is an audit log, rules or a callback.
+fn observability(
+    audit_log: Option<PathBuf>,
+    audit_hmac_key_file: Option<PathBuf>,
+    threat_rules: Option<PathBuf>,
+    bridge: Option<&FindingBridge>,
+) -> PyResult<(Observability, Metrics)> {
+    let config = |e: &dyn std::fmt::Display| SandboxError::new_err(e.to_string());
+    let metrics = Metrics::with_prometheus().map_err(|e| config(&e))?;
+    let mut b = ObservabilityBuilder::default().metrics(metrics.clone());
+    let detector = audit_log.is_some() || threat_rules.is_some() || bridge.is_some();
+    if let Some(dir) = audit_log {
+        let mut audit = AuditLog::builder(dir);
+        if let Some(path) = audit_hmac_key_file {
+            audit = audit.hmac_key(audit::load_key(&path).map_err(|e| config(&e))?);
+        }
+        b = b.audit(audit);
+    } else if audit_hmac_key_file.is_some() {
+        return Err(SandboxError::new_err(
+            "`audit_hmac_key_file` needs `audit_log`",
+        ));
+    }
+    if let Some(path) = threat_rules {
+        b = b.threat_rules_file(&path).map_err(|e| config(&e))?;
+    } else if detector {
+        b = b.threat_detection();
+    }
+    if let Some(sink) = bridge.and_then(FindingBridge::take_sink) {
+        b = b.finding_sink(sink);
+    }
+    let obs = b.start().map_err(|e| config(&e))?;
+    Ok((obs, metrics))
 }
 
 #[pymethods]
 impl NativeEngine {
-    /// `backend`: "native" or "docker"; `policy_json`: a policy as JSON (None: the default);
-    /// `max_concurrency`: runs at once.
+    /// `backend`: "native" or "docker"; `policy_json`: a policy as JSON (None: the default),
+    /// `policy_source` where it came from (for the audit log); `max_concurrency`: runs at once;
+    /// `audit_log`: a directory for the hash-chained audit log (`audit_hmac_key_file` seals it
+    /// with a key); `threat_rules`: a rules file; `on_finding`: called with each finding as JSON
+    /// (on a thread of its own).
     #[new]
-    #[pyo3(signature = (backend = "native", policy_json = None, max_concurrency = None, runtime = None, pool_size = 0))]
+    #[pyo3(signature = (
+        backend = "native",
+        policy_json = None,
+        max_concurrency = None,
+        runtime = None,
+        pool_size = 0,
+        policy_source = None,
+        audit_log = None,
+        audit_hmac_key_file = None,
+        threat_rules = None,
+        on_finding = None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         backend: &str,
@@ -52,6 +117,11 @@ impl NativeEngine {
         max_concurrency: Option<usize>,
         runtime: Option<&str>,
         pool_size: usize,
+        policy_source: Option<String>,
+        audit_log: Option<PathBuf>,
+        audit_hmac_key_file: Option<PathBuf>,
+        threat_rules: Option<PathBuf>,
+        on_finding: Option<PyObject>,
     ) -> PyResult<Self> {
         let policy = match policy_json {
             Some(j) => {
@@ -65,7 +135,9 @@ impl NativeEngine {
             .enable_all()
             .build()
             .map_err(|e| SandboxError::new_err(format!("cannot start the runtime: {e}")))?;
-        let mut builder = Sandbox::builder().policy(policy);
+        let mut builder = Sandbox::builder()
+            .policy(policy)
+            .policy_source(policy_source.unwrap_or_else(|| "default".into()));
         match (backend, runtime) {
             ("native", None) => {}
             ("native", Some(_)) => {
@@ -97,6 +169,17 @@ impl NativeEngine {
         if let Some(n) = max_concurrency {
             builder = builder.max_concurrency(n);
         }
+        let findings = on_finding
+            .map(FindingBridge::start)
+            .transpose()
+            .map_err(|e| SandboxError::new_err(format!("cannot start the findings thread: {e}")))?;
+        let (observability, metrics) = observability(
+            audit_log,
+            audit_hmac_key_file,
+            threat_rules,
+            findings.as_ref(),
+        )?;
+        builder = builder.observability(observability.clone());
         let engine = py
             .allow_threads(|| runtime_rt.block_on(builder.build()))
             .map_err(|e| match e {
@@ -108,6 +191,9 @@ impl NativeEngine {
             engine,
             runtime: Arc::new(runtime_rt),
             backend: backend.to_string(),
+            observability,
+            metrics,
+            findings,
         })
     }
 
@@ -143,6 +229,126 @@ impl NativeEngine {
     fn backend(&self) -> &str {
         &self.backend
     }
+
+    /// Every metric now: `name{labels}` → value (histograms as `_count` and `_sum`).
+    fn metrics(&self) -> std::collections::BTreeMap<String, f64> {
+        self.metrics.snapshot().to_map()
+    }
+
+    /// Every metric now in the Prometheus text exposition format.
+    fn metrics_text(&self) -> String {
+        self.metrics.render_prometheus().unwrap_or_default()
+    }
+
+    /// Waits (GIL released) until every run so far has been judged by the detector, its
+    /// findings handed to the callback and the audit log written, or `timeout` seconds pass;
+    /// `True` when all of it was.
+    #[pyo3(signature = (timeout = 5.0))]
+    fn flush(&self, py: Python<'_>, timeout: f64) -> bool {
+        let timeout = seconds(timeout);
+        py.allow_threads(|| {
+            let deadline = std::time::Instant::now() + timeout;
+            let ok = self.observability.flush(timeout);
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            ok && self.findings.as_ref().is_none_or(|f| f.flush(left))
+        })
+    }
+
+    /// Delivers the last findings, stops the detector and closes the audit log (its last line is
+    /// `log_closed`), waiting at most `timeout` seconds with the GIL released; `True` when all of
+    /// it happened. Runs after this are no longer observed.
+    #[pyo3(signature = (timeout = 10.0))]
+    fn close(&self, py: Python<'_>, timeout: f64) -> bool {
+        let timeout = seconds(timeout);
+        py.allow_threads(|| {
+            let deadline = std::time::Instant::now() + timeout;
+            let ok = self.observability.shutdown(timeout);
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            ok && self.findings.as_ref().is_none_or(|f| f.close(left))
+        })
+    }
+
+    /// Findings the callback could not take because its queue was full (it is slow).
+    #[getter]
+    fn findings_dropped(&self) -> u64 {
+        self.findings.as_ref().map_or(0, FindingBridge::dropped)
+    }
+
+    /// The audit log's files in chain order (empty without an audit log).
+    fn audit_files(&self) -> PyResult<Vec<PathBuf>> {
+        match &self.observability.audit {
+            Some(a) => a.files().map_err(|e| SandboxError::new_err(e.to_string())),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+/// `seconds` as a duration (negative or not a number: zero; huge: a day).
+fn seconds(s: f64) -> Duration {
+    if s.is_finite() && s > 0.0 {
+        Duration::from_secs_f64(s.min(86_400.0))
+    } else {
+        Duration::ZERO
+    }
+}
+
+/// Checks an audit log's chain (files oldest first); returns the report as JSON.
+#[pyfunction]
+#[pyo3(signature = (files, hmac_key_file = None, allow_open = false))]
+fn verify_audit(
+    py: Python<'_>,
+    files: Vec<PathBuf>,
+    hmac_key_file: Option<PathBuf>,
+    allow_open: bool,
+) -> PyResult<String> {
+    let key = hmac_key_file
+        .as_deref()
+        .map(audit::load_key)
+        .transpose()
+        .map_err(|e| SandboxError::new_err(e.to_string()))?;
+    let options = VerifyOptions { key, allow_open };
+    let report = py
+        .allow_threads(|| audit::verify(&files, &options))
+        .map_err(|e| SandboxError::new_err(e.to_string()))?;
+    let problem = report.problem.as_ref().map(|p| {
+        serde_json::json!({
+            "kind": p.kind.as_str(),
+            "file": p.file,
+            "line": p.line,
+            "detail": p.detail,
+            "message": p.to_string(),
+        })
+    });
+    Ok(serde_json::json!({
+        "ok": report.is_ok(),
+        "files": report.files,
+        "lines": report.lines,
+        "first_seq": report.first_seq,
+        "last_seq": report.last_seq,
+        "last_hash": report.last_hash,
+        "from_genesis": report.from_genesis,
+        "closed": report.closed,
+        "problem": problem,
+    })
+    .to_string())
+}
+
+/// The wire fields of a finding (what the Python `Finding` mirrors).
+fn finding_fields() -> Vec<String> {
+    let sample = Finding {
+        rule: String::new(),
+        severity: Severity::Info,
+        summary: String::new(),
+        run_id: None,
+        tenant: None,
+        language: None,
+        explanation: String::new(),
+        evidence: Vec::new(),
+    };
+    match serde_json::to_value(sample) {
+        Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// Checks a policy (JSON or TOML text) and returns it as canonical JSON.
@@ -169,6 +375,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeEngine>()?;
     m.add_function(wrap_pyfunction!(load_policy, m)?)?;
     m.add_function(wrap_pyfunction!(default_policy, m)?)?;
+    m.add_function(wrap_pyfunction!(verify_audit, m)?)?;
+    m.add("FINDING_FIELDS", finding_fields())?;
     // The surfaces the Python package mirrors, from their one source: the result's wire fields
     // and the limits table's keys (the timeout is a request field of its own).
     m.add("RESULT_FIELDS", ExecutionResult::field_names())?;

@@ -32,110 +32,31 @@
 //! ```
 //!
 //! [`Observability`] bundles the four, with the [`Hooks`](hooks::Hooks) for facts that do not
-//! come through engine events yet (network decisions, sessions, warm pools, configuration).
+//! come through engine events yet (network decisions, sessions, warm pools, configuration), and
+//! [`Observability::builder`] starts and wires the parts a host asks for in a few lines:
+//!
+//! ```no_run
+//! # fn demo() -> Result<(), vana_sandbox_monitor::ObservabilityError> {
+//! use vana_sandbox_monitor::{metrics::Metrics, Observability};
+//!
+//! let metrics = Metrics::new();
+//! let obs = Observability::builder()
+//!     .metrics(metrics.clone())
+//!     .audit_log("/var/log/vana-sandbox")
+//!     .on_finding(|f| eprintln!("[{}] {}", f.severity, f.explanation))
+//!     .start()?;
+//! // Engine::builder().monitor(Arc::new(obs.clone())) …, or the facade's
+//! // `Sandbox::builder().observability(obs.clone())`.
+//! # Ok(()) }
+//! ```
 
 pub mod alert;
 pub mod audit;
+mod bundle;
 pub mod hooks;
 pub mod metrics;
 pub mod threat;
 mod util;
 
-use std::sync::Arc;
-
-use vana_sandbox_core::{Event, Monitor};
-
+pub use bundle::{Observability, ObservabilityBuilder, ObservabilityError};
 pub use util::rfc3339;
-
-use hooks::{ConfigLoaded, Hooks, NetworkDecision, PoolEvent, SessionEvent};
-
-/// The four parts together: one [`Monitor`] and one [`Hooks`] for the engine and the host.
-/// Any part may be absent.
-#[derive(Debug, Clone, Default)]
-pub struct Observability {
-    /// The metrics registry (read it with `snapshot()` / `render_prometheus()`).
-    pub metrics: Option<metrics::Metrics>,
-    /// The audit log.
-    pub audit: Option<Arc<audit::AuditLog>>,
-    /// The threat detector.
-    pub threats: Option<Arc<threat::ThreatDetector>>,
-    /// The alerter.
-    pub alerts: Option<Arc<alert::Alerter>>,
-}
-
-impl Observability {
-    /// The monitors to give the engine, one per part present.
-    pub fn monitors(&self) -> Vec<Arc<dyn Monitor>> {
-        let mut v: Vec<Arc<dyn Monitor>> = Vec::new();
-        if let Some(a) = &self.audit {
-            v.push(a.clone());
-        }
-        if let Some(m) = &self.metrics {
-            v.push(m.monitor());
-        }
-        if let Some(t) = &self.threats {
-            v.push(t.clone());
-        }
-        if let Some(a) = &self.alerts {
-            v.push(a.clone());
-        }
-        v
-    }
-
-    fn hooks(&self) -> Vec<Arc<dyn Hooks>> {
-        let mut v: Vec<Arc<dyn Hooks>> = Vec::new();
-        if let Some(a) = &self.audit {
-            v.push(a.clone());
-        }
-        if let Some(m) = &self.metrics {
-            v.push(m.monitor());
-        }
-        if let Some(t) = &self.threats {
-            v.push(t.clone());
-        }
-        v
-    }
-}
-
-impl Monitor for Observability {
-    fn on_event(&self, event: &Event<'_>) {
-        if let Some(a) = &self.audit {
-            a.on_event(event);
-        }
-        if let Some(m) = &self.metrics {
-            metrics::MetricsMonitor::on_event_in(m, event);
-        }
-        if let Some(t) = &self.threats {
-            t.on_event(event);
-        }
-        if let Some(a) = &self.alerts {
-            a.on_event(event);
-        }
-    }
-}
-
-impl Hooks for Observability {
-    fn on_network(&self, d: &NetworkDecision<'_>) {
-        for h in self.hooks() {
-            h.on_network(d);
-        }
-    }
-
-    fn on_session(&self, s: &SessionEvent<'_>) {
-        for h in self.hooks() {
-            h.on_session(s);
-        }
-    }
-
-    fn on_config(&self, c: &ConfigLoaded<'_>) {
-        for h in self.hooks() {
-            h.on_config(c);
-        }
-    }
-
-    fn on_pool(&self, p: &PoolEvent) {
-        for h in self.hooks() {
-            h.on_pool(p);
-        }
-    }
-}

@@ -167,8 +167,8 @@ pub enum Next<T> {
 }
 
 /// How long a busy inbox naps between polls, and how many empty polls end the busy spell.
-const NAP: Duration = Duration::from_millis(1);
-const BUSY_NAPS: u32 = 20;
+const NAP: Duration = Duration::from_millis(10);
+const BUSY_NAPS: u32 = 5;
 
 /// The receiving end of a worker thread's bounded queue. While messages keep coming it polls
 /// with short naps instead of blocking, so that a sender (a run, in `on_event`) never has to

@@ -528,3 +528,55 @@ fn engine_runs_are_audited_with_code_hash_tenant_and_verdict() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Holds the lock of `dir`'s log from another process (`python3`, POSIX `lockf`, the same
+/// kind of lock the writer takes) until its stdin closes.
+fn lock_from_another_process(dir: &Path) -> std::process::Child {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import fcntl, sys\nf = open(sys.argv[1], 'a')\nfcntl.lockf(f, fcntl.LOCK_EX)\nprint('locked', flush=True)\nsys.stdin.read()\n",
+        ])
+        .arg(dir.join(".audit.lock"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "locked\n");
+    child
+}
+
+#[test]
+fn one_writer_per_directory_across_processes() {
+    let dir = TempDir::new("lock");
+    let mut other = lock_from_another_process(dir.path());
+    let e = AuditLog::builder(dir.path()).start().unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("being written by another process") && msg.contains(&other.id().to_string()),
+        "{msg}"
+    );
+    // With a wait, the writer starts once the other process lets go (it exits here).
+    let stdin = other.stdin.take();
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        drop(stdin);
+        other.wait().unwrap();
+    });
+    let log = AuditLog::builder(dir.path())
+        .lock_wait(Duration::from_secs(10))
+        .start()
+        .unwrap();
+    releaser.join().unwrap();
+    log.record(record(1));
+    assert!(log.shutdown(Duration::from_secs(5)));
+    // The lock file is not part of the log.
+    let files = log.files().unwrap();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(check(&files, None).is_ok());
+}

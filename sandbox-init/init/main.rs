@@ -17,6 +17,11 @@
 #[path = "../src/protocol.rs"]
 #[allow(dead_code)]
 mod protocol;
+#[path = "../src/serve.rs"]
+#[allow(dead_code)]
+mod serve_protocol;
+
+mod serve;
 
 use std::ffi::OsStr;
 use std::io;
@@ -189,7 +194,8 @@ fn receive() -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
             let data_len = hdr.cmsg_len.saturating_sub(std::mem::size_of::<cmsghdr>());
             let count = data_len / 4;
             // SAFETY: the descriptors follow the header, within `control`.
-            let data = unsafe { (control.as_ptr() as *const u8).add(std::mem::size_of::<cmsghdr>()) };
+            let data =
+                unsafe { (control.as_ptr() as *const u8).add(std::mem::size_of::<cmsghdr>()) };
             for i in 0..count.min(8) {
                 let mut raw = [0u8; 4];
                 // SAFETY: within the control buffer, as above.
@@ -304,6 +310,19 @@ fn reap(running: &mut Option<i32>) {
     }
 }
 
+/// SIGCHLD through a signalfd (or -1): blocked signals are never dropped, and a program cannot
+/// reach init with any other signal (PID 1 ignores signals it has no handler for).
+fn sigchld_fd() -> c_int {
+    // SAFETY: sigset operations on a zeroed local; signalfd with a valid mask.
+    unsafe {
+        let mut set: sigset_t = std::mem::zeroed();
+        sigemptyset(&mut set);
+        sigaddset(&mut set, SIGCHLD);
+        sigprocmask(SIG_BLOCK, &set, std::ptr::null_mut());
+        signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC)
+    }
+}
+
 /// The host is gone (or asked us to go): everything in the namespace dies with us.
 fn shut_down() -> ! {
     // SAFETY: kill(2) and _exit(2) with integer arguments. PID 1 exiting makes the kernel kill
@@ -322,6 +341,10 @@ fn main() {
         eprintln!("vana-init: refusing to run outside a sandbox (not PID 1)");
         std::process::exit(2);
     }
+    // `vana-init serve`: the main process of a Docker container, speaking over its stdio.
+    if std::env::args_os().nth(1).as_deref() == Some(OsStr::new("serve")) {
+        serve::main();
+    }
     // SAFETY: prctl and fcntl with integer arguments; the name is NUL-terminated.
     unsafe {
         prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
@@ -329,23 +352,19 @@ fn main() {
         prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
         fcntl(CONTROL_FD, F_SETFD, FD_CLOEXEC);
         if fcntl(LANDLOCK_FD, F_GETFD) >= 0 {
-            if syscall(SYS_LANDLOCK_RESTRICT_SELF, LANDLOCK_FD as c_long, 0 as c_long) < 0 {
+            if syscall(
+                SYS_LANDLOCK_RESTRICT_SELF,
+                LANDLOCK_FD as c_long,
+                0 as c_long,
+            ) < 0
+            {
                 fail(Stage::Landlock, errno());
                 _exit(126);
             }
             close(LANDLOCK_FD);
         }
     }
-    // SIGCHLD arrives through a signalfd: blocked signals are never dropped, and a program
-    // cannot reach init with any other signal (PID 1 ignores signals it has no handler for).
-    // SAFETY: sigset operations on a zeroed local.
-    let sfd = unsafe {
-        let mut set: sigset_t = std::mem::zeroed();
-        sigemptyset(&mut set);
-        sigaddset(&mut set, SIGCHLD);
-        sigprocmask(SIG_BLOCK, &set, std::ptr::null_mut());
-        signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC)
-    };
+    let sfd = sigchld_fd();
     if sfd < 0 {
         fail(Stage::Signals, errno());
         shut_down();

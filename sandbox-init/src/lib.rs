@@ -4,9 +4,11 @@
 //! executable and carried here as bytes ([`INIT`]): a backend writes it into a sealed memfd once
 //! and `execve`s it as the last step of building each sandbox, so nothing of the host process
 //! (argv, environment, memory) is inside, and nothing needs to be installed beside the library.
-//! [`protocol`] is the wire format, compiled into both sides.
+//! [`protocol`] is the wire format, compiled into both sides; [`serve`] is the serve mode's
+//! (`vana-init serve`, the main process of every Docker container), over a byte stream.
 
 pub mod protocol;
+pub mod serve;
 
 /// The init executable (static, stripped).
 pub const INIT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vana-init"));

@@ -23,14 +23,14 @@ pub const CONTROL_FD: i32 = 3;
 /// Descriptor number of the Landlock ruleset init restricts itself with, when there is one.
 pub const LANDLOCK_FD: i32 = 4;
 
-const T_RUN: u32 = 1;
-const T_KILL: u32 = 2;
+pub(crate) const T_RUN: u32 = 1;
+pub(crate) const T_KILL: u32 = 2;
 const T_GO: u32 = 3;
 const T_READY: u32 = 99;
-const T_HELLO: u32 = 100;
+pub(crate) const T_HELLO: u32 = 100;
 const T_STARTED: u32 = 101;
-const T_EXITED: u32 = 102;
-const T_FAILED: u32 = 103;
+pub(crate) const T_EXITED: u32 = 102;
+pub(crate) const T_FAILED: u32 = 103;
 
 /// Where setting up a sandbox or starting a program failed. Every stage decodes to a
 /// description, so a failure never reaches the user as a bare exit status.
@@ -253,15 +253,15 @@ impl std::fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
-fn put_u32(out: &mut Vec<u8>, v: u32) {
+pub(crate) fn put_u32(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
-fn put_u64(out: &mut Vec<u8>, v: u64) {
+pub(crate) fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
-fn frame(kind: u32, payload: Vec<u8>) -> Vec<u8> {
+pub(crate) fn frame(kind: u32, payload: Vec<u8>) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + payload.len());
     put_u32(&mut out, kind);
     put_u32(&mut out, payload.len() as u32);
@@ -270,12 +270,12 @@ fn frame(kind: u32, payload: Vec<u8>) -> Vec<u8> {
 }
 
 /// Reads fields off a payload, failing on truncation.
-struct Reader<'a> {
-    buf: &'a [u8],
+pub(crate) struct Reader<'a> {
+    pub(crate) buf: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.buf.len() < n {
             return Err(DecodeError::Truncated);
         }
@@ -284,19 +284,19 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn u32(&mut self) -> Result<u32, DecodeError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    fn u64(&mut self) -> Result<u64, DecodeError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
         let lo = self.u32()? as u64;
         let hi = self.u32()? as u64;
         Ok(lo | (hi << 32))
     }
 
     /// A NUL-terminated string (the NUL is not returned).
-    fn string(&mut self) -> Result<Vec<u8>, DecodeError> {
+    pub(crate) fn string(&mut self) -> Result<Vec<u8>, DecodeError> {
         let end = self
             .buf
             .iter()
@@ -308,7 +308,7 @@ impl<'a> Reader<'a> {
 }
 
 /// Splits a packet into its type and payload.
-fn unframe(packet: &[u8]) -> Result<(u32, Reader<'_>), DecodeError> {
+pub(crate) fn unframe(packet: &[u8]) -> Result<(u32, Reader<'_>), DecodeError> {
     if packet.len() > MAX_MESSAGE {
         return Err(DecodeError::TooLarge);
     }
@@ -319,7 +319,7 @@ fn unframe(packet: &[u8]) -> Result<(u32, Reader<'_>), DecodeError> {
     Ok((kind, Reader { buf: payload }))
 }
 
-fn put_string(out: &mut Vec<u8>, s: &[u8]) -> Result<(), DecodeError> {
+pub(crate) fn put_string(out: &mut Vec<u8>, s: &[u8]) -> Result<(), DecodeError> {
     if s.contains(&0) {
         return Err(DecodeError::BadString);
     }

@@ -129,8 +129,19 @@ fn docker_condition(c: &Cond) -> Value {
 }
 
 /// The Docker (OCI) seccomp profile of [`table::TABLE`]: the same allow-list and argument rules;
-/// anything else `ENOSYS`; only the native architecture (others, x32 included, are killed by
-/// libseccomp's bad-architecture action).
+/// anything else `ENOSYS`; only the native architecture.
+///
+/// The default action is `SCMP_ACT_TRACE`, not `SCMP_ACT_ERRNO` with `defaultErrnoRet`: Docker
+/// 20.10 (Debian's) drops `defaultErrnoRet` when it turns the profile into the OCI spec, and an
+/// unlisted call then fails with `EPERM` — which breaks glibc, whose `clone3` falls back to
+/// `clone` only on `ENOSYS`. A traced call with no tracer attached fails with `ENOSYS` (seccomp(2)),
+/// and no process in the container can become a tracer: `ptrace` is not in the table. Verified
+/// on this host under runc and under runsc (`--oci-seccomp`). Other architectures: runc's filter
+/// (libseccomp) applies its bad-architecture action, which kills the calling thread (SIGSYS) —
+/// for an i386 `int 0x80` and for x32 numbers alike; gVisor has no 32-bit or x32 ABI at all (it
+/// runs an `int 0x80` as a 64-bit call, through the same filter, and answers x32 numbers with
+/// `ENOSYS`). The Docker backend's init also installs [`bpf`] in every program, which kills the
+/// whole process for those and answers `ENOSYS` itself (stacked filters: the strictest wins).
 pub fn docker_profile() -> Value {
     let arch = match ARCH {
         TargetArch::x86_64 => "SCMP_ARCH_X86_64",
@@ -150,8 +161,7 @@ pub fn docker_profile() -> Value {
         }
     }
     json!({
-        "defaultAction": "SCMP_ACT_ERRNO",
-        "defaultErrnoRet": libc::ENOSYS,
+        "defaultAction": "SCMP_ACT_TRACE",
         "architectures": [arch],
         "syscalls": syscalls,
     })

@@ -16,7 +16,26 @@
 //! that validates, applies a [`PolicyConfig`] (a request can only tighten it), bounds concurrency
 //! and the queue, and reports to [`Monitor`]s. [`Sandbox::builder`] picks the backend, policy and
 //! bounds; [`Engine::builder`] gives full control over every part.
+//!
+//! Observability ([`monitor`]: a hash-chained audit log, metrics, a threat detector, alerts) is
+//! switched on at the builder:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), vana_sandbox::Error> {
+//! use vana_sandbox::{Metrics, Sandbox};
+//!
+//! let metrics = Metrics::new();
+//! let sandbox = Sandbox::builder()
+//!     .audit_log("/var/log/vana-sandbox")                 // JSON lines, hash-chained
+//!     .metrics(metrics.clone())                           // read with metrics.snapshot()
+//!     .on_finding(|f| eprintln!("[{}] {}", f.severity, f.explanation))
+//!     .build()
+//!     .await?;
+//! sandbox.run("bash", "cat /etc/shadow").await?;          // a finding: credential_paths
+//! # Ok(()) }
+//! ```
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 mod egress;
@@ -40,6 +59,12 @@ pub use vana_sandbox_core::{
 };
 pub use vana_sandbox_docker::{image, DockerConfig, DockerExecutor};
 pub use vana_sandbox_lang as lang;
+pub use vana_sandbox_monitor as monitor;
+pub use vana_sandbox_monitor::alert::{Alert, AlertSink, WebhookConfig};
+pub use vana_sandbox_monitor::hooks::ConfigKind;
+pub use vana_sandbox_monitor::metrics::{Metrics, MetricsSnapshot};
+pub use vana_sandbox_monitor::threat::{Finding, RuleSet, Severity};
+pub use vana_sandbox_monitor::{Observability, ObservabilityBuilder, ObservabilityError};
 pub use vana_sandbox_native::{NativeConfig, NativeExecutor, DEFAULT_UID_BASE, PROGRAM_ID};
 pub use vana_sandbox_packages::{DirPackageProvider, ProviderConfig};
 pub use vana_sandbox_policy::{
@@ -61,6 +86,9 @@ pub enum Error {
     /// The policy could not be loaded.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// The audit log, metrics, threat detector or alerts could not be started.
+    #[error(transparent)]
+    Observability(#[from] ObservabilityError),
 }
 
 /// Entry points for building an [`Engine`].
@@ -106,10 +134,19 @@ pub enum BackendChoice {
 
 /// Builds an [`Engine`] over one backend with every installed language: the one way the CLI,
 /// the Python bindings and hosts put an engine together.
+///
+/// Observability: [`observability`](Self::observability) takes a bundle the host started (and
+/// keeps handles on: metrics, audit stats, `shutdown`); the conveniences
+/// [`audit_log`](Self::audit_log), [`metrics`](Self::metrics),
+/// [`threat_detection`](Self::threat_detection), [`on_finding`](Self::on_finding) and
+/// [`alert_sink`](Self::alert_sink) (and [`configure_observability`](Self::configure_observability)
+/// for everything else) describe one that [`build`](Self::build) starts and the engine owns. The
+/// policy the engine runs under is recorded as a `config_loaded` audit line.
 #[derive(Default)]
 pub struct SandboxBuilder {
     backend: BackendChoice,
     policy: PolicyConfig,
+    policy_source: Option<String>,
     max_concurrency: Option<usize>,
     max_queue: Option<usize>,
     max_sessions: Option<usize>,
@@ -117,6 +154,8 @@ pub struct SandboxBuilder {
     monitors: Vec<Arc<dyn Monitor>>,
     compile_cache: Option<Option<Arc<dyn CompileCache>>>,
     packages: Option<Option<Arc<dyn PackageProvider>>>,
+    observability: Vec<Observability>,
+    observe: ObservabilityBuilder,
 }
 
 impl SandboxBuilder {
@@ -139,6 +178,13 @@ impl SandboxBuilder {
     /// The policy (default: the plan's limits).
     pub fn policy(mut self, policy: PolicyConfig) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// Where the policy came from (a path, `preset:strict`), for the `config_loaded` audit line
+    /// (default: `embedded:<policy name>`).
+    pub fn policy_source(mut self, source: impl Into<String>) -> Self {
+        self.policy_source = Some(source.into());
         self
     }
 
@@ -186,6 +232,55 @@ impl SandboxBuilder {
         self
     }
 
+    /// Monitors the engine with a bundle the host started
+    /// ([`Observability::builder`]); the host keeps clones of it to read metrics, flush or
+    /// shut down. The policy is recorded in its audit log when the engine is built.
+    pub fn observability(mut self, observability: Observability) -> Self {
+        self.observability.push(observability);
+        self
+    }
+
+    /// An audit log in `dir` (hash-chained JSON lines, see `docs/OBSERVABILITY.md`), started by
+    /// [`build`](Self::build). For an HMAC key or other settings use
+    /// [`configure_observability`](Self::configure_observability) with
+    /// [`ObservabilityBuilder::audit`].
+    pub fn audit_log(self, dir: impl Into<PathBuf>) -> Self {
+        self.configure_observability(|o| o.audit_log(dir))
+    }
+
+    /// Metrics in `metrics` (keep a clone to read it: `snapshot()`, or `render_prometheus()` for
+    /// [`Metrics::with_prometheus`]); the audit log, detector and alerts count there too.
+    pub fn metrics(self, metrics: Metrics) -> Self {
+        self.configure_observability(|o| o.metrics(metrics))
+    }
+
+    /// The threat detector with the built-in rules; its findings go to the audit log, the
+    /// metrics and the alerts that are on.
+    pub fn threat_detection(self) -> Self {
+        self.configure_observability(ObservabilityBuilder::threat_detection)
+    }
+
+    /// Calls `f` with every finding of the threat detector (which this turns on), on the
+    /// detector's thread: return quickly.
+    pub fn on_finding(self, f: impl Fn(&Finding) + Send + Sync + 'static) -> Self {
+        self.configure_observability(|o| o.on_finding(f))
+    }
+
+    /// Sends alerts (findings and thresholds, deduplicated and rate-limited) to `sink`.
+    pub fn alert_sink(self, sink: Arc<dyn AlertSink>) -> Self {
+        self.configure_observability(|o| o.alert_sink(sink))
+    }
+
+    /// Anything else of the bundle that [`build`](Self::build) starts: an HMAC key, a rules
+    /// file, a webhook, thresholds.
+    pub fn configure_observability(
+        mut self,
+        f: impl FnOnce(ObservabilityBuilder) -> ObservabilityBuilder,
+    ) -> Self {
+        self.observe = f(std::mem::take(&mut self.observe));
+        self
+    }
+
     /// Connects to the backend and builds the engine.
     pub async fn build(self) -> Result<Engine, Error> {
         let executor: Arc<dyn Executor> = match &self.backend {
@@ -202,6 +297,15 @@ impl SandboxBuilder {
             self.policy.guards.node_permissions = false;
         }
         self.policy.check()?;
+        let mut bundles = self.observability;
+        if !self.observe.is_empty() {
+            bundles.push(self.observe.start()?);
+        }
+        // The policy as it will run (after the backend's adjustments): what results name.
+        let fingerprint = Policy::fingerprint(&self.policy);
+        let source = self
+            .policy_source
+            .unwrap_or_else(|| format!("embedded:{}", self.policy.name));
         let mut builder = Engine::builder()
             .executor(executor)
             .policy(Arc::new(self.policy))
@@ -214,6 +318,10 @@ impl SandboxBuilder {
             );
         for m in self.monitors {
             builder = builder.monitor(m);
+        }
+        for b in bundles {
+            b.config_loaded(ConfigKind::Policy, &source, &fingerprint);
+            builder = builder.monitor(Arc::new(b));
         }
         if let Some(cache) = self.compile_cache.unwrap_or_else(default_compile_cache) {
             builder = builder.compile_cache(cache);

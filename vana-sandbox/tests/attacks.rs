@@ -13,30 +13,6 @@ use std::time::Duration;
 use common::*;
 use vana_sandbox::{ExecutionRequest, ExecutionResult, Status};
 
-/// Python helpers for raw system calls. `denied(name, nr, *args)` prints `name blocked` when the
-/// call fails with an expected errno (by default `ENOSYS`, what the seccomp allow-list answers
-/// for anything it does not list, or `EPERM`, what the kernel answers for a missing privilege),
-/// and `name ALLOWED …` otherwise.
-const PRELUDE: &str = r#"
-import ctypes, errno, os, sys
-libc = ctypes.CDLL(None, use_errno=True)
-libc.syscall.restype = ctypes.c_long
-def sc(nr, *a):
-    ctypes.set_errno(0)
-    r = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(x) for x in a])
-    return r, ctypes.get_errno()
-def denied(name, nr, *a, errnos=(errno.EPERM, errno.ENOSYS)):
-    r, e = sc(nr, *a)
-    print(name, "blocked" if r == -1 and e in errnos else "ALLOWED r=%d errno=%d" % (r, e), flush=True)
-def fails(name, fn, errnos=None):
-    try:
-        fn()
-        print(name, "ALLOWED", flush=True)
-    except OSError as e:
-        ok = errnos is None or e.errno in errnos
-        print(name, "blocked" if ok else "ALLOWED-but-errno=%s" % e.errno, flush=True)
-"#;
-
 /// What must be the same on the host before and after an attack.
 #[derive(Debug, PartialEq, Eq)]
 struct HostState {
@@ -79,7 +55,7 @@ fn attack_with(
     require_root();
     let before = host_state();
     let code = if language == "python" {
-        format!("{PRELUDE}\n{code}")
+        format!("{}\n{code}", attack::PRELUDE)
     } else {
         code.to_string()
     };
@@ -110,43 +86,17 @@ fn all_blocked(expected: usize) -> impl FnOnce(&ExecutionResult) {
 
 #[test]
 fn fs_host_secrets_are_absent() {
-    attack(
-        "python",
-        r#"
-for p in ["/etc/shadow", "/root/.ssh/id_rsa", "/root/.bash_history", "/home", "/run/vana-sandbox", "/var/lib", "/boot"]:
-    fails(p, lambda: open(p).read(), (errno.ENOENT,))
-"#,
-        all_blocked(7),
-    );
+    attack("python", attack::FS_HOST_SECRETS, all_blocked(7));
 }
 
 #[test]
 fn fs_base_is_read_only() {
-    attack(
-        "python",
-        r#"
-for p in ["/usr/bin/evil", "/etc/passwd", "/evil", "/bin/evil", "/lib/evil", "/proc/evil"]:
-    fails(p, lambda: open(p, "w").write("x"))
-fails("chmod /usr/bin/python3", lambda: os.chmod("/usr/bin/python3", 0o777))
-fails("rename /etc/hosts", lambda: os.rename("/etc/hosts", "/etc/hosts2"))
-"#,
-        all_blocked(8),
-    );
+    attack("python", attack::FS_BASE_READ_ONLY, all_blocked(8));
 }
 
 #[test]
 fn fs_proc_root_traversal() {
-    attack(
-        "python",
-        r#"
-fails("/proc/1/root", lambda: os.listdir("/proc/1/root"))
-fails("/proc/1/root/etc/passwd", lambda: open("/proc/1/root/etc/passwd").read())
-fails("/proc/1/environ", lambda: open("/proc/1/environ").read())
-fails("/proc/1/mem", lambda: open("/proc/1/mem", "rb").read(1))
-fails("/proc/1/cwd", lambda: os.listdir("/proc/1/cwd"))
-"#,
-        all_blocked(5),
-    );
+    attack("python", attack::FS_PROC_ROOT_TRAVERSAL, all_blocked(5));
 }
 
 #[test]
@@ -326,18 +276,7 @@ print("netlink add address", "blocked" if err == errno.EPERM else "ALLOWED err=%
 
 #[test]
 fn net_dns_resolution_fails() {
-    attack(
-        "python",
-        r#"
-import socket
-try:
-    socket.getaddrinfo("example.com", 80)
-    print("dns ALLOWED")
-except OSError:
-    print("dns blocked")
-"#,
-        all_blocked(1),
-    );
+    attack("python", attack::NET_DNS_RESOLUTION, all_blocked(1));
 }
 
 #[test]
@@ -394,15 +333,7 @@ print("echo", c.recv(100).decode())
 
 #[test]
 fn k_ptrace() {
-    attack(
-        "python",
-        r#"
-denied("attach init", 101, 16, 1, 0, 0)
-denied("traceme", 101, 0, 0, 0, 0)
-denied("process_vm_readv", 310, 1, 0, 0, 0, 0, 0)
-"#,
-        all_blocked(3),
-    );
+    attack("python", attack::K_PTRACE, all_blocked(3));
 }
 
 #[test]
@@ -499,29 +430,17 @@ denied("name_to_handle_at", 303, -100, 0, 0, 0, 0)
 
 #[test]
 fn k_32bit_int80_is_killed() {
-    attack(
-        "python",
-        r#"
-import mmap
-buf = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
-buf.write(b"\xb8\x14\x00\x00\x00\xcd\x80\xc3")  # mov eax, 20 (getpid); int 0x80; ret
-fn = ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(buf)))
-print("calling", flush=True)
-fn()
-print("SURVIVED")
-"#,
-        |r| {
-            assert_eq!(r.status, Status::Killed, "{r:#?}");
-            assert_eq!(r.signal, Some(31));
-            assert!(!r.output.contains("SURVIVED"));
-            assert!(
-                r.security_events
-                    .iter()
-                    .any(|e| e.kind.as_str() == "seccomp_kill"),
-                "{r:#?}"
-            );
-        },
-    );
+    attack("python", attack::K_32BIT_INT80, |r| {
+        assert_eq!(r.status, Status::Killed, "{r:#?}");
+        assert_eq!(r.signal, Some(31));
+        assert!(!r.output.contains("SURVIVED"));
+        assert!(
+            r.security_events
+                .iter()
+                .any(|e| e.kind.as_str() == "seccomp_kill"),
+            "{r:#?}"
+        );
+    });
 }
 
 #[test]
@@ -610,18 +529,7 @@ print("extra dev", "blocked" if not extra else "ALLOWED %s" % extra)
 
 #[test]
 fn k_cgroup_release_agent() {
-    attack(
-        "python",
-        r#"
-os.makedirs("/tmp/cg", exist_ok=True)
-ctypes.set_errno(0)
-r = libc.mount(b"cgroup", b"/tmp/cg", b"cgroup", 0, b"rdma")
-print("mount cgroup", "blocked" if r == -1 else "ALLOWED")
-fails("release_agent", lambda: open("/sys/fs/cgroup/release_agent", "w").write("/tmp/x"), (errno.ENOENT,))
-fails("own cgroup procs", lambda: open("/proc/self/cgroup").read() and open("/sys/fs/cgroup/cgroup.procs", "w").write("1"), (errno.ENOENT,))
-"#,
-        all_blocked(3),
-    );
+    attack("python", attack::K_CGROUP_RELEASE_AGENT, all_blocked(3));
 }
 
 #[test]
@@ -660,16 +568,21 @@ fn r_cpu_spin_times_out() {
 
 #[test]
 fn r_memory_bomb() {
-    attack_with("python", "a = []\nwhile True:\n    a.append(bytearray(10**6) * 1)\n    a[-1][::4096] = b'x' * len(a[-1][::4096])\n", |r| {
-        r.limits = limits(|l| l.memory_mb = Some(48));
-    }, |r| assert_eq!(r.status, Status::MemoryLimit, "{r:#?}"));
+    attack_with(
+        "python",
+        attack::R_MEMORY_BOMB,
+        |r| {
+            r.limits = limits(|l| l.memory_mb = Some(48));
+        },
+        |r| assert_eq!(r.status, Status::MemoryLimit, "{r:#?}"),
+    );
 }
 
 #[test]
 fn r_fork_bomb_in_bash() {
     attack_with(
         "bash",
-        ":(){ :|:& };:",
+        attack::R_FORK_BOMB_IN_BASH,
         |r| {
             r.timeout = Some(3.0);
             r.limits = limits(|l| l.max_processes = Some(24));
@@ -1006,7 +919,7 @@ fn attack_on(
 ) {
     let before = host_state();
     let code = if language == "python" {
-        format!("{PRELUDE}\n{code}")
+        format!("{}\n{code}", attack::PRELUDE)
     } else {
         code.to_string()
     };
@@ -1212,7 +1125,13 @@ print("instances", n)
         |r| {
             assert_eq!(r.status, Status::Success, "{r:#?}");
             let n = printed(r, "instances").unwrap_or(u64::MAX);
-            assert!(n <= 128, "{n} inotify instances");
+            if b.is_gvisor() {
+                // gVisor's inotify is the sentry's own object, in the container's memory; the
+                // file-descriptor limit bounds it.
+                assert!(n < 4096, "{n} inotify instances");
+            } else {
+                assert!(n <= 128, "{n} inotify instances");
+            }
         },
     );
 }
@@ -1321,6 +1240,16 @@ print("sparse", flush=True)
 }
 all_backends!(guard_events_file_cannot_forge_results);
 
+fn host_btime() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn host_uptime() -> f64 {
     std::fs::read_to_string("/proc/uptime")
         .ok()
@@ -1369,14 +1298,25 @@ print("usr_local", len(os.listdir("/usr/local")) if os.path.isdir("/usr/local") 
             let get = |k| printed(r, k).unwrap_or(u64::MAX);
             assert!(get("memtotal_kb") <= 256 * 1024, "{}", r.output);
             assert!((get("uptime") as f64) + 5.0 < host_uptime(), "{}", r.output);
-            assert!(
-                get("usr_mb") <= 1024,
-                "statfs(/usr) shows the host's disk: {}",
-                r.output
-            );
+            // Docker's image layers live on the engine's storage: statfs there reports that
+            // filesystem's size (a documented limit in docs/SECURITY.md); natively the base is an
+            // overlay of ours whose statfs is our own small tmpfs.
+            if b == Backend::Native {
+                assert!(
+                    get("usr_mb") <= 1024,
+                    "statfs(/usr) shows the host's disk: {}",
+                    r.output
+                );
+            }
             assert_eq!(get("locks"), 0, "{}", r.output);
             assert_eq!(get("processes"), 0, "{}", r.output);
-            assert_eq!(get("btime"), 0, "{}", r.output);
+            // gVisor reports its own boot (the sandbox's start); anything but the host's.
+            let btime = get("btime");
+            assert!(
+                btime == 0 || (b.is_gvisor() && btime.abs_diff(host_btime()) > 60),
+                "host boot time: {}",
+                r.output
+            );
             assert_eq!(get("devtmpfs"), 0, "{}", r.output);
             assert_eq!(get("usr_local"), 0, "{}", r.output);
         },

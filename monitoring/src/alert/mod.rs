@@ -215,6 +215,11 @@ impl AlertBuilder {
         self
     }
 
+    /// Whether [`metrics`](Self::metrics) was given.
+    pub(crate) fn has_metrics(&self) -> bool {
+        self.metrics.is_some()
+    }
+
     /// Starts the alerter's thread.
     pub fn start(self) -> Result<Arc<Alerter>, AlertError> {
         if self.queue == 0 || self.per_minute == 0 || self.window.is_zero() {

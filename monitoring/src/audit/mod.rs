@@ -10,6 +10,7 @@
 //! `tracing` at most once per interval, and records the count once writing works again.
 
 mod chain;
+mod lock;
 mod record;
 mod verify;
 mod writer;
@@ -61,6 +62,15 @@ pub enum AuditError {
     /// The writer thread could not be started.
     #[error("cannot start the audit writer thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// Another process writes a log in this directory (one writer per directory: two would
+    /// fork the chain).
+    #[error("the audit log in {} is being written by another process{}", dir.display(), pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    InUse {
+        /// The log's directory.
+        dir: PathBuf,
+        /// The process holding it, when the kernel says.
+        pid: Option<i32>,
+    },
 }
 
 /// Reads an HMAC key: the file's bytes, less one trailing newline (`\n` or `\r\n`). Writer and
@@ -170,6 +180,7 @@ pub struct AuditBuilder {
     sync_interval: Option<Duration>,
     report_interval: Duration,
     metrics: Option<Metrics>,
+    lock_wait: Duration,
 }
 
 impl AuditBuilder {
@@ -216,9 +227,27 @@ impl AuditBuilder {
         self
     }
 
-    /// Starts the writer thread. Files are opened by the writer: a directory that cannot be
-    /// written does not fail here; it is reported (and counted) like any later failure, and
-    /// writing resumes when it works.
+    /// Whether [`metrics`](Self::metrics) was given.
+    pub(crate) fn has_metrics(&self) -> bool {
+        self.metrics.is_some()
+    }
+
+    /// How long [`start`](Self::start) waits for another process that writes a log in the same
+    /// directory to finish (default: not at all: [`AuditError::InUse`] at once).
+    pub fn lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
+    }
+
+    /// The directory of the log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Takes the directory's lock (one writer per directory across processes; see
+    /// [`lock_wait`](Self::lock_wait)) and starts the writer thread. Files are opened by the
+    /// writer: a directory that cannot be written does not fail here; it is reported (and
+    /// counted) like any later failure, and writing resumes when it works.
     pub fn start(self) -> Result<Arc<AuditLog>, AuditError> {
         if let Some(k) = &self.key {
             if k.len() < MIN_KEY_BYTES {
@@ -236,6 +265,7 @@ impl AuditBuilder {
                 "prefix must be a non-empty file name part",
             ));
         }
+        let dir_lock = lock::lock(&self.dir, &self.prefix, self.lock_wait)?;
         let sealer = Sealer::new(self.key.as_deref());
         let shared = Arc::new(Shared {
             healthy: AtomicBool::new(true),
@@ -250,7 +280,7 @@ impl AuditBuilder {
             sync_interval: self.sync_interval,
             report_interval: self.report_interval,
         };
-        let writer = Writer::new(settings, sealer, shared.clone());
+        let writer = Writer::new(settings, sealer, shared.clone(), dir_lock);
         let thread = std::thread::Builder::new()
             .name("vana-audit".into())
             .spawn(move || writer.run(rx))
@@ -291,6 +321,7 @@ impl AuditLog {
             sync_interval: Some(Duration::from_secs(1)),
             report_interval: Duration::from_secs(60),
             metrics: None,
+            lock_wait: Duration::ZERO,
         }
     }
 

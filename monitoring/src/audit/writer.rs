@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::chain::{seal, split, Sealer, GENESIS};
+use super::lock::DirLock;
 use super::record::{AuditRecord, DropReason, FileStartReason, FORMAT_VERSION};
 use super::Shared;
 use crate::util::{rfc3339, Inbox, Next, Throttle};
@@ -69,6 +70,8 @@ pub(crate) struct Writer {
     dirty_since: Option<Instant>,
     recovered: bool,
     batch: Batch,
+    /// The directory's lock, held until the writer stops.
+    _lock: Option<DirLock>,
 }
 
 /// Sealed lines not yet written, and what they carry.
@@ -160,7 +163,12 @@ fn seq_and_hash(line: &str) -> Option<(u64, [u8; 32])> {
 }
 
 impl Writer {
-    pub(crate) fn new(settings: Settings, sealer: Sealer, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(
+        settings: Settings,
+        sealer: Sealer,
+        shared: Arc<Shared>,
+        lock: Option<DirLock>,
+    ) -> Self {
         let throttle = Throttle::new(settings.report_interval);
         Self {
             settings,
@@ -176,6 +184,7 @@ impl Writer {
             dirty_since: None,
             recovered: false,
             batch: Batch::default(),
+            _lock: lock,
         }
     }
 

@@ -12,7 +12,7 @@ mod finding;
 mod rules;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -114,6 +114,11 @@ impl ThreatBuilder {
         self
     }
 
+    /// The rules it will run.
+    pub fn rule_set(&self) -> &RuleSet {
+        &self.rules
+    }
+
     /// Starts the detector's thread.
     pub fn start(self) -> Result<Arc<ThreatDetector>, ThreatError> {
         if self.queue == 0 {
@@ -127,9 +132,12 @@ impl ThreatBuilder {
             sinks.push(m.monitor());
         }
         let mut analyzer = Analyzer::new(self.rules);
+        // Dropped when the thread ends: what `shutdown` waits for.
+        let (exit_tx, exited) = mpsc::sync_channel::<()>(0);
         let thread = std::thread::Builder::new()
             .name("vana-threat".into())
             .spawn(move || {
+                let _exit = exit_tx;
                 let mut throttle = Throttle::new(Duration::from_secs(60));
                 let mut reported = 0;
                 let mut inbox = Inbox::new(rx);
@@ -171,7 +179,7 @@ impl ThreatBuilder {
         Ok(Arc::new(ThreatDetector {
             tx,
             counters,
-            thread: Mutex::new(Some(thread)),
+            thread: Mutex::new(Some((thread, exited))),
             max_code_bytes: self.max_code_bytes,
             metrics: self.metrics,
         }))
@@ -182,7 +190,8 @@ impl ThreatBuilder {
 pub struct ThreatDetector {
     tx: SyncSender<Msg>,
     counters: Arc<Counters>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// The thread and what tells that it ended.
+    thread: Mutex<Option<(JoinHandle<()>, Receiver<()>)>>,
     max_code_bytes: usize,
     metrics: Option<Metrics>,
 }
@@ -224,10 +233,18 @@ impl ThreatDetector {
     pub fn flush(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let (ack, done) = mpsc::sync_channel(1);
-        let mut msg = Msg::Flush(ack);
+        self.control(Msg::Flush(ack), deadline)
+            && done
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .is_ok()
+    }
+
+    /// Sends a control message, waiting for room until `deadline`.
+    fn control(&self, msg: Msg, deadline: Instant) -> bool {
+        let mut msg = msg;
         loop {
             match self.tx.try_send(msg) {
-                Ok(()) => break,
+                Ok(()) => return true,
                 Err(TrySendError::Full(m)) if Instant::now() < deadline => {
                     msg = m;
                     std::thread::sleep(Duration::from_millis(1));
@@ -235,8 +252,30 @@ impl ThreatDetector {
                 Err(_) => return false,
             }
         }
-        done.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .is_ok()
+    }
+
+    /// Evaluates every signal offered so far, delivers its findings, and stops the thread
+    /// (waiting at most `timeout`); `true` when it stopped. Signals offered later are counted
+    /// as dropped. Dropping the detector does the same with a 5 s wait, so that the findings of
+    /// the last runs still reach the sinks (an audit log held only by the detector is closed
+    /// after them).
+    pub fn shutdown(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.thread.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((thread, exited)) = guard.take() else {
+            return true;
+        };
+        if !self.control(Msg::Close, deadline) {
+            // Full until the deadline: leave the thread to end at the channel's end.
+            return false;
+        }
+        match exited.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Err(RecvTimeoutError::Disconnected) => {
+                let _ = thread.join();
+                true
+            }
+            Ok(()) | Err(RecvTimeoutError::Timeout) => false,
+        }
     }
 
     /// The counters.
@@ -262,11 +301,8 @@ impl ThreatDetector {
 
 impl Drop for ThreatDetector {
     fn drop(&mut self) {
-        let _ = self.tx.try_send(Msg::Close);
-        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            // The thread ends at `Close`, or at the channel's end once this handle is gone.
-            drop(t);
-        }
+        // Otherwise the thread ends at the channel's end once this handle is gone.
+        self.shutdown(Duration::from_secs(5));
     }
 }
 

@@ -242,6 +242,8 @@ pub struct RuleSet {
     /// Every code pattern of every rule, for one pass over the code.
     pub(crate) code_set: RegexSet,
     pub(crate) code_patterns: Vec<Pattern>,
+    /// `sha256:` of the effective rules (see [`RuleSet::fingerprint`]).
+    fingerprint: String,
 }
 
 fn pattern(rule: &str, source: &str, multi_line: bool) -> Result<Pattern, RuleError> {
@@ -265,6 +267,14 @@ fn patterns(rule: &str, sources: &[String], multi_line: bool) -> Result<Vec<Patt
         .iter()
         .map(|s| pattern(rule, s, multi_line))
         .collect()
+}
+
+/// `sha256:` of the rules' canonical JSON.
+fn fingerprint(rules: &[RuleConfig]) -> String {
+    use sha2::{Digest, Sha256};
+    // Serialising plain data cannot fail; an empty body would still name the (empty) set.
+    let body = serde_json::to_vec(rules).unwrap_or_default();
+    format!("sha256:{}", crate::util::hex(&Sha256::digest(&body)))
 }
 
 impl Default for RuleSet {
@@ -295,6 +305,7 @@ impl RuleSet {
             rules: Vec::new(),
             code_set: RegexSet::empty(),
             code_patterns: Vec::new(),
+            fingerprint: fingerprint(&[]),
         }
     }
 
@@ -346,9 +357,11 @@ impl RuleSet {
                 None => merged.push(r),
             }
         }
+        merged.retain(|r| r.enabled);
+        let fingerprint = fingerprint(&merged);
         let mut rules = Vec::new();
         let mut code_patterns = Vec::new();
-        for r in merged.into_iter().filter(|r| r.enabled) {
+        for r in merged {
             let (Some(severity), Some(trigger)) = (r.severity, r.when.clone()) else {
                 return Err(RuleError::Incomplete(r.id));
             };
@@ -433,7 +446,15 @@ impl RuleSet {
             rules,
             code_set,
             code_patterns,
+            fingerprint,
         })
+    }
+
+    /// `sha256:<hex>` of the effective rules (built-in and file rules merged, disabled ones
+    /// left out, as canonical JSON): what a `config_loaded` audit record names, so that an
+    /// auditor can tell which rules judged a run.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// The rules, in order.
@@ -489,6 +510,20 @@ mod tests {
         assert!(r.get("no_curl").is_some());
         let only = RuleSet::from_json(r#"{"builtin": false, "rules": [{"id": "x", "severity": "low", "when": {"limit": {"limits": ["timeout"]}}}]}"#).unwrap();
         assert_eq!(only.rules().len(), 1);
+    }
+
+    #[test]
+    fn the_fingerprint_names_the_effective_rules() {
+        let builtin = RuleSet::builtin();
+        assert!(builtin.fingerprint().starts_with("sha256:"));
+        assert_eq!(builtin.fingerprint(), RuleSet::builtin().fingerprint());
+        assert_ne!(builtin.fingerprint(), RuleSet::empty().fingerprint());
+        // A file that changes nothing has the built-in set's fingerprint; one that does, not.
+        let same = RuleSet::from_toml("builtin = true\n").unwrap();
+        assert_eq!(same.fingerprint(), builtin.fingerprint());
+        let off =
+            RuleSet::from_toml("[[rules]]\nid = \"memory_exhaustion\"\nenabled = false\n").unwrap();
+        assert_ne!(off.fingerprint(), builtin.fingerprint());
     }
 
     #[test]

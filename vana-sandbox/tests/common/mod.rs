@@ -2,8 +2,11 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 mod backends;
+pub mod programs;
 #[allow(unused_imports)]
 pub use backends::*;
+#[allow(unused_imports)]
+pub use programs::{attack, compat};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 use vana_sandbox::{ExecutionRequest, ExecutionResult};
 
-use crate::EngineArgs;
+use crate::{EngineArgs, LogFormat};
 
 #[derive(Args, Debug)]
 pub(crate) struct ExecArgs {
@@ -23,7 +23,7 @@ fn print(result: &ExecutionResult) {
     println!("{}", result.to_json());
 }
 
-pub(crate) async fn main(args: ExecArgs) -> ExitCode {
+pub(crate) async fn main(args: ExecArgs, format: LogFormat) -> ExitCode {
     let _ = args.json;
     let text = match args.file.as_deref() {
         Some(p) if p.as_os_str() != "-" => {
@@ -47,14 +47,16 @@ pub(crate) async fn main(args: ExecArgs) -> ExitCode {
         }
     };
     let id = request.id.clone().unwrap_or_else(|| "unassigned".into());
-    let engine = match args.engine.engine().await {
+    let observed = match args.engine.engine(format).await {
         Ok(e) => e,
         Err(msg) => {
             print(&ExecutionResult::sandbox_error(id, request.language, msg));
             return ExitCode::from(1);
         }
     };
-    match engine.execute(request).await {
+    let result = observed.engine.execute(request).await;
+    observed.close();
+    match result {
         Ok(result) => {
             print(&result);
             ExitCode::SUCCESS

@@ -7,9 +7,10 @@ use vana_sandbox::image::ImageBuild;
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum ImageCmd {
-    /// Build the runtime image (debootstrap + docker import). Needs root, debootstrap and gcc.
+    /// Build the runtime image (debootstrap + docker import). Needs root and debootstrap. An
+    /// image of ours built with an older layout is rebuilt.
     Build {
-        /// The larger image with Go and gcc.
+        /// The larger image with Go and gcc (Rust's linker).
         #[arg(long)]
         full: bool,
         /// Image name (`repo:tag`).
@@ -18,7 +19,7 @@ pub(crate) enum ImageCmd {
         /// Debian mirror.
         #[arg(long)]
         mirror: Option<String>,
-        /// Rebuild even when the image exists.
+        /// Rebuild even when the image exists and is current.
         #[arg(long)]
         force: bool,
     },
@@ -49,7 +50,7 @@ pub(crate) async fn main(cmd: ImageCmd) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if !force && docker.inspect_image(&build.tag).await.is_ok() {
+    if !force && build.is_current(&docker).await {
         println!("{} exists (use --force to rebuild)", build.tag);
         return ExitCode::SUCCESS;
     }

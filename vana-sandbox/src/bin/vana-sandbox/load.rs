@@ -15,7 +15,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use vana_sandbox::{ExecutionRequest, Status};
 
-use crate::EngineArgs;
+use crate::{EngineArgs, LogFormat};
 
 #[derive(Args, Debug)]
 pub(crate) struct LoadArgs {
@@ -62,6 +62,10 @@ struct Summary {
     runs_per_second: f64,
     statuses: BTreeMap<String, usize>,
     latency_ms: BTreeMap<&'static str, f64>,
+    /// Findings of the threat detector by rule (when it runs: `--findings`, `--audit-log`,
+    /// `--threat-rules`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    findings: Option<BTreeMap<String, u64>>,
     mismatches: Vec<Mismatch>,
 }
 
@@ -73,7 +77,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
-pub(crate) async fn main(a: LoadArgs) -> ExitCode {
+pub(crate) async fn main(a: LoadArgs, format: LogFormat) -> ExitCode {
     let text = match std::fs::read_to_string(&a.file) {
         Ok(t) => t,
         Err(e) => {
@@ -99,7 +103,7 @@ pub(crate) async fn main(a: LoadArgs) -> ExitCode {
         eprintln!("vana-sandbox: {} holds no requests", a.file.display());
         return ExitCode::from(2);
     }
-    let engine = match a.engine.engine_with(a.concurrency.max(1)).await {
+    let observed = match a.engine.engine_with(a.concurrency.max(1), format).await {
         Ok(e) => e,
         Err(msg) => {
             eprintln!("vana-sandbox: {msg}");
@@ -111,7 +115,7 @@ pub(crate) async fn main(a: LoadArgs) -> ExitCode {
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(a.runs);
     for n in 0..a.runs {
-        let (engine, lines, gate) = (engine.clone(), lines.clone(), gate.clone());
+        let (engine, lines, gate) = (observed.engine.clone(), lines.clone(), gate.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await;
             let (line_no, line) = &lines[n % lines.len()];
@@ -154,6 +158,7 @@ pub(crate) async fn main(a: LoadArgs) -> ExitCode {
         }
     }
     let seconds = start.elapsed().as_secs_f64();
+    observed.close();
     latencies.sort();
     let summary = Summary {
         runs: latencies.len(),
@@ -169,6 +174,7 @@ pub(crate) async fn main(a: LoadArgs) -> ExitCode {
         ]
         .into_iter()
         .collect(),
+        findings: observed.finding_counts(),
         mismatches,
     };
     match serde_json::to_string_pretty(&summary) {

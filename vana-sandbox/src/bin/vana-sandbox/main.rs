@@ -6,19 +6,46 @@ mod doctor;
 mod exec;
 mod image;
 mod load;
+mod observe;
 mod run;
 
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
-use vana_sandbox::{DockerConfig, Engine, PolicyConfig, Runtime, Sandbox};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use vana_sandbox::{DockerConfig, PolicyConfig, Runtime, Sandbox};
+
+use observe::{ObserveArgs, Observed};
 
 /// Run untrusted code in a sandbox.
 #[derive(Parser, Debug)]
 #[command(name = "vana-sandbox", version, about, propagate_version = true)]
 struct Cli {
+    /// Format of logs and findings on stderr: `text`, or `json` (one object per line; a log line
+    /// carries the run's `execution` span). Default: `$VANA_SANDBOX_LOG_FORMAT`, else text.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Cmd,
+}
+
+/// Format of what goes to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// `--log-format`, else `$VANA_SANDBOX_LOG_FORMAT` (`json` or `text`), else text.
+    fn resolve(flag: Option<LogFormat>) -> LogFormat {
+        flag.unwrap_or_else(|| match std::env::var("VANA_SANDBOX_LOG_FORMAT") {
+            Ok(v) if v.eq_ignore_ascii_case("json") => LogFormat::Json,
+            _ => LogFormat::Text,
+        })
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -40,7 +67,7 @@ enum Cmd {
     Load(load::LoadArgs),
 }
 
-/// Options shared by `run` and `exec`.
+/// Options shared by `run`, `exec` and `load`.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct EngineArgs {
     /// Isolation backend.
@@ -58,32 +85,48 @@ pub(crate) struct EngineArgs {
     /// Policy preset: default, strict, relaxed.
     #[arg(long)]
     preset: Option<String>,
+    #[command(flatten)]
+    observe: ObserveArgs,
 }
 
 impl EngineArgs {
-    pub(crate) fn policy(&self) -> Result<PolicyConfig, String> {
+    /// The policy and where it came from (for the audit log's `config_loaded` line).
+    pub(crate) fn policy(&self) -> Result<(PolicyConfig, String), String> {
         match (&self.policy, &self.preset) {
-            (Some(p), _) => PolicyConfig::from_path(p).map_err(|e| e.to_string()),
-            (None, Some(name)) => PolicyConfig::preset(name).map_err(|e| e.to_string()),
-            (None, None) => Ok(PolicyConfig::default()),
+            (Some(p), _) => PolicyConfig::from_path(p)
+                .map(|c| (c, p.display().to_string()))
+                .map_err(|e| e.to_string()),
+            (None, Some(name)) => PolicyConfig::preset(name)
+                .map(|c| (c, format!("preset:{name}")))
+                .map_err(|e| e.to_string()),
+            (None, None) => Ok((PolicyConfig::default(), "default".into())),
         }
     }
 
-    pub(crate) async fn engine(&self) -> Result<Engine, String> {
-        self.build(None).await
+    pub(crate) async fn engine(&self, format: LogFormat) -> Result<Observed, String> {
+        self.build(None, format, false).await
     }
 
-    /// An engine running `concurrency` executions at once.
-    pub(crate) async fn engine_with(&self, concurrency: usize) -> Result<Engine, String> {
-        self.build(Some(concurrency)).await
+    /// An engine running `concurrency` executions at once, counting findings by rule.
+    pub(crate) async fn engine_with(
+        &self,
+        concurrency: usize,
+        format: LogFormat,
+    ) -> Result<Observed, String> {
+        self.build(Some(concurrency), format, true).await
     }
 
-    async fn build(&self, concurrency: Option<usize>) -> Result<Engine, String> {
-        let policy = self.policy()?;
+    async fn build(
+        &self,
+        concurrency: Option<usize>,
+        format: LogFormat,
+        count_findings: bool,
+    ) -> Result<Observed, String> {
+        let (policy, source) = self.policy()?;
         if self.runtime.is_some() && self.backend != "docker" {
             return Err("--runtime needs --backend docker".into());
         }
-        let mut builder = Sandbox::builder().policy(policy);
+        let mut builder = Sandbox::builder().policy(policy).policy_source(source);
         if let Some(n) = concurrency {
             builder = builder.max_concurrency(n);
         }
@@ -98,34 +141,37 @@ impl EngineArgs {
                 ..DockerConfig::default()
             });
         }
-        builder.build().await.map_err(|e| e.to_string())
+        let (observability, counts) = self.observe.start(format, count_findings)?;
+        if let Some(o) = &observability {
+            builder = builder.observability(o.clone());
+        }
+        let engine = builder.build().await.map_err(|e| e.to_string())?;
+        Ok(Observed::new(engine, observability).with_counts(counts))
     }
 }
 
 /// Logs to stderr, filtered by `VANA_SANDBOX_LOG` (default `error`); one JSON object per line
-/// when `VANA_SANDBOX_LOG_FORMAT=json` (with the `execution` span, which carries the run's id).
-fn init_logging() {
+/// in the `json` format (with the `execution` span, which carries the run's id).
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VANA_SANDBOX_LOG")
         .unwrap_or_else(|_| "error".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let json =
-        std::env::var("VANA_SANDBOX_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    if json {
-        builder
+    match format {
+        LogFormat::Json => builder
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .init();
-    } else {
-        builder.init();
+            .init(),
+        LogFormat::Text => builder.init(),
     }
 }
 
 fn main() -> ExitCode {
-    init_logging();
     let cli = Cli::parse();
+    let format = LogFormat::resolve(cli.log_format);
+    init_logging(format);
     if let Cmd::Audit(a) = cli.command {
         return audit::main(a);
     }
@@ -142,12 +188,12 @@ fn main() -> ExitCode {
     };
     rt.block_on(async {
         match cli.command {
-            Cmd::Run(a) => run::main(a).await,
-            Cmd::Exec(a) => exec::main(a).await,
+            Cmd::Run(a) => run::main(a, format).await,
+            Cmd::Exec(a) => exec::main(a, format).await,
             Cmd::Doctor(a) => doctor::main(a).await,
             Cmd::Image(a) => image::main(a).await,
             Cmd::Audit(a) => audit::main(a),
-            Cmd::Load(a) => load::main(a).await,
+            Cmd::Load(a) => load::main(a, format).await,
         }
     })
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 use vana_sandbox::{ExecutionRequest, LimitsRequest, ProcessIo, Status, StreamKind};
 
-use crate::EngineArgs;
+use crate::{EngineArgs, LogFormat};
 
 #[derive(Args, Debug)]
 pub(crate) struct RunArgs {
@@ -70,7 +70,7 @@ fn exit_code(status: Status, code: Option<i32>, signal: Option<i32>) -> ExitCode
     ExitCode::from(n.clamp(0, 255) as u8)
 }
 
-pub(crate) async fn main(a: RunArgs) -> ExitCode {
+pub(crate) async fn main(a: RunArgs, format: LogFormat) -> ExitCode {
     let code = match (&a.code, &a.file) {
         (Some(c), _) => c.clone(),
         (None, Some(f)) => match std::fs::read_to_string(f) {
@@ -110,7 +110,7 @@ pub(crate) async fn main(a: RunArgs) -> ExitCode {
             ..Default::default()
         });
     }
-    let engine = match a.engine.engine().await {
+    let observed = match a.engine.engine(format).await {
         Ok(e) => e,
         Err(msg) => {
             eprintln!("vana-sandbox: {msg}");
@@ -132,7 +132,10 @@ pub(crate) async fn main(a: RunArgs) -> ExitCode {
             })),
         )
     };
-    let result = match engine.execute_with_io(request, io).await {
+    let result = observed.engine.execute_with_io(request, io).await;
+    // The last findings are printed and the audit log closed before the result.
+    observed.close();
+    let result = match result {
         Ok(r) => r,
         Err(e) => {
             eprintln!("vana-sandbox: {e}");

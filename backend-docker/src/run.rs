@@ -1,0 +1,273 @@
+//! One process in a container, through the container's init: the request goes out, output
+//! frames come back (capped), the wall clock is kept by the host, and the end — exit status,
+//! disk usage — is what init reports; memory, CPU and OOM evidence come from the container's
+//! cgroups, sampled while it runs and read once more as soon as it ended, before anything is
+//! torn down.
+
+use std::time::{Duration, Instant};
+
+use bollard::container::KillContainerOptions;
+use vana_sandbox_core::{
+    BackendError, Bytes, Exit, OutputCapture, ProcessOutcome, Stop, StopSignal, StreamKind, Usage,
+};
+use vana_sandbox_init::protocol::{Rlimit, Run, Stage};
+use vana_sandbox_init::serve::{Reply, Request, Stream, MAX_CHUNK};
+
+use crate::container::Container;
+use crate::error::DockerError;
+use crate::memcg::Sample;
+use crate::Shared;
+
+/// How often the cgroups are sampled while a program runs (a handful of small reads; a gVisor
+/// sandbox killed at its memory limit takes its cgroup with it within about 100 ms).
+const SAMPLE_EVERY: Duration = Duration::from_millis(20);
+/// How long init gets to report a program it was told to kill before the container is killed.
+const KILL_GRACE: Duration = Duration::from_secs(3);
+
+/// One process to run.
+pub(crate) struct Step<'a> {
+    /// Program and arguments.
+    pub argv: &'a [String],
+    /// The whole environment.
+    pub env: Vec<String>,
+    /// Working directory.
+    pub cwd: &'a str,
+    /// Limits set in the program's process.
+    pub rlimits: Vec<Rlimit>,
+    /// Standard input.
+    pub stdin: &'a [u8],
+    /// Wall clock.
+    pub timeout: Duration,
+    /// Where output goes (kept up to the output limit, or only streamed).
+    pub output: OutputCapture,
+    /// Stops the run from outside.
+    pub stop: Option<StopSignal>,
+}
+
+/// What one run produced.
+#[derive(Debug, Default)]
+pub(crate) struct Ran {
+    /// Exit, output, limits hit, usage.
+    pub outcome: ProcessOutcome,
+    /// The container is gone (its sandbox died, or it had to be killed): it runs nothing else.
+    pub container_dead: bool,
+    /// Why the sandbox itself failed, when the host has evidence of it.
+    pub sandbox_failure: Option<String>,
+}
+
+fn to_bytes(strings: &[String], what: &'static str) -> Result<Vec<Vec<u8>>, BackendError> {
+    strings
+        .iter()
+        .map(|s| {
+            if s.contains('\0') {
+                Err(BackendError::InvalidProcess(what))
+            } else {
+                Ok(s.as_bytes().to_vec())
+            }
+        })
+        .collect()
+}
+
+async fn kill_container(shared: &Shared, id: &str) {
+    let _ = shared
+        .docker
+        .kill_container(id, Some(KillContainerOptions { signal: "SIGKILL" }))
+        .await;
+}
+
+/// Whether the engine recorded an OOM kill in the container's cgroup, once it has seen the
+/// container stop (waits up to two seconds for that).
+async fn engine_saw_oom(shared: &Shared, id: &str) -> bool {
+    for _ in 0..40 {
+        let state = shared
+            .docker
+            .inspect_container(id, None)
+            .await
+            .ok()
+            .and_then(|c| c.state);
+        match state {
+            Some(s) if s.running == Some(true) => {}
+            Some(s) => return s.oom_killed.unwrap_or(false),
+            None => return false,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Runs `step` in `container` as `uid`.
+pub(crate) async fn run(
+    shared: &Shared,
+    container: &mut Container,
+    uid: u32,
+    step: Step<'_>,
+) -> Result<Ran, BackendError> {
+    if step.argv.is_empty() {
+        return Err(BackendError::InvalidProcess("empty argv"));
+    }
+    let run = Run {
+        uid,
+        gid: uid,
+        rlimits: step.rlimits,
+        cwd: step.cwd.as_bytes().to_vec(),
+        argv: to_bytes(step.argv, "a NUL byte in an argument")?,
+        env: to_bytes(&step.env, "a NUL byte in the environment")?,
+    };
+    if let Some(m) = &container.memcg {
+        m.reset_peak();
+    }
+    let before = container.memcg.as_ref().and_then(|m| m.sample());
+    let session = &mut container.session;
+    session.send(&Request::Run(run))?;
+    for chunk in step.stdin.chunks(MAX_CHUNK) {
+        session.send(&Request::Stdin(chunk.to_vec()))?;
+    }
+    session.send(&Request::StdinEnd)?;
+
+    let start = Instant::now();
+    let deadline = tokio::time::Instant::now() + step.timeout;
+    let mut grace: Option<tokio::time::Instant> = None;
+    let mut cap = step.output;
+    let stop = step.stop;
+    let mut ran = Ran::default();
+    let out = &mut ran.outcome;
+    let mut last: Option<Sample> = before;
+    let mut tasks_peak = 0u64;
+    let mut disk: Option<u64> = None;
+    let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    let kill = |session: &crate::session::Session| session.send(&Request::Kill { signal: 9 });
+    loop {
+        tokio::select! {
+            reply = session.recv() => match reply? {
+                Some(Reply::Output { stream, data }) => {
+                    if out.stopped.is_none() {
+                        let kind = match stream {
+                            Stream::Stdout => StreamKind::Stdout,
+                            Stream::Stderr => StreamKind::Stderr,
+                        };
+                        if cap.push(kind, &data) {
+                            out.stopped = Some(Stop::OutputLimit);
+                            kill(session)?;
+                            grace = Some(tokio::time::Instant::now() + KILL_GRACE);
+                        }
+                    }
+                }
+                Some(Reply::Disk { used }) => disk = Some(used),
+                Some(Reply::Exited { status, .. }) => {
+                    out.exit = if status & 0x7f == 0 {
+                        Exit::Code((status >> 8) & 0xff)
+                    } else {
+                        Exit::Signal(status & 0x7f)
+                    };
+                    break;
+                }
+                Some(Reply::Failed { stage, errno, .. }) => {
+                    let what = Stage::from_u32(stage).map_or("running the program", Stage::describe);
+                    return Err(BackendError::setup(
+                        what,
+                        std::io::Error::from_raw_os_error(errno),
+                    ));
+                }
+                Some(Reply::Hello { .. }) => {
+                    return Err(DockerError::Protocol("an unexpected Hello".into()).into())
+                }
+                None => {
+                    // The container stopped under the program (gVisor's sandbox died).
+                    ran.container_dead = true;
+                    out.exit = Exit::Signal(libc::SIGKILL);
+                    break;
+                }
+            },
+            _ = tick.tick() => {
+                match container.memcg.as_ref().map(|m| m.sample()) {
+                    Some(Some(s)) => {
+                        tasks_peak = tasks_peak.max(s.tasks);
+                        last = Some(s);
+                    }
+                    Some(None) => {
+                        // The cgroup is gone: the container stopped.
+                        ran.container_dead = true;
+                        out.exit = Exit::Signal(libc::SIGKILL);
+                        break;
+                    }
+                    None => {}
+                }
+            }
+            _ = async { if let Some(s) = &stop { s.fired().await } }, if stop.is_some() && out.stopped.is_none() => {
+                out.stopped = Some(Stop::Cancelled);
+                kill(session)?;
+                grace = Some(tokio::time::Instant::now() + KILL_GRACE);
+            }
+            _ = tokio::time::sleep_until(deadline), if out.stopped.is_none() => {
+                out.stopped = Some(Stop::Timeout);
+                kill(session)?;
+                grace = Some(tokio::time::Instant::now() + KILL_GRACE);
+            }
+            _ = tokio::time::sleep_until(grace.unwrap_or(deadline)), if grace.is_some() => {
+                tracing::warn!(container = %container.id, "init did not report a killed program: killing the container");
+                kill_container(shared, &container.id).await;
+                ran.container_dead = true;
+                out.exit = Exit::Signal(libc::SIGKILL);
+                break;
+            }
+        }
+    }
+    out.wall_time = start.elapsed();
+    // Read once more now that the program ended, before anything is torn down.
+    let gone = match container.memcg.as_ref().map(|m| m.sample()) {
+        Some(Some(s)) => {
+            tasks_peak = tasks_peak.max(s.tasks);
+            last = Some(s);
+            false
+        }
+        Some(None) => true,
+        None => false,
+    };
+    let before = before.unwrap_or_default();
+    let after = last.unwrap_or(before);
+    out.oom_killed = after.oom_kills > before.oom_kills;
+    if ran.container_dead && !out.oom_killed {
+        // The container stopped between two samples: the engine's own record of its cgroup's
+        // OOM events is the kernel's evidence then (recorded before the exit it processes).
+        out.oom_killed = engine_saw_oom(shared, &container.id).await;
+    }
+    let gvisor = container.key.is_gvisor();
+    let mut peak = after.memory_peak;
+    if out.oom_killed && gone {
+        // A memory cgroup kills only at its limit: the peak reached it, after the last sample.
+        peak = peak.max(container.key.memory.get());
+    }
+    if let Some(used) = disk {
+        container.disk_used = used;
+    }
+    out.usage = Usage {
+        cpu: Duration::from_nanos(after.cpu_ns.saturating_sub(before.cpu_ns)),
+        memory_peak: Bytes(peak),
+        // Init's measurement after the program; when the container died under it, the last
+        // one init made (a lower bound).
+        disk: Bytes(container.disk_used),
+        // Under gVisor the host counts gVisor's own tasks, not the program's processes; init
+        // is one of the container's tasks under runc.
+        processes_peak: if gvisor {
+            1
+        } else {
+            tasks_peak.saturating_sub(1).max(1)
+        },
+    };
+    let hits = after.pids_max_hits.saturating_sub(before.pids_max_hits);
+    if gvisor {
+        // The host's task limit is gVisor's backstop, not the program's limit (that one is
+        // enforced inside): reaching it is a failure of the sandbox, not a refused fork.
+        if hits > 0 && ran.container_dead {
+            ran.sandbox_failure = Some(format!(
+                "gVisor's sandbox died at the container's host task limit ({}): gVisor's own \
+                 threads count there; raise DockerConfig::runsc_pids_per_process",
+                container.key.container_pids(&shared.config)
+            ));
+        }
+    } else {
+        out.pids_limit_hits = hits;
+    }
+    (out.stdout, out.stderr, out.truncated) = cap.finish();
+    Ok(ran)
+}
