@@ -3,12 +3,11 @@
 //! policy's deny list; names that are paths, URLs or installer options refused at validation; a
 //! source-only package refused before anything runs; the sandbox still without network
 //! (packages arrive as files, and `pip install` inside fails by itself, quickly); a session that
-//! installs packages for its next cell.
+//! installs packages for its next cell. On every backend (the set is bound read-only into the
+//! container, and the Docker backend probes its image's interpreter), sessions on native only.
 //!
 //! Needs root and the package indexes (PyPI, the npm registry), which these machines reach; no
-//! other address is contacted. Native only for now: the Docker backend binds the same read-only
-//! set and probes its image's interpreter (`Executor::package_target`), but its variants here
-//! wait for the Docker rework to land (its runtime image was not available to verify them).
+//! other address is contacted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -106,6 +105,7 @@ fn plans_request_installs_then_comes_from_the_cache_with_no_network(b: Backend) 
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
     assert!(p.size_bytes > 10 << 20, "{p:?}");
+    let first_prepare = p.prepare_time;
     drop(e);
 
     // A new engine whose installers cannot run (so nothing can be fetched): the same request
@@ -115,7 +115,9 @@ fn plans_request_installs_then_comes_from_the_cache_with_no_network(b: Backend) 
     let (r, cached) = timed(&rt, &e, ExecutionRequest::from_json(PLAN).unwrap());
     assert_eq!(r.status, Status::Success, "{r:#?}");
     assert_eq!(r.output, "3\n");
-    assert!(r.packages.as_ref().is_some_and(|p| p.cached), "{r:#?}");
+    let p = r.packages.as_ref().expect("packages reported");
+    assert!(p.cached, "{r:#?}");
+    let cached_prepare = p.prepare_time;
     assert_eq!(offline.installs(), 0, "an installer ran");
     // The modules come from the mounted set, not from the host's Python.
     let mut where_from = ExecutionRequest::from_json(PLAN).unwrap();
@@ -127,23 +129,18 @@ fn plans_request_installs_then_comes_from_the_cache_with_no_network(b: Backend) 
         "/opt/vana-packages/python/numpy/__init__.py\n/opt/vana-packages/python/requests/__init__.py\n",
         "{r:#?}"
     );
+    // Timings are for the record (scripts/bench-packages.sh measures them properly).
     eprintln!(
-        "numpy request: first {:.2} s (prepare {:.2} s), cached {:.2} s",
+        "numpy request on {b:?}: first {:.2} s (preparing packages {first_prepare:.2} s), \
+         cached {:.2} s (preparing packages {cached_prepare:.2} s)",
         first.as_secs_f64(),
-        p_time(&ExecutionRequest::from_json(PLAN).unwrap(), &rt, &e),
         cached.as_secs_f64()
     );
     drop(e);
     assert_clean(b);
 }
 
-/// The prepare time of a cached run.
-fn p_time(r: &ExecutionRequest, rt: &tokio::runtime::Runtime, e: &Engine) -> f64 {
-    let res = rt.block_on(e.execute(r.clone())).expect("engine");
-    res.packages.map_or(0.0, |p| p.prepare_time)
-}
-
-all_backends!(plans_request_installs_then_comes_from_the_cache_with_no_network: native);
+all_backends!(plans_request_installs_then_comes_from_the_cache_with_no_network);
 
 fn npm_packages_for_require_and_import(b: Backend) {
     let cache = Cache::new("npm");
@@ -171,7 +168,7 @@ fn npm_packages_for_require_and_import(b: Backend) {
     assert_clean(b);
 }
 
-all_backends!(npm_packages_for_require_and_import: native);
+all_backends!(npm_packages_for_require_and_import);
 
 fn policy_refuses_denied_and_disabled_packages(b: Backend) {
     let cache = Cache::new("policy");
@@ -257,7 +254,7 @@ fn policy_refuses_denied_and_disabled_packages(b: Backend) {
     assert_clean(b);
 }
 
-all_backends!(policy_refuses_denied_and_disabled_packages: native);
+all_backends!(policy_refuses_denied_and_disabled_packages);
 
 fn a_source_only_package_is_refused_before_anything_runs(b: Backend) {
     let cache = Cache::new("sdist");
@@ -276,10 +273,10 @@ fn a_source_only_package_is_refused_before_anything_runs(b: Backend) {
     assert_clean(b);
 }
 
-all_backends!(a_source_only_package_is_refused_before_anything_runs: native);
+all_backends!(a_source_only_package_is_refused_before_anything_runs);
 
 const NO_NETWORK: &str = r#"
-import os, socket, subprocess, sys, time
+import socket, time
 import requests
 t = time.monotonic()
 try:
@@ -298,35 +295,29 @@ try:
 except OSError as e:
     print("packages: read-only" if e.errno in (13, 30) else "packages: %s" % e)
 print("quick" if time.monotonic() - t < 5 else "slow")
-p = subprocess.run([sys.executable, "-m", "pip", "install", "--target", "/tmp/x", "tabulate"],
-                   capture_output=True, text=True, timeout=60)
-print("pip exit", p.returncode != 0, "no match" if "No matching distribution" in p.stderr else p.stderr[-300:])
 "#;
 
+/// The packages arrive as files: the program still has no network (no connection, no
+/// resolution, quickly), and cannot change the set it was given.
 fn the_sandbox_still_has_no_network(b: Backend) {
     let cache = Cache::new("nonet");
     let mut policy = PolicyConfig::default();
-    policy.guards.python_audit = false; // the check starts pip as a subprocess
-    policy.limits.timeout = Duration::from_secs(90);
+    // The namespace is what is checked here, not the language guard.
+    policy.guards.python_audit = false;
     let (rt, e) = engine(b, policy, cache.provider(false));
     let mut r = ExecutionRequest::new("python", NO_NETWORK);
     r.packages = vec!["requests".into()];
-    let (res, took) = timed(&rt, &e, r);
+    let (res, _) = timed(&rt, &e, r);
     assert_eq!(res.status, Status::Success, "{res:#?}");
     assert_eq!(
-        res.output,
-        "requests: no connection\ndns: no resolution\npackages: read-only\nquick\npip exit True no match\n",
+        res.output, "requests: no connection\ndns: no resolution\npackages: read-only\nquick\n",
         "{res:#?}"
-    );
-    eprintln!(
-        "no-network checks took {:.1} s (pip in the sandbox fails, it does not hang)",
-        took.as_secs_f64()
     );
     drop(e);
     assert_clean(b);
 }
 
-all_backends!(the_sandbox_still_has_no_network: native);
+all_backends!(the_sandbox_still_has_no_network);
 
 fn a_session_installs_for_its_next_cell(b: Backend) {
     let cache = Cache::new("session");
@@ -409,6 +400,7 @@ fn a_session_installs_for_its_next_cell(b: Backend) {
     assert_clean(b);
 }
 
+// Sessions are tested on the native backend, as in tests/sessions.rs.
 all_backends!(a_session_installs_for_its_next_cell: native);
 
 /// `pip install` by the program itself: the sandbox has no network (packages come only through
@@ -445,4 +437,4 @@ fn pip_install_inside_the_sandbox_fails_fast(b: Backend) {
     assert_clean(b);
 }
 
-all_backends!(pip_install_inside_the_sandbox_fails_fast: native);
+all_backends!(pip_install_inside_the_sandbox_fails_fast);
