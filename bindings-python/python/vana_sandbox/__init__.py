@@ -80,6 +80,7 @@ _FIELD_DOCS = {
     "session": "The session a cell ran in (id, cell number, whether the kernel restarted).",
     "packages": "The packages asked for: ``installed`` (every name and version, dependencies "
     "included), ``cached``, ``size_bytes``, ``index``, ``prepare_time``.",
+    "network": "What the egress proxy allowed and refused, for a run with network access.",
 }
 
 
