@@ -47,7 +47,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== cargo test"
 log=$(mktemp)
-cargo test --workspace 2>&1 | tee "$log"
+cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
+
+echo "== bench smoke (every criterion bench once, in test mode: no timings asserted)"
+cargo test --workspace --bench '*' 2>&1 | tee -a "$log"
 
 echo "== unit tests of core, policy and languages as an unprivileged user"
 bash scripts/unprivileged-unit-tests.sh | tee -a "$log"

@@ -172,7 +172,9 @@ impl Language for Go {
         // The build cache is scratch space of the compile step: gone before the program runs, so
         // it never counts against the run's disk.
         let seed = if self.seed().is_some() {
-            format!("cp -as {GO_SEED_MOUNT} /workspace/.gocache || exit 125; ")
+            format!(
+                "cp -as {GO_SEED_MOUNT} /workspace/.gocache && chmod -R u+w /workspace/.gocache || exit 125; "
+            )
         } else {
             String::new()
         };

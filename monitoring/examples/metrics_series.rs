@@ -13,16 +13,16 @@ use async_trait::async_trait;
 use tokio::sync::Semaphore;
 use vana_sandbox_core::compile_cache::DirCompileCache;
 use vana_sandbox_core::fake::{default_script, FakeExecutor, FakeLanguage, FakePolicy};
+use vana_sandbox_core::network::{AddressClass, Decision, DenyReason, Method, Verdict};
 use vana_sandbox_core::spec::InstanceSpec;
 use vana_sandbox_core::{
-    BackendError, BackendKind, Capabilities, Engine, ExecutionRequest, Executor, Exit, Instance,
-    Languages, ProcessOutcome, SecurityEvent, SecurityEventKind, Stop,
+    BackendError, BackendKind, Capabilities, Engine, Event, ExecutionRequest, Executor, Exit,
+    Instance, Languages, Monitor, ProcessOutcome, SecurityEvent, SecurityEventKind, SessionEnd,
+    Stop,
 };
 use vana_sandbox_monitor::alert::{Alerter, LogSink};
 use vana_sandbox_monitor::audit::AuditLog;
-use vana_sandbox_monitor::hooks::{
-    Hooks, NetDecision, NetworkDecision, PoolEvent, SessionAction, SessionEvent,
-};
+use vana_sandbox_monitor::hooks::{Hooks, PoolEvent};
 use vana_sandbox_monitor::metrics::Metrics;
 use vana_sandbox_monitor::threat::ThreatDetector;
 
@@ -161,9 +161,35 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // What the fake engine has no sessions or proxy for: their events go to every monitor, as
+    // the engine would send them.
+    let monitors: Vec<Arc<dyn Monitor>> = vec![
+        audit.clone(),
+        monitor.clone(),
+        threats.clone(),
+        alerts.clone(),
+    ];
+    let emit = |event: &Event<'_>| {
+        for m in &monitors {
+            m.on_event(event);
+        }
+    };
+    let session_spec = vana_sandbox_core::SandboxSpec {
+        limits: vana_sandbox_core::Limits::default(),
+        compile_limits: vana_sandbox_core::Limits::default(),
+        network: vana_sandbox_core::NetworkMode::None,
+        require: Vec::new(),
+        runtime: None,
+        guards: vana_sandbox_core::Guards::default(),
+        opt_level: 1,
+        cache_scope: vana_sandbox_core::CacheScope::Shared,
+        policy_name: "fake".into(),
+        policy_fingerprint: "sha256:fake".into(),
+    };
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut snapshots = Vec::new();
-    let mut sessions = 0i64;
+    let mut open_sessions: Vec<String> = Vec::new();
+    let mut session_seq = 0u64;
     for step in 0..STEPS {
         let wave = ((step as f64) / 7.0).sin();
         let runs = (24.0 + 12.0 * wave) as u64;
@@ -225,26 +251,35 @@ fn main() {
                 let _ = t.await;
             }
         });
-        // Hooks: sessions, the warm pool and the egress proxy.
-        let opened = rng.below(4) as i64;
-        let closed = (rng.below(4) as i64).min(sessions + opened);
+        // Sessions and the egress proxy (engine events), the warm pool (hooks).
+        let opened = rng.below(4);
+        let closed = (rng.below(4) as usize).min(open_sessions.len() + opened as usize);
         for _ in 0..opened {
-            monitor.on_session(&SessionEvent {
-                session: "s",
-                tenant: None,
-                action: SessionAction::Opened,
-                reason: "",
+            session_seq += 1;
+            let id = format!("s{session_seq}");
+            emit(&Event::SessionOpened {
+                id: &id,
+                tenant: Some("acme"),
+                backend: BackendKind::Docker,
+                spec: &session_spec,
             });
+            open_sessions.push(id);
         }
         for _ in 0..closed {
-            monitor.on_session(&SessionEvent {
-                session: "s",
-                tenant: None,
-                action: SessionAction::Closed,
-                reason: "idle",
+            let id = open_sessions.remove(0);
+            let reason = if rng.below(3) == 0 {
+                SessionEnd::IdleTimeout
+            } else {
+                SessionEnd::Closed
+            };
+            emit(&Event::SessionClosed {
+                id: &id,
+                tenant: Some("acme"),
+                reason,
+                cells: 1 + rng.below(20),
+                lifetime: Duration::from_secs(30 + rng.below(600)),
             });
         }
-        sessions += opened - closed;
         monitor.on_pool(&PoolEvent::Size {
             backend: BackendKind::Docker,
             size: (2 + rng.below(3)) as usize,
@@ -257,20 +292,26 @@ fn main() {
         }
         for _ in 0..rng.below(8) {
             let deny = rng.below(10) < 2 || (18..24).contains(&step);
-            let d = NetworkDecision {
+            let decision = Decision {
+                host: if deny { "169.254.169.254" } else { "pypi.org" }.into(),
+                port: if deny { 80 } else { 443 },
+                method: if deny { Method::Get } else { Method::Connect },
+                address: None,
+                bytes_up: if deny { 0 } else { 600 + rng.below(2000) },
+                bytes_down: if deny { 0 } else { 4000 + rng.below(200_000) },
+                verdict: if deny {
+                    Verdict::Denied(DenyReason::Address(AddressClass::Metadata))
+                } else {
+                    Verdict::Allowed
+                },
+                at: std::time::SystemTime::now(),
+                duration: Duration::from_millis(5 + rng.below(200)),
+            };
+            emit(&Event::Network {
                 id: "r",
                 tenant: Some(if deny { "mallory" } else { "acme" }),
-                host: if deny { "169.254.169.254" } else { "pypi.org" },
-                port: 443,
-                decision: if deny {
-                    NetDecision::Deny
-                } else {
-                    NetDecision::Allow
-                },
-                reason: "rule",
-            };
-            monitor.on_network(&d);
-            threats.on_network(&d);
+                decision: &decision,
+            });
         }
         threats.flush(Duration::from_secs(5));
         alerts.flush(Duration::from_secs(5));

@@ -11,7 +11,7 @@ use vana_sandbox_core::{Event, Monitor};
 
 use crate::alert::{self, AlertBuilder, AlertSink, Alerter, WebhookConfig, WebhookSink};
 use crate::audit::{self, AuditBuilder, AuditLog};
-use crate::hooks::{ConfigKind, ConfigLoaded, Hooks, NetworkDecision, PoolEvent, SessionEvent};
+use crate::hooks::{ConfigKind, ConfigLoaded, Hooks, PoolEvent};
 use crate::metrics::{self, Metrics};
 use crate::threat::{self, Finding, FindingSink, RuleSet, ThreatDetector};
 
@@ -38,7 +38,8 @@ pub enum ObservabilityError {
     Webhook(#[from] alert::WebhookError),
 }
 
-/// The four parts together: one [`Monitor`] for the engine and one [`Hooks`] for the host.
+/// The four parts together: one [`Monitor`] for the engine (its events, egress decisions and
+/// sessions included) and one [`Hooks`] for the host (configuration, warm pools).
 /// Any part may be absent. Cheap to clone (handles).
 #[derive(Debug, Clone, Default)]
 pub struct Observability {
@@ -91,9 +92,6 @@ impl Observability {
         }
         if let Some(m) = &self.metrics {
             v.push(m.monitor());
-        }
-        if let Some(t) = &self.threats {
-            v.push(t.clone());
         }
         v
     }
@@ -153,18 +151,6 @@ impl Monitor for Observability {
 }
 
 impl Hooks for Observability {
-    fn on_network(&self, d: &NetworkDecision<'_>) {
-        for h in self.hooks() {
-            h.on_network(d);
-        }
-    }
-
-    fn on_session(&self, s: &SessionEvent<'_>) {
-        for h in self.hooks() {
-            h.on_session(s);
-        }
-    }
-
     fn on_config(&self, c: &ConfigLoaded<'_>) {
         for h in self.hooks() {
             h.on_config(c);

@@ -1,79 +1,12 @@
-//! Facts that do not come through the engine's [`Event`](vana_sandbox_core::Event)s yet: network
-//! decisions (the egress proxy), sessions, warm pools, and configuration being loaded. Each
-//! component implements [`Hooks`]; the host (or a later engine event) calls them.
+//! Facts that are not the engine's to report, so they do not come as
+//! [`Event`](vana_sandbox_core::Event)s: warm pools, and configuration being loaded. Each
+//! component implements [`Hooks`]; the host calls them. (Egress decisions and sessions are
+//! engine events: [`Event::Network`](vana_sandbox_core::Event::Network),
+//! [`Event::SessionOpened`](vana_sandbox_core::Event::SessionOpened) and
+//! [`Event::SessionClosed`](vana_sandbox_core::Event::SessionClosed).)
 
 use serde::{Deserialize, Serialize};
 use vana_sandbox_core::BackendKind;
-
-/// What the egress proxy decided for one connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NetDecision {
-    /// The connection was let through.
-    Allow,
-    /// The connection was refused.
-    Deny,
-}
-
-impl NetDecision {
-    /// `allow` or `deny`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NetDecision::Allow => "allow",
-            NetDecision::Deny => "deny",
-        }
-    }
-}
-
-/// One egress decision.
-#[derive(Debug, Clone, Copy)]
-pub struct NetworkDecision<'a> {
-    /// The execution (or session) that asked.
-    pub id: &'a str,
-    /// The tenant the host vouched for.
-    pub tenant: Option<&'a str>,
-    /// Host name or address asked for.
-    pub host: &'a str,
-    /// Port asked for.
-    pub port: u16,
-    /// The decision.
-    pub decision: NetDecision,
-    /// Why (the rule that matched, "private address", …).
-    pub reason: &'a str,
-}
-
-/// What happened to a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SessionAction {
-    /// A session was opened.
-    Opened,
-    /// A session was closed (by its owner, idle or total lifetime, or an error).
-    Closed,
-}
-
-impl SessionAction {
-    /// `opened` or `closed`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SessionAction::Opened => "opened",
-            SessionAction::Closed => "closed",
-        }
-    }
-}
-
-/// A session opening or closing.
-#[derive(Debug, Clone, Copy)]
-pub struct SessionEvent<'a> {
-    /// Session id.
-    pub session: &'a str,
-    /// The tenant the host vouched for.
-    pub tenant: Option<&'a str>,
-    /// Opened or closed.
-    pub action: SessionAction,
-    /// Why it closed (empty when opened).
-    pub reason: &'a str,
-}
 
 /// What kind of configuration was loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -123,10 +56,6 @@ pub enum PoolEvent {
 /// [`Monitor::on_event`](vana_sandbox_core::Monitor::on_event), implementations return quickly
 /// and never block.
 pub trait Hooks: Send + Sync {
-    /// An egress decision of the network proxy.
-    fn on_network(&self, _decision: &NetworkDecision<'_>) {}
-    /// A session opened or closed.
-    fn on_session(&self, _session: &SessionEvent<'_>) {}
     /// A configuration was loaded.
     fn on_config(&self, _config: &ConfigLoaded<'_>) {}
     /// A warm pool changed or was used.

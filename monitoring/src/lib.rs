@@ -31,8 +31,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! [`Observability`] bundles the four, with the [`Hooks`](hooks::Hooks) for facts that do not
-//! come through engine events yet (network decisions, sessions, warm pools, configuration), and
+//! [`Observability`] bundles the four, with the [`Hooks`](hooks::Hooks) for facts that are not
+//! engine events (warm pools, configuration; egress decisions and sessions are events), and
 //! [`Observability::builder`] starts and wires the parts a host asks for in a few lines:
 //!
 //! ```no_run

@@ -14,9 +14,10 @@ mod snapshot;
 use std::sync::Arc;
 
 use metrics::{Key, Label, Recorder};
+use vana_sandbox_core::network::DenyReason;
 use vana_sandbox_core::{Event, Load, Monitor};
 
-use crate::hooks::{Hooks, NetworkDecision, PoolEvent, SessionAction, SessionEvent};
+use crate::hooks::{Hooks, PoolEvent};
 use crate::threat::{Finding, FindingSink};
 use names::Kind;
 use registry::{Forward, Registry};
@@ -314,6 +315,32 @@ impl MetricsMonitor {
                 m.count(names::CANCELLED, &[], 1);
                 m.load(load);
             }
+            Event::Network { decision, .. } => {
+                let reason = decision.verdict.reason().map_or("none", DenyReason::name);
+                m.count(
+                    names::NETWORK_DECISIONS,
+                    &[("verdict", decision.verdict.name()), ("reason", reason)],
+                    1,
+                );
+                m.count(
+                    names::NETWORK_BYTES,
+                    &[("direction", "up")],
+                    decision.bytes_up,
+                );
+                m.count(
+                    names::NETWORK_BYTES,
+                    &[("direction", "down")],
+                    decision.bytes_down,
+                );
+            }
+            Event::SessionOpened { backend, .. } => {
+                m.count(names::SESSIONS_OPENED, &[("backend", backend.as_str())], 1);
+                m.add(names::ACTIVE_SESSIONS, &[], 1.0);
+            }
+            Event::SessionClosed { reason, .. } => {
+                m.count(names::SESSIONS_CLOSED, &[("reason", reason.as_str())], 1);
+                m.add(names::ACTIVE_SESSIONS, &[], -1.0);
+            }
             _ => {}
         }
     }
@@ -327,24 +354,6 @@ fn reporter(r: vana_sandbox_core::Reporter) -> &'static str {
 }
 
 impl Hooks for MetricsMonitor {
-    fn on_network(&self, d: &NetworkDecision<'_>) {
-        self.metrics.count(
-            names::NETWORK_DECISIONS,
-            &[("decision", d.decision.as_str())],
-            1,
-        );
-    }
-
-    fn on_session(&self, s: &SessionEvent<'_>) {
-        self.metrics
-            .count(names::SESSIONS, &[("action", s.action.as_str())], 1);
-        let delta = match s.action {
-            SessionAction::Opened => 1.0,
-            SessionAction::Closed => -1.0,
-        };
-        self.metrics.add(names::ACTIVE_SESSIONS, &[], delta);
-    }
-
     fn on_pool(&self, p: &PoolEvent) {
         match p {
             PoolEvent::Size { backend, size } => self.metrics.set(

@@ -529,6 +529,109 @@ fn engine_runs_are_audited_with_code_hash_tenant_and_verdict() {
     }
 }
 
+#[test]
+fn egress_decisions_and_sessions_are_audited_in_their_exact_form() {
+    use vana_sandbox_core::network::{DenyReason, Verdict};
+    use vana_sandbox_core::{BackendKind, Event, SessionEnd};
+    let dir = TempDir::new("egress");
+    let log = AuditLog::builder(dir.path()).hmac_key(KEY).start().unwrap();
+    let spec = session_spec();
+    let mut allowed = net_decision("pypi.org", 443, Verdict::Allowed, 517, 40960);
+    allowed.method = vana_sandbox_core::network::Method::Connect;
+    allowed.address = Some("127.0.0.1:443".parse().unwrap());
+    let denied = net_decision(
+        "other.test",
+        80,
+        Verdict::Denied(DenyReason::NotAllowed),
+        0,
+        0,
+    );
+    let events = [
+        Event::SessionOpened {
+            id: "s-1",
+            tenant: Some("acme"),
+            backend: BackendKind::Native,
+            spec: &spec,
+        },
+        Event::Network {
+            id: "s-1",
+            tenant: Some("acme"),
+            decision: &allowed,
+        },
+        Event::Network {
+            id: "s-1",
+            tenant: Some("acme"),
+            decision: &denied,
+        },
+        Event::SessionClosed {
+            id: "s-1",
+            tenant: Some("acme"),
+            reason: SessionEnd::IdleTimeout,
+            cells: 3,
+            lifetime: Duration::from_micros(61_250_500),
+        },
+    ];
+    for e in &events {
+        log.on_event(e);
+    }
+    assert!(log.shutdown(Duration::from_secs(5)));
+    let files = log.files().unwrap();
+    assert!(check(&files, Some(KEY)).is_ok());
+    let lines = read_lines(&files[0]);
+    assert_eq!(lines.len(), 6, "{lines:#?}");
+    // The record part of each line, exactly (the envelope is checked by the chain tests).
+    let body = |line: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let o = v.as_object_mut().unwrap();
+        for k in ["seq", "ts", "prev", "hash"] {
+            o.remove(k).unwrap();
+        }
+        v
+    };
+    let limits = serde_json::to_value(spec.limits).unwrap();
+    let want = [
+        serde_json::json!({
+            "type": "session_opened", "id": "s-1", "tenant": "acme", "backend": "native",
+            "runtime": null, "policy": "fake", "policy_fingerprint": "sha256:fake",
+            "limits": limits, "network": "none",
+        }),
+        serde_json::json!({
+            "type": "network", "id": "s-1", "tenant": "acme", "host": "pypi.org", "port": 443,
+            "method": "CONNECT", "address": "127.0.0.1:443", "bytes_up": 517,
+            "bytes_down": 40960, "verdict": "allowed", "at_ms": 1_700_000_000_123u64,
+            "duration_ms": 7,
+        }),
+        serde_json::json!({
+            "type": "network", "id": "s-1", "tenant": "acme", "host": "other.test", "port": 80,
+            "method": "GET", "address": null, "bytes_up": 0, "bytes_down": 0,
+            "verdict": "denied", "reason": "not_allowed", "at_ms": 1_700_000_000_123u64,
+            "duration_ms": 7,
+        }),
+        serde_json::json!({
+            "type": "session_closed", "id": "s-1", "tenant": "acme", "reason": "idle_timeout",
+            "cells": 3, "lifetime_ms": 61250.5,
+        }),
+    ];
+    for (line, want) in lines[1..5].iter().zip(&want) {
+        assert_eq!(&body(line), want, "{line}");
+    }
+    // Field order on the line: the type first, the decision's fields flat after id and tenant.
+    assert!(
+        lines[3].contains(
+            "\"type\":\"network\",\"id\":\"s-1\",\"tenant\":\"acme\",\"host\":\"other.test\",\"port\":80,"
+        ),
+        "{}",
+        lines[3]
+    );
+    // Each line reads back as the record the event made.
+    for (line, event) in lines[1..5].iter().zip(&events) {
+        assert_eq!(
+            Some(AuditLine::parse(line).unwrap().record),
+            AuditRecord::from_event(event)
+        );
+    }
+}
+
 /// Holds the lock of `dir`'s log from another process (`python3`, POSIX `lockf`, the same
 /// kind of lock the writer takes) until its stdin closes.
 fn lock_from_another_process(dir: &Path) -> std::process::Child {

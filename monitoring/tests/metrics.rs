@@ -11,11 +11,12 @@ use common::*;
 use tokio::sync::Semaphore;
 use vana_sandbox_core::compile_cache::DirCompileCache;
 use vana_sandbox_core::fake::FakePolicy;
+use vana_sandbox_core::network::{AddressClass, DenyReason, Verdict};
 use vana_sandbox_core::request::LimitsRequest;
-use vana_sandbox_core::{Engine, EngineError, ExecutionRequest, Status};
-use vana_sandbox_monitor::hooks::{
-    Hooks, NetDecision, NetworkDecision, PoolEvent, SessionAction, SessionEvent,
+use vana_sandbox_core::{
+    BackendKind, Engine, EngineError, Event, ExecutionRequest, Monitor, SessionEnd, Status,
 };
+use vana_sandbox_monitor::hooks::{Hooks, PoolEvent};
 use vana_sandbox_monitor::metrics::{names, Metrics, MetricsSnapshot};
 
 /// Runs the mix; returns the snapshot.
@@ -216,49 +217,117 @@ fn a_scripted_mix_gives_exact_counts() {
     assert!(s.to_json().starts_with("{\"series\":["));
 }
 
+/// Three sessions opened and two closed; six egress decisions (two allowed, four denied).
+fn sessions_and_egress(m: &dyn Monitor) {
+    let spec = session_spec();
+    for id in ["s1", "s2", "s3"] {
+        m.on_event(&Event::SessionOpened {
+            id,
+            tenant: Some("acme"),
+            backend: BackendKind::Native,
+            spec: &spec,
+        });
+    }
+    for (id, reason) in [("s1", SessionEnd::Closed), ("s2", SessionEnd::IdleTimeout)] {
+        m.on_event(&Event::SessionClosed {
+            id,
+            tenant: Some("acme"),
+            reason,
+            cells: 4,
+            lifetime: std::time::Duration::from_secs(3),
+        });
+    }
+    let private = DenyReason::Address(AddressClass::Private);
+    for d in [
+        net_decision("example.com", 443, Verdict::Allowed, 100, 2000),
+        net_decision("example.com", 80, Verdict::Allowed, 20, 300),
+        net_decision(
+            "other.test",
+            80,
+            Verdict::Denied(DenyReason::NotAllowed),
+            0,
+            0,
+        ),
+        net_decision(
+            "other.test",
+            80,
+            Verdict::Denied(DenyReason::NotAllowed),
+            0,
+            0,
+        ),
+        net_decision("intranet.test", 80, Verdict::Denied(private), 0, 0),
+        // Cut short by the byte cap: denied, with the bytes that did pass.
+        net_decision(
+            "example.com",
+            80,
+            Verdict::Denied(DenyReason::ByteLimit),
+            5,
+            1024,
+        ),
+    ] {
+        m.on_event(&Event::Network {
+            id: "r",
+            tenant: None,
+            decision: &d,
+        });
+    }
+}
+
 #[test]
-fn hooks_count_sessions_pools_and_network_decisions() {
+fn sessions_and_egress_decisions_are_counted_from_engine_events() {
     let metrics = Metrics::new();
     let m = metrics.monitor();
-    let session = |action| SessionEvent {
-        session: "s1",
-        tenant: Some("acme"),
-        action,
-        reason: "",
-    };
-    m.on_session(&session(SessionAction::Opened));
-    m.on_session(&session(SessionAction::Opened));
-    m.on_session(&session(SessionAction::Closed));
+    sessions_and_egress(m.as_ref());
     m.on_pool(&PoolEvent::Size {
-        backend: vana_sandbox_core::BackendKind::Docker,
+        backend: BackendKind::Docker,
         size: 3,
     });
     m.on_pool(&PoolEvent::Lookup {
-        backend: vana_sandbox_core::BackendKind::Docker,
+        backend: BackendKind::Docker,
         hit: true,
     });
-    for decision in [NetDecision::Allow, NetDecision::Deny, NetDecision::Deny] {
-        m.on_network(&NetworkDecision {
-            id: "r",
-            tenant: None,
-            host: "example.com",
-            port: 443,
-            decision,
-            reason: "rule",
-        });
-    }
     let s = metrics.snapshot();
     assert_eq!(s.gauge(names::ACTIVE_SESSIONS, &[]), Some(1.0));
-    assert_eq!(s.counter(names::SESSIONS, &[("action", "opened")]), 2);
+    assert_eq!(
+        s.counter(names::SESSIONS_OPENED, &[("backend", "native")]),
+        3
+    );
+    for (reason, n) in [
+        ("closed", 1),
+        ("idle_timeout", 1),
+        ("lifetime", 0),
+        ("dropped", 0),
+    ] {
+        assert_eq!(
+            s.counter(names::SESSIONS_CLOSED, &[("reason", reason)]),
+            n,
+            "{reason}"
+        );
+    }
+    let decisions = |verdict: &str, reason: &str| {
+        s.counter(
+            names::NETWORK_DECISIONS,
+            &[("verdict", verdict), ("reason", reason)],
+        )
+    };
+    assert_eq!(decisions("allowed", "none"), 2);
+    assert_eq!(decisions("denied", "not_allowed"), 2);
+    assert_eq!(decisions("denied", "private_address"), 1);
+    assert_eq!(decisions("denied", "byte_limit"), 1);
+    assert_eq!(
+        s.counter(names::NETWORK_DECISIONS, &[("verdict", "denied")]),
+        4
+    );
+    assert_eq!(s.counter(names::NETWORK_BYTES, &[("direction", "up")]), 125);
+    assert_eq!(
+        s.counter(names::NETWORK_BYTES, &[("direction", "down")]),
+        3324
+    );
     assert_eq!(
         s.gauge(names::POOL_SIZE, &[("backend", "docker")]),
         Some(3.0)
     );
     assert_eq!(s.counter(names::POOL_LOOKUPS, &[("result", "hit")]), 1);
-    assert_eq!(
-        s.counter(names::NETWORK_DECISIONS, &[("decision", "deny")]),
-        2
-    );
 }
 
 /// One sample line of the text format.
@@ -480,7 +549,9 @@ fn parse_exposition(text: &str) -> BTreeMap<String, (String, Vec<Sample>)> {
 #[test]
 fn the_prometheus_text_parses_and_agrees_with_the_snapshot() {
     let metrics = Metrics::with_prometheus().unwrap();
-    let s = run_mix(&metrics);
+    run_mix(&metrics);
+    sessions_and_egress(metrics.monitor().as_ref());
+    let s = metrics.snapshot();
     let text = metrics.render_prometheus().unwrap();
     let families = parse_exposition(&text);
     for series in &s.series {
@@ -527,6 +598,15 @@ fn the_prometheus_text_parses_and_agrees_with_the_snapshot() {
         ),
         "{text}"
     );
+    for family in [
+        names::NETWORK_DECISIONS,
+        names::NETWORK_BYTES,
+        names::SESSIONS_OPENED,
+        names::SESSIONS_CLOSED,
+        names::ACTIVE_SESSIONS,
+    ] {
+        assert!(families.contains_key(family), "{family} missing:\n{text}");
+    }
 }
 
 #[test]

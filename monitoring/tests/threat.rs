@@ -10,8 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use vana_sandbox_core::{ExecutionRequest, LimitKind, Monitor, SecurityEvent, SecurityEventKind};
-use vana_sandbox_monitor::hooks::NetDecision;
+use vana_sandbox_core::network::{AddressClass, Decision, DenyReason, Method, Verdict};
+use vana_sandbox_core::{
+    Event, ExecutionRequest, LimitKind, Monitor, SecurityEvent, SecurityEventKind,
+};
 use vana_sandbox_monitor::threat::{Analyzer, Evidence, Finding, RuleSet, Signal, ThreatDetector};
 
 /// (rule, language, code, line the first match is on).
@@ -371,51 +373,201 @@ fn repeated_limit_hits_fire_per_tenant_within_the_window() {
     assert!(hit(&mut a, "beta", 4, t0 + Duration::from_secs(100)).is_empty());
 }
 
+/// A decision of the proxy for `host:80`.
+fn decision(host: &str, verdict: Verdict) -> Decision {
+    Decision {
+        host: host.into(),
+        port: 80,
+        method: Method::Get,
+        address: None,
+        bytes_up: 0,
+        bytes_down: 0,
+        verdict,
+        at: std::time::SystemTime::now(),
+        duration: Duration::ZERO,
+    }
+}
+
+fn denied(host: &str, reason: DenyReason) -> Decision {
+    decision(host, Verdict::Denied(reason))
+}
+
 #[test]
 fn egress_denials_fire_on_metadata_at_once_and_on_repetition() {
     let mut a = analyzer();
     let t0 = Instant::now();
-    let deny = |a: &mut Analyzer, host: &str, at: Instant| {
+    let deny = |a: &mut Analyzer, decision: Decision, at: Instant| {
         a.observe(
             Signal::Network {
                 id: "r".into(),
                 tenant: Some("acme".into()),
-                host: host.into(),
-                port: 80,
-                decision: NetDecision::Deny,
-                reason: "link-local address".into(),
+                decision,
             },
             at,
         )
     };
-    let f = deny(&mut a, "169.254.169.254", t0);
+    let f = deny(
+        &mut a,
+        denied("169.254.169.254", DenyReason::NotAllowed),
+        t0,
+    );
     assert_eq!(ids(&f), BTreeSet::from(["egress_metadata".to_string()]));
     assert!(
         f[0].explanation
-            .contains("egress to 169.254.169.254:80 denied"),
+            .contains("egress to 169.254.169.254:80 denied (not_allowed)"),
         "{}",
         f[0].explanation
     );
-    assert!(deny(&mut a, "example.org", t0).is_empty());
-    let f = deny(&mut a, "example.net", t0 + Duration::from_secs(1));
+    assert!(deny(&mut a, denied("example.org", DenyReason::NotAllowed), t0).is_empty());
+    let f = deny(
+        &mut a,
+        denied("example.net", DenyReason::PortNotAllowed),
+        t0 + Duration::from_secs(1),
+    );
     assert_eq!(
         ids(&f),
         BTreeSet::from(["egress_denied".to_string()]),
         "the metadata denial counted too"
+    );
+    // A harmless-looking name that resolved to the metadata service: the reason tells.
+    let f = deny(
+        &mut a,
+        denied(
+            "innocent.example",
+            DenyReason::Address(AddressClass::Metadata),
+        ),
+        t0 + Duration::from_secs(2),
+    );
+    assert_eq!(ids(&f), BTreeSet::from(["egress_metadata".to_string()]));
+    let Evidence::Network { reason, host, .. } = &f[0].evidence[0] else {
+        panic!("{f:?}")
+    };
+    assert_eq!(
+        (host.as_str(), *reason),
+        (
+            "innocent.example",
+            DenyReason::Address(AddressClass::Metadata)
+        )
     );
     // Allowed connections are never findings.
     let allowed = a.observe(
         Signal::Network {
             id: "r".into(),
             tenant: None,
-            host: "169.254.169.254".into(),
-            port: 80,
-            decision: NetDecision::Allow,
-            reason: String::new(),
+            decision: decision("169.254.169.254", Verdict::Allowed),
         },
         t0,
     );
     assert!(allowed.is_empty());
+}
+
+#[test]
+fn egress_rules_match_hosts_or_reasons() {
+    let rules = RuleSet::from_toml(
+        r#"
+        builtin = false
+        [[rules]]
+        id = "rate"
+        severity = "low"
+        [rules.when.egress_denied]
+        reasons = ["rate_limited", "byte_limit"]
+        [[rules]]
+        id = "evil"
+        severity = "high"
+        [rules.when.egress_denied]
+        hosts = ['\.evil\.test$']
+        reasons = ["sni_mismatch"]
+        "#,
+    )
+    .unwrap();
+    let mut a = Analyzer::new(rules);
+    let t0 = Instant::now();
+    let mut fire = |d: Decision| {
+        let f = a.observe(
+            Signal::Network {
+                id: "r".into(),
+                tenant: None,
+                decision: d,
+            },
+            t0,
+        );
+        ids(&f)
+    };
+    let set = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(
+        fire(denied("a.test", DenyReason::RateLimited)),
+        set(&["rate"])
+    );
+    assert_eq!(
+        fire(denied("x.evil.test", DenyReason::NotAllowed)),
+        set(&["evil"])
+    );
+    assert_eq!(
+        fire(denied("a.test", DenyReason::SniMismatch)),
+        set(&["evil"])
+    );
+    assert_eq!(
+        fire(denied("x.evil.test", DenyReason::ByteLimit)),
+        set(&["rate", "evil"])
+    );
+    assert_eq!(fire(denied("a.test", DenyReason::NotAllowed)), set(&[]));
+    assert_eq!(fire(decision("x.evil.test", Verdict::Allowed)), set(&[]));
+    // A reason the proxy does not know is refused when the rules load.
+    let e = RuleSet::from_toml(
+        r#"
+        [[rules]]
+        id = "typo"
+        severity = "low"
+        [rules.when.egress_denied]
+        reasons = ["metadata"]
+        "#,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("unknown deny reason `metadata`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_detector_takes_egress_decisions_from_engine_events() {
+    let findings: Arc<Mutex<Vec<Finding>>> = Arc::default();
+    let sink = findings.clone();
+    let detector = ThreatDetector::builder()
+        .sink(Arc::new(move |f: &Finding| {
+            sink.lock().unwrap().push(f.clone())
+        }))
+        .start()
+        .unwrap();
+    let event = |d: &Decision| {
+        detector.on_event(&Event::Network {
+            id: "run-1",
+            tenant: Some("mallory"),
+            decision: d,
+        })
+    };
+    // Allowed traffic is not even queued.
+    for _ in 0..5 {
+        event(&decision("pypi.org", Verdict::Allowed));
+    }
+    assert_eq!(detector.stats().signals, 0);
+    event(&denied("metadata.google.internal", DenyReason::NotAllowed));
+    event(&denied("a.test", DenyReason::NotAllowed));
+    event(&denied("b.test", DenyReason::DeniedByRule));
+    assert!(detector.flush(Duration::from_secs(5)));
+    let found = findings.lock().unwrap().clone();
+    let got: Vec<(&str, Option<&str>, Option<&str>)> = found
+        .iter()
+        .map(|f| (f.rule.as_str(), f.run_id.as_deref(), f.tenant.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("egress_metadata", Some("run-1"), Some("mallory")),
+            ("egress_denied", Some("run-1"), Some("mallory")),
+        ]
+    );
+    assert_eq!(detector.stats().signals, 3);
 }
 
 #[test]

@@ -23,10 +23,9 @@ pub struct Load {
     pub max_queue: usize,
 }
 
-/// Something that happened to an execution.
-///
 /// Why a session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SessionEnd {
     /// Its owner closed it.
     Closed,
@@ -39,7 +38,7 @@ pub enum SessionEnd {
 }
 
 impl SessionEnd {
-    /// The wire name.
+    /// The wire name (what it serialises as).
     pub fn as_str(self) -> &'static str {
         match self {
             SessionEnd::Closed => "closed",
@@ -50,6 +49,8 @@ impl SessionEnd {
     }
 }
 
+/// Something that happened to an execution or a session.
+///
 /// Non-exhaustive: monitors outside this crate keep a wildcard arm, so that new kinds of event
 /// (sessions, network decisions) can be added without breaking them.
 #[derive(Debug, Clone, Copy)]
@@ -286,6 +287,26 @@ impl Monitor for TracingMonitor {
                 ?lifetime,
                 "session closed"
             ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn session_ends_serialise_as_their_wire_names() {
+        for end in [
+            SessionEnd::Closed,
+            SessionEnd::IdleTimeout,
+            SessionEnd::Lifetime,
+            SessionEnd::Dropped,
+        ] {
+            let json = serde_json::to_string(&end).unwrap();
+            assert_eq!(json, format!("\"{}\"", end.as_str()));
+            assert_eq!(serde_json::from_str::<SessionEnd>(&json).unwrap(), end);
         }
     }
 }

@@ -257,6 +257,38 @@ pub enum Verdict {
     Denied(DenyReason),
 }
 
+impl Verdict {
+    /// The stable snake_case name of the verdict: `allowed` or `denied` (what it serialises as).
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Allowed => "allowed",
+            Verdict::Denied(_) => "denied",
+        }
+    }
+
+    /// Why it was refused; `None` when it went through.
+    pub fn reason(self) -> Option<DenyReason> {
+        match self {
+            Verdict::Allowed => None,
+            Verdict::Denied(reason) => Some(reason),
+        }
+    }
+
+    /// Whether it went through.
+    pub fn is_allowed(self) -> bool {
+        self == Verdict::Allowed
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Allowed => f.write_str("allowed"),
+            Verdict::Denied(reason) => write!(f, "denied ({reason})"),
+        }
+    }
+}
+
 /// One request (absolute-form HTTP), tunnel (CONNECT) or refused connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
@@ -500,10 +532,20 @@ mod tests {
         assert_eq!(v["method"], "CONNECT");
         assert_eq!(v["at_ms"], 1_700_000_000_000u64);
         assert_eq!(v["duration_ms"], 12);
-        let back: Decision = serde_json::from_value(v).unwrap();
+        let back: Decision = serde_json::from_value(v.clone()).unwrap();
         assert_eq!(back, d);
         let allowed = serde_json::to_value(Verdict::Allowed).unwrap();
         assert_eq!(allowed, serde_json::json!({"verdict": "allowed"}));
+        // The names the methods give are the ones serde writes.
+        assert_eq!(Verdict::Allowed.name(), "allowed");
+        assert_eq!(d.verdict.name(), v["verdict"]);
+        assert_eq!(
+            d.verdict.reason().map(DenyReason::name),
+            v["reason"].as_str()
+        );
+        assert_eq!(Verdict::Allowed.reason(), None);
+        assert!(Verdict::Allowed.is_allowed() && !d.verdict.is_allowed());
+        assert_eq!(d.verdict.to_string(), "denied (private_address)");
     }
 
     fn decision(host: &str, verdict: Verdict, up: u64, down: u64) -> Decision {

@@ -151,7 +151,7 @@ fn rust_macro_expansion_bomb_stops_at_the_compile_limits() {
 fn go_build_over_its_memory_is_a_clear_status() {
     let _g = serial();
     let mut p = fast_compile_policy();
-    p.compile.memory = vana_sandbox::Bytes::mib(48);
+    p.compile.memory = vana_sandbox::Bytes::mib(24);
     let e = engine_with(p, "vana-lang-gomem");
     let r = exec(&e, req("go", HELLO[3].1));
     assert_eq!(r.status, Status::CompileError, "{r:#?}");

@@ -4,8 +4,12 @@
 //! host-held bundle (HMAC key) does the same; and after a scripted mix of real runs (native
 //! backend) the metrics and the audit log hold exactly the expected counts.
 //!
-//! The tests on the in-memory backend run as any user; the scripted mix needs root and fails
-//! loudly without it.
+//! Egress decisions of the proxy and sessions reach the audit log and the metrics as the
+//! engine's own events, from a real run and a real session with network access through the
+//! proxy to a server on the host's 127.0.0.1.
+//!
+//! The tests on the in-memory backend run as any user; the scripted mix and the egress test need
+//! root and fail loudly without it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -535,6 +539,392 @@ fn exact_counts_after_a_scripted_mix_of_real_runs() {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !leftovers().is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_no_leftovers();
+}
+
+/// A plain HTTP server on the host's 127.0.0.1 that reads each request (and its body) and
+/// answers `hello from <Host>`. Counts the requests it answered.
+fn hello_server() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let (mut host, mut length) = (String::new(), 0usize);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(h) = lower.strip_prefix("host:") {
+                        host = h.trim().to_string();
+                    } else if let Some(n) = lower.strip_prefix("content-length:") {
+                        length = n.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    return;
+                }
+                let reply = format!("hello from {host}");
+                let mut s = stream;
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                    reply.len()
+                );
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+    });
+    (port, hits)
+}
+
+/// Python: `fetch(url, data=None)` prints `status body` or `status reason` through the proxy.
+const FETCH: &str = r#"
+import urllib.request, urllib.error
+def fetch(url, data=None):
+    try:
+        with urllib.request.urlopen(url, data=data, timeout=10) as r:
+            print(r.status, r.read().decode(), flush=True)
+    except urllib.error.HTTPError as e:
+        print(e.code, e.headers.get("x-vana-proxy-reason"), flush=True)
+"#;
+
+/// A series' labels, as written in a test.
+type Labels<'a> = &'a [(&'a str, &'a str)];
+
+/// The samples of `name` in Prometheus text, each as its labels (sorted) and value.
+fn samples(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            if n != name {
+                return None;
+            }
+            let labels = labels
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .filter_map(|p| {
+                    let (k, v) = p.split_once('=')?;
+                    Some((k.to_string(), v.trim_matches('"').to_string()))
+                })
+                .collect();
+            Some((labels, value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The value of the sample of `name` with exactly `labels` in Prometheus text.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let want: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    samples(text, name)
+        .into_iter()
+        .find(|(l, _)| *l == want)
+        .map(|(_, v)| v)
+}
+
+#[test]
+fn egress_decisions_and_sessions_reach_the_audit_log_and_the_metrics() {
+    use vana_sandbox::proxy::{Decision, DenyReason, Method, StubResolver, Verdict};
+    use vana_sandbox::{ProxyEgress, SessionEnd, SessionOptions};
+
+    require_root();
+    let _g = serial();
+    let dir = TempDir::new("egress");
+    let (port, hits) = hello_server();
+    let local = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    // Names come from a stub (nothing asks a real resolver); the host's 127.0.0.1 is allowed
+    // explicitly, for `allowed.test` only.
+    let resolver = StubResolver::new()
+        .answer("allowed.test", &[local])
+        .answer("other.test", &[local]);
+    let mut policy = PolicyConfig::default();
+    policy.network.enabled = true;
+    policy.network.allow = vec![format!("allowed.test:{port}"), "127.0.0.1/32".into()];
+    let metrics = Metrics::with_prometheus().unwrap();
+    let rt = rt();
+    let engine = rt
+        .block_on(
+            Sandbox::builder()
+                .policy(policy)
+                .compile_cache(None)
+                .egress(Arc::new(ProxyEgress::with_resolver(Arc::new(resolver))))
+                .audit_log(&dir.0)
+                .metrics(metrics.clone())
+                .build(),
+        )
+        .expect("native engine");
+    let hello = format!("hello from allowed.test:{port}");
+
+    // A run: one allowed request (a POST with a 6-byte body) and one refused.
+    let mut r = ExecutionRequest::new(
+        "python",
+        format!(
+            "{FETCH}\nfetch('http://allowed.test:{port}/up', data=b'ping=1')\nfetch('http://other.test:{port}/')\n"
+        ),
+    );
+    r.id = Some("egress-run".into());
+    r.network_access = Some(true);
+    let res = rt.block_on(engine.execute_as("acme", r)).unwrap();
+    assert_eq!(res.status, Status::Success, "{res:#?}");
+    assert_eq!(
+        res.output,
+        format!("200 {hello}\n403 not_allowed\n"),
+        "{res:#?}"
+    );
+
+    // A session with network access: two cells, one allowed request, closed by its owner.
+    let session_id = rt.block_on(async {
+        let s = engine
+            .session_as(
+                "acme",
+                SessionOptions {
+                    network_access: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("session");
+        let r = s.run_code("python", FETCH).await.unwrap();
+        assert_eq!(r.status, Status::Success, "{r:#?}");
+        let r = s
+            .run_code("python", &format!("fetch('http://allowed.test:{port}/')"))
+            .await
+            .unwrap();
+        assert_eq!(r.output, format!("200 {hello}\n"), "{r:#?}");
+        let id = s.id().to_string();
+        s.close().await.unwrap();
+        id
+    });
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // Dropping the engine closes the audit log.
+    drop(engine);
+    drop(rt);
+
+    // The audit log: intact, closed, and with every decision and the session.
+    let files = log_files(&dir.0);
+    let report = verify(&files, &VerifyOptions::default()).unwrap();
+    assert!(report.is_ok() && report.closed, "{report:?}");
+    let recs = records(&dir.0);
+    let at = |pred: &dyn Fn(&AuditRecord) -> bool| -> Vec<usize> {
+        recs.iter()
+            .enumerate()
+            .filter(|(_, r)| pred(r))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let network = |id: &str| -> Vec<(usize, &Decision, Option<&str>)> {
+        recs.iter()
+            .enumerate()
+            .filter_map(|(i, r)| match r {
+                AuditRecord::Network {
+                    id: rid,
+                    tenant,
+                    decision,
+                } if rid == id => Some((i, decision, tenant.as_deref())),
+                _ => None,
+            })
+            .collect()
+    };
+    let run_net = network("egress-run");
+    assert_eq!(run_net.len(), 2, "{recs:#?}");
+    let (_, allowed, tenant) = run_net[0];
+    assert_eq!(tenant, Some("acme"));
+    assert_eq!(
+        (
+            allowed.host.as_str(),
+            allowed.port,
+            allowed.method,
+            allowed.verdict
+        ),
+        ("allowed.test", port, Method::Post, Verdict::Allowed),
+        "{allowed:#?}"
+    );
+    assert_eq!(
+        allowed.address,
+        Some(std::net::SocketAddr::new(local, port)),
+        "the checked address it connected to"
+    );
+    assert_eq!(
+        (allowed.bytes_up, allowed.bytes_down),
+        (6, hello.len() as u64),
+        "{allowed:#?}"
+    );
+    let (_, denied, _) = run_net[1];
+    assert_eq!(
+        (
+            denied.host.as_str(),
+            denied.port,
+            denied.method,
+            denied.verdict
+        ),
+        (
+            "other.test",
+            port,
+            Method::Get,
+            Verdict::Denied(DenyReason::NotAllowed)
+        ),
+        "{denied:#?}"
+    );
+    assert_eq!((denied.address, denied.bytes_down), (None, 0));
+    // In the run's order: started, its decisions, finished.
+    let started = at(&|r| matches!(r, AuditRecord::RunStarted { id, .. } if id == "egress-run"));
+    let finished = at(&|r| matches!(r, AuditRecord::RunFinished { id, .. } if id == "egress-run"));
+    assert_eq!((started.len(), finished.len()), (1, 1));
+    assert!(started[0] < run_net[0].0 && run_net[1].0 < finished[0]);
+    // The denied line says why, in the proxy's words.
+    let lines: Vec<String> = files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let line: serde_json::Value = serde_json::from_str(&lines[run_net[1].0]).unwrap();
+    assert_eq!(
+        (
+            &line["type"],
+            &line["verdict"],
+            &line["reason"],
+            &line["host"]
+        ),
+        (
+            &serde_json::json!("network"),
+            &serde_json::json!("denied"),
+            &serde_json::json!("not_allowed"),
+            &serde_json::json!("other.test")
+        ),
+        "{line}"
+    );
+
+    // The session: opened, its one decision, closed by its owner after two cells.
+    let opened: Vec<(usize, &AuditRecord)> = recs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| matches!(r, AuditRecord::SessionOpened { .. }))
+        .collect();
+    assert_eq!(opened.len(), 1, "{recs:#?}");
+    match opened[0].1 {
+        AuditRecord::SessionOpened {
+            id,
+            tenant,
+            backend,
+            network,
+            policy_fingerprint,
+            ..
+        } => {
+            assert_eq!(id, &session_id);
+            assert_eq!(tenant.as_deref(), Some("acme"));
+            assert_eq!(*backend, vana_sandbox::BackendKind::Native);
+            assert!(
+                matches!(network, vana_sandbox_core::NetworkMode::Proxy(_)),
+                "{network:?}"
+            );
+            assert_eq!(policy_fingerprint, res.policy_fingerprint.as_ref().unwrap());
+        }
+        other => panic!("{other:?}"),
+    }
+    let session_net = network(&session_id);
+    assert_eq!(session_net.len(), 1, "{recs:#?}");
+    assert_eq!(
+        (session_net[0].1.host.as_str(), session_net[0].1.verdict),
+        ("allowed.test", Verdict::Allowed)
+    );
+    let closed: Vec<(usize, &AuditRecord)> = recs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| matches!(r, AuditRecord::SessionClosed { .. }))
+        .collect();
+    assert_eq!(closed.len(), 1, "{recs:#?}");
+    match closed[0].1 {
+        AuditRecord::SessionClosed {
+            id,
+            tenant,
+            reason,
+            cells,
+            lifetime_ms,
+        } => {
+            assert_eq!(id, &session_id);
+            assert_eq!(tenant.as_deref(), Some("acme"));
+            assert_eq!((*reason, *cells), (SessionEnd::Closed, 2));
+            assert!(*lifetime_ms > 0.0, "{lifetime_ms}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(opened[0].0 < session_net[0].0 && session_net[0].0 < closed[0].0);
+
+    // The metrics: decisions by verdict and reason, bytes each way, sessions.
+    let s = metrics.snapshot();
+    let decisions = |verdict: &str, reason: &str| {
+        s.counter(
+            names::NETWORK_DECISIONS,
+            &[("verdict", verdict), ("reason", reason)],
+        )
+    };
+    assert_eq!(decisions("allowed", "none"), 2);
+    assert_eq!(decisions("denied", "not_allowed"), 1);
+    assert_eq!(s.counter(names::NETWORK_DECISIONS, &[]), 3);
+    assert_eq!(s.counter(names::NETWORK_BYTES, &[("direction", "up")]), 6);
+    assert_eq!(
+        s.counter(names::NETWORK_BYTES, &[("direction", "down")]),
+        2 * hello.len() as u64
+    );
+    assert_eq!(
+        s.counter(names::SESSIONS_OPENED, &[("backend", "native")]),
+        1
+    );
+    assert_eq!(
+        s.counter(names::SESSIONS_CLOSED, &[("reason", "closed")]),
+        1
+    );
+    assert_eq!(s.gauge(names::ACTIVE_SESSIONS, &[]), Some(0.0));
+    // … and the Prometheus text says the same.
+    let text = metrics.render_prometheus().unwrap();
+    let want: [(&str, Labels, f64); 6] = [
+        (
+            names::NETWORK_DECISIONS,
+            &[("verdict", "allowed"), ("reason", "none")],
+            2.0,
+        ),
+        (
+            names::NETWORK_DECISIONS,
+            &[("verdict", "denied"), ("reason", "not_allowed")],
+            1.0,
+        ),
+        (names::NETWORK_BYTES, &[("direction", "up")], 6.0),
+        (
+            names::NETWORK_BYTES,
+            &[("direction", "down")],
+            2.0 * hello.len() as f64,
+        ),
+        (names::SESSIONS_CLOSED, &[("reason", "closed")], 1.0),
+        (names::ACTIVE_SESSIONS, &[], 0.0),
+    ];
+    for (name, labels, value) in want {
+        assert_eq!(
+            sample(&text, name, labels),
+            Some(value),
+            "{name}{labels:?} in:\n{text}"
+        );
     }
     assert_no_leftovers();
 }

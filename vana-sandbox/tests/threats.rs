@@ -8,9 +8,10 @@
 //! - the compatibility suite's ordinary programs (`compat::*`, shared with `compat.rs`) raise no
 //!   finding at all.
 //!
-//! The two egress rules need connections refused by the network proxy, which no sandbox reaches
-//! yet (requests for network access are rejected); `monitoring/tests/threat.rs` covers them with
-//! event streams. Needs root: fails loudly without it.
+//! The two egress rules fire on requests the network proxy refused, which reach the detector as
+//! the engine's `Network` events (a run with network access to a server on the host's 127.0.0.1,
+//! names from a stub resolver; no connection to anything else is opened). Needs root: fails
+//! loudly without it.
 #![cfg(target_arch = "x86_64")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -25,7 +26,7 @@ use vana_sandbox::{
     Engine, ExecutionRequest, ExecutionResult, Finding, Observability, RuleSet, Sandbox, Status,
 };
 
-/// Rules no sandbox program can trigger today (see the header).
+/// Rules shown to fire by `the_egress_rules_fire_on_requests_the_proxy_refused`.
 const EGRESS_RULES: &[&str] = &["egress_metadata", "egress_denied"];
 
 /// An attack, the rules it must raise, and what its run must look like.
@@ -358,6 +359,86 @@ fn every_rule_fires_on_its_attack_program() {
     let all: BTreeSet<&str> = builtin.rules().iter().map(|r| r.id.as_str()).collect();
     assert_eq!(all, shown);
     drop(engine);
+    assert_no_leftovers();
+}
+
+#[test]
+fn the_egress_rules_fire_on_requests_the_proxy_refused() {
+    use vana_sandbox::proxy::StubResolver;
+    use vana_sandbox::{PolicyConfig, ProxyEgress};
+
+    let _g = serial();
+    require_root();
+    let findings: Arc<Mutex<Vec<Finding>>> = Arc::default();
+    let sink = findings.clone();
+    let obs = Observability::builder()
+        .threat_rules(RuleSet::builtin(), "builtin")
+        .on_finding(move |f| sink.lock().unwrap().push(f.clone()))
+        .start()
+        .unwrap();
+    // `metadata.test` is allowed by name but resolves (stub) to the metadata address: the proxy
+    // refuses it after resolution, before any connection. The rest is refused by the rules.
+    let resolver = StubResolver::new()
+        .answer("metadata.test", &["169.254.169.254".parse().unwrap()])
+        .answer("other.test", &["127.0.0.1".parse().unwrap()]);
+    let mut policy = PolicyConfig::default();
+    policy.network.enabled = true;
+    policy.network.allow = vec!["metadata.test:80".into()];
+    let rt = rt();
+    let engine = rt
+        .block_on(
+            Sandbox::builder()
+                .policy(policy)
+                .compile_cache(None)
+                .egress(Arc::new(ProxyEgress::with_resolver(Arc::new(resolver))))
+                .observability(obs.clone())
+                .build(),
+        )
+        .expect("native engine");
+    let code = r#"
+import urllib.request, urllib.error
+for url in ["http://metadata.test/latest/meta-data/", "http://other.test/", "http://example.invalid/"]:
+    try:
+        urllib.request.urlopen(url, timeout=10)
+        print("ALLOWED", url)
+    except urllib.error.HTTPError as e:
+        print(e.code, e.headers.get("x-vana-proxy-reason"))
+"#;
+    let r = run_as(&rt, &engine, "mallory", "egress", "python", code, |r| {
+        r.network_access = Some(true)
+    });
+    assert_eq!(
+        (r.status, r.output.as_str()),
+        (
+            Status::Success,
+            "403 metadata_address\n403 not_allowed\n403 not_allowed\n"
+        ),
+        "{r:#?}"
+    );
+    assert!(obs.flush(Duration::from_secs(30)));
+    let findings = findings.lock().unwrap().clone();
+    let got: BTreeSet<(&str, Option<&str>, Option<&str>)> = findings
+        .iter()
+        .map(|f| (f.rule.as_str(), f.run_id.as_deref(), f.tenant.as_deref()))
+        .collect();
+    let want: BTreeSet<(&str, Option<&str>, Option<&str>)> = EGRESS_RULES
+        .iter()
+        .map(|rule| (*rule, Some("egress"), Some("mallory")))
+        .collect();
+    assert_eq!(got, want, "{findings:#?}");
+    let metadata = findings
+        .iter()
+        .find(|f| f.rule == "egress_metadata")
+        .unwrap();
+    assert!(
+        metadata
+            .explanation
+            .contains("egress to metadata.test:80 denied (metadata_address)"),
+        "{}",
+        metadata.explanation
+    );
+    drop(engine);
+    drop(rt);
     assert_no_leftovers();
 }
 

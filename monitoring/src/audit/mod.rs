@@ -1,7 +1,7 @@
 //! The audit log: one JSON line per fact that matters (runs started and finished, rejections,
-//! security events, limit hits, configuration, findings; network decisions and sessions through
-//! [`Hooks`]), hash-chained so that a changed, removed, inserted or reordered line is found by
-//! [`verify`].
+//! security events, limit hits, egress decisions, sessions opened and closed; configuration
+//! through [`Hooks`]; findings), hash-chained so that a changed, removed, inserted or reordered
+//! line is found by [`verify`].
 //!
 //! Writing never blocks a run: [`AuditLog::on_event`] turns the event into a record and offers it
 //! to a bounded queue; a writer thread does the rest. A full queue drops the record and counts
@@ -31,7 +31,7 @@ pub use record::{
 };
 pub use verify::{verify, Problem, ProblemKind, Report, VerifyError, VerifyOptions};
 
-use crate::hooks::{ConfigLoaded, Hooks, NetworkDecision, SessionEvent};
+use crate::hooks::{ConfigLoaded, Hooks};
 use crate::metrics::{names, Metrics};
 use crate::threat::{Finding, FindingSink};
 use crate::util::hex;
@@ -460,14 +460,6 @@ impl Monitor for AuditLog {
 }
 
 impl Hooks for AuditLog {
-    fn on_network(&self, decision: &NetworkDecision<'_>) {
-        self.record(AuditRecord::network(decision));
-    }
-
-    fn on_session(&self, session: &SessionEvent<'_>) {
-        self.record(AuditRecord::session(session));
-    }
-
     fn on_config(&self, config: &ConfigLoaded<'_>) {
         self.record(AuditRecord::config(config));
     }

@@ -3,15 +3,14 @@
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use vana_sandbox_core::network::Decision;
 use vana_sandbox_core::spec::NetworkMode;
 use vana_sandbox_core::{
     BackendKind, Event, ExecutionRequest, LimitKind, Limits, Phase, Reporter, Runtime,
-    SecurityEventKind, Status, Truncated,
+    SecurityEventKind, SessionEnd, Status, Truncated,
 };
 
-use crate::hooks::{
-    ConfigKind, ConfigLoaded, NetDecision, NetworkDecision, SessionAction, SessionEvent,
-};
+use crate::hooks::{ConfigKind, ConfigLoaded};
 use crate::threat::{Finding, Severity};
 use crate::util::hex;
 
@@ -227,32 +226,52 @@ pub enum AuditRecord {
         /// Milliseconds from `execute` to the cancellation.
         elapsed_ms: f64,
     },
-    /// An egress decision of the network proxy.
+    /// An egress decision of the network proxy: one per request, tunnel or refused connection
+    /// of a run or session (written when the run or session ends, in the proxy's order).
     Network {
         /// Execution or session id.
         id: String,
         /// Tenant.
         tenant: Option<String>,
-        /// Host asked for.
-        host: String,
-        /// Port asked for.
-        port: u16,
-        /// The decision.
-        decision: NetDecision,
-        /// Why.
-        reason: String,
+        /// The decision, flat in the line: `host`, `port`, `method` (`GET`, …, `CONNECT`,
+        /// `UNKNOWN` when no request was read), `address` (the checked address connected to,
+        /// or `null`), `bytes_up`, `bytes_down`, `verdict` (`allowed`, `denied`), `reason`
+        /// (only when denied: the proxy's stable reason name), `at_ms` (when the request
+        /// arrived, Unix milliseconds) and `duration_ms`.
+        #[serde(flatten)]
+        decision: Decision,
     },
-    /// A session opened or closed.
-    Session {
+    /// A session opened: its sandbox exists and its kernel is ready.
+    SessionOpened {
         /// Session id.
-        session: String,
+        id: String,
         /// Tenant.
         tenant: Option<String>,
-        /// Opened or closed.
-        action: SessionAction,
-        /// Why it closed.
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        reason: String,
+        /// Backend.
+        backend: BackendKind,
+        /// Container runtime, where there is one.
+        runtime: Option<Runtime>,
+        /// Name of the policy.
+        policy: String,
+        /// Fingerprint of the effective policy.
+        policy_fingerprint: String,
+        /// The limits the policy set for the session.
+        limits: Limits,
+        /// Network access.
+        network: NetworkMode,
+    },
+    /// A session ended; nothing of it is left.
+    SessionClosed {
+        /// Session id.
+        id: String,
+        /// Tenant.
+        tenant: Option<String>,
+        /// Why it ended.
+        reason: SessionEnd,
+        /// Cells it ran.
+        cells: u64,
+        /// Milliseconds from opening to closing.
+        lifetime_ms: f64,
     },
     /// A finding of the threat detector.
     Finding {
@@ -311,8 +330,9 @@ fn rejected(
 
 impl AuditRecord {
     /// The record for an engine event, for the events that matter to an audit (start, finish,
-    /// rejection, security events, limit hits, a full queue, a cancellation); `None` for the
-    /// others (queued, ready, phase timings, cache lookups).
+    /// rejection, security events, limit hits, a full queue, a cancellation, egress decisions,
+    /// sessions opened and closed); `None` for the others (queued, ready, phase timings, cache
+    /// lookups).
     pub fn from_event(event: &Event<'_>) -> Option<Self> {
         Some(match event {
             Event::Started {
@@ -408,30 +428,45 @@ impl AuditRecord {
                 tenant: owned(*tenant),
                 elapsed_ms: ms(*elapsed),
             },
+            Event::Network {
+                id,
+                tenant,
+                decision,
+            } => AuditRecord::Network {
+                id: id.to_string(),
+                tenant: owned(*tenant),
+                decision: (*decision).clone(),
+            },
+            Event::SessionOpened {
+                id,
+                tenant,
+                backend,
+                spec,
+            } => AuditRecord::SessionOpened {
+                id: id.to_string(),
+                tenant: owned(*tenant),
+                backend: *backend,
+                runtime: spec.runtime,
+                policy: spec.policy_name.clone(),
+                policy_fingerprint: spec.policy_fingerprint.clone(),
+                limits: spec.limits,
+                network: spec.network.clone(),
+            },
+            Event::SessionClosed {
+                id,
+                tenant,
+                reason,
+                cells,
+                lifetime,
+            } => AuditRecord::SessionClosed {
+                id: id.to_string(),
+                tenant: owned(*tenant),
+                reason: *reason,
+                cells: *cells,
+                lifetime_ms: ms(*lifetime),
+            },
             _ => return None,
         })
-    }
-
-    /// The record of an egress decision.
-    pub fn network(d: &NetworkDecision<'_>) -> Self {
-        AuditRecord::Network {
-            id: d.id.to_string(),
-            tenant: owned(d.tenant),
-            host: d.host.to_string(),
-            port: d.port,
-            decision: d.decision,
-            reason: d.reason.to_string(),
-        }
-    }
-
-    /// The record of a session opening or closing.
-    pub fn session(s: &SessionEvent<'_>) -> Self {
-        AuditRecord::Session {
-            session: s.session.to_string(),
-            tenant: owned(s.tenant),
-            action: s.action,
-            reason: s.reason.to_string(),
-        }
     }
 
     /// The record of a configuration that took effect.
@@ -469,7 +504,8 @@ impl AuditRecord {
             AuditRecord::QueueFull { .. } => "queue_full",
             AuditRecord::Cancelled { .. } => "cancelled",
             AuditRecord::Network { .. } => "network",
-            AuditRecord::Session { .. } => "session",
+            AuditRecord::SessionOpened { .. } => "session_opened",
+            AuditRecord::SessionClosed { .. } => "session_closed",
             AuditRecord::Finding { .. } => "finding",
             AuditRecord::Dropped { .. } => "dropped",
         }

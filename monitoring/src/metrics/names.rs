@@ -87,18 +87,24 @@ metrics_table! {
     /// Sessions open now.
     ACTIVE_SESSIONS = "vana_sandbox_active_sessions", Gauge, [],
         "Sessions open now";
-    /// Sessions opened and closed.
-    SESSIONS = "vana_sandbox_sessions_total", Counter, ["action"],
-        "Sessions opened and closed";
+    /// Sessions opened.
+    SESSIONS_OPENED = "vana_sandbox_sessions_opened_total", Counter, ["backend"],
+        "Sessions opened, by backend";
+    /// Sessions closed, by why.
+    SESSIONS_CLOSED = "vana_sandbox_sessions_closed_total", Counter, ["reason"],
+        "Sessions closed, by reason (closed, idle_timeout, lifetime, dropped)";
     /// Ready instances in a warm pool.
     POOL_SIZE = "vana_sandbox_warm_pool_size", Gauge, ["backend"],
         "Ready instances in the warm pool";
     /// Warm-pool lookups.
     POOL_LOOKUPS = "vana_sandbox_warm_pool_lookups_total", Counter, ["backend", "result"],
         "Warm-pool lookups by result (hit: a ready instance was taken, miss: one was created)";
-    /// Egress decisions of the network proxy.
-    NETWORK_DECISIONS = "vana_sandbox_network_decisions_total", Counter, ["decision"],
-        "Egress decisions of the network proxy (allow, deny)";
+    /// Egress decisions of the network proxy, by verdict and (when denied) reason.
+    NETWORK_DECISIONS = "vana_sandbox_network_decisions_total", Counter, ["verdict", "reason"],
+        "Egress decisions of the proxy by verdict (allowed, denied) and reason (none when allowed)";
+    /// Bytes through the egress proxy, each way.
+    NETWORK_BYTES = "vana_sandbox_network_bytes_total", Counter, ["direction"],
+        "Bytes through the egress proxy (up: sandbox to target, down: target to sandbox)";
     /// Threat findings.
     FINDINGS = "vana_sandbox_threat_findings_total", Counter, ["rule", "severity"],
         "Findings of the threat detector by rule and severity";

@@ -4,11 +4,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
+use vana_sandbox_core::network::{Decision, Verdict};
 use vana_sandbox_core::{LimitKind, SecurityEvent};
 
 use super::finding::{Evidence, Finding, MAX_EVIDENCE};
 use super::rules::{Compiled, Rule, RuleSet};
-use crate::hooks::NetDecision;
 
 /// Most runs whose state is kept at once (runs that never finish are evicted oldest first).
 pub const MAX_TRACKED_RUNS: usize = 10_000;
@@ -48,20 +48,14 @@ pub enum Signal {
         /// Execution id.
         id: String,
     },
-    /// An egress decision.
+    /// An egress decision of the proxy (only refusals can make findings).
     Network {
-        /// Execution id.
+        /// Execution or session id.
         id: String,
         /// Tenant.
         tenant: Option<String>,
-        /// Host.
-        host: String,
-        /// Port.
-        port: u16,
-        /// Decision.
-        decision: NetDecision,
-        /// Why.
-        reason: String,
+        /// The decision.
+        decision: Decision,
     },
 }
 
@@ -313,29 +307,32 @@ impl Analyzer {
             Signal::Network {
                 id,
                 tenant,
-                host,
-                port,
                 decision,
-                reason,
             } => {
-                if decision != NetDecision::Deny {
+                let Verdict::Denied(reason) = decision.verdict else {
                     return Vec::new();
-                }
+                };
+                let host = decision.host;
                 let ev = Evidence::Network {
                     run_id: id,
                     host: host.clone(),
-                    port,
+                    port: decision.port,
                     reason,
                 };
                 let mut found = Vec::new();
                 for (i, rule) in self.rules.rules.iter().enumerate() {
                     if let Compiled::Egress {
                         hosts,
+                        reasons,
                         count,
                         window,
                     } = &rule.compiled
                     {
-                        if hosts.is_empty() || hosts.iter().any(|h| h.regex.is_match(&host)) {
+                        let any = hosts.is_empty() && reasons.is_empty();
+                        if any
+                            || reasons.contains(&reason)
+                            || hosts.iter().any(|h| h.regex.is_match(&host))
+                        {
                             found.extend(windowed(
                                 &mut self.windows,
                                 (i, rule),

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use vana_sandbox_core::network::DenyReason;
 use vana_sandbox_core::{LimitKind, Reporter, SecurityEventKind};
 
 /// How serious a finding (or alert) is.
@@ -80,8 +81,8 @@ pub enum Evidence {
         host: String,
         /// Port asked for.
         port: u16,
-        /// Why it was refused.
-        reason: String,
+        /// Why it was refused (the proxy's reason name).
+        reason: DenyReason,
     },
 }
 

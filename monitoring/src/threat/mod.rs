@@ -1,6 +1,7 @@
-//! The threat detector: turns what runs do (seccomp kills, guard reports, limit hits, refused
-//! egress) and what they submit (static signs in the code) into [`Finding`]s, by rules loaded
-//! from configuration ([`RuleSet`], built-in defaults in `default_rules.toml`).
+//! The threat detector: turns what runs do (seccomp kills, guard reports, limit hits, egress
+//! the proxy refused: [`Event::Network`]) and what they submit (static signs in the code) into
+//! [`Finding`]s, by rules loaded from configuration ([`RuleSet`], built-in defaults in
+//! `default_rules.toml`).
 //!
 //! [`ThreatDetector::on_event`] copies what it needs into a bounded queue and returns; the rules
 //! run on the detector's thread ([`Analyzer`]), which hands findings to its [`FindingSink`]s
@@ -26,7 +27,6 @@ pub use rules::{
     RuleError, RuleSet, RulesConfig, Trigger, DEFAULT_RULES_TOML,
 };
 
-use crate::hooks::{Hooks, NetworkDecision};
 use crate::metrics::{names, Metrics};
 use crate::util::{Inbox, Next, Throttle};
 
@@ -186,7 +186,7 @@ impl ThreatBuilder {
     }
 }
 
-/// The threat detector: a [`Monitor`] and [`Hooks`] whose rules run on their own thread.
+/// The threat detector: a [`Monitor`] whose rules run on their own thread.
 pub struct ThreatDetector {
     tx: SyncSender<Msg>,
     counters: Arc<Counters>,
@@ -333,21 +333,18 @@ impl Monitor for ThreatDetector {
                 id: result.id.clone(),
             },
             Event::Cancelled { id, .. } => Signal::Finished { id: id.to_string() },
+            // Only refusals can make findings: allowed traffic is not queued at all.
+            Event::Network {
+                id,
+                tenant,
+                decision,
+            } if !decision.verdict.is_allowed() => Signal::Network {
+                id: id.to_string(),
+                tenant: tenant.map(str::to_string),
+                decision: (*decision).clone(),
+            },
             _ => return,
         };
         self.send(signal);
-    }
-}
-
-impl Hooks for ThreatDetector {
-    fn on_network(&self, d: &NetworkDecision<'_>) {
-        self.send(Signal::Network {
-            id: d.id.to_string(),
-            tenant: d.tenant.map(str::to_string),
-            host: d.host.to_string(),
-            port: d.port,
-            decision: d.decision,
-            reason: d.reason.to_string(),
-        });
     }
 }

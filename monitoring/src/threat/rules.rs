@@ -5,6 +5,7 @@ use std::path::Path;
 
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use serde::{Deserialize, Serialize};
+use vana_sandbox_core::network::DenyReason;
 use vana_sandbox_core::{LimitKind, Reporter, SecurityEventKind};
 
 use super::finding::Severity;
@@ -154,13 +155,19 @@ pub struct RepeatTrigger {
     pub window_secs: u64,
 }
 
-/// Refused egress connections from one tenant within a window.
+/// Refused egress connections from one tenant within a window. A refusal counts when its host
+/// matches one of `hosts` or its reason is one of `reasons`; with both empty, every refusal
+/// counts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EgressTrigger {
-    /// Only hosts matching one of these (empty: any).
+    /// Hosts (as the proxy normalised them) matching one of these patterns.
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// Refusals for one of these reasons (the proxy's names: `metadata_address`,
+    /// `not_allowed`, …).
+    #[serde(default)]
+    pub reasons: Vec<DenyReason>,
     /// How many refusals (default 1).
     #[serde(default = "one")]
     pub count: u32,
@@ -216,6 +223,7 @@ pub(crate) enum Compiled {
     },
     Egress {
         hosts: Vec<Pattern>,
+        reasons: Vec<DenyReason>,
         count: u32,
         window: std::time::Duration,
     },
@@ -420,6 +428,7 @@ impl RuleSet {
                     }
                     Compiled::Egress {
                         hosts: patterns(&r.id, &t.hosts, false)?,
+                        reasons: t.reasons.clone(),
                         count: t.count,
                         window: std::time::Duration::from_secs(t.window_secs),
                     }

@@ -217,3 +217,40 @@ pub fn scripted_exec() -> FakeExecutor {
         }
     })
 }
+
+/// What a policy decides for a session on the fake backend.
+pub fn session_spec() -> vana_sandbox_core::SandboxSpec {
+    vana_sandbox_core::SandboxSpec {
+        limits: vana_sandbox_core::Limits::default(),
+        compile_limits: vana_sandbox_core::Limits::default(),
+        network: vana_sandbox_core::NetworkMode::None,
+        require: Vec::new(),
+        runtime: None,
+        guards: vana_sandbox_core::Guards::default(),
+        opt_level: 1,
+        cache_scope: vana_sandbox_core::CacheScope::Shared,
+        policy_name: "fake".into(),
+        policy_fingerprint: "sha256:fake".into(),
+    }
+}
+
+/// An egress decision of the proxy for `host:port`.
+pub fn net_decision(
+    host: &str,
+    port: u16,
+    verdict: vana_sandbox_core::network::Verdict,
+    bytes_up: u64,
+    bytes_down: u64,
+) -> vana_sandbox_core::network::Decision {
+    vana_sandbox_core::network::Decision {
+        host: host.into(),
+        port,
+        method: vana_sandbox_core::network::Method::Get,
+        address: None,
+        bytes_up,
+        bytes_down,
+        verdict,
+        at: std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123),
+        duration: std::time::Duration::from_millis(7),
+    }
+}
