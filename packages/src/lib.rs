@@ -44,8 +44,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use vana_sandbox_core::{
-    Ecosystem, InstalledPackage, PackageCacheStatus, PackageError, PackageProvider, PackageRequest,
-    PackagesReport, PreparedPackages, SessionPackages,
+    Ecosystem, InstalledPackage, InstallerStatus, PackageCacheStatus, PackageError,
+    PackageProvider, PackageRequest, PackagesReport, PreparedPackages, SessionPackages,
 };
 
 use store::{Held, Manifest, Miss, Store};
@@ -361,7 +361,7 @@ impl PackageProvider for DirPackageProvider {
             entries,
             installers: Ecosystem::ALL
                 .iter()
-                .map(|e| (*e, self.inner.tool_version(*e)))
+                .map(|e| InstallerStatus::new(*e, self.inner.tool_version(*e)))
                 .collect(),
         }
     }

@@ -51,9 +51,9 @@ pub use limits::{AskedLimits, Bytes, Cores, LimitKind, Limits};
 pub use monitor::{Event, Load, Monitor, SessionEnd, TracingMonitor};
 pub use outcome::{Exit, ProcessOutcome, Stop, Usage};
 pub use packages::{
-    Ecosystem, InstalledPackage, Interpreter, PackageCacheStatus, PackageError, PackageList,
-    PackagePlan, PackageProvider, PackageRequest, PackageRules, PackageSpec, PackageSupport,
-    PackageTarget, PackagesReport, PreparedPackages, SessionPackages,
+    Ecosystem, InstalledPackage, InstallerStatus, Interpreter, PackageCacheStatus, PackageError,
+    PackageList, PackagePlan, PackageProvider, PackageRequest, PackageRules, PackageSpec,
+    PackageSupport, PackageTarget, PackagesReport, PreparedPackages, SessionPackages,
 };
 pub use policy::{Policy, PolicyContext, Rejection, SessionPolicy};
 pub use request::{ExecutionRequest, FileSpec, LimitsRequest, NetworkRequest};

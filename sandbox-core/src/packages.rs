@@ -745,8 +745,36 @@ pub struct PackageCacheStatus {
     pub max_bytes: u64,
     /// Prepared sets it holds.
     pub entries: usize,
-    /// Each ecosystem's installer, as found (`pip 23.0.1 …`) or why not.
-    pub installers: Vec<(Ecosystem, Result<String, String>)>,
+    /// Each ecosystem's installer.
+    pub installers: Vec<InstallerStatus>,
+}
+
+/// One ecosystem's installer as the provider found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallerStatus {
+    /// The ecosystem it installs for.
+    pub ecosystem: Ecosystem,
+    /// Its version (`pip 23.0.1`), when it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Why it does not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl InstallerStatus {
+    /// The status of `ecosystem`'s installer from a version probe's answer.
+    pub fn new(ecosystem: Ecosystem, probe: Result<String, String>) -> Self {
+        let (version, error) = match probe {
+            Ok(v) => (Some(v), None),
+            Err(e) => (None, Some(e)),
+        };
+        Self {
+            ecosystem,
+            version,
+            error,
+        }
+    }
 }
 
 /// Prepares packages on the host: the trusted step that fetches them (running no package

@@ -41,15 +41,21 @@ struct PackagesSection {
     /// Whether the policy lets requests ask for packages.
     enabled: bool,
     /// Each ecosystem's index.
-    indexes: Vec<(Ecosystem, String)>,
-    /// The cache, or why there is none.
-    cache: Result<PackageCacheStatus, String>,
+    indexes: std::collections::BTreeMap<Ecosystem, String>,
+    /// The cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache: Option<PackageCacheStatus>,
+    /// Why there is no cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_error: Option<String>,
 }
 
 fn packages_report(policy: &PolicyConfig) -> PackagesSection {
-    let cache = DirPackageProvider::new(ProviderConfig::in_dir(default_package_dir()))
-        .map(|p| p.status())
-        .map_err(|e| e.to_string());
+    let (cache, cache_error) =
+        match DirPackageProvider::new(ProviderConfig::in_dir(default_package_dir())) {
+            Ok(p) => (Some(p.status()), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
     PackagesSection {
         enabled: policy.packages.enabled,
         indexes: Ecosystem::ALL
@@ -57,6 +63,7 @@ fn packages_report(policy: &PolicyConfig) -> PackagesSection {
             .map(|e| (*e, policy.packages.rules(*e).index))
             .collect(),
         cache,
+        cache_error,
     }
 }
 
@@ -265,8 +272,8 @@ pub(crate) async fn main(a: DoctorArgs) -> ExitCode {
         for (eco, index) in &p.indexes {
             println!("  index {eco:<5} {index}");
         }
-        match &p.cache {
-            Ok(c) => {
+        match (&p.cache, &p.cache_error) {
+            (Some(c), _) => {
                 println!(
                     "  cache {} ({} in {} set(s), at most {})",
                     c.dir.display(),
@@ -274,14 +281,21 @@ pub(crate) async fn main(a: DoctorArgs) -> ExitCode {
                     c.entries,
                     Bytes(c.max_bytes)
                 );
-                for (eco, installer) in &c.installers {
-                    match installer {
-                        Ok(v) => println!("  [x] installer {eco:<5} {v}"),
-                        Err(e) => println!("  [ ] installer {eco:<5} {e}"),
+                for i in &c.installers {
+                    let eco = i.ecosystem;
+                    match (&i.version, &i.error) {
+                        (Some(v), _) => println!("  [x] installer {eco:<5} {v}"),
+                        (None, e) => println!(
+                            "  [ ] installer {eco:<5} {}",
+                            e.as_deref().unwrap_or("not found")
+                        ),
                     }
                 }
             }
-            Err(e) => println!("  cache not usable: {e}"),
+            (None, e) => println!(
+                "  cache not usable: {}",
+                e.as_deref().unwrap_or("unknown reason")
+            ),
         }
     }
     if report.backends.iter().any(|b| b.usable) {
