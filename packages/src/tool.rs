@@ -98,6 +98,31 @@ pub(crate) fn tail(stderr: &[u8], lines: usize) -> String {
         .collect();
     let start = kept.len().saturating_sub(lines);
     let mut s = kept[start..].join("\n");
-    s.truncate(2000);
+    // At most 2000 bytes, cut on a character boundary (the text is the installer's, partly the
+    // index's: anything may be in it).
+    let mut end = s.len().min(2000);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tail;
+
+    #[test]
+    fn tail_keeps_the_last_lines_and_cuts_on_a_character_boundary() {
+        assert_eq!(tail(b"a\n\n b\nc  \n", 2), " b\nc");
+        let long = "\u{e9}".repeat(1500); // 3000 bytes of two-byte characters
+        let cut = tail(format!("x{long}").as_bytes(), 1);
+        assert!(cut.len() <= 2000 && cut.starts_with('x'));
+        let invalid = [b'x'; 1999]
+            .iter()
+            .chain(&[0xff, 0xfe])
+            .copied()
+            .collect::<Vec<u8>>();
+        assert!(tail(&invalid, 1).len() <= 2000);
+    }
 }
