@@ -17,6 +17,10 @@ missing=()
 [ -x /usr/bin/go ] || missing+=(golang-go)
 command -v cc >/dev/null || missing+=(gcc)   # rustc links through cc
 command -v openssl >/dev/null || missing+=(openssl)   # the network tests' local CA
+# Packages: the trusted host-side installers (pip for wheels, npm with --ignore-scripts). A
+# Node.js from elsewhere (NodeSource) brings its own npm; Debian's `npm` package only when none.
+/usr/bin/python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+[ -x /usr/bin/npm ] || missing+=(npm)
 # Session charts: Debian's matplotlib for the system python3 the sandbox runs.
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import matplotlib' 2>/dev/null || missing+=(python3-matplotlib)
 if [ "${#missing[@]}" -gt 0 ]; then

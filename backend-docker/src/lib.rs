@@ -447,6 +447,14 @@ impl Executor for DockerExecutor {
         Ok(())
     }
 
+    /// The image's interpreter, probed in a container of the image (not the host's).
+    async fn package_target(
+        &self,
+        language: &dyn vana_sandbox_core::Language,
+    ) -> Result<vana_sandbox_core::PackageTarget, BackendError> {
+        vana_sandbox_core::packages::probe_in_instance(self, language).await
+    }
+
     async fn create(&self, spec: &InstanceSpec) -> Result<Box<dyn Instance>, BackendError> {
         let image = self
             .shared

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use vana_sandbox_core::{Bytes, Limits, Mount, Runtime};
+use vana_sandbox_core::{Bytes, Limits, Mount, MountKind, Runtime};
 
 use crate::container::{self, Container};
 use crate::error::DockerError;
@@ -110,7 +110,14 @@ impl Pool {
         self: &Arc<Self>,
         key: &PoolKey,
     ) -> Result<Container, DockerError> {
-        let size = self.shared.config.pool_size;
+        // Only shapes whose mounts are the host's own: a prepared package set or a session's
+        // set belongs to one request, and nothing would hold it for a container no request has
+        // claimed.
+        let size = if key.mounts.iter().all(|m| m.kind == MountKind::Host) {
+            self.shared.config.pool_size
+        } else {
+            0
+        };
         let warm = if size > 0 { self.take(key) } else { None };
         if size > 0 {
             let (pool, key) = (self.clone(), key.clone());

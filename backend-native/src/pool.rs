@@ -5,12 +5,13 @@
 //!
 //! Instances are prepared per shape: everything fixed when a sandbox is built (the memory, CPU
 //! and process envelope, the disk size, the toolchain mounts, the network mode). A request of
-//! another shape builds its own instance as before.
+//! another shape, or with mounts that are not the host's own (packages), builds its own instance
+//! as before.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use vana_sandbox_core::{InstanceSpec, Mount, NetworkMode};
+use vana_sandbox_core::{InstanceSpec, Mount, MountKind, NetworkMode};
 
 use crate::instance::NativeInstance;
 use crate::Shared;
@@ -74,7 +75,9 @@ impl Pool {
         shared: &Arc<Shared>,
         spec: &InstanceSpec,
     ) -> Option<NativeInstance> {
-        if self.size == 0 {
+        // Only shapes whose mounts are the host's own: a prepared package set or a session's
+        // set belongs to one request, and nothing would hold it for an unclaimed sandbox.
+        if self.size == 0 || spec.mounts.iter().any(|m| m.kind != MountKind::Host) {
             return None;
         }
         let shape = Shape::of(spec);

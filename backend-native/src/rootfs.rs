@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use vana_sandbox_core::host::{
     in_base, BASE_HIDDEN, PROC_MASKED_DIRS, PROC_MASKED_FILES, PROC_READ_ONLY,
 };
-use vana_sandbox_core::{Limits, Mount};
+use vana_sandbox_core::{Limits, Mount, MountKind};
 
 use crate::procfs;
 
@@ -685,9 +685,10 @@ fn dev(p: &mut Plan, storage: &Path, devices: Option<RawFd>) -> io::Result<()> {
     Ok(())
 }
 
-/// A toolchain mount, the `index`th. Paths already visible through `/usr` need nothing. A
-/// directory becomes an overlay (a detached tree is attached on a staging directory first, the
-/// overlay made of it, and the staging mount dropped); a single file is bound.
+/// An extra mount (a toolchain, packages), the `index`th. Paths already visible through `/usr`
+/// need nothing. A directory becomes an overlay (a detached tree is attached on a staging
+/// directory first, the overlay made of it, and the staging mount dropped), except a
+/// [`MountKind::Live`] one, which is bound as it is; a single file is bound.
 fn extra_mount(p: &mut Plan, index: usize, extra: &ExtraMount<'_>) -> io::Result<()> {
     let m = match extra {
         ExtraMount::Path(m) => *m,
@@ -731,9 +732,21 @@ fn extra_mount(p: &mut Plan, index: usize, extra: &ExtraMount<'_>) -> io::Result
         }
     }
     let target = p.at(&m.sandbox);
+    let live = m.kind == MountKind::Live;
     match extra {
-        ExtraMount::Path(_) if !host_is_dir => p.bind(Path::new(&m.host), &m.sandbox, RO_BIND),
+        ExtraMount::Path(_) if !host_is_dir || live => {
+            p.bind(Path::new(&m.host), &m.sandbox, RO_BIND)
+        }
         ExtraMount::Path(_) => p.overlay(Path::new(&m.host), &target),
+        ExtraMount::Tree { tree, .. } if live => {
+            // A live directory: the host adds to it while the sandbox runs, which an overlay
+            // would not show safely. The tree is a read-only, nosuid, nodev bind of it already.
+            p.ops.push(Op::Attach {
+                tree: *tree,
+                target: c(&target)?,
+            });
+            Ok(())
+        }
         ExtraMount::Tree { tree, .. } => {
             // The host made the tree read-only, nosuid and nodev before handing it over.
             let staged = p.staging.join(index.to_string());

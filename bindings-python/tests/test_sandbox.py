@@ -143,3 +143,19 @@ def test_capabilities(sb):
     names = {l["name"]: l["available"] for l in caps["layers"]}
     assert names["pid_namespace"] and names["seccomp"] and names["cgroup_memory"]
     assert vana_sandbox.__version__
+
+
+def test_packages(monkeypatch, tmp_path):
+    # A package cache of the test's own; the wheel comes from PyPI, then from the cache.
+    monkeypatch.setenv("VANA_SANDBOX_PACKAGE_DIR", str(tmp_path / "packages"))
+    with Sandbox() as s:
+        r = s.run_code("import six; print(six.__version__)", packages=["six==1.16.0"])
+        assert r.ok and r.stdout == "1.16.0\n", r.to_dict()
+        assert r.packages["cached"] is False
+        assert r.packages["installed"] == [{"name": "six", "version": "1.16.0"}]
+        again = s.run_code("import six", packages=["six==1.16.0"])
+        assert again.ok and again.packages["cached"] is True
+        with pytest.raises(PolicyRejected, match="path or URL"):
+            s.run_code("print(1)", packages=["https://evil.example/x.whl"])
+        with pytest.raises(PolicyRejected, match="installer option"):
+            s.run_code("print(1)", packages=["--index-url=https://evil.example/simple"])

@@ -22,6 +22,16 @@ fuzz_target!(|data: &[u8]| {
     let Ok(valid) = vana_sandbox_core::validate::validate(&request, languages()) else {
         return;
     };
+    // Packages that pass validation are names with versions: never an option, a path or a URL,
+    // and their canonical form parses to itself.
+    if let Some(list) = &valid.packages {
+        for spec in &list.specs {
+            let r = &spec.requirement;
+            assert!(!r.starts_with('-') && !r.contains("://") && !r.starts_with(['.', '/']));
+            let again = vana_sandbox_core::PackageSpec::parse(list.ecosystem, r);
+            assert_eq!(again.as_ref().map(|p| &p.requirement), Ok(r), "{r:?}");
+        }
+    }
     let policy = vana_sandbox_policy::PolicyConfig::default();
     let context = PolicyContext {
         language: valid.language.name(),

@@ -162,12 +162,7 @@ impl Language for Go {
 
     fn mounts(&self) -> Vec<Mount> {
         self.seed()
-            .map(|s| {
-                vec![Mount {
-                    host: s.display().to_string(),
-                    sandbox: GO_SEED_MOUNT.into(),
-                }]
-            })
+            .map(|s| vec![Mount::host(s.display().to_string(), GO_SEED_MOUNT)])
             .unwrap_or_default()
     }
 
@@ -292,10 +287,7 @@ impl Language for Rust {
 
     fn mounts(&self) -> Vec<Mount> {
         match self.sysroot() {
-            Some(s) if !self.in_usr() => vec![Mount {
-                host: s.display().to_string(),
-                sandbox: RUST_MOUNT.into(),
-            }],
+            Some(s) if !self.in_usr() => vec![Mount::host(s.display().to_string(), RUST_MOUNT)],
             _ => Vec::new(),
         }
     }

@@ -5,8 +5,8 @@ use std::sync::OnceLock;
 
 use vana_sandbox_core::language::MAX_GUARD_EVENTS;
 use vana_sandbox_core::{
-    Command, FileEntry, Kernel, KernelRole, Language, LanguageInfo, SecurityEvent,
-    SecurityEventKind, StepContext, Toolchain,
+    Command, Ecosystem, FileEntry, Kernel, KernelRole, Language, LanguageInfo, PackageSupport,
+    SecurityEvent, SecurityEventKind, StepContext, Toolchain,
 };
 
 use crate::info::{BASH, JAVASCRIPT, PYTHON};
@@ -48,6 +48,30 @@ fn kernel_file(path: &str, source: &str) -> FileEntry {
 const PY_GUARD: &str = ".vana/guard.py";
 const PY_EVENTS: &str = ".vana/events.jsonl";
 const PY_GUARD_SOURCE: &str = include_str!("guards/python_guard.py");
+
+/// Asks a Python interpreter which wheels fit it (see `PackageTarget`): implementation, version,
+/// ABI, and the platform tags of its C library and machine, most specific first (what pip's own
+/// tag logic yields on a glibc system).
+const PY_PROBE: &str = r#"
+import json, os, platform, sys
+impl = {"cpython": "cp", "pypy": "pp"}.get(sys.implementation.name, sys.implementation.name)
+machine = platform.machine()
+plats = []
+try:
+    lib, ver = os.confstr("CS_GNU_LIBC_VERSION").split()
+    major, minor = (int(x) for x in ver.split(".")[:2])
+except (AttributeError, OSError, TypeError, ValueError):
+    major = minor = 0
+if major == 2:
+    plats += ["manylinux_2_%d_%s" % (n, machine) for n in range(minor, 4, -1)]
+    for n, legacy in ((17, "manylinux2014"), (12, "manylinux2010"), (5, "manylinux1")):
+        if minor >= n and (n == 17 or machine in ("x86_64", "i686")):
+            plats.append("%s_%s" % (legacy, machine))
+plats.append("linux_" + machine)
+print(json.dumps({"implementation": impl, "version": platform.python_version(),
+                  "abi": "%s%d%d" % (impl, sys.version_info[0], sys.version_info[1]),
+                  "platforms": plats}))
+"#;
 
 /// Python 3 with the system interpreter (`/usr/bin/python3`), never a shim from `$PATH`.
 ///
@@ -97,9 +121,19 @@ impl Language for Python {
                 &env,
             )
         } else {
-            // -E: ignore PYTHON* variables; -s: no user site directory.
-            command(vec![py, "-E".into(), "-s".into(), "-u".into()], ctx, &env)
+            // -s: no user site directory. PYTHON* variables are honoured (the environment is
+            // the sandbox's own; `PYTHONPATH` points at the request's packages).
+            command(vec![py, "-s".into(), "-u".into()], ctx, &env)
         }
+    }
+
+    /// Wheels from a PyPI index. Under the guard and in the session kernel (both isolated:
+    /// `-I` ignores `PYTHONPATH`), our own start-up code puts `PYTHONPATH` on `sys.path`.
+    fn packages(&self) -> Option<PackageSupport> {
+        Some(PackageSupport {
+            ecosystem: Ecosystem::Pypi,
+            probe: &["-I", "-c", PY_PROBE],
+        })
     }
 
     fn support_files(&self, ctx: &StepContext<'_>) -> Vec<FileEntry> {
@@ -238,6 +272,19 @@ impl Language for JavaScript {
             return Vec::new();
         }
         node_denials(stderr)
+    }
+
+    /// Packages from an npm registry (`require` finds them through `NODE_PATH`, `import`
+    /// through `/node_modules`).
+    fn packages(&self) -> Option<PackageSupport> {
+        Some(PackageSupport {
+            ecosystem: Ecosystem::Npm,
+            probe: &[
+                "-e",
+                "console.log(JSON.stringify({implementation: 'node', version: process.versions.node, \
+                 abi: process.versions.modules, platforms: [process.platform + '-' + process.arch]}))",
+            ],
+        })
     }
 
     /// JavaScript cells in one persistent context, under the same permission model as a run.
@@ -422,14 +469,7 @@ mod tests {
         };
         assert_eq!(
             py.run(&ctx(&args, off)).argv,
-            [
-                "/usr/bin/python3",
-                "-E",
-                "-s",
-                "-u",
-                "/workspace/main.py",
-                "a"
-            ]
+            ["/usr/bin/python3", "-s", "-u", "/workspace/main.py", "a"]
         );
         assert!(py.compile(&ctx(&args, off)).is_none());
     }

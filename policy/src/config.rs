@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use vana_sandbox_core::limits::wire;
-use vana_sandbox_core::{Bytes, CacheScope, Cores, Guards, LayerName, Limits, Runtime};
+use vana_sandbox_core::{
+    Bytes, CacheScope, Cores, Ecosystem, Guards, LayerName, Limits, PackageRules, Runtime,
+};
 
 /// Loading or checking a policy failed.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +78,149 @@ impl Default for NetworkConfig {
             max_egress_mb: 64,
             max_ingress_mb: 1024,
         }
+    }
+}
+
+/// One ecosystem's package index and name lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackageIndexConfig {
+    /// The one index packages come from: an `https://` URL (`http://` only for a mirror on
+    /// loopback), without credentials. One per ecosystem: extra indexes invite dependency
+    /// confusion (the same name answered by two indexes).
+    pub index: String,
+    /// Names a request may ask for; empty means any.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Names that may not be installed at all, asked for or pulled in as a dependency.
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+impl PackageIndexConfig {
+    fn with_index(index: &str) -> Self {
+        Self {
+            index: index.into(),
+            allow: Vec::new(),
+            deny: Vec::new(),
+        }
+    }
+}
+
+/// The default PyPI index.
+pub const PYPI_INDEX: &str = "https://pypi.org/simple";
+/// The default npm registry.
+pub const NPM_REGISTRY: &str = "https://registry.npmjs.org/";
+
+/// Package rules: whether requests may ask for packages, from which index, which names, how
+/// much. Packages are fetched by a trusted host-side step and mounted read-only; a request can
+/// only choose among what this allows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PackagesConfig {
+    /// Whether requests may ask for packages.
+    pub enabled: bool,
+    /// Most disk a request's package set may take (its dependencies included), in MiB.
+    pub max_total_mb: u64,
+    /// Most packages a request's set may hold, dependencies included.
+    pub max_count: u64,
+    /// Python packages.
+    pub pypi: PackageIndexConfig,
+    /// JavaScript packages.
+    pub npm: PackageIndexConfig,
+}
+
+impl Default for PackagesConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_total_mb: 512,
+            max_count: 100,
+            pypi: PackageIndexConfig::with_index(PYPI_INDEX),
+            npm: PackageIndexConfig::with_index(NPM_REGISTRY),
+        }
+    }
+}
+
+impl PackagesConfig {
+    fn index(&self, ecosystem: Ecosystem) -> &PackageIndexConfig {
+        match ecosystem {
+            Ecosystem::Pypi => &self.pypi,
+            Ecosystem::Npm => &self.npm,
+        }
+    }
+
+    /// The rules for `ecosystem` as the engine checks them (names normalised).
+    pub fn rules(&self, ecosystem: Ecosystem) -> PackageRules {
+        let section = self.index(ecosystem);
+        let names = |list: &[String]| list.iter().map(|n| ecosystem.normalize_name(n)).collect();
+        PackageRules {
+            index: section.index.clone(),
+            allow: names(&section.allow),
+            deny: names(&section.deny),
+            max_bytes: Bytes::mib(self.max_total_mb),
+            max_count: self.max_count,
+        }
+    }
+
+    fn check(&self) -> Result<(), PolicyError> {
+        if !(1..=65_536).contains(&self.max_total_mb) {
+            return Err(PolicyError::Invalid(format!(
+                "packages.max_total_mb must be 1-65536 (got {})",
+                self.max_total_mb
+            )));
+        }
+        if !(1..=10_000).contains(&self.max_count) {
+            return Err(PolicyError::Invalid(format!(
+                "packages.max_count must be 1-10000 (got {})",
+                self.max_count
+            )));
+        }
+        for eco in Ecosystem::ALL {
+            let section = self.index(eco);
+            check_index(&section.index).map_err(|why| {
+                PolicyError::Invalid(format!("packages.{eco}.index `{}` {why}", section.index))
+            })?;
+            for (list, names) in [("allow", &section.allow), ("deny", &section.deny)] {
+                for name in names.iter() {
+                    eco.check_name(name).map_err(|why| {
+                        PolicyError::Invalid(format!("packages.{eco}.{list}: {why}"))
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An index URL: `https://host[:port]/path`, or `http://` on loopback; no credentials, no
+/// query, no characters an installer's command line or a result could be confused by.
+fn check_index(url: &str) -> Result<(), &'static str> {
+    let (scheme, rest) = url.split_once("://").ok_or("is not a URL")?;
+    let host_port = rest.split('/').next().unwrap_or_default();
+    if host_port.contains('@') {
+        return Err("must not carry credentials (they would appear in results and logs)");
+    }
+    if url.len() > 512
+        || url
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "?#\\\"'<>`{}|^".contains(c))
+    {
+        return Err("has characters an index URL does not need (a query, a fragment, spaces)");
+    }
+    // The host without its port (`[::1]:8080` keeps its brackets).
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or("", |(h, _)| h),
+        None => host_port.split(':').next().unwrap_or_default(),
+    };
+    if host.is_empty() {
+        return Err("has no host");
+    }
+    match scheme {
+        "https" => Ok(()),
+        "http" if matches!(host, "127.0.0.1" | "localhost" | "::1") => Ok(()),
+        "http" => Err("must use https (plain http only for a mirror on loopback)"),
+        _ => Err("must be an https:// URL"),
     }
 }
 
@@ -171,6 +316,8 @@ pub struct PolicyConfig {
     pub limits: Limits,
     /// Network rules (default: no network).
     pub network: NetworkConfig,
+    /// Package rules (default: PyPI and npm, 512 MiB and 100 packages a request).
+    pub packages: PackagesConfig,
     /// Languages allowed; empty means every installed one.
     pub languages: Vec<String>,
     /// Isolation layers that must be enforced: creation fails when one is missing.
@@ -192,6 +339,7 @@ impl Default for PolicyConfig {
             name: "default".into(),
             limits: Limits::default(),
             network: NetworkConfig::default(),
+            packages: PackagesConfig::default(),
             languages: Vec::new(),
             require: Vec::new(),
             guards: Guards::default(),
@@ -224,6 +372,7 @@ impl PolicyConfig {
                     cpu_time: Some(Duration::from_secs(10)),
                 };
                 p.guards.bash_restricted = true;
+                p.packages.enabled = false;
                 p.compile = CompileConfig {
                     memory: Bytes::mib(512),
                     cpus: half,
@@ -299,6 +448,7 @@ impl PolicyConfig {
                 )));
             }
         }
+        self.packages.check()?;
         if self.network.enabled && self.network.allow.is_empty() {
             return Err(PolicyError::Invalid(
                 "network.enabled needs a non-empty network.allow list".into(),

@@ -1,8 +1,8 @@
 //! Evaluation: a request can only tighten the policy.
 
 use vana_sandbox_core::{
-    EgressPolicy, LimitKind, NetworkMode, Policy, PolicyContext, Rejection, SandboxSpec,
-    ValidRequest,
+    EgressPolicy, LimitKind, NetworkMode, PackagePlan, Policy, PolicyContext, Rejection,
+    SandboxSpec, ValidRequest,
 };
 
 use crate::config::PolicyConfig;
@@ -73,6 +73,21 @@ impl Policy for PolicyConfig {
             NetworkMode::None
         };
 
+        // Packages: the plan carries the rules; the engine checks names, count and size against
+        // them (what is asked for before fetching, what was prepared on every use).
+        let packages = match &request.packages {
+            None => None,
+            Some(_) if !self.packages.enabled => {
+                return Err(Rejection::new(format!(
+                    "packages are disabled by policy `{name}`"
+                )));
+            }
+            Some(list) => Some(PackagePlan {
+                list: list.clone(),
+                rules: self.packages.rules(list.ecosystem),
+            }),
+        };
+
         Ok(SandboxSpec {
             limits,
             compile_limits: self.compile.limits(&limits),
@@ -82,6 +97,7 @@ impl Policy for PolicyConfig {
             guards: self.guards,
             opt_level: self.compile.opt_level,
             cache_scope: self.compile.cache_scope,
+            packages,
             policy_name: self.name.clone(),
             policy_fingerprint: fingerprint(self),
         })
@@ -161,6 +177,55 @@ mod tests {
         req.timeout = Some(1000.0);
         let err = eval(&p, &req).err().unwrap_or_default();
         assert!(err.contains("timeout 1000 exceeds"), "{err}");
+    }
+
+    #[test]
+    fn packages_carry_the_policys_rules_or_are_refused() {
+        let mut req = ExecutionRequest::new("fake", "1");
+        req.packages = vec!["Requests==2.32.3".into()];
+        let p = PolicyConfig::from_toml(
+            "[packages]\nmax_total_mb = 64\n[packages.pypi]\nindex = 'https://mirror.example/simple'\ndeny = ['Evil_Pkg']\n",
+        );
+        let Ok(p) = p else { panic!("{p:?}") };
+        let spec = eval(&p, &req);
+        let Ok(spec) = spec else { panic!("{spec:?}") };
+        let Some(plan) = spec.packages else {
+            panic!("no plan")
+        };
+        assert_eq!(plan.list.specs[0].requirement, "requests==2.32.3");
+        assert_eq!(plan.rules.index, "https://mirror.example/simple");
+        assert_eq!(plan.rules.deny, ["evil-pkg"]);
+        assert_eq!(plan.rules.max_bytes, Bytes::mib(64));
+        assert!(eval(&p, &ExecutionRequest::new("fake", "1")).is_ok_and(|s| s.packages.is_none()));
+
+        let strict = PolicyConfig::preset("strict").unwrap_or_default();
+        let err = eval(&strict, &req).err().unwrap_or_default();
+        assert!(
+            err.contains("packages are disabled by policy `strict`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn package_sections_are_checked_on_load() {
+        for bad in [
+            "[packages.pypi]\nindex = 'http://pypi.org/simple'\n",
+            "[packages.pypi]\nindex = 'https://user:secret@pypi.example/simple'\n",
+            "[packages.pypi]\nindex = 'ftp://x/'\n",
+            "[packages.npm]\nindex = 'https://r.example/'\ndeny = ['../x']\n",
+            "[packages]\nmax_count = 0\n",
+            "[packages]\nmax_total_mb = 1000000\n",
+            "[packages]\nextra_index = 'x'\n",
+        ] {
+            assert!(PolicyConfig::from_toml(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "[packages.pypi]\nindex = 'http://127.0.0.1:8080/simple'\n",
+            "[packages.pypi]\nindex = 'http://[::1]:8080/simple'\n",
+            "[packages.npm]\nindex = 'https://registry.npmjs.org/'\nallow = ['@types/node', 'is-number']\n",
+        ] {
+            assert!(PolicyConfig::from_toml(good).is_ok(), "{good}");
+        }
     }
 
     #[test]

@@ -9,6 +9,9 @@ mod evaluate;
 mod fingerprint;
 mod tenants;
 
-pub use config::{CompileConfig, NetworkConfig, PolicyConfig, PolicyError, SessionConfig, PRESETS};
+pub use config::{
+    CompileConfig, NetworkConfig, PackageIndexConfig, PackagesConfig, PolicyConfig, PolicyError,
+    SessionConfig, NPM_REGISTRY, PRESETS, PYPI_INDEX,
+};
 pub use fingerprint::fingerprint;
 pub use tenants::TenantPolicies;

@@ -111,4 +111,53 @@ proptest! {
             let _ = vana_sandbox_core::validate::validate(&r, languages);
         }
     }
+
+    /// Package names that pass validation are names with versions (never an installer option,
+    /// a path or a URL), in a canonical form that parses to itself, and the plan carries the
+    /// policy's index and rules whatever the request says.
+    #[test]
+    fn accepted_packages_are_names_with_versions(
+        language in prop_oneof![Just("python"), Just("javascript")],
+        packages in prop::collection::vec(
+            prop_oneof![
+                "[A-Za-z0-9._@/~^<>=!, *|+:\\[\\]-]{0,24}",
+                ".{0,24}",
+                Just("requests==2.32.3".to_string()),
+                Just("is-number@^7".to_string()),
+                Just("x @ https://evil.example/x".to_string()),
+                Just("--index-url=https://evil.example".to_string()),
+            ],
+            0..4,
+        ),
+    ) {
+        let languages = languages();
+        let policy = PolicyConfig::default();
+        let request = ExecutionRequest {
+            language: language.into(),
+            code: "1".into(),
+            packages,
+            ..ExecutionRequest::default()
+        };
+        let Ok(valid) = vana_sandbox_core::validate::validate(&request, languages) else {
+            return Ok(());
+        };
+        let Some(list) = &valid.packages else { return Ok(()) };
+        for spec in &list.specs {
+            let r = &spec.requirement;
+            prop_assert!(!r.starts_with('-') && !r.contains("://"), "{r:?}");
+            prop_assert!(!r.starts_with(['.', '/', '~']), "{r:?}");
+            prop_assert!(!r.split_whitespace().any(|w| w.len() > 1 && w.starts_with('-')), "{r:?}");
+            let again = vana_sandbox_core::PackageSpec::parse(list.ecosystem, r);
+            prop_assert_eq!(again.map(|p| p.requirement), Ok(r.clone()));
+        }
+        let context = PolicyContext {
+            language: valid.language.name(),
+            backend: BackendKind::Fake,
+            tenant: None,
+        };
+        let spec = policy.evaluate(&valid, &context);
+        prop_assert!(spec.is_ok());
+        let plan = spec.ok().and_then(|s| s.packages);
+        prop_assert_eq!(plan.map(|p| p.rules), Some(policy.packages.rules(list.ecosystem)));
+    }
 }

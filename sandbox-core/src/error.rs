@@ -110,4 +110,8 @@ pub enum EngineError {
     /// The session was closed.
     #[error("the session is closed")]
     SessionClosed,
+    /// Packages could not be prepared for a reason of the host's (an unreachable index, a
+    /// failed installer, file work on the host).
+    #[error("packages: {0}")]
+    Packages(String),
 }

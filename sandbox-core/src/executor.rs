@@ -11,6 +11,7 @@ use crate::error::BackendError;
 use crate::files::SharedFiles;
 use crate::language::Language;
 use crate::outcome::ProcessOutcome;
+use crate::packages::PackageTarget;
 use crate::spec::{InstanceSpec, ProcessIo, ProcessSpec};
 
 /// An isolation backend.
@@ -39,6 +40,16 @@ pub trait Executor: Send + Sync {
             .require()
             .map(drop)
             .map_err(|e| BackendError::Unavailable(e.to_string()))
+    }
+
+    /// The interpreter packages for `language` must fit: the language's toolchain as programs
+    /// here see it (version, binary interface, platform). The default — for backends whose
+    /// sandboxes run the host's toolchains — probes the host's toolchain with the language's
+    /// probe ([`Language::packages`]); a backend with an environment of its own answers for that
+    /// environment instead (a container backend runs the probe in its image). The engine asks
+    /// once per language and keeps the answer.
+    async fn package_target(&self, language: &dyn Language) -> Result<PackageTarget, BackendError> {
+        crate::packages::probe_host(language, &self.environment_id(language.name())).await
     }
 
     /// Creates one isolated environment.

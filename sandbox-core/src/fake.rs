@@ -19,6 +19,9 @@ use crate::executor::{Executor, Instance};
 use crate::language::{Command, CompileStep, Language, LanguageInfo, StepContext, Toolchain};
 use crate::limits::Limits;
 use crate::outcome::{Exit, ProcessOutcome};
+use crate::packages::{
+    Ecosystem, Interpreter, PackagePlan, PackageRules, PackageSupport, PackageTarget,
+};
 use crate::policy::{Policy, PolicyContext, Rejection};
 use crate::spec::{
     FileEntry, Guards, InstanceSpec, NetworkMode, ProcessIo, ProcessSpec, SandboxSpec,
@@ -43,6 +46,8 @@ pub enum Call {
         id: String,
         /// Its limits.
         limits: Limits,
+        /// Its extra mounts.
+        mounts: Vec<crate::spec::Mount>,
     },
     /// `put_files` with these paths.
     PutFiles(Vec<String>),
@@ -149,12 +154,35 @@ impl Executor for FakeExecutor {
         &self.caps
     }
 
+    /// A fixed interpreter (no probe runs): CPython 3.11 on `linux_x86_64`, or Node 20.
+    async fn package_target(&self, language: &dyn Language) -> Result<PackageTarget, BackendError> {
+        let ecosystem = language
+            .packages()
+            .map(|p| p.ecosystem)
+            .ok_or_else(|| BackendError::Unavailable("no packages".into()))?;
+        let (implementation, version, abi, platform) = match ecosystem {
+            Ecosystem::Pypi => ("cp", "3.11.0", "cp311", "linux_x86_64"),
+            Ecosystem::Npm => ("node", "20.0.0", "115", "linux-x64"),
+        };
+        Ok(PackageTarget {
+            ecosystem,
+            interpreter: Interpreter {
+                implementation: implementation.into(),
+                version: version.into(),
+                abi: abi.into(),
+                platforms: vec![platform.into()],
+            },
+            environment: "fake".into(),
+        })
+    }
+
     async fn create(&self, spec: &InstanceSpec) -> Result<Box<dyn Instance>, BackendError> {
         record(
             &self.calls,
             Call::Create {
                 id: spec.id.clone(),
                 limits: spec.limits,
+                mounts: spec.mounts.clone(),
             },
         );
         Ok(Box::new(FakeInstance {
@@ -382,6 +410,15 @@ impl Language for FakeLanguage {
         &self.toolchain
     }
 
+    /// The interpreted fake language takes PyPI packages (its probe never runs: the fake
+    /// executor answers for it).
+    fn packages(&self) -> Option<PackageSupport> {
+        (self.info.name == "fake").then_some(PackageSupport {
+            ecosystem: Ecosystem::Pypi,
+            probe: &[],
+        })
+    }
+
     fn compile(&self, ctx: &StepContext<'_>) -> Option<CompileStep> {
         (self.info.name == "fakec").then(|| CompileStep {
             command: Command {
@@ -471,6 +508,8 @@ pub struct FakePolicy {
     pub require: Vec<crate::capabilities::LayerName>,
     /// Cache scope.
     pub cache_scope: CacheScope,
+    /// Package rules (`None`: packages are disabled).
+    pub packages: Option<PackageRules>,
 }
 
 impl Default for FakePolicy {
@@ -485,6 +524,13 @@ impl Default for FakePolicy {
             },
             require: Vec::new(),
             cache_scope: CacheScope::Shared,
+            packages: Some(PackageRules {
+                index: "https://pypi.invalid/simple".into(),
+                allow: Vec::new(),
+                deny: Vec::new(),
+                max_bytes: crate::limits::Bytes::mib(1024),
+                max_count: 100,
+            }),
         }
     }
 }
@@ -508,6 +554,16 @@ impl Policy for FakePolicy {
                 "network access is disabled by policy `fake`",
             ));
         }
+        let packages = match (&request.packages, &self.packages) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(Rejection::new("packages are disabled by policy `fake`"));
+            }
+            (Some(list), Some(rules)) => Some(PackagePlan {
+                list: list.clone(),
+                rules: rules.clone(),
+            }),
+        };
         Ok(SandboxSpec {
             limits,
             compile_limits: self.compile_limits,
@@ -517,6 +573,7 @@ impl Policy for FakePolicy {
             guards: Guards::default(),
             opt_level: 1,
             cache_scope: self.cache_scope,
+            packages,
             policy_name: "fake".into(),
             policy_fingerprint: self.fingerprint(),
         })

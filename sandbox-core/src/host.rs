@@ -3,8 +3,11 @@
 //! back may hold. One copy, so the backends cannot drift apart.
 
 use std::fmt;
+use std::io::Read;
 use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
 use std::str::FromStr;
+use std::time::{Duration, Instant};
 
 use crate::limits::{Bytes, Limits};
 
@@ -165,6 +168,88 @@ pub fn parse_start_ticks(stat: &str) -> Option<u64> {
     // The command name may contain spaces and parentheses: split after the last ')'.
     let rest = stat.get(stat.rfind(')')? + 1..)?;
     rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// What a host tool run by [`run_bounded`] left.
+#[derive(Debug)]
+pub struct BoundedOutput {
+    /// How it ended.
+    pub status: ExitStatus,
+    /// Its standard output, at most the cap.
+    pub stdout: Vec<u8>,
+    /// Its standard error, at most the cap.
+    pub stderr: Vec<u8>,
+}
+
+/// Runs a trusted host tool (an interpreter probe, an installer) to completion in a process
+/// group of its own, stdin closed, keeping at most `cap` bytes of each output stream (the rest is
+/// read and dropped), and kills the whole group at `timeout` (`ErrorKind::TimedOut`) or when the
+/// tool exits (nothing it started outlives it).
+pub fn run_bounded(
+    cmd: &mut Command,
+    timeout: Duration,
+    cap: usize,
+) -> std::io::Result<BoundedOutput> {
+    use std::os::unix::process::CommandExt;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()?;
+    let group = child.id() as libc::pid_t;
+    let kill_group = || {
+        // SAFETY: kill(2) of the process group this function created (the child leads it).
+        unsafe { libc::kill(-group, libc::SIGKILL) };
+    };
+    fn drain(mut from: impl Read, cap: usize) -> Vec<u8> {
+        let mut kept = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let room = cap.saturating_sub(kept.len()).min(n);
+            kept.extend_from_slice(&buf[..room]);
+        }
+        kept
+    }
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    std::thread::scope(|scope| {
+        let out = stdout.map(|s| scope.spawn(move || drain(s, cap)));
+        let err = stderr.map(|s| scope.spawn(move || drain(s, cap)));
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Ok(status),
+                Ok(None) if Instant::now() >= deadline => {
+                    kill_group();
+                    let _ = child.wait();
+                    break Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("did not finish within {} s", timeout.as_secs()),
+                    ));
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => {
+                    kill_group();
+                    let _ = child.wait();
+                    break Err(e);
+                }
+            }
+        };
+        // Whatever the tool left running goes with it (and closes the pipes the readers wait on).
+        kill_group();
+        let join = |h: Option<std::thread::ScopedJoinHandle<'_, Vec<u8>>>| {
+            h.and_then(|h| h.join().ok()).unwrap_or_default()
+        };
+        let (stdout, stderr) = (join(out), join(err));
+        status.map(|status| BoundedOutput {
+            status,
+            stdout,
+            stderr,
+        })
+    })
 }
 
 /// Reading cgroup files (v1 and v2), for every backend that measures through cgroups.

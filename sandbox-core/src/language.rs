@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::events::{SecurityEvent, SecurityEventKind};
 use crate::limits::Limits;
+use crate::packages::PackageSupport;
 use crate::spec::{FileEntry, Guards, Mount};
 
 /// Why a language cannot be used.
@@ -276,6 +277,14 @@ pub trait Language: Send + Sync {
 
     /// The run step.
     fn run(&self, ctx: &StepContext<'_>) -> Command;
+
+    /// Where this language's packages come from and how its interpreter is probed for them
+    /// (`None`: the language has no packages, and a request naming some is rejected). The
+    /// language's run step and kernel must honour the ecosystem's variable
+    /// ([`Ecosystem::env`](crate::Ecosystem::env)).
+    fn packages(&self) -> Option<PackageSupport> {
+        None
+    }
 
     /// The session kernel of this language, when it has one (`ctx.source_path` is unused).
     fn kernel(&self, _ctx: &StepContext<'_>) -> Option<Kernel> {

@@ -26,6 +26,7 @@ pub mod monitor;
 pub mod network;
 pub mod outcome;
 pub mod outputs;
+pub mod packages;
 pub mod policy;
 pub mod request;
 pub mod result;
@@ -49,6 +50,11 @@ pub use language::{
 pub use limits::{AskedLimits, Bytes, Cores, LimitKind, Limits};
 pub use monitor::{Event, Load, Monitor, SessionEnd, TracingMonitor};
 pub use outcome::{Exit, ProcessOutcome, Stop, Usage};
+pub use packages::{
+    Ecosystem, InstalledPackage, InstallerStatus, Interpreter, PackageCacheStatus, PackageError,
+    PackageList, PackagePlan, PackageProvider, PackageRequest, PackageRules, PackageSpec,
+    PackageSupport, PackageTarget, PackagesReport, PreparedPackages, SessionPackages,
+};
 pub use policy::{Policy, PolicyContext, Rejection, SessionPolicy};
 pub use request::{ExecutionRequest, FileSpec, LimitsRequest, NetworkRequest};
 pub use result::{
@@ -57,7 +63,7 @@ pub use result::{
 };
 pub use session::{Session, SessionFiles, SessionOptions};
 pub use spec::{
-    EgressPolicy, FileEntry, Guards, InstanceSpec, Mount, NetworkMode, OutputMode, OutputSink,
-    ProcessIo, ProcessSpec, SandboxSpec, Stdin, StopSignal, StreamKind,
+    EgressPolicy, FileEntry, Guards, InstanceSpec, Mount, MountKind, NetworkMode, OutputMode,
+    OutputSink, ProcessIo, ProcessSpec, SandboxSpec, Stdin, StopSignal, StreamKind,
 };
 pub use validate::ValidRequest;

@@ -9,6 +9,7 @@ use crate::capabilities::BackendKind;
 use crate::events::SecurityEvent;
 use crate::limits::Limits;
 use crate::outcome::{ProcessOutcome, Usage};
+use crate::packages::PackagesReport;
 
 /// How a run ended. **Contract**: the set of values and their meaning are relied on by users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -227,6 +228,10 @@ pub struct ExecutionResult {
     /// The session this ran in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<SessionReport>,
+    /// The packages the request asked for: what was installed (every `name`/`version`,
+    /// dependencies included), whether it came from the cache, its size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packages: Option<PackagesReport>,
     /// What the egress proxy allowed and refused, for a run with network access.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<crate::network::Summary>,
@@ -352,6 +357,7 @@ impl ExecutionResult {
             results: Vec::new(),
             exception: None,
             session: None,
+            packages: None,
             network: None,
         }
     }
@@ -382,6 +388,7 @@ impl ExecutionResult {
             results: Vec::new(),
             exception: None,
             session: None,
+            packages: None,
             network: None,
         }
     }
@@ -422,6 +429,14 @@ impl ExecutionResult {
             id: String::new(),
             cell: 0,
             kernel_restarted: false,
+        });
+        sample.packages = Some(PackagesReport {
+            ecosystem: crate::packages::Ecosystem::Pypi,
+            index: String::new(),
+            installed: Vec::new(),
+            cached: false,
+            size_bytes: 0,
+            prepare_time: 0.0,
         });
         match serde_json::to_value(&sample) {
             Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),

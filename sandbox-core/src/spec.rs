@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::capabilities::{LayerName, Runtime};
 use crate::compile_cache::CacheScope;
 use crate::limits::Limits;
+use crate::packages::PackagePlan;
 
 /// How the sandbox reaches the network.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -88,6 +89,10 @@ pub struct SandboxSpec {
     pub opt_level: u8,
     /// Who may share compiled artifacts.
     pub cache_scope: CacheScope,
+    /// The request's packages and the policy's rules for them (`None`: the request asks for
+    /// none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packages: Option<PackagePlan>,
     /// Name of the policy that produced this spec.
     pub policy_name: String,
     /// Fingerprint of the effective policy.
@@ -101,6 +106,40 @@ pub struct Mount {
     pub host: String,
     /// Path inside the sandbox.
     pub sandbox: String,
+    /// What the host does with the path while it is mounted.
+    #[serde(default)]
+    pub kind: MountKind,
+}
+
+impl Mount {
+    /// A mount of part of the host's installation (a toolchain).
+    pub fn host(host: impl Into<String>, sandbox: impl Into<String>) -> Self {
+        Self {
+            host: host.into(),
+            sandbox: sandbox.into(),
+            kind: MountKind::Host,
+        }
+    }
+}
+
+/// What the host does with a mounted path while an instance lives, which decides how a backend
+/// may present it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MountKind {
+    /// Part of the host's installation (a toolchain): the same for every instance and never
+    /// changed. A backend may present a copy or an overlay, and may prepare instances with it
+    /// ahead of requests.
+    #[default]
+    Host,
+    /// Prepared for one request (a checked package set): not changed while mounted, held by the
+    /// engine until the instance is destroyed. Presented like [`Host`](Self::Host), but never
+    /// prepared ahead (nothing holds it for an instance no request has claimed yet).
+    Prepared,
+    /// A directory the host adds to while the instance lives (a session's packages): presented
+    /// as a plain read-only bind, so that additions appear inside (an overlay's view of a lower
+    /// directory that changes underneath is undefined). Never prepared ahead.
+    Live,
 }
 
 /// What a backend needs to create one isolated environment.
@@ -116,7 +155,7 @@ pub struct InstanceSpec {
     pub limits: Limits,
     /// Container runtime, for backends that have one.
     pub runtime: Option<Runtime>,
-    /// Extra read-only binds (language toolchains).
+    /// Extra read-only binds (language toolchains, prepared packages, a session's packages).
     pub mounts: Vec<Mount>,
     /// Network access.
     pub network: NetworkMode,

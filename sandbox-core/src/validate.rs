@@ -7,6 +7,7 @@ use base64::Engine as _;
 
 use crate::language::{Language, Languages};
 use crate::limits::{AskedLimits, LimitKind};
+use crate::packages::PackageList;
 use crate::policy::Rejection;
 use crate::request::ExecutionRequest;
 use crate::spec::FileEntry;
@@ -40,6 +41,8 @@ pub struct ValidRequest {
     pub stdin: Vec<u8>,
     /// Extra files, decoded.
     pub files: Vec<FileEntry>,
+    /// Packages asked for, parsed for the language's ecosystem (`None`: none asked for).
+    pub packages: Option<PackageList>,
 }
 
 impl std::fmt::Debug for ValidRequest {
@@ -48,6 +51,7 @@ impl std::fmt::Debug for ValidRequest {
             .field("language", &self.language.name())
             .field("stdin_len", &self.stdin.len())
             .field("files", &self.files.len())
+            .field("packages", &self.packages)
             .finish()
     }
 }
@@ -130,12 +134,23 @@ pub fn validate(
             return reject(format!("env `{k}` contains a NUL byte"));
         }
     }
-    if !request.packages.is_empty() {
-        return reject(format!(
-            "packages are not supported yet (asked for: {}); remove `packages` from the request",
-            request.packages.join(", ")
-        ));
-    }
+    let packages = if request.packages.is_empty() {
+        None
+    } else {
+        let Some(support) = language.packages() else {
+            let with: Vec<&str> = languages
+                .iter()
+                .filter(|l| l.packages().is_some())
+                .map(|l| l.name())
+                .collect();
+            return reject(format!(
+                "packages are not supported for {} (languages with packages: {}); remove `packages` from the request",
+                language.name(),
+                if with.is_empty() { "none".to_string() } else { with.join(", ") }
+            ));
+        };
+        Some(PackageList::parse(support.ecosystem, &request.packages)?)
+    };
     let stdin = match (&request.inputs, &request.stdin) {
         (Some(_), Some(_)) => return reject("give either `inputs` or `stdin`, not both"),
         (Some(lines), None) => lines
@@ -177,6 +192,7 @@ pub fn validate(
             .unwrap_or_default(),
         stdin,
         files,
+        packages,
     })
 }
 

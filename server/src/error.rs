@@ -222,6 +222,7 @@ impl ApiError {
             EngineError::Rejected(m) => ApiError::Refused(m),
             EngineError::Session(b) => ApiError::from_backend(b),
             EngineError::Config(m) => ApiError::Sandbox(m),
+            EngineError::Packages(m) => ApiError::Sandbox(format!("packages: {m}")),
         }
     }
 

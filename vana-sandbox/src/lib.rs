@@ -53,6 +53,10 @@ pub use vana_sandbox_core::{
 pub use vana_sandbox_core::{
     CellException, DisplayData, FileInfo, FileKind, OutputFile, SessionReport, StopSignal,
 };
+pub use vana_sandbox_core::{
+    Ecosystem, InstalledPackage, Mount, MountKind, PackageCacheStatus, PackageError,
+    PackageProvider, PackagesReport,
+};
 pub use vana_sandbox_docker::{image, DockerConfig, DockerExecutor};
 pub use vana_sandbox_lang as lang;
 pub use vana_sandbox_monitor as monitor;
@@ -62,7 +66,11 @@ pub use vana_sandbox_monitor::metrics::{Metrics, MetricsSnapshot};
 pub use vana_sandbox_monitor::threat::{Finding, RuleSet, Severity};
 pub use vana_sandbox_monitor::{Observability, ObservabilityBuilder, ObservabilityError};
 pub use vana_sandbox_native::{NativeConfig, NativeExecutor, DEFAULT_UID_BASE, PROGRAM_ID};
-pub use vana_sandbox_policy::{PolicyConfig, PolicyError, TenantPolicies, PRESETS};
+pub use vana_sandbox_packages::{DirPackageProvider, ProviderConfig};
+pub use vana_sandbox_policy::{
+    PackageIndexConfig, PackagesConfig, PolicyConfig, PolicyError, TenantPolicies, NPM_REGISTRY,
+    PRESETS, PYPI_INDEX,
+};
 pub use vana_sandbox_proxy as proxy;
 pub use vana_sandbox_seccomp as seccomp;
 pub use vana_sandbox_server as server;
@@ -147,6 +155,7 @@ pub struct SandboxBuilder {
     egress: Option<Arc<dyn vana_sandbox_core::Egress>>,
     monitors: Vec<Arc<dyn Monitor>>,
     compile_cache: Option<Option<Arc<dyn CompileCache>>>,
+    packages: Option<Option<Arc<dyn PackageProvider>>>,
     observability: Vec<Observability>,
     observe: ObservabilityBuilder,
 }
@@ -229,6 +238,13 @@ impl SandboxBuilder {
     /// The compile cache (`None`: no cache). Default: [`default_compile_cache`].
     pub fn compile_cache(mut self, cache: Option<Arc<dyn CompileCache>>) -> Self {
         self.compile_cache = Some(cache);
+        self
+    }
+
+    /// The package provider for requests' `packages` (`None`: requests with packages are
+    /// rejected). Default: [`default_package_provider`].
+    pub fn packages(mut self, provider: Option<Arc<dyn PackageProvider>>) -> Self {
+        self.packages = Some(provider);
         self
     }
 
@@ -346,6 +362,9 @@ impl SandboxBuilder {
         if let Some(cache) = self.compile_cache.unwrap_or_else(default_compile_cache) {
             builder = builder.compile_cache(cache);
         }
+        if let Some(provider) = self.packages.unwrap_or_else(default_package_provider) {
+            builder = builder.packages(provider);
+        }
         if let Some(n) = self.max_concurrency {
             builder = builder.max_concurrency(n);
         }
@@ -369,6 +388,39 @@ pub fn default_compile_cache() -> Option<Arc<dyn CompileCache>> {
         Ok(c) => Some(Arc::new(c)),
         Err(e) => {
             tracing::warn!("compile cache disabled: {e}");
+            None
+        }
+    }
+}
+
+/// The variable that names the package cache directory, over [`default_package_dir`]'s choice.
+pub const PACKAGE_DIR_VAR: &str = "VANA_SANDBOX_PACKAGE_DIR";
+
+/// Where the package cache goes by default: `$VANA_SANDBOX_PACKAGE_DIR` when set; else
+/// [`ProviderConfig::DEFAULT_DIR`] as root; rootless, `$XDG_CACHE_HOME/vana-sandbox/packages`
+/// (or `~/.cache/…`), a directory the caller owns (the sandbox's setup binds it by path).
+pub fn default_package_dir() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os(PACKAGE_DIR_VAR).filter(|d| !d.is_empty()) {
+        return dir.into();
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return ProviderConfig::DEFAULT_DIR.into();
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("vana-sandbox").join("packages")
+}
+
+/// The package provider at [`default_package_dir`] with its defaults (pip and npm of the host,
+/// 4 GiB), or none when that directory cannot be created.
+pub fn default_package_provider() -> Option<Arc<dyn PackageProvider>> {
+    match DirPackageProvider::new(ProviderConfig::in_dir(default_package_dir())) {
+        Ok(p) => Some(Arc::new(p)),
+        Err(e) => {
+            tracing::warn!("packages disabled: {e}");
             None
         }
     }

@@ -14,8 +14,14 @@ const BIN: &str = env!("CARGO_BIN_EXE_vana-sandbox");
 
 /// Runs the CLI with `stdin`, failing the test if it hangs.
 fn cli(args: &[&str], stdin: &str) -> (i32, String, String) {
+    cli_env(args, stdin, &[])
+}
+
+/// [`cli`] with extra environment variables.
+fn cli_env(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> (i32, String, String) {
     let mut child = Command::new(BIN)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -87,20 +93,50 @@ fn plan_example_without_packages_succeeds() {
     assert_no_leftovers();
 }
 
+/// The plan's example as it is, `packages` included: the packages come from the index (into a
+/// cache of the test's own), the program runs, the result says what was installed; a policy
+/// with packages off rejects it, naming why.
 #[test]
-fn plan_example_with_packages_is_rejected_not_ignored() {
+fn plan_example_with_packages_installs_them() {
     let _g = serial();
-    let v = exec(
-        r#"{"language":"python","code":"print('Hello, World!')","inputs":["input1","input2"],"timeout":30,"network_access":false,"packages":["requests","numpy"]}"#,
+    require_root();
+    let cache = std::env::temp_dir().join(format!("vana-cli-packages-{}", std::process::id()));
+    let plan = r#"{"language":"python","code":"print('Hello, World!')","inputs":["input1","input2"],"timeout":30,"network_access":false,"packages":["requests","numpy"]}"#;
+    let dir = cache.display().to_string();
+    let (code, out, err) = cli_env(
+        &["exec", "--json"],
+        plan,
+        &[("VANA_SANDBOX_PACKAGE_DIR", dir.as_str())],
     );
+    let _ = std::fs::remove_dir_all(&cache);
+    assert_eq!(code, 0, "stderr: {err}");
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+    assert_eq!(v["status"], "success", "{v:#}");
+    assert_eq!(v["output"], "Hello, World!\n");
+    let names: Vec<&str> = v["packages"]["installed"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        names.contains(&"numpy") && names.contains(&"requests"),
+        "{v:#}"
+    );
+    assert_eq!(v["packages"]["cached"], false, "{v:#}");
+
+    // (strict allows 10 s at most: the plan's 30 s would be the first thing refused.)
+    let strict_plan = plan.replace(r#""timeout":30,"#, "");
+    let (code, out, err) = cli(&["exec", "--json", "--preset", "strict"], &strict_plan);
+    assert_eq!(code, 0, "stderr: {err}");
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
     assert_eq!(v["status"], "rejected", "{v:#}");
     assert!(
         v["error"]
             .as_str()
             .unwrap_or("")
-            .contains("packages are not supported yet"),
+            .contains("packages are disabled by policy `strict`"),
         "{v:#}"
     );
+    assert_no_leftovers();
 }
 
 #[test]
@@ -238,6 +274,20 @@ fn doctor_reports_layers_and_toolchains() {
         langs
             .iter()
             .any(|l| l["language"] == "python" && l["available"] == true),
+        "{out}"
+    );
+    // The package cache, its size and the index in use.
+    let p = &v["packages"];
+    assert_eq!(p["indexes"]["pypi"], "https://pypi.org/simple", "{out}");
+    assert_eq!(p["indexes"]["npm"], "https://registry.npmjs.org/", "{out}");
+    assert!(
+        p["cache"]["dir"].is_string() && p["cache"]["bytes"].is_u64(),
+        "{out}"
+    );
+    assert!(
+        p["cache"]["installers"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(|i| i["ecosystem"] == "pypi")),
         "{out}"
     );
 }

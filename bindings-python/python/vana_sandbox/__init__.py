@@ -373,6 +373,7 @@ class Sandbox:
         args: Optional[Sequence[str]],
         stdin: Optional[str],
         outputs: Optional[Sequence[str]] = None,
+        packages: Optional[Sequence[str]] = None,
     ) -> str:
         if self._closed:
             raise SandboxError("the sandbox is closed")
@@ -395,6 +396,8 @@ class Sandbox:
             req["network"] = {"allow": list(network)}
         if outputs:
             req["outputs"] = list(outputs)
+        if packages:
+            req["packages"] = [str(p) for p in packages]
         if self._limits:
             req["limits"] = dict(self._limits)
         return json.dumps(req)
@@ -414,8 +417,14 @@ class Sandbox:
         outputs: Optional[Sequence[str]] = None,
         on_stdout: Optional[OutputCallback] = None,
         on_stderr: Optional[OutputCallback] = None,
+        packages: Optional[Sequence[str]] = None,
     ) -> Execution:
         """Runs ``code`` in a fresh sandbox and returns its :class:`Execution`.
+
+        ``packages`` (``["numpy", "requests==2.32.3"]``, npm names for JavaScript) are fetched
+        on the host (Python wheels only, npm without install scripts), cached, and mounted
+        read-only; the program needs no network for them. ``Execution.packages`` says what was
+        installed.
 
         ``outputs`` (globs) name workspace files to return (``result.files``);
         ``on_stdout``/``on_stderr`` receive output chunks (str) on this thread as they come.
@@ -425,7 +434,9 @@ class Sandbox:
         ran) and :class:`SandboxError` when the sandbox itself fails. Every other outcome —
         non-zero exit, timeout, memory or output limit, a kill — is an Execution with that status.
         """
-        request = self._request(code, language, timeout, inputs, files, env, network, args, stdin, outputs)
+        request = self._request(
+            code, language, timeout, inputs, files, env, network, args, stdin, outputs, packages
+        )
         return _execution(self._engine.run(request, on_stdout, on_stderr))
 
     def session(
@@ -586,11 +597,14 @@ class AsyncSandbox:
         outputs: Optional[Sequence[str]] = None,
         on_stdout: Optional[OutputCallback] = None,
         on_stderr: Optional[OutputCallback] = None,
+        packages: Optional[Sequence[str]] = None,
     ) -> Execution:
         """Like :meth:`Sandbox.run_code`, without blocking the event loop; callbacks run on
         the loop (a coroutine function's coroutines are scheduled as tasks)."""
         self._loop = asyncio.get_running_loop()
-        request = self._sync._request(code, language, timeout, inputs, files, env, network, args, stdin, outputs)
+        request = self._sync._request(
+            code, language, timeout, inputs, files, env, network, args, stdin, outputs, packages
+        )
         stream = on_stdout is not None or on_stderr is not None
         engine = self._sync._engine
         raw = await _aio.call(lambda loop, h: engine.start(request, loop, h, stream), on_stdout, on_stderr)

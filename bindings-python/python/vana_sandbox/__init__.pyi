@@ -117,6 +117,8 @@ class Execution:
     @property
     def session(self) -> Optional[Dict[str, Any]]: ...
     @property
+    def packages(self) -> Optional[Dict[str, Any]]: ...
+    @property
     def network(self) -> Optional[Dict[str, Any]]: ...
     def to_dict(self) -> Dict[str, Any]: ...
 
@@ -334,6 +336,7 @@ class Sandbox:
         outputs: Optional[Sequence[str]] = ...,
         on_stdout: Optional[_OutputCallback] = ...,
         on_stderr: Optional[_OutputCallback] = ...,
+        packages: Optional[Sequence[str]] = ...,
     ) -> Execution: ...
     def session(
         self,
@@ -396,6 +399,7 @@ class AsyncSandbox:
         outputs: Optional[Sequence[str]] = ...,
         on_stdout: Optional[_OutputCallback] = ...,
         on_stderr: Optional[_OutputCallback] = ...,
+        packages: Optional[Sequence[str]] = ...,
     ) -> Execution: ...
     def stream(
         self,

@@ -57,6 +57,9 @@ if len(sys.argv) < 2:
 sys.argv = sys.argv[1:]
 _path = sys.argv[0]
 sys.path.insert(0, os.path.dirname(os.path.abspath(_path)))
+# `-I` ignores PYTHONPATH; it points at the request's packages: honour it as plain Python does
+# (after the program's directory, before the standard library).
+sys.path[1:1] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
 # Run the program as __main__ in a fresh module (what `python3 main.py` does), without runpy's
 # imports on the start-up path.
 _main = type(sys)("__main__")

@@ -13,6 +13,7 @@ exit codes) is the program's word. Time, memory and output limits are the host's
 
 import ast
 import base64
+import importlib
 import io
 import json
 import linecache
@@ -31,6 +32,10 @@ PROTO_LOCK = threading.Lock()
 CHUNK = 65536
 # Variables of a Bash cell's environment that describe the shell, not the session.
 SHELL_VARS = {"PWD", "OLDPWD", "SHLVL", "_", "VANA_STATE"}
+# `-I` ignores PYTHONPATH; it points at the session's packages (a read-only directory the host
+# adds to while the session lives), so put it where plain Python would: before the library.
+_STDLIB = next((i for i, p in enumerate(sys.path) if p.startswith(sys.base_prefix)), len(sys.path))
+sys.path[_STDLIB:_STDLIB] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
 
 
 def send(msg):
@@ -213,6 +218,8 @@ class Kernel:
     def python(self, cell, code, status):
         # Tracebacks quote the cell's lines, as a notebook's do.
         linecache.cache["<cell>"] = (len(code), None, code.splitlines(True), "<cell>")
+        # Packages installed since the last cell appear in directories already on sys.path.
+        importlib.invalidate_caches()
         try:
             tree = ast.parse(code, "<cell>", "exec")
             last = None

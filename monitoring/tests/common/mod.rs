@@ -229,6 +229,7 @@ pub fn session_spec() -> vana_sandbox_core::SandboxSpec {
         guards: vana_sandbox_core::Guards::default(),
         opt_level: 1,
         cache_scope: vana_sandbox_core::CacheScope::Shared,
+        packages: None,
         policy_name: "fake".into(),
         policy_fingerprint: "sha256:fake".into(),
     }

@@ -5,6 +5,7 @@
 mod admission;
 mod compile;
 pub(crate) mod network;
+pub(crate) mod packages;
 pub(crate) mod pipeline;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,7 @@ use crate::error::EngineError;
 use crate::executor::Executor;
 use crate::language::Languages;
 use crate::monitor::{Event, Monitor};
+use crate::packages::{PackageProvider, PackageTarget};
 use crate::policy::{Policy, PolicyContext};
 use crate::request::ExecutionRequest;
 use crate::result::ExecutionResult;
@@ -39,6 +41,10 @@ pub(crate) struct Inner {
     pub(crate) languages: Languages,
     monitors: Vec<Arc<dyn Monitor>>,
     compile_cache: Option<Arc<dyn CompileCache>>,
+    pub(crate) packages: Option<Arc<dyn PackageProvider>>,
+    /// Each language's package target, asked of the executor once.
+    pub(crate) package_targets:
+        std::sync::Mutex<std::collections::HashMap<&'static str, PackageTarget>>,
     pub(crate) egress: Option<Arc<dyn crate::egress::Egress>>,
     pub(crate) admission: Admission,
     /// Open sessions (one permit each).
@@ -62,6 +68,7 @@ pub struct EngineBuilder {
     languages: Languages,
     monitors: Vec<Arc<dyn Monitor>>,
     compile_cache: Option<Arc<dyn CompileCache>>,
+    packages: Option<Arc<dyn PackageProvider>>,
     egress: Option<Arc<dyn crate::egress::Egress>>,
     max_concurrency: Option<usize>,
     max_queue: Option<usize>,
@@ -96,6 +103,13 @@ impl EngineBuilder {
     /// A compile cache for compiled languages (default: none).
     pub fn compile_cache(mut self, cache: Arc<dyn CompileCache>) -> Self {
         self.compile_cache = Some(cache);
+        self
+    }
+
+    /// The package provider that prepares requests' `packages` (default: none, and a request
+    /// with packages is rejected).
+    pub fn packages(mut self, provider: Arc<dyn PackageProvider>) -> Self {
+        self.packages = Some(provider);
         self
     }
 
@@ -153,6 +167,8 @@ impl EngineBuilder {
                 languages: self.languages,
                 monitors: self.monitors,
                 compile_cache: self.compile_cache,
+                packages: self.packages,
+                package_targets: Default::default(),
                 egress: self.egress,
                 admission: Admission::new(max_concurrency, max_queue),
                 sessions: Arc::new(tokio::sync::Semaphore::new(max_sessions)),
@@ -196,6 +212,11 @@ impl Engine {
     /// The policy.
     pub fn policy(&self) -> &Arc<dyn Policy> {
         &self.inner.policy
+    }
+
+    /// The package provider, if any.
+    pub fn package_provider(&self) -> Option<&Arc<dyn PackageProvider>> {
+        self.inner.packages.as_ref()
     }
 
     /// Executions running now.

@@ -11,12 +11,14 @@ use crate::language::{Language, StepContext, MAX_GUARD_EVENTS_BYTES};
 use crate::limits::LimitKind;
 use crate::monitor::Event;
 use crate::outcome::{ProcessOutcome, Stop};
+use crate::packages::PreparedPackages;
 use crate::request::ExecutionRequest;
 use crate::result::{CompileReport, ExecutionResult};
 use crate::spec::{FileEntry, InstanceSpec, NetworkMode, ProcessIo, ProcessSpec, SandboxSpec};
 use crate::validate::ValidRequest;
 
 use super::compile::{self, Compiled};
+use super::packages::PackageFailure;
 use super::Inner;
 
 /// Working directory of every program.
@@ -100,15 +102,33 @@ pub(crate) async fn execute(engine: &Inner, job: &Job<'_>, io: ProcessIo) -> Exe
         };
         return ExecutionResult::sandbox_error(job.id, language.name(), msg);
     }
-    match in_instance(engine, job, io).await {
+    // Packages are prepared before the instance exists, and held until it is gone.
+    let packages = match &job.spec.packages {
+        None => None,
+        Some(plan) => {
+            match super::packages::prepare(engine, language, plan, &job.spec.policy_name).await {
+                Ok(p) => Some(p),
+                Err(PackageFailure::Rejected(m)) => {
+                    return ExecutionResult::rejected(job.id, language.name(), m)
+                }
+                Err(PackageFailure::Failed(m)) => {
+                    return ExecutionResult::sandbox_error(job.id, language.name(), m)
+                }
+            }
+        }
+    };
+    let mut result = match in_instance(engine, job, packages.as_ref(), io).await {
         Ok(r) => r,
         Err(e) => ExecutionResult::sandbox_error(job.id, language.name(), e.to_string()),
-    }
+    };
+    result.packages = packages.map(|p| p.report);
+    result
 }
 
 async fn in_instance(
     engine: &Inner,
     job: &Job<'_>,
+    packages: Option<&PreparedPackages>,
     io: ProcessIo,
 ) -> Result<ExecutionResult, BackendError> {
     let executor = &engine.executor;
@@ -124,12 +144,14 @@ async fn in_instance(
         Some(c) => job.spec.limits.max(&compile::limits(c, job.spec)),
         None => job.spec.limits,
     };
+    let mut mounts = language.mounts();
+    mounts.extend(packages.map(PreparedPackages::mount));
     let spec = InstanceSpec {
         id: job.id.to_string(),
         language: language.name().to_string(),
         limits: envelope,
         runtime: job.spec.runtime,
-        mounts: language.mounts(),
+        mounts,
         network: job.spec.network.clone(),
     };
     let creating = Instant::now();
@@ -147,6 +169,7 @@ async fn in_instance(
         }
     };
     let proxy_env = network.as_ref().map(|n| n.env.clone()).unwrap_or_default();
+    let package_env = packages.map(|p| p.env.as_slice()).unwrap_or_default();
     let result = steps(
         engine,
         job,
@@ -155,7 +178,10 @@ async fn in_instance(
         instance.as_mut(),
         io,
         creating,
-        &proxy_env,
+        RunEnv {
+            packages: package_env,
+            proxy: &proxy_env,
+        },
     )
     .await;
     let summary = match network {
@@ -184,6 +210,15 @@ async fn in_instance(
     Ok(result)
 }
 
+/// Variables a run gets besides the language's and the request's.
+#[derive(Clone, Copy)]
+struct RunEnv<'a> {
+    /// The prepared packages' (under the request's `env`).
+    packages: &'a [(String, String)],
+    /// The egress proxy's (over the request's `env`).
+    proxy: &'a [(String, String)],
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn steps(
     engine: &Inner,
@@ -193,7 +228,7 @@ async fn steps(
     instance: &mut dyn Instance,
     io: ProcessIo,
     creating: Instant,
-    proxy_env: &[(String, String)],
+    extra: RunEnv<'_>,
 ) -> Result<ExecutionResult, BackendError> {
     let files = stage(job, step, instance).await?;
     engine.emit(&Event::Ready {
@@ -208,7 +243,7 @@ async fn steps(
             Compiled::Failed(result) => return Ok(*result),
         },
     };
-    let outcome = run(job, step, instance, io, proxy_env).await?;
+    let outcome = run(job, step, instance, io, extra).await?;
     Ok(collect(engine, job, step, instance, outcome, report).await)
 }
 
@@ -237,13 +272,15 @@ async fn run(
     step: &StepContext<'_>,
     instance: &mut dyn Instance,
     io: ProcessIo,
-    proxy_env: &[(String, String)],
+    extra: RunEnv<'_>,
 ) -> Result<ProcessOutcome, BackendError> {
-    let cmd = job.language().run(step);
+    let mut cmd = job.language().run(step);
+    // The packages' variables over the language's; the request's `env` over both.
+    cmd.env.extend(extra.packages.iter().cloned());
     let mut env = environment(&cmd.env, Some(&job.request.env));
     // The proxy's variables over the request's: a request cannot point them elsewhere (and
     // there is nowhere else to go).
-    for (k, v) in proxy_env {
+    for (k, v) in extra.proxy {
         env.retain(|(ek, _)| ek != k);
         env.push((k.clone(), v.clone()));
     }

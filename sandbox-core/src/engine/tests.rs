@@ -517,3 +517,293 @@ fn events_carry_tenant_request_load_cache_and_cancellation() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The packages step against a provider double.
+mod packages_step {
+    use super::*;
+    use crate::fake::CallLog;
+    use crate::packages::{
+        InstalledPackage, PackageCacheStatus, PackageError, PackageProvider, PackageRequest,
+        PackageRules, PackagesReport, PreparedPackages, SessionPackages,
+    };
+    use crate::spec::{Mount, MountKind};
+
+    /// Records, when dropped, whether the instance was destroyed already.
+    struct Hold(CallLog, Arc<Mutex<Option<bool>>>);
+
+    impl Drop for Hold {
+        fn drop(&mut self) {
+            *self.1.lock().unwrap() = Some(self.0.all().contains(&Call::Destroy));
+        }
+    }
+
+    type Failure = fn() -> PackageError;
+
+    struct Provider {
+        seen: Mutex<Vec<String>>,
+        installs: Vec<&'static str>,
+        fail: Option<Failure>,
+        log: CallLog,
+        released: Arc<Mutex<Option<bool>>>,
+    }
+
+    impl Provider {
+        fn new(log: CallLog, installs: Vec<&'static str>, fail: Option<Failure>) -> Arc<Self> {
+            Arc::new(Self {
+                seen: Mutex::new(Vec::new()),
+                installs,
+                fail,
+                log,
+                released: Arc::new(Mutex::new(None)),
+            })
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl PackageProvider for Provider {
+        async fn prepare(&self, r: &PackageRequest<'_>) -> Result<PreparedPackages, PackageError> {
+            let reqs: Vec<&str> = r
+                .list
+                .specs
+                .iter()
+                .map(|s| s.requirement.as_str())
+                .collect();
+            self.seen.lock().unwrap().push(format!(
+                "{} {} {} {}",
+                r.language,
+                r.index,
+                r.target.interpreter.abi,
+                reqs.join(" ")
+            ));
+            if let Some(f) = self.fail {
+                return Err(f());
+            }
+            let eco = r.list.ecosystem;
+            Ok(PreparedPackages {
+                host_dir: "/cache/sets/x/tree".into(),
+                sandbox_dir: eco.sandbox_dir(),
+                env: vec![eco.env()],
+                report: PackagesReport {
+                    ecosystem: eco,
+                    index: r.index.into(),
+                    installed: self
+                        .installs
+                        .iter()
+                        .map(|n| InstalledPackage {
+                            name: n.to_string(),
+                            version: "1.0".into(),
+                        })
+                        .collect(),
+                    cached: false,
+                    size_bytes: 1000,
+                    prepare_time: 0.0,
+                },
+                hold: Some(Box::new(Hold(self.log.clone(), self.released.clone()))),
+            })
+        }
+
+        fn session(&self, _: &str) -> Result<Box<dyn SessionPackages>, PackageError> {
+            Err(PackageError::Refused("no sessions here".into()))
+        }
+
+        fn status(&self) -> PackageCacheStatus {
+            PackageCacheStatus {
+                dir: "/cache".into(),
+                bytes: 0,
+                max_bytes: 0,
+                entries: 0,
+                installers: Vec::new(),
+            }
+        }
+    }
+
+    fn with_provider(exec: FakeExecutor, policy: FakePolicy, p: Arc<Provider>) -> Engine {
+        Engine::builder()
+            .executor(Arc::new(exec))
+            .policy(Arc::new(policy))
+            .languages(languages())
+            .packages(p)
+            .build()
+            .unwrap()
+    }
+
+    fn asking(packages: &[&str]) -> ExecutionRequest {
+        let mut r = ExecutionRequest::new("fake", "x");
+        r.packages = packages.iter().map(|s| s.to_string()).collect();
+        r
+    }
+
+    #[test]
+    fn packages_are_prepared_first_mounted_read_only_and_reported() {
+        let exec = FakeExecutor::new(|p, files, stdin| {
+            let path = p.env.iter().find(|(k, _)| k == "PYTHONPATH");
+            assert_eq!(
+                path.map(|(_, v)| v.as_str()),
+                Some("/opt/vana-packages/python"),
+                "{:?}",
+                p.env
+            );
+            default_script(p, files, stdin)
+        });
+        let log = exec.calls();
+        let p = Provider::new(log.clone(), vec!["requests", "urllib3"], None);
+        let e = with_provider(exec, FakePolicy::default(), p.clone());
+        let r = rt()
+            .block_on(e.execute(asking(&["Requests>=2", "numpy"])))
+            .unwrap();
+        assert_eq!(r.status, Status::Success, "{r:#?}");
+        let report = r.packages.as_ref().expect("packages reported");
+        assert_eq!(report.installed.len(), 2);
+        assert!(report.prepare_time >= 0.0);
+        assert_eq!(
+            *p.seen.lock().unwrap(),
+            ["fake https://pypi.invalid/simple cp311 requests>=2 numpy"]
+        );
+        let Call::Create { mounts, .. } = &log.all()[0] else {
+            panic!("no create")
+        };
+        assert!(mounts.contains(&Mount {
+            host: "/cache/sets/x/tree".into(),
+            sandbox: "/opt/vana-packages/python".into(),
+            kind: MountKind::Prepared,
+        }));
+        // The set was held until the instance was gone.
+        assert_eq!(*p.released.lock().unwrap(), Some(true));
+        let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(json["packages"]["installed"][0]["name"], "requests");
+    }
+
+    #[test]
+    fn rules_refuse_what_is_asked_before_and_what_came_after() {
+        let policy = || FakePolicy {
+            packages: Some(PackageRules {
+                index: "https://pypi.invalid/simple".into(),
+                allow: Vec::new(),
+                deny: vec!["evil-pkg".into()],
+                max_bytes: crate::limits::Bytes(5000),
+                max_count: 2,
+            }),
+            ..FakePolicy::default()
+        };
+        // Asked for: refused before anything is fetched.
+        let exec = FakeExecutor::new(default_script);
+        let log = exec.calls();
+        let p = Provider::new(log.clone(), vec!["evil-pkg"], None);
+        let e = with_provider(exec, policy(), p.clone());
+        let r = rt().block_on(e.execute(asking(&["Evil_Pkg"]))).unwrap();
+        assert_eq!(r.status, Status::Rejected);
+        assert!(r
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("`evil-pkg` is denied"));
+        assert!(p.seen.lock().unwrap().is_empty());
+        assert!(log.all().is_empty(), "nothing may run");
+        // Pulled in as a dependency, or too many: refused after preparing, before running.
+        for (installs, why) in [
+            (vec!["good", "evil-pkg"], "a dependency"),
+            (vec!["a", "b", "c"], "at most 2"),
+        ] {
+            let exec = FakeExecutor::new(default_script);
+            let log = exec.calls();
+            let p = Provider::new(log.clone(), installs, None);
+            let e = with_provider(exec, policy(), p);
+            let r = rt().block_on(e.execute(asking(&["good"]))).unwrap();
+            assert_eq!(r.status, Status::Rejected, "{r:#?}");
+            assert!(
+                r.error.as_deref().unwrap_or_default().contains(why),
+                "{r:#?}"
+            );
+            assert!(log.all().is_empty(), "nothing may run");
+        }
+    }
+
+    #[test]
+    fn failures_are_rejections_or_sandbox_errors() {
+        let run = |fail: Option<Failure>, req: ExecutionRequest, provider: bool| {
+            let exec = FakeExecutor::new(default_script);
+            let log = exec.calls();
+            let e = if provider {
+                with_provider(
+                    exec,
+                    FakePolicy::default(),
+                    Provider::new(log, vec![], fail),
+                )
+            } else {
+                engine(exec, FakePolicy::default())
+            };
+            rt().block_on(e.execute(req)).unwrap()
+        };
+        let refused: Failure = || PackageError::Refused("`docopt` has no wheel".into());
+        let r = run(Some(refused), asking(&["docopt"]), true);
+        assert_eq!(r.status, Status::Rejected);
+        assert_eq!(r.error.as_deref(), Some("`docopt` has no wheel"));
+        let down: Failure = || PackageError::Installer {
+            tool: "pip".into(),
+            detail: "the index could not be reached".into(),
+        };
+        let r = run(Some(down), asking(&["six"]), true);
+        assert_eq!(r.status, Status::SandboxError);
+        assert!(r.error.unwrap_or_default().contains("could not be reached"));
+        let r = run(None, asking(&["six"]), false);
+        assert_eq!(r.status, Status::Rejected);
+        assert!(r.error.unwrap_or_default().contains("no package provider"));
+        let mut compiled = asking(&["six"]);
+        compiled.language = "fakec".into();
+        let r = run(None, compiled, true);
+        assert_eq!(r.status, Status::Rejected);
+        let msg = r.error.unwrap_or_default();
+        assert!(
+            msg.contains("packages are not supported for fakec (languages with packages: fake)"),
+            "{msg}"
+        );
+        let r = run(None, asking(&["https://evil.example/x.whl"]), true);
+        assert_eq!(r.status, Status::Rejected);
+        assert!(r.error.unwrap_or_default().contains("path or URL"));
+    }
+
+    /// A backend with an environment of its own probes its interpreter in one of its sandboxes:
+    /// created without network, the probe run, the sandbox destroyed whatever the answer.
+    #[test]
+    fn a_probe_in_a_sandbox_answers_for_that_sandbox_and_cleans_up() {
+        let answer = |stdout: &'static [u8], code: i32| {
+            FakeExecutor::new(move |p, _, _| {
+                assert_eq!(p.argv, ["/bin/fake"]);
+                assert!(p.env.iter().any(|(k, _)| k == "PATH"));
+                Ok(ProcessOutcome {
+                    exit: Exit::Code(code),
+                    stdout: stdout.to_vec(),
+                    ..Default::default()
+                })
+            })
+        };
+        let lang = FakeLanguage::interpreted();
+        let good = answer(
+            br#"{"implementation":"cp","version":"3.11.2","abi":"cp311","platforms":["linux_x86_64"]}"#,
+            0,
+        );
+        let log = good.calls();
+        let t = rt().block_on(crate::packages::probe_in_instance(&good, &lang));
+        let t = t.unwrap();
+        assert_eq!(t.ecosystem, crate::Ecosystem::Pypi);
+        assert_eq!(t.interpreter.abi, "cp311");
+        assert_eq!(t.environment, good.environment_id("fake"));
+        let calls = log.all();
+        assert!(matches!(&calls[0], Call::Create { id, .. } if id.starts_with("probe-")));
+        assert_eq!(calls.last(), Some(&Call::Destroy));
+        // A failed probe, or one that answers with something an installer must not be given.
+        for (stdout, code) in [
+            (&b""[..], 1),
+            (
+                &br#"{"implementation":"cp","version":"3 --pre","abi":"x","platforms":["p"]}"#[..],
+                0,
+            ),
+        ] {
+            let bad = answer(stdout, code);
+            let log = bad.calls();
+            let r = rt().block_on(crate::packages::probe_in_instance(&bad, &lang));
+            assert!(r.is_err(), "{r:?}");
+            assert_eq!(log.all().last(), Some(&Call::Destroy));
+        }
+    }
+}

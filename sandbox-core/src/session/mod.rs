@@ -26,12 +26,16 @@ use tokio::sync::OwnedSemaphorePermit;
 
 pub use files::{unpack_archive, SessionFiles, MAX_ARCHIVE_ENTRIES};
 
+use crate::engine::packages::PackageFailure;
 use crate::engine::{pipeline, Inner};
 use crate::error::{BackendError, EngineError};
 use crate::executor::Instance;
 use crate::language::{KernelRole, StepContext};
 use crate::monitor::{Event, SessionEnd};
 use crate::outcome::{Exit, ProcessOutcome, Stop};
+use crate::packages::{
+    Ecosystem, PackageError, PackageList, PackagePlan, PackageSpec, PackagesReport, SessionPackages,
+};
 use crate::policy::{PolicyContext, SessionPolicy};
 use crate::request::{ExecutionRequest, FileSpec, LimitsRequest};
 use crate::result::{CellException, DisplayData, ExecutionResult, SessionReport, Status};
@@ -90,6 +94,10 @@ struct Shared {
     closed: AtomicBool,
     /// The running cell's interrupt, for [`Session::kill`].
     interrupt: Mutex<Option<tokio::sync::mpsc::UnboundedSender<()>>>,
+    /// The session's read-only package set (mounted live), when the engine has a provider.
+    packages: Option<Arc<dyn SessionPackages>>,
+    /// What each ecosystem's installs asked for so far (one install at a time).
+    installed: tokio::sync::Mutex<BTreeMap<Ecosystem, Vec<PackageSpec>>>,
     /// The session's egress proxy, when it has network access.
     network: tokio::sync::Mutex<Option<crate::engine::network::RunNetwork>>,
     policy: SessionPolicy,
@@ -214,6 +222,20 @@ impl Session {
                 }
             }
         }
+        // The session's package set: empty directories mounted live now, filled by `install`.
+        let packages: Option<Arc<dyn SessionPackages>> = match &engine.packages {
+            None => None,
+            Some(provider) => match provider.session(&id) {
+                Ok(set) => Some(Arc::from(set)),
+                Err(e) => {
+                    tracing::warn!(session = %id, "the session gets no package set: {e}");
+                    None
+                }
+            },
+        };
+        for m in packages.iter().flat_map(|p| p.mounts()) {
+            mounts.push(m);
+        }
         let policy = engine.policy.sessions();
         let instance = engine
             .executor
@@ -243,7 +265,11 @@ impl Session {
         let host_kernel = host_kernel
             .ok_or_else(|| EngineError::Rejected("the host language has no kernel".into()))?;
         instance.files().put(&placed).await?;
-        let mut env = pipeline::environment(&host_kernel.command.env, Some(&options.env));
+        let mut kernel_env = host_kernel.command.env.clone();
+        if packages.is_some() {
+            kernel_env.extend(Ecosystem::ALL.map(Ecosystem::env));
+        }
+        let mut env = pipeline::environment(&kernel_env, Some(&options.env));
         env.retain(|(k, _)| k != "PWD");
         let network = match &spec.network {
             crate::spec::NetworkMode::None => None,
@@ -303,6 +329,8 @@ impl Session {
             last_used: Mutex::new(now),
             closed: AtomicBool::new(false),
             interrupt: Mutex::new(None),
+            packages,
+            installed: tokio::sync::Mutex::new(BTreeMap::new()),
             network: tokio::sync::Mutex::new(network),
             policy,
             spec,
@@ -464,6 +492,89 @@ impl Session {
         drop(permit);
         s.touch();
         Ok(s.finish(result, &request, begun, cell_no, restarted))
+    }
+
+    /// Installs `packages` of `language` into the session's read-only package set, visible to
+    /// the next cell (of that language's kernel, and of programs a Bash cell starts).
+    ///
+    /// The request is judged like a run's `packages` (validated, the policy's rules checked).
+    /// What the session asked for before is prepared together with the new packages, so the
+    /// set stays consistent, and only what is new is added: the set's directories are mounted
+    /// into the sandbox as plain read-only binds when the session opens (an overlay would not
+    /// show later additions safely), and additions appear in them one whole directory at a time.
+    /// A package the session already has at another version is refused (modules already
+    /// imported cannot change under the kernel): pin versions, or open a new session.
+    pub async fn install(
+        &self,
+        language: &str,
+        packages: &[String],
+    ) -> Result<PackagesReport, EngineError> {
+        let s = &*self.shared;
+        if self.is_closed() {
+            return Err(EngineError::SessionClosed);
+        }
+        let Some(set) = s.packages.clone() else {
+            return Err(EngineError::Rejected(
+                "packages are not available in this session: the engine has no package provider"
+                    .into(),
+            ));
+        };
+        let mut installed = s.installed.lock().await;
+        s.touch();
+        let inner = &*s.engine;
+        let request = ExecutionRequest {
+            language: language.to_string(),
+            code: "# install".into(),
+            packages: packages.to_vec(),
+            ..ExecutionRequest::default()
+        };
+        let valid =
+            validate(&request, &inner.languages).map_err(|r| EngineError::Rejected(r.message))?;
+        let spec = evaluate(inner, &valid, s.tenant.as_deref())?;
+        let Some(plan) = spec.packages else {
+            return Err(EngineError::Rejected("no packages were named".into()));
+        };
+        let ecosystem = plan.list.ecosystem;
+        // What the session has (unless named again), then what is new.
+        let before = installed.get(&ecosystem).cloned().unwrap_or_default();
+        let mut specs: Vec<PackageSpec> = before
+            .iter()
+            .filter(|old| !plan.list.specs.iter().any(|new| new.name == old.name))
+            .cloned()
+            .collect();
+        specs.extend(plan.list.specs.iter().cloned());
+        let union = PackagePlan {
+            list: PackageList {
+                ecosystem,
+                specs: specs.clone(),
+            },
+            rules: plan.rules,
+        };
+        let prepared = crate::engine::packages::prepare(
+            inner,
+            valid.language.as_ref(),
+            &union,
+            &spec.policy_name,
+        )
+        .await
+        .map_err(|f| match f {
+            PackageFailure::Rejected(m) => EngineError::Rejected(m),
+            f => EngineError::Packages(f.message()),
+        })?;
+        let added = tokio::task::spawn_blocking(move || {
+            let r = set.add(&prepared);
+            (r, prepared)
+        })
+        .await
+        .map_err(|e| EngineError::Packages(format!("the install's thread: {e}")))?;
+        let (result, prepared) = added;
+        result.map_err(|e| match e {
+            PackageError::Refused(m) => EngineError::Rejected(m),
+            e => EngineError::Packages(e.to_string()),
+        })?;
+        installed.insert(ecosystem, specs);
+        s.touch();
+        Ok(prepared.report)
     }
 
     /// Stops the running cell, if any (its kernel is interrupted, and restarted when it does

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use clap::Args;
 use serde::Serialize;
 use vana_sandbox::{
-    lang, Capabilities, DockerConfig, Executor, NativeExecutor, PolicyConfig, Runtime, Sandbox,
+    default_package_dir, lang, Bytes, Capabilities, DirPackageProvider, DockerConfig, Ecosystem,
+    Executor, NativeExecutor, PackageCacheStatus, PackageProvider, PolicyConfig, ProviderConfig,
+    Runtime, Sandbox,
 };
 
 #[derive(Args, Debug)]
@@ -13,6 +15,9 @@ pub(crate) struct DoctorArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Show the package indexes of this policy file (TOML or JSON) instead of the default's.
+    #[arg(long)]
+    policy: Option<std::path::PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -27,6 +32,39 @@ struct Report {
     backends: Vec<BackendReport>,
     languages: Vec<Toolchain>,
     docker: DockerReport,
+    packages: PackagesSection,
+}
+
+/// The package cache and the indexes requests' packages come from.
+#[derive(Serialize)]
+struct PackagesSection {
+    /// Whether the policy lets requests ask for packages.
+    enabled: bool,
+    /// Each ecosystem's index.
+    indexes: std::collections::BTreeMap<Ecosystem, String>,
+    /// The cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache: Option<PackageCacheStatus>,
+    /// Why there is no cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_error: Option<String>,
+}
+
+fn packages_report(policy: &PolicyConfig) -> PackagesSection {
+    let (cache, cache_error) =
+        match DirPackageProvider::new(ProviderConfig::in_dir(default_package_dir())) {
+            Ok(p) => (Some(p.status()), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+    PackagesSection {
+        enabled: policy.packages.enabled,
+        indexes: Ecosystem::ALL
+            .iter()
+            .map(|e| (*e, policy.packages.rules(*e).index))
+            .collect(),
+        cache,
+        cache_error,
+    }
 }
 
 #[derive(Serialize, Default)]
@@ -152,6 +190,16 @@ pub(crate) async fn main(a: DoctorArgs) -> ExitCode {
             },
         })
         .collect();
+    let policy = match &a.policy {
+        Some(path) => match PolicyConfig::from_path(path) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("vana-sandbox: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => PolicyConfig::default(),
+    };
     let (docker, docker_backend) = docker_report().await;
     let mut backends = vec![native];
     backends.extend(docker_backend);
@@ -159,6 +207,7 @@ pub(crate) async fn main(a: DoctorArgs) -> ExitCode {
         backends,
         languages,
         docker,
+        packages: packages_report(&policy),
     };
     if a.json {
         println!(
@@ -210,6 +259,43 @@ pub(crate) async fn main(a: DoctorArgs) -> ExitCode {
                 t.language,
                 t.detail
             );
+        }
+        let p = &report.packages;
+        println!(
+            "packages: {}",
+            if p.enabled {
+                "enabled by the policy"
+            } else {
+                "disabled by the policy"
+            }
+        );
+        for (eco, index) in &p.indexes {
+            println!("  index {eco:<5} {index}");
+        }
+        match (&p.cache, &p.cache_error) {
+            (Some(c), _) => {
+                println!(
+                    "  cache {} ({} in {} set(s), at most {})",
+                    c.dir.display(),
+                    Bytes(c.bytes),
+                    c.entries,
+                    Bytes(c.max_bytes)
+                );
+                for i in &c.installers {
+                    let eco = i.ecosystem;
+                    match (&i.version, &i.error) {
+                        (Some(v), _) => println!("  [x] installer {eco:<5} {v}"),
+                        (None, e) => println!(
+                            "  [ ] installer {eco:<5} {}",
+                            e.as_deref().unwrap_or("not found")
+                        ),
+                    }
+                }
+            }
+            (None, e) => println!(
+                "  cache not usable: {}",
+                e.as_deref().unwrap_or("unknown reason")
+            ),
         }
     }
     if report.backends.iter().any(|b| b.usable) {

@@ -31,6 +31,10 @@ pub(crate) struct RunArgs {
     /// Memory limit in MiB.
     #[arg(long)]
     memory: Option<i64>,
+    /// A package to make available (repeatable): `numpy`, `requests==2.32.3` (Python wheels),
+    /// `is-number@^7` (npm).
+    #[arg(long = "package", short = 'p')]
+    packages: Vec<String>,
     /// Print the JSON result instead of the program's output.
     #[arg(long)]
     json: bool,
@@ -99,6 +103,7 @@ pub(crate) async fn main(a: RunArgs, format: LogFormat) -> ExitCode {
     request.stdin = stdin;
     request.timeout = a.timeout;
     request.args = a.args.clone();
+    request.packages = a.packages.clone();
     if a.memory.is_some() {
         request.limits = Some(LimitsRequest {
             memory_mb: a.memory,
