@@ -717,8 +717,7 @@ async fn stream_run(
                         let _ = tx.send(chunk_event(kind, text));
                     }
                 }
-                let value = serde_json::to_value(&result).unwrap_or_default();
-                let _ = tx.send(sse_event("result", &value));
+                let _ = tx.send(sse_event("result", &result));
             }
             Some(Err(e)) => {
                 drop(guard);

@@ -144,8 +144,12 @@ where
     }
 }
 
-/// One server-sent event: `event: NAME` and its data (JSON, one line).
-pub fn sse_event(name: &str, data: &serde_json::Value) -> Bytes {
+/// One server-sent event: `event: NAME` and its data (JSON, one line: serde_json escapes every
+/// newline), its fields in the order a non-streamed answer has them.
+pub fn sse_event(name: &str, data: &impl serde::Serialize) -> Bytes {
+    let data = serde_json::to_string(data).unwrap_or_else(|e| {
+        serde_json::json!({ "error": { "code": "internal", "message": e.to_string() } }).to_string()
+    });
     format!("event: {name}\ndata: {data}\n\n").into()
 }
 

@@ -573,11 +573,12 @@ fn output_streams_as_server_sent_events() {
         &json!({"language": "python", "code": "import sys\nprint('out')\nprint('err', file=sys.stderr)"}),
     );
     assert_eq!(status, 200);
-    assert!(
-        ev.iter()
-            .any(|(_, n, d)| n == "chunk" && d["stream"] == "stderr" && d["text"] == "err\n"),
-        "{ev:#?}"
-    );
+    let err: String = ev
+        .iter()
+        .filter(|(_, n, d)| n == "chunk" && d["stream"] == "stderr")
+        .map(|(_, _, d)| d["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(err, "err\n", "{ev:#?}");
     assert_eq!(ev.last().unwrap().2["status"], "success");
     let (_, ev) = stream(
         &addr,
