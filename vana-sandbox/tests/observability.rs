@@ -902,21 +902,37 @@ fn egress_decisions_and_sessions_reach_the_audit_log_and_the_metrics() {
     let want: [(&str, Labels, f64); 6] = [
         (
             names::NETWORK_DECISIONS,
-            &[("verdict", "allowed"), ("reason", "none")],
+            &[
+                ("verdict", "allowed"),
+                ("reason", "none"),
+                ("tenant", "acme"),
+            ],
             2.0,
         ),
         (
             names::NETWORK_DECISIONS,
-            &[("verdict", "denied"), ("reason", "not_allowed")],
+            &[
+                ("verdict", "denied"),
+                ("reason", "not_allowed"),
+                ("tenant", "acme"),
+            ],
             1.0,
         ),
-        (names::NETWORK_BYTES, &[("direction", "up")], 6.0),
         (
             names::NETWORK_BYTES,
-            &[("direction", "down")],
+            &[("direction", "up"), ("tenant", "acme")],
+            6.0,
+        ),
+        (
+            names::NETWORK_BYTES,
+            &[("direction", "down"), ("tenant", "acme")],
             2.0 * hello.len() as f64,
         ),
-        (names::SESSIONS_CLOSED, &[("reason", "closed")], 1.0),
+        (
+            names::SESSIONS_CLOSED,
+            &[("reason", "closed"), ("tenant", "acme")],
+            1.0,
+        ),
         (names::ACTIVE_SESSIONS, &[], 0.0),
     ];
     for (name, labels, value) in want {
