@@ -126,7 +126,6 @@ pub(crate) struct Shared {
     cgroups: Arc<dyn CgroupDriver>,
     dirs: StateDirs,
     owner: OwnerId,
-    seq: AtomicU64,
     degraded: Vec<SecurityEvent>,
     seccomp: Vec<seccomp::Insn>,
     landlock_abi: u32,
@@ -136,10 +135,15 @@ pub(crate) struct Shared {
     devices: Option<sys::Fd>,
 }
 
+/// Instances this process has made, over all its executors (a host may have several: each
+/// Python `Sandbox` is one), so that no two live instances share a name — and a cgroup.
+static INSTANCES: AtomicU64 = AtomicU64::new(0);
+
 impl Shared {
-    /// The next instance's cgroup name: owner and sequence, so leftovers are recognisable.
+    /// The next instance's cgroup name: owner and a process-wide sequence, so leftovers are
+    /// recognisable and live instances never collide.
     fn instance_name(&self) -> String {
-        cgroup::run_name(self.owner, self.seq.fetch_add(1, Ordering::Relaxed))
+        cgroup::run_name(self.owner, INSTANCES.fetch_add(1, Ordering::Relaxed))
     }
 
     /// A host-wide lease of an id block (root mode; rootless there is nothing to lease).
@@ -149,7 +153,7 @@ impl Shared {
         };
         // Spread concurrent takers over the range so they rarely try the same file.
         let hint = (self.owner.pid.wrapping_mul(2_654_435_761))
-            .wrapping_add(self.seq.load(Ordering::Relaxed) as u32);
+            .wrapping_add(INSTANCES.load(Ordering::Relaxed) as u32);
         lease::take(&self.dirs.leases, blocks, hint)
             .map(Some)
             .map_err(|e| BackendError::backend("leasing the sandbox's ids", e))
@@ -259,7 +263,6 @@ impl NativeExecutor {
             mode,
             cgroups,
             owner: OwnerId::current(),
-            seq: AtomicU64::new(0),
             degraded,
             seccomp,
             landlock_abi,

@@ -11,7 +11,7 @@ from vana_sandbox import AsyncSandbox, Sandbox
 with Sandbox(memory_mb=512) as sb, sb.session(timeout=30) as s:
     s.files.write("sales.csv", "month,units\njan,3\nfeb,5\nmar,8\n")
     s.run_code("import csv\nrows = list(csv.DictReader(open('sales.csv')))")
-    r = s.run_code("rows[0]['units'] / 0")  # fails; the session keeps going
+    r = s.run_code("int(rows[0]['units']) / 0")  # fails; the session keeps going
     print("error:", r.error.name, "-", r.error.value)
     r = s.run_code("total = sum(int(r['units']) for r in rows)\ntotal")
     print("total:", r.text)  # 16

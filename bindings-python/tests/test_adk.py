@@ -104,7 +104,7 @@ def test_executor_on_its_own(tmp_path):
         # Stateless: charts come back from a fresh session each time.
         stateless = adk.VanaCodeExecutor()
         r = stateless.execute_code(None, CodeExecutionInput(code=CHART + "print('charted')"))
-        assert r.stdout == "charted\n" and r.stderr == ""
+        assert (r.stdout, r.stderr) == ("charted\n", ""), r
         assert [(f.name, f.mime_type) for f in r.output_files] == [("figure_1.png", "image/png")]
         assert r.output_files[0].content[:8] == b"\x89PNG\r\n\x1a\n"
         stateless.close()

@@ -114,6 +114,24 @@ impl Sandbox {
         Self::builder().policy(policy).assemble(executor)
     }
 
+    /// A session on the native backend with the default policy: one sandbox across calls
+    /// (interpreter state, a workspace). The session keeps its engine alive; for more sessions
+    /// on one engine, or another backend or policy, build an [`Engine`] and call
+    /// [`Engine::session`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), vana_sandbox::Error> {
+    /// let session = vana_sandbox::Sandbox::session(Default::default()).await?;
+    /// session.run_code("python", "x = 6 * 7").await?;
+    /// let r = session.run_code("python", "x").await?;
+    /// assert_eq!(r.results[0].0["text/plain"], "42");
+    /// session.close().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn session(options: SessionOptions) -> Result<Session, Error> {
+        Ok(Self::native()?.session(options).await?)
+    }
+
     /// The Docker backend with `policy` (see [`DockerConfig`] for images, runtime and the warm
     /// pool).
     pub async fn docker(config: DockerConfig, policy: PolicyConfig) -> Result<Engine, Error> {

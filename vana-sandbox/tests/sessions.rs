@@ -378,3 +378,47 @@ fn a_cancelled_cell_stops_within_a_second_and_the_session_goes_on(b: Backend) {
     assert_clean(b);
 }
 all_backends!(a_cancelled_cell_stops_within_a_second_and_the_session_goes_on);
+
+/// Two engines in one process (two Python `Sandbox` objects) with a session each open at once:
+/// each instance has its own cgroup (names are unique process-wide, and a run never joins a
+/// cgroup that exists), so each has its own memory limit and both work.
+fn two_engines_in_one_process_never_share_a_cgroup(b: Backend) {
+    let (rt, small) = engine_on(b, PolicyConfig::default());
+    // Like the Python bindings: both engines on one runtime.
+    let (_rt2, large) = engine_on(b, PolicyConfig::default());
+    let limit = |mb| SessionOptions {
+        limits: Some(vana_sandbox::LimitsRequest {
+            memory_mb: Some(mb),
+            ..Default::default()
+        }),
+        ..SessionOptions::default()
+    };
+    rt.block_on(async {
+        let a = small
+            .session(limit(128))
+            .await
+            .expect("first engine's session");
+        let b2 = large
+            .session(limit(384))
+            .await
+            .expect("second engine's session");
+        // 200 MB fits the second session's limit, not the first's.
+        let fill = "a = bytearray(200 << 20)\nprint('filled')";
+        let big = b2.run_code("python", fill).await.unwrap();
+        assert_eq!(big.output, "filled\n", "{big:#?}");
+        let small_r = a.run_code("python", fill).await.unwrap();
+        assert!(
+            matches!(small_r.status, Status::MemoryLimit | Status::Error),
+            "{small_r:#?}"
+        );
+        assert_eq!(
+            a.run_code("python", "print('ok')").await.unwrap().output,
+            "ok\n"
+        );
+        a.close().await.unwrap();
+        b2.close().await.unwrap();
+    });
+    drop((small, large));
+    assert_clean(b);
+}
+all_backends!(two_engines_in_one_process_never_share_a_cgroup: native);

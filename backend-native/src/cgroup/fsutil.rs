@@ -74,6 +74,12 @@ pub(crate) fn children(base: &Path) -> Vec<(String, PathBuf)> {
         .unwrap_or_default()
 }
 
+/// Creates a run's own cgroup directory: one that exists already belongs to another run, which
+/// this one must never join (its limits, counters and kills would be shared).
+pub(crate) fn create_new_dir(dir: &Path) -> Result<(), CgroupError> {
+    fs::create_dir(dir).map_err(|e| CgroupError::io("mkdir", dir, e))
+}
+
 pub(crate) fn create_dir(dir: &Path) -> Result<(), CgroupError> {
     match fs::create_dir(dir) {
         Ok(()) => Ok(()),

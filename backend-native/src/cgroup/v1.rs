@@ -107,7 +107,7 @@ impl CgroupDriver for V1 {
         for base in self.bases() {
             fsutil::create_dir(base)?;
             let dir = base.join(name);
-            fsutil::create_dir(&dir)?;
+            fsutil::create_new_dir(&dir)?;
             run.dirs.push(dir);
         }
         run.set_limits(limits)?;

@@ -67,7 +67,27 @@ impl CgroupDriver for V2 {
     fn create(&self, name: &str, limits: &Limits) -> Result<Box<dyn InstanceCgroup>, CgroupError> {
         self.ensure_base()?;
         let dir = self.base.join(name);
-        fsutil::create_dir(&dir)?;
+        fsutil::create_new_dir(&dir)?;
+        Ok(Box::new(V2Instance::open(dir, limits)?))
+    }
+
+    fn remove_stale(&self, is_stale: &dyn Fn(&str) -> bool) -> usize {
+        let mut n = 0;
+        for (name, dir) in fsutil::children(&self.base) {
+            if is_stale(&name) {
+                kill(&dir);
+                if fsutil::remove_dir(&dir).is_ok() {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+}
+
+impl V2Instance {
+    /// Sets `limits` on the run's new cgroup `dir` and opens its `cgroup.procs`.
+    fn open(dir: std::path::PathBuf, limits: &Limits) -> Result<Self, CgroupError> {
         let mut run = V2Instance {
             dir: dir.clone(),
             fd: -1,
@@ -82,20 +102,7 @@ impl CgroupDriver for V2 {
         }
         run.set_limits(limits)?;
         run.fd = fsutil::open_procs(&dir)?;
-        Ok(Box::new(run))
-    }
-
-    fn remove_stale(&self, is_stale: &dyn Fn(&str) -> bool) -> usize {
-        let mut n = 0;
-        for (name, dir) in fsutil::children(&self.base) {
-            if is_stale(&name) {
-                kill(&dir);
-                if fsutil::remove_dir(&dir).is_ok() {
-                    n += 1;
-                }
-            }
-        }
-        n
+        Ok(run)
     }
 }
 
@@ -247,7 +254,10 @@ mod tests {
             processes: 32,
             ..Limits::default()
         };
-        let run = drv.create("r1", &limits);
+        // A run never joins a cgroup that exists (another run's).
+        assert!(drv.create("r1", &limits).is_err());
+        assert!(drv.ensure_base().is_ok());
+        let run = V2Instance::open(base.join("r1"), &limits);
         assert!(run.is_ok(), "{:?}", run.err());
         let read = |f: &str| std::fs::read_to_string(base.join("r1").join(f)).unwrap_or_default();
         assert_eq!(read("memory.max"), (64u64 << 20).to_string());
