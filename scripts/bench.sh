@@ -34,7 +34,8 @@ cmds=(
   "bwrap:bwrap --unshare-all --die-with-parent --ro-bind /usr /usr --symlink usr/lib /lib --symlink usr/lib64 /lib64 --symlink usr/bin /bin --proc /proc --dev /dev --tmpfs /tmp $py -c 'print(1)'"
   "vana_native:$cli run --lang python --code 'print(1)'"
 )
-image=$(docker images --format '{{.Repository}}:{{.Tag}}' 2>/dev/null | grep '^vana-sandbox/runtime' | head -1 || true)
+# The default runtime image of the newest layout (not the larger runtime-full).
+image=$(docker images vana-sandbox/runtime --format '{{.Repository}}:{{.Tag}}' 2>/dev/null | sort -t: -k2 -V | tail -1 || true)
 if [ -n "$image" ] && docker info >/dev/null 2>&1; then
   docker run -d --rm --name vana-bench-exec --network none "$image" sleep 3600 >/dev/null
   cmds+=(

@@ -73,6 +73,12 @@ fi
 pylog=$(mktemp)
 "$py" -m pytest -q -rs bindings-python/tests 2>&1 | tee "$pylog"
 
+echo "== python examples (the README's session and ADK agent)"
+"$py" bindings-python/examples/session.py
+if [ "${VANA_SANDBOX_NO_ADK:-}" != 1 ]; then
+  "$py" bindings-python/examples/adk_agent.py
+fi
+
 echo "== fuzz (every target, ${FUZZ_SECONDS:-30}s each)"
 bash scripts/fuzz.sh
 

@@ -2,11 +2,17 @@
 //! interface. The Python half (`python/vana_sandbox`) gives it the API agent developers expect.
 //! The GIL is released for the whole of every run.
 //!
+//! Runs are blocking calls or real asyncio futures (see [`runs`]); sessions keep a sandbox
+//! across calls (see [`session`]). Output streams to callbacks as it comes; any run can be
+//! stopped — by cancelling its task, by Ctrl-C, or by `Sandbox.kill()` — within a second.
+//!
 //! Every engine has metrics (read as a dict, or as Prometheus text); an audit log and the
 //! threat detector are optional. Findings reach a Python callable on a thread of their own (see
 //! [`FindingBridge`]), never on the detector's thread and never in the way of a run.
 
 mod findings;
+mod runs;
+mod session;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,10 +24,13 @@ use pyo3::prelude::*;
 use vana_sandbox::monitor::audit::{self, AuditLog, VerifyOptions};
 use vana_sandbox::{
     DockerConfig, Engine, ExecutionRequest, ExecutionResult, Finding, LimitKind, Metrics,
-    Observability, ObservabilityBuilder, PolicyConfig, Runtime, Sandbox, Severity,
+    Observability, ObservabilityBuilder, PolicyConfig, ProcessIo, Runtime, Sandbox, SessionOptions,
+    Severity,
 };
 
 use findings::FindingBridge;
+use runs::{Failure, NativeRun, Out, Payload, Runs, Stopper};
+use session::NativeSession;
 
 create_exception!(
     _native,
@@ -41,13 +50,32 @@ create_exception!(
     SandboxError,
     "The backend cannot run on this host."
 );
+create_exception!(
+    _native,
+    FileError,
+    SandboxError,
+    "A workspace file operation was refused or failed (a path out of the workspace, a link, \
+     a FIFO, a missing or oversized file)."
+);
+create_exception!(
+    _native,
+    SessionClosed,
+    SandboxError,
+    "The session is closed (by `close`, `kill`, its idle timeout or its lifetime)."
+);
+create_exception!(
+    _native,
+    SandboxBusy,
+    SandboxError,
+    "As many runs are queued, or sessions open, as the sandbox allows; try again later."
+);
 
-/// An Engine with its own Tokio runtime, its observability, and the thread that hands findings
-/// to Python.
+/// An Engine on the process's Tokio runtime, its observability, the thread that hands findings
+/// to Python, and its runs in flight.
 #[pyclass(module = "vana_sandbox._native", frozen)]
 struct NativeEngine {
     engine: Engine,
-    runtime: Arc<tokio::runtime::Runtime>,
+    runs: Arc<Runs>,
     backend: String,
     observability: Observability,
     metrics: Metrics,
@@ -129,12 +157,7 @@ impl NativeEngine {
             }
             None => PolicyConfig::default(),
         };
-        let runtime_rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("vana-sandbox")
-            .enable_all()
-            .build()
-            .map_err(|e| SandboxError::new_err(format!("cannot start the runtime: {e}")))?;
+        let runtime_rt = runs::runtime()?;
         let mut builder = Sandbox::builder()
             .policy(policy)
             .policy_source(policy_source.unwrap_or_else(|| "default".into()));
@@ -189,7 +212,7 @@ impl NativeEngine {
             })?;
         Ok(Self {
             engine,
-            runtime: Arc::new(runtime_rt),
+            runs: Arc::default(),
             backend: backend.to_string(),
             observability,
             metrics,
@@ -211,11 +234,118 @@ impl NativeEngine {
                 .to_json())
             }
         };
-        let (engine, runtime) = (self.engine.clone(), self.runtime.clone());
+        let engine = self.engine.clone();
+        let runtime = runs::runtime()?;
         let result = py.allow_threads(move || runtime.block_on(engine.execute(request)));
         result
             .map(|r| r.to_json())
-            .map_err(|e| SandboxError::new_err(e.to_string()))
+            .map_err(|e| Failure::engine(&e).into_pyerr())
+    }
+
+    /// Runs a request given as JSON and returns the result as JSON, blocking with the GIL
+    /// released; output chunks go to `on_stdout`/`on_stderr` on this thread as they come.
+    /// Ctrl-C, a raising callback or `kill()` stops the run. Malformed requests come back as a
+    /// `rejected` result.
+    #[pyo3(signature = (request_json, on_stdout = None, on_stderr = None))]
+    fn run(
+        &self,
+        py: Python<'_>,
+        request_json: &str,
+        on_stdout: Option<PyObject>,
+        on_stderr: Option<PyObject>,
+    ) -> PyResult<String> {
+        let request = match ExecutionRequest::from_json(request_json) {
+            Ok(r) => r,
+            Err(e) => return Ok(malformed(&e)),
+        };
+        let stop = Stopper::new()?;
+        let registered = self.runs.register(&stop);
+        let stream = on_stdout.is_some() || on_stderr.is_some();
+        let payload = runs::block(
+            py,
+            Some(&stop),
+            Some(registered),
+            on_stdout.as_ref(),
+            on_stderr.as_ref(),
+            |out| self.one_shot(request, &stop, stream.then_some(&out)),
+        )?;
+        match payload {
+            Payload::Text(s) => Ok(s),
+            _ => Err(SandboxError::new_err("unexpected reply")),
+        }
+    }
+
+    /// Starts a request (JSON) for asyncio: events go to
+    /// `event_loop.call_soon_threadsafe(handler, kind, value)` — `stdout`/`stderr` chunks when
+    /// `stream`, then `done` (the result as JSON) or `error` (an exception). Cancelling the
+    /// returned run drops it (its sandbox is stopped at once and its slot freed).
+    #[pyo3(signature = (request_json, event_loop, handler, stream = false))]
+    fn start(
+        &self,
+        request_json: &str,
+        event_loop: PyObject,
+        handler: PyObject,
+        stream: bool,
+    ) -> PyResult<NativeRun> {
+        let out = Out::event_loop(event_loop, handler);
+        let request = match ExecutionRequest::from_json(request_json) {
+            Ok(r) => r,
+            Err(e) => {
+                let reply = malformed(&e);
+                return runs::start(
+                    out,
+                    None,
+                    None,
+                    true,
+                    async move { Ok(Payload::Text(reply)) },
+                );
+            }
+        };
+        let stop = Stopper::new()?;
+        let registered = self.runs.register(&stop);
+        let work = self.one_shot(request, &stop, stream.then_some(&out));
+        runs::start(out, Some(stop), Some(registered), true, work)
+    }
+
+    /// Opens a session (options as JSON: `id`, `limits`, `env`, `files`, `network_access`,
+    /// `network`), blocking.
+    fn open_session(&self, py: Python<'_>, options_json: &str) -> PyResult<NativeSession> {
+        let options = session_options(options_json)?;
+        let work = self.opening(options);
+        match runs::block(py, None, None, None, None, |_| work)? {
+            Payload::Session(s) => Ok(*s),
+            _ => Err(SandboxError::new_err("unexpected reply")),
+        }
+    }
+
+    /// Opens a session for asyncio: the session comes as `done`.
+    fn start_session(
+        &self,
+        options_json: &str,
+        event_loop: PyObject,
+        handler: PyObject,
+    ) -> PyResult<NativeRun> {
+        let options = session_options(options_json)?;
+        let work = self.opening(options);
+        runs::start(Out::event_loop(event_loop, handler), None, None, true, work)
+    }
+
+    /// Stops every run in flight — one-shot runs and sessions' cells — each with a `killed`
+    /// result; returns how many there were. Never blocks.
+    fn kill(&self) -> usize {
+        self.runs.kill_all()
+    }
+
+    /// Runs executing now (each holds one of the `max_concurrency` slots).
+    #[getter]
+    fn running(&self) -> usize {
+        self.engine.running()
+    }
+
+    /// Runs waiting for a slot now.
+    #[getter]
+    fn queued(&self) -> usize {
+        self.engine.queued()
     }
 
     /// What the backend enforces on this host, as JSON.
@@ -281,6 +411,57 @@ impl NativeEngine {
             None => Ok(Vec::new()),
         }
     }
+}
+
+impl NativeEngine {
+    /// A one-shot run as a future: `request` stopped by `stop`, its output to `out`'s sink.
+    fn one_shot(
+        &self,
+        request: ExecutionRequest,
+        stop: &Stopper,
+        out: Option<&Out>,
+    ) -> impl std::future::Future<Output = Result<Payload, Failure>> + Send + 'static {
+        let engine = self.engine.clone();
+        let io = ProcessIo {
+            sink: out.map(Out::sink),
+            stop: Some(stop.signal()),
+            ..ProcessIo::default()
+        };
+        async move {
+            engine
+                .execute_with_io(request, io)
+                .await
+                .map(|r| Payload::Text(r.to_json()))
+                .map_err(|e| Failure::engine(&e))
+        }
+    }
+
+    /// Opening a session as a future.
+    fn opening(
+        &self,
+        options: SessionOptions,
+    ) -> impl std::future::Future<Output = Result<Payload, Failure>> + Send + 'static {
+        let engine = self.engine.clone();
+        let runs = self.runs.clone();
+        async move {
+            engine
+                .session(options)
+                .await
+                .map(|s| Payload::Session(Box::new(NativeSession::new(s, runs))))
+                .map_err(|e| Failure::engine(&e))
+        }
+    }
+}
+
+/// A `rejected` result for a request that is not valid JSON.
+fn malformed(e: &serde_json::Error) -> String {
+    ExecutionResult::rejected("invalid", "", format!("malformed request: {e}")).to_json()
+}
+
+/// Session options from JSON (malformed: `PolicyRejected`).
+fn session_options(json: &str) -> PyResult<SessionOptions> {
+    serde_json::from_str(json)
+        .map_err(|e| PolicyRejected::new_err(format!("malformed session options: {e}")))
 }
 
 /// `seconds` as a duration (negative or not a number: zero; huge: a day).
@@ -373,6 +554,8 @@ fn default_policy() -> PyResult<String> {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeEngine>()?;
+    m.add_class::<NativeSession>()?;
+    m.add_class::<NativeRun>()?;
     m.add_function(wrap_pyfunction!(load_policy, m)?)?;
     m.add_function(wrap_pyfunction!(default_policy, m)?)?;
     m.add_function(wrap_pyfunction!(verify_audit, m)?)?;
@@ -394,5 +577,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "BackendUnavailable",
         m.py().get_type::<BackendUnavailable>(),
     )?;
+    m.add("FileError", m.py().get_type::<FileError>())?;
+    m.add("SessionClosed", m.py().get_type::<SessionClosed>())?;
+    m.add("SandboxBusy", m.py().get_type::<SandboxBusy>())?;
     Ok(())
 }

@@ -343,3 +343,38 @@ fn a_cancelled_run_stops_within_a_second(b: Backend) {
     assert_clean(b);
 }
 all_backends!(a_cancelled_run_stops_within_a_second: native);
+
+/// Cancelling a session's cell (dropping its future, as an aborted asyncio task does)
+/// interrupts that cell within a second and frees its slot; the session goes on with its state.
+fn a_cancelled_cell_stops_within_a_second_and_the_session_goes_on(b: Backend) {
+    let (rt, e) = open(b);
+    rt.block_on(async {
+        let s = e.session(SessionOptions::default()).await.expect("session");
+        s.run_code("python", "kept = 7").await.unwrap();
+        let cell_session = s.clone();
+        let task = tokio::spawn(async move {
+            let mut r = cell("python", "while True: pass");
+            r.timeout = Some(30.0);
+            cell_session.run(r, None).await
+        });
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(e.running(), 1);
+        let t = Instant::now();
+        task.abort();
+        let _ = task.await;
+        while e.running() > 0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(1),
+                "the slot was not freed after {:?}",
+                t.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let r = s.run_code("python", "print(kept)").await.unwrap();
+        assert_eq!(r.output, "7\n", "{r:#?}");
+        assert!(!r.session.as_ref().unwrap().kernel_restarted, "{r:#?}");
+        s.close().await.unwrap();
+    });
+    assert_clean(b);
+}
+all_backends!(a_cancelled_cell_stops_within_a_second_and_the_session_goes_on: native);

@@ -9,7 +9,13 @@
 Each run gets fresh Linux namespaces, a read-only root, a size-limited workspace, a cgroup with
 memory/CPU/process limits, an unprivileged user, seccomp and Landlock (the ``native`` backend,
 which needs root). The GIL is released while a sandbox runs, so threads and ``AsyncSandbox``
-overlap.
+overlap; ``AsyncSandbox`` awaits real futures (no thread per call).
+
+Sessions keep one sandbox across calls — interpreter state, a workspace, rich results such as
+matplotlib charts — in the shape E2B users know: ``with sb.session() as s: s.run_code(...)``,
+``s.files.write/read/list/remove``, ``s.commands.run("ls -la")``. Output streams to
+``on_stdout``/``on_stderr`` as it comes (and ``async for chunk in sb.stream(...)``); cancelling a
+task, Ctrl-C or ``sb.kill()`` stops a run within a second.
 
 Observability: ``sb.metrics()`` is a dict of every metric; ``Sandbox(audit_log="dir")`` writes a
 hash-chained audit log (``verify_audit_log("dir")`` checks it); ``on_finding=callable`` receives
@@ -20,111 +26,73 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import base64
 import glob
 import inspect
 import json
 import os
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
-from . import _native
+from . import _aio, _native
+from ._aio import ExecutionStream
+from .session import AsyncSession, Session
+from ._types import (
+    CellExecution,
+    DisplayData,
+    EntryInfo,
+    Execution,
+    ExecutionError,
+    OutputChunk,
+    OutputFile,
+    _execution,
+    _files,
+)
 
 __all__ = [
     "AsyncSandbox",
+    "AsyncSession",
     "BackendUnavailable",
+    "CellExecution",
+    "DisplayData",
+    "EntryInfo",
     "Execution",
+    "ExecutionError",
+    "ExecutionStream",
+    "FileError",
     "Finding",
+    "OutputChunk",
+    "OutputFile",
     "Policy",
     "PolicyRejected",
     "Sandbox",
+    "SandboxBusy",
     "SandboxError",
+    "Session",
+    "SessionClosed",
     "__version__",
     "verify_audit_log",
 ]
 
 __version__ = "0.1.0"
 
-#: The sandbox itself failed (a ``sandbox_error`` result, a full queue, ...).
+#: The sandbox itself failed (a ``sandbox_error`` result, ...).
 SandboxError = _native.SandboxError
 #: The request broke the policy or validation; nothing ran.
 PolicyRejected = _native.PolicyRejected
 #: The backend cannot run on this host (not root, no Docker, ...).
 BackendUnavailable = _native.BackendUnavailable
+#: A workspace file operation was refused or failed: a path out of the workspace (absolute,
+#: ``..``, through a link), a FIFO or device, a missing or oversized file, a hostile archive.
+FileError = _native.FileError
+#: The session is closed (by ``close``/``kill``, its idle timeout or its lifetime).
+SessionClosed = _native.SessionClosed
+#: As many runs are queued, or sessions open, as the sandbox allows; try again later.
+SandboxBusy = _native.SandboxBusy
 
 #: Limit keywords ``Sandbox`` accepts: the core's limits table (the timeout is a per-run argument).
 _LIMIT_KEYS = tuple(_native.LIMIT_KEYS)
 
-#: Extra documentation for the result's wire fields (the fields themselves come from the core).
-_FIELD_DOCS = {
-    "id": "The execution id.",
-    "status": "``success``, ``error``, ``compile_error``, ``timeout``, ``memory_limit``, "
-    "``output_limit``, ``killed``, ``rejected`` or ``sandbox_error``.",
-    "exit_code": "The exit status, when the program exited.",
-    "signal": "The signal that killed the program, if one did.",
-    "output": "The program's standard output (cut at the output limit).",
-    "error": "stderr for ``success``/``error``, otherwise the reason for the status.",
-    "stderr": "The program's standard error (cut at the output limit).",
-    "execution_time": "Wall-clock seconds of the run step.",
-    "resource_usage": "``cpu_time``, ``memory_peak(_bytes)``, ``disk_usage(_bytes)``, ``processes_peak``.",
-    "compile": "The compile step (Go, Rust): status, output, error, time, usage, ``cached``.",
-    "truncated": "Which of stdout and stderr were cut at the output limit.",
-    "security_events": "Limit hits, degraded layers, language-guard reports.",
-    "backend": "The backend that ran it (``none`` when nothing ran).",
-    "language": "The canonical language name.",
-    "policy_fingerprint": "SHA-256 fingerprint of the effective policy.",
-    "files": "Workspace files named in ``outputs`` (path, size, mime_type, content_base64).",
-    "results": "Rich outputs of a session cell (``text/plain``, ``image/png``, ...).",
-    "exception": "The exception a session cell raised (name, value, traceback).",
-    "session": "The session a cell ran in (id, cell number, whether the kernel restarted).",
-    "packages": "The packages asked for: ``installed`` (every name and version, dependencies "
-    "included), ``cached``, ``size_bytes``, ``index``, ``prepare_time``.",
-    "network": "What the egress proxy allowed and refused, for a run with network access.",
-}
-
-
-def _field(name: str) -> property:
-    def get(self: "Execution") -> Any:
-        return self._d.get(name)
-
-    get.__name__ = name
-    get.__doc__ = _FIELD_DOCS.get(name, "The result's ``%s`` field." % name)
-    return property(get)
-
-
-class Execution:
-    """The result of one run: one property per field of the JSON result (from the core's list,
-    ``_native.RESULT_FIELDS``), plus ``stdout`` (an alias of ``output``) and ``ok``.
-    ``to_dict()`` gives exactly the JSON result's keys."""
-
-    __slots__ = ("_d",)
-
-    def __init__(self, data: Dict[str, Any]) -> None:
-        self._d = data
-
-    @property
-    def ok(self) -> bool:
-        """True when the program ran and exited with status 0."""
-        return self._d["status"] == "success"
-
-    @property
-    def stdout(self) -> str:
-        """The program's standard output (the ``output`` field)."""
-        return self._d.get("output", "")
-
-    def to_dict(self) -> Dict[str, Any]:
-        """The result as a dict with the JSON result's keys."""
-        return dict(self._d)
-
-    def __repr__(self) -> str:
-        return "Execution(status=%r, exit_code=%r, stdout=%r)" % (self.status, self.exit_code, self.stdout[:80])
-
-
-for _name in _native.RESULT_FIELDS:
-    setattr(Execution, _name, _field(_name))
-del _name
-
+OutputCallback = Callable[[str], Any]
 
 #: Extra documentation for a finding's wire fields (the fields themselves come from the core).
 _FINDING_DOCS = {
@@ -261,22 +229,33 @@ class Policy:
         return "Policy(name=%r, limits=%r)" % (d.get("name"), d.get("limits"))
 
 
-def _files(files: Optional[Union[Mapping[str, Union[str, bytes]], Sequence[Mapping[str, str]]]]) -> List[Dict[str, str]]:
-    if not files:
-        return []
-    if isinstance(files, Mapping):
-        out = []
-        for path, content in files.items():
-            if isinstance(content, bytes):
-                out.append({"path": path, "content_base64": base64.b64encode(content).decode()})
-            else:
-                out.append({"path": path, "content": content})
-        return out
-    return [dict(f) for f in files]
-
-
 def _path(p: Optional[Union[str, "os.PathLike[str]"]]) -> Optional[str]:
     return os.fspath(p) if p is not None else None
+
+
+
+
+def _session_options(
+    limits: Dict[str, Any],
+    env: Optional[Mapping[str, str]],
+    files: Any,
+    network: Optional[Union[bool, Sequence[str]]],
+    id: Optional[str],
+) -> str:
+    opts: Dict[str, Any] = {}
+    if id is not None:
+        opts["id"] = id
+    if limits:
+        opts["limits"] = dict(limits)
+    if env:
+        opts["env"] = dict(env)
+    if files:
+        opts["files"] = _files(files)
+    if network is True:
+        opts["network_access"] = True
+    elif network:
+        opts["network"] = {"allow": list(network)}
+    return json.dumps(opts)
 
 
 class Sandbox:
@@ -295,8 +274,9 @@ class Sandbox:
     elsewhere). ``threat_rules``: a rules file over the built-in ones. The detector runs when any
     of these three is given.
 
-    Other keyword arguments are limits applied to every run (``memory_mb``, ``cpus``, ``disk_mb``,
-    ``max_processes``, ``max_output_bytes``, ``cpu_time_secs``); they may only tighten the policy.
+    Other keyword arguments are limits applied to every run and session (``memory_mb``,
+    ``cpus``, ``disk_mb``, ``max_processes``, ``max_output_bytes``, ``cpu_time_secs``); they may
+    only tighten the policy.
     """
 
     def __init__(
@@ -320,6 +300,7 @@ class Sandbox:
             raise TypeError("on_finding must be callable")
         self._limits = {k: v for k, v in limits.items() if v is not None}
         self._closed = False
+        self._sessions: "weakref.WeakSet[Session]" = weakref.WeakSet()
         self._engine = _native.NativeEngine(
             backend,
             policy._json if policy else None,
@@ -339,12 +320,22 @@ class Sandbox:
         """The backend's name."""
         return self._engine.backend
 
+    @property
+    def running(self) -> int:
+        """Runs executing now (each holds one of the ``max_concurrency`` slots)."""
+        return self._engine.running
+
+    @property
+    def queued(self) -> int:
+        """Runs waiting for a slot now."""
+        return self._engine.queued
+
     def capabilities(self) -> Dict[str, Any]:
         """The isolation layers the backend enforces on this host."""
         return json.loads(self._engine.capabilities())
 
     def metrics(self) -> Dict[str, float]:
-        """Every metric now, as ``{"name{label=\"value\",...}": value}`` (histograms as
+        """Every metric now, as ``{"name{label=\\"value\\",...}": value}`` (histograms as
         ``_count`` and ``_sum``): runs by status, language and backend, durations, queue,
         limit hits, security events, findings, audit records. See docs/OBSERVABILITY.md."""
         return dict(self._engine.metrics())
@@ -381,8 +372,11 @@ class Sandbox:
         network: Optional[Union[bool, Sequence[str]]],
         args: Optional[Sequence[str]],
         stdin: Optional[str],
+        outputs: Optional[Sequence[str]] = None,
         packages: Optional[Sequence[str]] = None,
     ) -> str:
+        if self._closed:
+            raise SandboxError("the sandbox is closed")
         req: Dict[str, Any] = {"language": language, "code": code}
         if packages:
             req["packages"] = [str(p) for p in packages]
@@ -402,6 +396,8 @@ class Sandbox:
             req["network_access"] = True
         elif network:
             req["network"] = {"allow": list(network)}
+        if outputs:
+            req["outputs"] = list(outputs)
         if self._limits:
             req["limits"] = dict(self._limits)
         return json.dumps(req)
@@ -417,39 +413,70 @@ class Sandbox:
         network: Optional[Union[bool, Sequence[str]]] = None,
         args: Optional[Sequence[str]] = None,
         stdin: Optional[str] = None,
+        *,
+        outputs: Optional[Sequence[str]] = None,
+        on_stdout: Optional[OutputCallback] = None,
+        on_stderr: Optional[OutputCallback] = None,
         packages: Optional[Sequence[str]] = None,
     ) -> Execution:
-        """Runs ``code`` and returns its :class:`Execution`.
+        """Runs ``code`` in a fresh sandbox and returns its :class:`Execution`.
 
-        ``packages`` (``["numpy", "requests==2.32.3"]``, npm names for JavaScript) are fetched
+        ``outputs`` (globs) name workspace files to return (``result.files``);
+        ``on_stdout``/``on_stderr`` receive output chunks (str) on this thread as they come.
+        Ctrl-C, a raising callback or :meth:`kill` stops the run.
+
+        ``packages`` (``["numpy", "requests==2.32.3"]``; npm names for JavaScript) are fetched
         on the host — Python wheels only, npm without install scripts — cached, and mounted
-        read-only; the program needs no network for them. ``Execution.packages`` says what was
-        installed.
+        read-only; the program needs no network for them. ``result.packages`` says what was
+        installed and whether it came from the cache.
 
         Raises :class:`PolicyRejected` when the request breaks the policy or validation (nothing
         ran) and :class:`SandboxError` when the sandbox itself fails. Every other outcome —
         non-zero exit, timeout, memory or output limit, a kill — is an Execution with that status.
         """
+        request = self._request(code, language, timeout, inputs, files, env, network, args, stdin, outputs, packages)
+        return _execution(self._engine.run(request, on_stdout, on_stderr))
+
+    def session(
+        self,
+        *,
+        timeout: Optional[float] = None,
+        env: Optional[Mapping[str, str]] = None,
+        files: Any = None,
+        network: Optional[Union[bool, Sequence[str]]] = None,
+        id: Optional[str] = None,
+    ) -> Session:
+        """Opens a :class:`Session`: one sandbox across calls, with interpreter state and a
+        workspace (a context manager that closes it). ``timeout``: each cell's default limit in
+        seconds; ``env``: the kernel's environment; ``files``: placed in the workspace first;
+        ``network``: ``True`` or an allowlist, within the policy. The sandbox's limits hold for
+        the session's whole life. Raises :class:`SandboxBusy` when the sandbox has as many
+        sessions open as it allows."""
         if self._closed:
             raise SandboxError("the sandbox is closed")
-        raw = self._engine.execute(
-            self._request(code, language, timeout, inputs, files, env, network, args, stdin, packages)
-        )
-        data = json.loads(raw)
-        if data["status"] == "rejected":
-            raise PolicyRejected(data.get("error") or "rejected")
-        if data["status"] == "sandbox_error":
-            raise SandboxError(data.get("error") or "sandbox error")
-        return Execution(data)
+        native = self._engine.open_session(_session_options(self._limits, env, files, network, id))
+        s = Session(self, native, timeout)
+        self._sessions.add(s)
+        return s
+
+    def kill(self) -> int:
+        """Stops every run in flight — one-shot runs and sessions' cells, from any thread —
+        each returning a ``killed`` result; returns how many there were. Never blocks; the
+        sandbox and its sessions stay open."""
+        return self._engine.kill()
 
     def close(self) -> None:
-        """Refuses further runs, delivers the last findings and closes the audit log (sandboxes
-        are cleaned up after each run already). Called at interpreter exit for sandboxes still
-        open."""
+        """Refuses further runs, closes the sessions still open, delivers the last findings and
+        closes the audit log. Called at interpreter exit for sandboxes still open."""
         if self._closed:
             return
         self._closed = True
         _LIVE.discard(self)
+        for s in list(self._sessions):
+            try:
+                s.close()
+            except SandboxError:
+                pass
         self._engine.close()
 
     def __enter__(self) -> "Sandbox":
@@ -459,11 +486,40 @@ class Sandbox:
         self.close()
 
 
+class _SessionOpening:
+    """What :meth:`AsyncSandbox.session` returns: ``await`` it, or ``async with`` it."""
+
+    def __init__(self, sandbox: "AsyncSandbox", options: str, timeout: Optional[float]) -> None:
+        self._sandbox = sandbox
+        self._options = options
+        self._timeout = timeout
+        self._session: Optional[AsyncSession] = None
+
+    async def _open(self) -> AsyncSession:
+        engine = self._sandbox._sync._engine
+        native = await _aio.call(lambda loop, h: engine.start_session(self._options, loop, h))
+        s = AsyncSession(self._sandbox, native, self._timeout)
+        self._sandbox._sessions.add(s)
+        return s
+
+    def __await__(self) -> Any:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> AsyncSession:
+        self._session = await self._open()
+        return self._session
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
 class AsyncSandbox:
-    """The asyncio twin of :class:`Sandbox`: ``await sb.run_code(...)``. Runs overlap (the GIL is
-    released while a sandbox runs); at most ``max_concurrency`` run at once. Takes the same
-    keywords; ``on_finding`` may also be a coroutine function, which is scheduled on the event
-    loop the sandbox runs in."""
+    """The asyncio twin of :class:`Sandbox`: ``await sb.run_code(...)``. Each call is a real
+    future completed from the native side (no thread per call); runs overlap, at most
+    ``max_concurrency`` at once. Cancelling the task that awaits a run stops it within a second
+    and frees its slot. Takes the same keywords; ``on_finding`` may also be a coroutine
+    function, which is scheduled on the event loop the sandbox runs in."""
 
     def __init__(
         self,
@@ -480,6 +536,7 @@ class AsyncSandbox:
         **limits: Any,
     ) -> None:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._sessions: "weakref.WeakSet[AsyncSession]" = weakref.WeakSet()
         callback = on_finding
         if on_finding is not None and inspect.iscoroutinefunction(on_finding):
             callback = self._scheduler(on_finding)
@@ -495,7 +552,6 @@ class AsyncSandbox:
             on_finding=callback,
             **limits,
         )
-        self._pool = ThreadPoolExecutor(max_workers=max(4, (max_concurrency or os.cpu_count() or 1) * 2), thread_name_prefix="vana-sandbox")
 
     def _scheduler(self, coroutine: Callable[[Finding], Awaitable[Any]]) -> Callable[[Finding], None]:
         def schedule(finding: Finding) -> None:
@@ -510,11 +566,92 @@ class AsyncSandbox:
         """The backend's name."""
         return self._sync.backend
 
-    async def run_code(self, code: str, language: str = "python", **kwargs: Any) -> Execution:
-        """Like :meth:`Sandbox.run_code`, without blocking the event loop."""
-        loop = asyncio.get_running_loop()
-        self._loop = loop
-        return await loop.run_in_executor(self._pool, lambda: self._sync.run_code(code, language, **kwargs))
+    @property
+    def running(self) -> int:
+        """Like :attr:`Sandbox.running`."""
+        return self._sync.running
+
+    @property
+    def queued(self) -> int:
+        """Like :attr:`Sandbox.queued`."""
+        return self._sync.queued
+
+    def capabilities(self) -> Dict[str, Any]:
+        """Like :meth:`Sandbox.capabilities`."""
+        return self._sync.capabilities()
+
+    async def run_code(
+        self,
+        code: str,
+        language: str = "python",
+        *,
+        timeout: Optional[float] = None,
+        inputs: Optional[Sequence[str]] = None,
+        files: Any = None,
+        env: Optional[Mapping[str, str]] = None,
+        network: Optional[Union[bool, Sequence[str]]] = None,
+        args: Optional[Sequence[str]] = None,
+        stdin: Optional[str] = None,
+        outputs: Optional[Sequence[str]] = None,
+        on_stdout: Optional[OutputCallback] = None,
+        on_stderr: Optional[OutputCallback] = None,
+        packages: Optional[Sequence[str]] = None,
+    ) -> Execution:
+        """Like :meth:`Sandbox.run_code`, without blocking the event loop; callbacks run on
+        the loop (a coroutine function's coroutines are scheduled as tasks)."""
+        self._loop = asyncio.get_running_loop()
+        request = self._sync._request(
+            code, language, timeout, inputs, files, env, network, args, stdin, outputs, packages
+        )
+        stream = on_stdout is not None or on_stderr is not None
+        engine = self._sync._engine
+        raw = await _aio.call(lambda loop, h: engine.start(request, loop, h, stream), on_stdout, on_stderr)
+        return _execution(raw)
+
+    def stream(
+        self,
+        code: str,
+        language: str = "python",
+        *,
+        timeout: Optional[float] = None,
+        inputs: Optional[Sequence[str]] = None,
+        files: Any = None,
+        env: Optional[Mapping[str, str]] = None,
+        network: Optional[Union[bool, Sequence[str]]] = None,
+        args: Optional[Sequence[str]] = None,
+        stdin: Optional[str] = None,
+        outputs: Optional[Sequence[str]] = None,
+        packages: Optional[Sequence[str]] = None,
+    ) -> ExecutionStream:
+        """Runs ``code`` and gives its output as it happens: ``async for chunk in
+        sb.stream(code)`` yields :class:`OutputChunk` objects (``stream``, ``data``); once it
+        ends, ``.result`` is the :class:`Execution`. Leaving an ``async with`` block early
+        stops the run."""
+        request = self._sync._request(
+            code, language, timeout, inputs, files, env, network, args, stdin, outputs, packages
+        )
+        engine = self._sync._engine
+        return ExecutionStream(lambda loop, h: engine.start(request, loop, h, True), _execution)
+
+    def session(
+        self,
+        *,
+        timeout: Optional[float] = None,
+        env: Optional[Mapping[str, str]] = None,
+        files: Any = None,
+        network: Optional[Union[bool, Sequence[str]]] = None,
+        id: Optional[str] = None,
+    ) -> _SessionOpening:
+        """Opens an :class:`AsyncSession` (see :meth:`Sandbox.session`): ``async with
+        sb.session() as s`` (closed at the end), or ``s = await sb.session()``."""
+        if self._sync._closed:
+            raise SandboxError("the sandbox is closed")
+        options = _session_options(self._sync._limits, env, files, network, id)
+        return _SessionOpening(self, options, timeout)
+
+    def kill(self) -> int:
+        """Like :meth:`Sandbox.kill` (never blocks)."""
+        return self._sync.kill()
 
     def metrics(self) -> Dict[str, float]:
         """Like :meth:`Sandbox.metrics` (reading them never blocks)."""
@@ -527,7 +664,7 @@ class AsyncSandbox:
     async def flush(self, timeout: float = 5.0) -> bool:
         """Like :meth:`Sandbox.flush`, without blocking the event loop."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._sync.flush, timeout)
+        return await loop.run_in_executor(None, self._sync.flush, timeout)
 
     @property
     def audit_files(self) -> List[str]:
@@ -535,11 +672,15 @@ class AsyncSandbox:
         return self._sync.audit_files
 
     async def close(self) -> None:
-        """Refuses further runs, delivers the last findings, closes the audit log and stops the
-        worker threads."""
+        """Closes the sessions still open, refuses further runs, delivers the last findings and
+        closes the audit log."""
+        for s in list(self._sessions):
+            try:
+                await s.close()
+            except SandboxError:
+                pass
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._pool, self._sync.close)
-        self._pool.shutdown(wait=False)
+        await loop.run_in_executor(None, self._sync.close)
 
     async def __aenter__(self) -> "AsyncSandbox":
         self._loop = asyncio.get_running_loop()

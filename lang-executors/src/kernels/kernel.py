@@ -16,6 +16,7 @@ import base64
 import importlib
 import io
 import json
+import linecache
 import os
 import queue
 import resource
@@ -110,6 +111,9 @@ class Kernel:
         self.node = None
         self.env = dict(os.environ)
         self.current = None
+        # Interrupts that came before their cell started (it is skipped when it does).
+        self.early_interrupts = set()
+        self.lock = threading.Lock()
         self.child = None
         os.environ.setdefault("MPLBACKEND", "Agg")
         sys.stdout.flush()
@@ -123,14 +127,35 @@ class Kernel:
         usage = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
         return sum(u.ru_utime + u.ru_stime for u in usage)
 
+    def interrupt(self, cell):
+        """Interrupts `cell`: now if it runs, or as soon as it starts (from the reader thread)."""
+        with self.lock:
+            if self.current is None or cell != self.current:
+                if len(self.early_interrupts) > 64:
+                    self.early_interrupts.clear()
+                self.early_interrupts.add(cell)
+                return
+            if self.child is not None:
+                try:
+                    os.killpg(self.child.pid, signal.SIGINT)
+                except OSError:
+                    pass
+            # A real signal: it also ends a blocking call (sleep, read) in the cell.
+            os.kill(os.getpid(), signal.SIGINT)
+
     def run(self, req):
         cell = req.get("id")
         cpu_before = self.cpu()
         self.out.cell = self.err.cell = cell
-        self.current = cell
+        with self.lock:
+            self.current = cell
+            early = cell in self.early_interrupts
+            self.early_interrupts.discard(cell)
         status = {"exit": 0}
         try:
             lang = req.get("lang", "python")
+            if early:
+                raise KeyboardInterrupt
             if lang == "python":
                 self.python(cell, req.get("code", ""), status)
             elif lang == "bash":
@@ -142,7 +167,8 @@ class Kernel:
         except KeyboardInterrupt:
             self.error(cell, "KeyboardInterrupt", "interrupted", "", status)
         finally:
-            self.current = None
+            with self.lock:
+                self.current = None
             for f in (sys.stdout, sys.stderr):
                 try:
                     f.flush()
@@ -192,6 +218,8 @@ class Kernel:
     def python(self, cell, code, status):
         # Packages installed since the last cell appear in directories already on sys.path.
         importlib.invalidate_caches()
+        # Tracebacks quote the cell's lines, as a notebook's do.
+        linecache.cache["<cell>"] = (len(code), None, code.splitlines(True), "<cell>")
         try:
             tree = ast.parse(code, "<cell>", "exec")
             last = None
@@ -306,14 +334,7 @@ def main():
             except ValueError:
                 continue
             if req.get("op") == "interrupt":
-                if kernel.current is not None and req.get("id") == kernel.current:
-                    if kernel.child is not None:
-                        try:
-                            os.killpg(kernel.child.pid, signal.SIGINT)
-                        except OSError:
-                            pass
-                    # A real signal: it also ends a blocking call (sleep, read) in the cell.
-                    os.kill(os.getpid(), signal.SIGINT)
+                kernel.interrupt(req.get("id"))
             else:
                 requests.put(req)
         requests.put(None)

@@ -39,7 +39,9 @@ use crate::packages::{
 use crate::policy::{PolicyContext, SessionPolicy};
 use crate::request::{ExecutionRequest, FileSpec, LimitsRequest};
 use crate::result::{CellException, DisplayData, ExecutionResult, SessionReport, Status};
-use crate::spec::{InstanceSpec, Mount, OutputSink, ProcessSpec, SandboxSpec, StreamKind};
+use crate::spec::{
+    InstanceSpec, Mount, OutputSink, ProcessSpec, SandboxSpec, StopSignal, StreamKind,
+};
 use crate::validate::{validate, ValidRequest};
 use kernel::{Frame, RunningKernel};
 
@@ -381,10 +383,52 @@ impl Session {
 
     /// Runs one cell: `request`'s language, code, timeout, output limit, env and `outputs`
     /// (memory, disk and processes are the session's). Output chunks go to `sink` as they come.
+    ///
+    /// Dropping the returned future (a cancelled call) interrupts this cell — and only this
+    /// cell — the way [`kill`](Self::kill) does: the cell runs in a task of its own, which ends
+    /// it cleanly (its kernel restarted if it does not stop within a second) and gives its slot
+    /// back.
     pub async fn run(
         &self,
         request: ExecutionRequest,
         sink: Option<OutputSink>,
+    ) -> Result<ExecutionResult, EngineError> {
+        let stop = StopSignal::new().map_err(|e| BackendError::setup("a cell's stop signal", e))?;
+        self.run_with_stop(request, sink, stop).await
+    }
+
+    /// Like [`run`](Self::run), stopped when `stop` fires (before the cell starts: it ends
+    /// as soon as it does), with the result saying `killed`.
+    pub async fn run_with_stop(
+        &self,
+        request: ExecutionRequest,
+        sink: Option<OutputSink>,
+        stop: StopSignal,
+    ) -> Result<ExecutionResult, EngineError> {
+        /// Fires the cell's stop when the caller's future is dropped before the cell ended.
+        struct StopOnDrop(Option<StopSignal>);
+        impl Drop for StopOnDrop {
+            fn drop(&mut self) {
+                if let Some(s) = self.0.take() {
+                    s.fire();
+                }
+            }
+        }
+        let mut guard = StopOnDrop(Some(stop.clone()));
+        let session = self.clone();
+        let task = tokio::spawn(async move { session.run_cell(request, sink, stop).await });
+        let result = task
+            .await
+            .map_err(|e| EngineError::Session(BackendError::backend("a session cell", e)));
+        guard.0 = None;
+        result?
+    }
+
+    async fn run_cell(
+        &self,
+        request: ExecutionRequest,
+        sink: Option<OutputSink>,
+        stop: StopSignal,
     ) -> Result<ExecutionResult, EngineError> {
         let s = &*self.shared;
         if self.is_closed() {
@@ -437,7 +481,8 @@ impl Session {
             queue_wait: queued_at.elapsed(),
             load: inner.admission.load(),
         });
-        let (mut result, restarted) = s.cell(&mut slot, &id, &request, &valid, &spec, sink).await;
+        let io = CellIo { sink, stop: &stop };
+        let (mut result, restarted) = s.cell(&mut slot, &id, &request, &valid, &spec, io).await;
         drop(slot);
         match crate::outputs::collect(s.files.backend().as_ref(), &request.outputs).await {
             Ok(files) => result.files = files,
@@ -589,6 +634,12 @@ async fn reaper(session: Weak<Shared>) {
     }
 }
 
+/// Where a cell's output goes as it comes, and what stops it.
+struct CellIo<'a> {
+    sink: Option<OutputSink>,
+    stop: &'a StopSignal,
+}
+
 /// What a cell's loop saw.
 struct CellRun {
     stdout: Vec<u8>,
@@ -676,11 +727,11 @@ impl Shared {
         request: &ExecutionRequest,
         valid: &ValidRequest,
         spec: &SandboxSpec,
-        sink: Option<OutputSink>,
+        io: CellIo<'_>,
     ) -> (ExecutionResult, bool) {
         let language = valid.language.name();
         let started = Instant::now();
-        let run = match self.drive(slot, id, request, spec, sink).await {
+        let run = match self.drive(slot, id, request, spec, io.sink, io.stop).await {
             Ok(run) => run,
             Err(e) => {
                 return (
@@ -742,6 +793,7 @@ impl Shared {
         request: &ExecutionRequest,
         spec: &SandboxSpec,
         mut sink: Option<OutputSink>,
+        stop: &StopSignal,
     ) -> Result<CellRun, BackendError> {
         enum Step {
             Frame(Option<Frame>),
@@ -789,6 +841,7 @@ impl Shared {
             let step = tokio::select! {
                 f = frames.recv() => Step::Frame(f),
                 _ = interrupt_rx.recv(), if grace.is_none() => Step::Interrupt,
+                _ = stop.fired(), if grace.is_none() => Step::Interrupt,
                 e = k.ended() => Step::Ended(e),
                 _ = tokio::time::sleep_until(wake) => Step::Wake,
             };
