@@ -15,7 +15,9 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=init/main.rs");
+    println!("cargo:rerun-if-changed=init/serve.rs");
     println!("cargo:rerun-if-changed=src/protocol.rs");
+    println!("cargo:rerun-if-changed=src/serve.rs");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let target = std::env::var("TARGET").expect("cargo sets TARGET");

@@ -82,6 +82,9 @@ fi
 echo "== fuzz (every target, ${FUZZ_SECONDS:-30}s each)"
 bash scripts/fuzz.sh
 
+echo "== deploy/kubernetes (every manifest against the API schemas, offline)"
+bash scripts/validate-deploy.sh
+
 echo "== examples"
 cargo run -q -p vana-sandbox --example hello
 cargo run -q -p vana-sandbox --example session

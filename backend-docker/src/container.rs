@@ -1,6 +1,7 @@
 //! The hardened container every step of an execution runs in, and its one disk budget.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bollard::container::{Config, CreateContainerOptions, StartContainerOptions};
 use bollard::models::{HostConfig, HostConfigLogConfig, Mount, MountTypeEnum};
@@ -13,6 +14,7 @@ use crate::error::DockerError;
 use crate::host_files::{self, LOADAVG, UPTIME};
 use crate::memcg::Memcg;
 use crate::pool::PoolKey;
+use crate::run::Target;
 use crate::session::Session;
 use crate::{Shared, LABEL, OWNER_LABEL};
 
@@ -77,9 +79,24 @@ pub(crate) struct Container {
     /// Its cgroups on the host (absent when the host cannot see them).
     pub memcg: Option<Memcg>,
     /// The conversation with its init.
-    pub session: Session,
+    pub session: Arc<Session>,
     /// Bytes in use on its writable mounts, as init last measured them.
     pub disk_used: u64,
+    /// Its init relays the egress proxy's address.
+    pub listening: bool,
+}
+
+impl Container {
+    /// What a run needs of it.
+    pub(crate) fn target(&self) -> Target {
+        Target {
+            id: self.id.clone(),
+            key: self.key.clone(),
+            memcg: self.memcg.clone(),
+            session: self.session.clone(),
+            disk_used: self.disk_used,
+        }
+    }
 }
 
 /// Paths hidden from the container: the core's `/proc` lists (shared with the native backend;
@@ -301,13 +318,14 @@ async fn start(
             .set_socket_memory(key.socket_memory.get())
             .map_err(|e| DockerError::Other(format!("memory.kmem.tcp.limit_in_bytes: {e}")))?;
     }
-    let session = Session::open(docker, id, setup).await?;
+    let session = Arc::new(Session::open(docker, id, setup).await?);
     let container = Container {
         id: id.to_string(),
         key: key.clone(),
         memcg,
         session,
         disk_used: 0,
+        listening: false,
     };
     Ok(container)
 }

@@ -1,7 +1,8 @@
 //! A container's workspace files, through `tar`, `find` and `rm` run by the container's init as
 //! the sandbox user (the engine's archive endpoint cannot see into a tmpfs mounted in the
 //! container): the same confinement as the program has, and paths checked before they go in.
-//! Files placed before any step wait on the host until a container exists.
+//! Files placed before any step wait on the host until a container exists. The helpers run
+//! beside whatever runs (a session's kernel); file operations take turns.
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use tokio::sync::Mutex;
 use vana_sandbox_core::{BackendError, FileEntry, FileInfo, FileKind, Files};
 
 use crate::container::WORKSPACE;
-use crate::instance::{Ctx, State};
+use crate::instance::{parents, Ctx, State};
 
 /// The workspace of one instance.
 pub(crate) struct DockerFiles {
@@ -48,7 +49,7 @@ impl Files for DockerFiles {
             check(p)?;
         }
         let mut st = self.state.lock().await;
-        let c = self.ctx.any_container(&mut st).await?;
+        let c = self.ctx.any_container(&mut st).await?.target();
         let mut out = Vec::new();
         for p in paths {
             // tar stores a symlink as a link (never its target); unpack_one accepts regular
@@ -56,7 +57,14 @@ impl Files for DockerFiles {
             let argv = ["tar", "-c", "-C", WORKSPACE, "-f", "-", "--", p.as_str()];
             let h = self
                 .ctx
-                .helper(c, &argv, &[], max_bytes.saturating_add(1 << 20))
+                .helper_no_links(
+                    &c,
+                    &parents(p, false),
+                    &argv,
+                    &[],
+                    max_bytes.saturating_add(1 << 20),
+                    p,
+                )
                 .await?;
             if h.overflow {
                 return Err(BackendError::File {
@@ -91,8 +99,16 @@ impl Files for DockerFiles {
         let cap = (max_entries as u64 + 1) * 4200;
         let listing = {
             let mut st = self.state.lock().await;
-            let c = self.ctx.any_container(&mut st).await?;
-            let h = self.ctx.helper(c, &argv, &[], cap).await?;
+            let c = self.ctx.any_container(&mut st).await?.target();
+            let dirs = if dir.is_empty() {
+                Vec::new()
+            } else {
+                parents(dir.trim_end_matches('/'), true)
+            };
+            let h = self
+                .ctx
+                .helper_no_links(&c, &dirs, &argv, &[], cap, dir)
+                .await?;
             if h.code != Some(0) {
                 return Err(failed(dir, &h.stderr));
             }
@@ -141,10 +157,11 @@ impl Files for DockerFiles {
         check(path)?;
         let target = format!("{WORKSPACE}/{path}");
         let mut st = self.state.lock().await;
-        let c = self.ctx.any_container(&mut st).await?;
+        let c = self.ctx.any_container(&mut st).await?.target();
+        let argv = ["rm", "-rf", "--", target.as_str()];
         let h = self
             .ctx
-            .helper(c, &["rm", "-rf", "--", target.as_str()], &[], 1 << 16)
+            .helper_no_links(&c, &parents(path, false), &argv, &[], 1 << 16, path)
             .await?;
         if h.code != Some(0) {
             return Err(failed(path, &h.stderr));

@@ -15,11 +15,84 @@ use futures_util::StreamExt;
 use crate::error::DockerError;
 use crate::images::{IMAGE_VERSION, LABEL_LANGUAGES, LABEL_TMP, LABEL_VERSION, TMP_IN_WORKSPACE};
 
-/// The default runtime image (python3, nodejs, bash). The tag is the image layout's version
+/// The default runtime image (python3 with matplotlib, nodejs, bash). The tag is the image layout's version
 /// ([`IMAGE_VERSION`]), so that library versions that need different layouts can share a host.
-pub const DEFAULT_IMAGE: &str = "vana-sandbox/runtime:4";
+pub const DEFAULT_IMAGE: &str = "vana-sandbox/runtime:5";
 /// The larger image that adds Go and the C toolchain Rust links with.
-pub const FULL_IMAGE: &str = "vana-sandbox/runtime-full:4";
+pub const FULL_IMAGE: &str = "vana-sandbox/runtime-full:5";
+
+/// What Debian bookworm's `python3-matplotlib` drags in through hard dependencies
+/// (`python3-fonttools` depends on SciPy and SymPy, SciPy on Pythran, Pythran on Boost's headers
+/// and a C++ compiler; Python's headers; BLAS headers; Tk) that plotting with Agg does not use:
+/// about 700 MiB of the image.
+const PRUNE_PYTHON_DEV: &[&str] = &[
+    "python3-pythran",
+    "python3-beniget",
+    "python3-gast",
+    "libboost1.74-dev",
+    "libboost-dev",
+    "libxsimd-dev",
+    "python3-scipy",
+    "python3-sympy",
+    "python3-mpmath",
+    "python3-lxml",
+    "libpython3.11-dev",
+    "libpython3-dev",
+    "libpython3-all-dev",
+    "python3.11-dev",
+    "python3-dev",
+    "python3-all-dev",
+    "python3-all",
+    "libexpat1-dev",
+    "zlib1g-dev",
+    "libopenblas-dev",
+    "libopenblas-pthread-dev",
+    "liblapack-dev",
+    "libblas-dev",
+    "unicode-data",
+    "python3-tk",
+    "libtk8.6",
+    "libtcl8.6",
+    "tk8.6-blt2.5",
+    "blt",
+    "libjs-jquery-ui",
+    "libjs-sphinxdoc",
+    "g++",
+    "g++-12",
+    "libstdc++-12-dev",
+];
+
+/// The C toolchain the packages above drag in (kept in the full image, whose Go and Rust use it).
+const PRUNE_TOOLCHAIN: &[&str] = &[
+    "gcc",
+    "gcc-12",
+    "cpp",
+    "cpp-12",
+    "libgcc-12-dev",
+    "libc6-dev",
+    "libc-dev-bin",
+    "linux-libc-dev",
+    "libcrypt-dev",
+    "libnsl-dev",
+    "rpcsvc-proto",
+    "libtirpc-dev",
+    "binutils",
+    "binutils-common",
+    "binutils-x86-64-linux-gnu",
+    "libbinutils",
+    "libctf0",
+    "libctf-nobfd0",
+    "libgprofng0",
+    "libasan8",
+    "libtsan2",
+    "liblsan0",
+    "libubsan1",
+    "libitm1",
+    "libcc1-0",
+    "libisl23",
+    "libmpc3",
+    "libmpfr6",
+];
 
 /// How to build an image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +105,10 @@ pub struct ImageBuild {
     pub mirror: String,
     /// Debian packages to install besides the minimal base.
     pub packages: Vec<String>,
+    /// Packages removed again after the install (with their files; what depends on them is
+    /// left as is): what Debian's dependencies drag in that no program here uses. A package the
+    /// build asks for is never removed.
+    pub prune: Vec<String>,
     /// Languages the packages give toolchains for (canonical names), written as a label.
     pub languages: Vec<String>,
     /// uid/gid of the sandbox user.
@@ -39,13 +116,23 @@ pub struct ImageBuild {
 }
 
 impl ImageBuild {
-    /// The default image: python3, nodejs, bash.
+    /// The default image: python3 (with matplotlib, for sessions' charts), nodejs, bash.
     pub fn runtime() -> Self {
         Self {
             tag: DEFAULT_IMAGE.into(),
             suite: "bookworm".into(),
             mirror: "http://deb.debian.org/debian".into(),
-            packages: vec!["python3".into(), "nodejs".into(), "ca-certificates".into()],
+            packages: vec![
+                "python3".into(),
+                "python3-matplotlib".into(),
+                "nodejs".into(),
+                "ca-certificates".into(),
+            ],
+            prune: PRUNE_PYTHON_DEV
+                .iter()
+                .chain(PRUNE_TOOLCHAIN)
+                .map(|s| s.to_string())
+                .collect(),
             languages: ["python", "javascript", "bash"].map(String::from).to_vec(),
             uid: 10001,
         }
@@ -57,6 +144,8 @@ impl ImageBuild {
         b.tag = FULL_IMAGE.into();
         b.packages
             .extend(["golang-go", "gcc", "libc6-dev"].map(String::from));
+        // The C toolchain stays: Go's cgo and Rust's linker use it.
+        b.prune = PRUNE_PYTHON_DEV.iter().map(|s| s.to_string()).collect();
         b.languages.extend(["go", "rust"].map(String::from));
         b
     }
@@ -86,6 +175,7 @@ impl ImageBuild {
             .args(["--variant=minbase", &include, &self.suite])
             .arg(&rootfs)
             .arg(&self.mirror))?;
+        self.prune_in(&rootfs)?;
         let uid = self.uid;
         append(
             &rootfs.join("etc/passwd"),
@@ -142,6 +232,31 @@ impl ImageBuild {
             item.map_err(DockerError::api("import image"))?;
         }
         Ok(self.tag.clone())
+    }
+
+    /// Removes the [`prune`](Self::prune) packages that are installed and were not asked for.
+    fn prune_in(&self, rootfs: &Path) -> Result<(), DockerError> {
+        let listed = Command::new("chroot")
+            .arg(rootfs)
+            .args(["dpkg-query", "-W", "-f", "${Package}\\n"])
+            .output()
+            .map_err(|e| DockerError::Image(format!("dpkg-query in the new root: {e}")))?;
+        let installed: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let gone: Vec<&String> = self
+            .prune
+            .iter()
+            .filter(|p| installed.contains(p) && !self.packages.contains(p))
+            .collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        run(Command::new("chroot")
+            .arg(rootfs)
+            .args(["dpkg", "--purge", "--force-depends"])
+            .args(gone))
     }
 }
 

@@ -16,7 +16,7 @@ pub const LABEL_TMP: &str = "vana-sandbox.tmp";
 /// Label: the layout version of images we build ([`IMAGE_VERSION`]).
 pub const LABEL_VERSION: &str = "vana-sandbox.image";
 /// The layout version `image build` writes now; an image of ours with another one is rebuilt.
-pub const IMAGE_VERSION: &str = "4";
+pub const IMAGE_VERSION: &str = "5";
 /// Where `/tmp` points in images with [`LABEL_TMP`] = `workspace`.
 pub const TMP_IN_WORKSPACE: &str = "/workspace/.tmp";
 

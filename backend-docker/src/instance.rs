@@ -7,20 +7,27 @@
 //! the disk differs) a new one, with the workspace moved across. Limits therefore always hold for
 //! the step that runs.
 //!
-//! The instance and its [`Files`](vana_sandbox_core::Files) handles share one [`State`]: a
-//! container's init runs one thing at a time, so a file operation waits for a running step
-//! (the Docker backend runs no session kernels, which would need both at once).
+//! The instance and its [`Files`](vana_sandbox_core::Files) handles share one [`State`]. A step
+//! holds it only to get its container, then runs on a [`Target`] cloned out of it, so file
+//! operations (helpers init runs beside the step) go on while a session's kernel runs; file
+//! operations take turns among themselves.
+//!
+//! Network: [`Instance::listen`] records the proxy's address and hands the engine the receiving
+//! end of a channel; every container the instance gets has its init listen there before the
+//! first step runs in it, and the connections programs open come over the container's attach
+//! connection into that channel — the same under runc and gVisor, with the container's network
+//! still `none`.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bollard::container::UpdateContainerOptions;
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, Mutex};
 use vana_sandbox_core::host::program_rlimits;
 use vana_sandbox_core::{
     BackendError, FileEntry, Instance, Limits, Mount, OutputCapture, OutputMode, ProcessIo,
-    ProcessOutcome, ProcessSpec, Runtime, SecurityEvent, SecurityEventKind, SharedFiles, Status,
-    Stdin,
+    ProcessOutcome, ProcessSpec, ProxyConnection, ProxyEndpoint, Runtime, SecurityEvent,
+    SecurityEventKind, SharedFiles, Status, Stdin,
 };
 use vana_sandbox_init::protocol::Rlimit;
 
@@ -29,7 +36,7 @@ use crate::error::DockerError;
 use crate::files::DockerFiles;
 use crate::images::ImageInfo;
 use crate::pool::{Pool, PoolKey};
-use crate::run::{self, Step};
+use crate::run::{self, Input, Step, Target};
 use crate::Shared;
 
 /// Helper steps (moving files) get this long.
@@ -44,6 +51,8 @@ pub(crate) struct Ctx {
     mounts: Vec<Mount>,
     /// The instance's envelope (for a container needed before any step).
     envelope: Limits,
+    /// The egress proxy's port inside, and where its connections go (set by `listen`).
+    proxy: std::sync::Mutex<Option<(u16, mpsc::Sender<ProxyConnection>)>>,
 }
 
 /// The instance's workspace and container, shared with its file handles.
@@ -51,8 +60,12 @@ pub(crate) struct Ctx {
 pub(crate) struct State {
     /// Files placed before any container exists.
     staged: Vec<FileEntry>,
+    /// The files the first container started with: what a container that replaces a dead one
+    /// starts with.
+    initial: Option<Vec<FileEntry>>,
     current: Option<Container>,
-    /// A step killed the container.
+    /// The container died under a step (gVisor's sandbox ends at the memory limit; or it had to
+    /// be killed): the next step or file operation gets a new one.
     dead: bool,
     /// The instance was destroyed: nothing may create a container for it any more.
     destroyed: bool,
@@ -89,6 +102,7 @@ impl DockerInstance {
                 runtime,
                 mounts,
                 envelope,
+                proxy: std::sync::Mutex::new(None),
             }),
             state: Arc::new(Mutex::new(State::default())),
         }
@@ -100,13 +114,44 @@ impl State {
         if self.destroyed {
             return Err(BackendError::InstanceGone("already destroyed"));
         }
-        if self.dead {
-            return Err(BackendError::InstanceGone(
-                "the container was killed by an earlier step",
-            ));
-        }
         Ok(())
     }
+}
+
+/// Said in the outcome of a step whose container died under it.
+const REPLACED: &str = "the container stopped with the program; a later step of this instance \
+                        (a session's next cell) gets a new container holding the files the \
+                        instance started with: files written since are gone";
+
+/// Checks, inside the container and as the sandbox user, that no directory on the way to a
+/// workspace path is a link (or not a directory), then runs the command that follows. Its
+/// arguments: the number of paths, the paths (each one's parents come first), the command.
+/// Shell built-ins only: no process is spent on the check.
+const NO_LINKS: &str = r#"n=$1; shift
+while [ "$n" -gt 0 ]; do
+  if [ -L "$1" ] || { [ -e "$1" ] && [ ! -d "$1" ]; }; then
+    printf '%s is a link or not a directory: nothing follows it\n' "${1#/workspace/}" >&2
+    exit 97
+  fi
+  n=$((n - 1)); shift
+done
+exec "$@""#;
+
+/// Most paths one guarded helper checks (further ones are checked by runs of their own first).
+const NO_LINKS_PER_RUN: usize = 2000;
+
+/// The directories on the way to `path` (relative to the workspace), outermost first; with
+/// `itself`, `path` too.
+pub(crate) fn parents(path: &str, itself: bool) -> Vec<String> {
+    let parts: Vec<&str> = path.split('/').collect();
+    let upto = if itself {
+        parts.len()
+    } else {
+        parts.len().saturating_sub(1)
+    };
+    (1..=upto)
+        .map(|i| format!("{WORKSPACE}/{}", parts[..i].join("/")))
+        .collect()
 }
 
 impl Ctx {
@@ -117,12 +162,16 @@ impl Ctx {
         limits: &Limits,
     ) -> Result<&'s mut Container, BackendError> {
         st.usable()?;
+        self.replace_dead(st).await;
         let want = self.key(limits);
         let current = match st.current.take() {
             None => {
-                let mut c = self.pool.take_or_create(&want).await?;
+                let c = self.pool.take_or_create(&want).await?;
                 let staged = std::mem::take(&mut st.staged);
-                if let Err(e) = self.put_into(&mut c, &staged, true).await {
+                if st.initial.is_none() {
+                    st.initial = Some(staged.clone());
+                }
+                if let Err(e) = self.put_into(&c, &staged, true).await {
                     container::remove(&self.shared, &c.id).await;
                     return Err(e);
                 }
@@ -141,7 +190,34 @@ impl Ctx {
             },
             Some(c) => self.move_to(c, &want).await?,
         };
-        Ok(st.current.insert(current))
+        let c = st.current.insert(current);
+        self.relay_proxy(c).await?;
+        Ok(c)
+    }
+
+    /// Removes a container that died; the next one starts with the instance's initial files.
+    async fn replace_dead(&self, st: &mut State) {
+        if !st.dead {
+            return;
+        }
+        st.dead = false;
+        if let Some(c) = st.current.take() {
+            container::remove(&self.shared, &c.id).await;
+        }
+        let mut files = st.initial.clone().unwrap_or_default();
+        files.append(&mut st.staged);
+        st.staged = files;
+    }
+
+    /// Has the container's init listen at the proxy's address, if the instance has network
+    /// access and it does not yet.
+    async fn relay_proxy(&self, c: &mut Container) -> Result<(), BackendError> {
+        let wanted = self.proxy.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let (Some((port, accept)), false) = (wanted, c.listening) {
+            c.session.listen(port, accept).await?;
+            c.listening = true;
+        }
+        Ok(())
     }
 
     /// The container holding the workspace, made for the envelope if no step made one yet.
@@ -150,6 +226,7 @@ impl Ctx {
         st: &'s mut State,
     ) -> Result<&'s mut Container, BackendError> {
         st.usable()?;
+        self.replace_dead(st).await;
         if st.current.is_none() {
             let envelope = self.envelope;
             self.container_for(st, &envelope).await?;
@@ -166,6 +243,7 @@ impl Ctx {
         files: &[FileEntry],
     ) -> Result<(), BackendError> {
         st.usable()?;
+        self.replace_dead(st).await;
         match st.current.as_mut() {
             None => {
                 st.staged.extend_from_slice(files);
@@ -205,10 +283,11 @@ impl Ctx {
             .collect()
     }
 
-    /// Runs a helper (`tar`) as the sandbox user, collecting up to `max` bytes of output.
+    /// Runs a helper (`tar`) as the sandbox user in container `c`, collecting up to `max`
+    /// bytes of output. It may run beside a step (a session's kernel), unmeasured.
     pub(crate) async fn helper(
         &self,
-        c: &mut Container,
+        c: &Target,
         argv: &[&str],
         stdin: &[u8],
         max: u64,
@@ -223,10 +302,12 @@ impl Ctx {
             env: vec!["PATH=/usr/bin:/bin".into(), "LC_ALL=C".into()],
             cwd: WORKSPACE,
             rlimits: self.rlimits(&limits),
-            stdin,
+            stdin: Input::Bytes(stdin),
             timeout: HELPER_TIMEOUT,
             output: OutputCapture::new(max, None),
             stop: None,
+            long_lived: false,
+            measure: false,
         };
         let ran = run::run(&self.shared, c, self.shared.config.uid, step).await?;
         if ran.container_dead {
@@ -243,11 +324,59 @@ impl Ctx {
         })
     }
 
+    /// Runs `argv` as a helper once no directory on the way to `paths` (absolute, each one's
+    /// parents first) is a link; a link is refused as a file error on `what`.
+    pub(crate) async fn helper_no_links(
+        &self,
+        c: &Target,
+        paths: &[String],
+        argv: &[&str],
+        stdin: &[u8],
+        max: u64,
+        what: &str,
+    ) -> Result<Helped, BackendError> {
+        let mut chunks: Vec<&[String]> = paths.chunks(NO_LINKS_PER_RUN).collect();
+        let last = chunks.pop().unwrap_or(&[]);
+        let guard = |chunk: &[String], cmd: &[&str]| -> Vec<String> {
+            let mut v = vec![
+                "/bin/sh".to_string(),
+                "-c".into(),
+                NO_LINKS.into(),
+                "sh".into(),
+                chunk.len().to_string(),
+            ];
+            v.extend(chunk.iter().cloned());
+            v.extend(cmd.iter().map(|s| s.to_string()));
+            v
+        };
+        let refused = |h: &Helped| {
+            (h.code == Some(97)).then(|| BackendError::File {
+                path: what.to_string(),
+                reason: String::from_utf8_lossy(&h.stderr).trim().to_string(),
+            })
+        };
+        for chunk in chunks {
+            let argv = guard(chunk, &["true"]);
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let h = self.helper(c, &argv, &[], 1 << 16).await?;
+            if let Some(e) = refused(&h) {
+                return Err(e);
+            }
+        }
+        let argv = guard(last, argv);
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let h = self.helper(c, &argv, stdin, max).await?;
+        match refused(&h) {
+            Some(e) => Err(e),
+            None => Ok(h),
+        }
+    }
+
     /// Extracts `files` (and, in a fresh container of an image that links `/tmp` into the
     /// workspace, that directory) into the workspace, as the sandbox user.
     async fn put_into(
         &self,
-        c: &mut Container,
+        c: &Container,
         files: &[FileEntry],
         fresh: bool,
     ) -> Result<(), BackendError> {
@@ -260,13 +389,29 @@ impl Ctx {
             return Ok(());
         }
         let tar = crate::tarball::pack(files, self.shared.config.uid, dirs)?;
-        self.extract(c, &tar, files.first().map_or(".tmp", |f| &f.path))
+        // Nothing is written through a link the program planted (a fresh container has none).
+        // Sorted, each directory comes before what is in it.
+        let paths: std::collections::BTreeSet<String> = if fresh {
+            Default::default()
+        } else {
+            files.iter().flat_map(|f| parents(&f.path, false)).collect()
+        };
+        let paths: Vec<String> = paths.into_iter().collect();
+        self.extract(c, &tar, &paths, files.first().map_or(".tmp", |f| &f.path))
             .await
     }
 
-    async fn extract(&self, c: &mut Container, tar: &[u8], what: &str) -> Result<(), BackendError> {
+    async fn extract(
+        &self,
+        c: &Container,
+        tar: &[u8],
+        paths: &[String],
+        what: &str,
+    ) -> Result<(), BackendError> {
         let argv = ["tar", "-x", "-p", "-C", WORKSPACE, "-f", "-"];
-        let h = self.helper(c, &argv, tar, 1 << 20).await?;
+        let h = self
+            .helper_no_links(&c.target(), paths, &argv, tar, 1 << 20, what)
+            .await?;
         if h.code != Some(0) {
             let reason = String::from_utf8_lossy(&h.stderr).trim().to_string();
             let reason = if reason.contains("No space left") || reason.contains("too large") {
@@ -308,10 +453,10 @@ impl Ctx {
     }
 
     /// Moves the workspace from `old` into a new container made for `want`; removes `old`.
-    async fn move_to(&self, mut old: Container, want: &PoolKey) -> Result<Container, BackendError> {
+    async fn move_to(&self, old: Container, want: &PoolKey) -> Result<Container, BackendError> {
         let argv = ["tar", "-c", "-C", WORKSPACE, "-f", "-", "."];
         let cap = old.key.disk.get().saturating_add(16 << 20);
-        let packed = self.helper(&mut old, &argv, &[], cap).await;
+        let packed = self.helper(&old.target(), &argv, &[], cap).await;
         container::remove(&self.shared, &old.id).await;
         let packed = packed?;
         if packed.code != Some(0) || packed.overflow {
@@ -323,8 +468,8 @@ impl Ctx {
                 ),
             });
         }
-        let mut c = self.pool.take_or_create(want).await?;
-        if let Err(e) = self.extract(&mut c, &packed.stdout, ".").await {
+        let c = self.pool.take_or_create(want).await?;
+        if let Err(e) = self.extract(&c, &packed.stdout, &[], ".").await {
             container::remove(&self.shared, &c.id).await;
             return Err(e);
         }
@@ -341,29 +486,44 @@ impl Instance for DockerInstance {
         })
     }
 
+    fn listen(&self, addr: std::net::SocketAddr) -> Result<ProxyEndpoint, BackendError> {
+        if addr.ip() != std::net::Ipv4Addr::LOCALHOST {
+            return Err(BackendError::Unavailable(format!(
+                "the Docker backend relays the proxy at 127.0.0.1 only, not {addr}"
+            )));
+        }
+        let (tx, rx) = mpsc::channel(vana_sandbox_core::egress::RELAY_BACKLOG);
+        *self.ctx.proxy.lock().unwrap_or_else(|p| p.into_inner()) = Some((addr.port(), tx));
+        Ok(ProxyEndpoint::Relayed(rx))
+    }
+
     async fn run(
         &mut self,
         process: &ProcessSpec,
         io: ProcessIo,
     ) -> Result<ProcessOutcome, BackendError> {
-        let stdin = match io.stdin {
-            Stdin::Bytes(b) => b,
-            Stdin::Pipe(_) => {
-                return Err(BackendError::InvalidProcess(
-                    "the Docker backend takes standard input as bytes",
-                ))
-            }
+        let (bytes, pipe) = match io.stdin {
+            Stdin::Bytes(b) => (b, None),
+            Stdin::Pipe(fd) => (Vec::new(), Some(fd)),
+        };
+        let stdin = match pipe {
+            Some(fd) => Input::Pipe(fd),
+            None => Input::Bytes(&bytes),
         };
         let ctx = &self.ctx;
         let rlimits = ctx.rlimits(&process.limits);
         let gvisor = ctx.runtime == Runtime::Runsc;
-        let mut st = self.state.lock().await;
-        let c = ctx.container_for(&mut st, &process.limits).await?;
+        // The state is held only to get the container: file operations go on beside the run.
+        let target = {
+            let mut st = self.state.lock().await;
+            ctx.container_for(&mut st, &process.limits).await?.target()
+        };
         let env: Vec<String> = process
             .env
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
+        let long_lived = io.output == OutputMode::Stream;
         let output = match io.output {
             OutputMode::Capture => OutputCapture::new(process.limits.output.get(), io.sink),
             OutputMode::Stream => OutputCapture::streaming(io.sink),
@@ -373,15 +533,40 @@ impl Instance for DockerInstance {
             env,
             cwd: &process.cwd,
             rlimits,
-            stdin: &stdin,
+            stdin,
             timeout: process.limits.timeout,
             output,
             stop: io.stop,
+            long_lived,
+            measure: true,
         };
-        let ran = run::run(&ctx.shared, c, ctx.shared.config.uid, step).await?;
+        let ran = run::run(&ctx.shared, &target, ctx.shared.config.uid, step).await;
+        let ran = {
+            let mut st = self.state.lock().await;
+            let current = st.current.as_mut().filter(|c| c.id == target.id);
+            match ran {
+                Ok(ran) => {
+                    if let (Some(c), Some(used)) = (current, ran.disk) {
+                        c.disk_used = used;
+                    }
+                    if ran.container_dead {
+                        st.dead = true;
+                    }
+                    ran
+                }
+                Err(e) => {
+                    if target.session.is_closed() {
+                        st.dead = true;
+                    }
+                    return Err(e);
+                }
+            }
+        };
         let mut outcome = ran.outcome;
         if ran.container_dead {
-            st.dead = true;
+            outcome
+                .events
+                .push(SecurityEvent::new(SecurityEventKind::Runtime, REPLACED));
             let why = ran.sandbox_failure.or_else(|| {
                 (outcome.status() == Status::Killed && outcome.stopped.is_none()).then(|| {
                     "the container stopped during the run without evidence of a limit".to_string()
@@ -419,16 +604,47 @@ impl Instance for DockerInstance {
 
 impl Drop for DockerInstance {
     fn drop(&mut self) {
-        // Dropped without destroy (an error or a panic upstream): remove in the background.
-        let Ok(mut st) = self.state.try_lock() else {
+        // Dropped without destroy (an error or a panic upstream, a session's last handle gone):
+        // remove in the background.
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        st.destroyed = true;
-        if let Some(c) = st.current.take() {
-            let shared = self.ctx.shared.clone();
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move { container::remove(&shared, &c.id).await });
+        let state = self.state.clone();
+        let shared = self.ctx.shared.clone();
+        handle.spawn(async move {
+            let current = {
+                let mut st = state.lock().await;
+                st.destroyed = true;
+                st.staged.clear();
+                st.current.take()
+            };
+            if let Some(c) = current {
+                container::remove(&shared, &c.id).await;
             }
-        }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_directories_on_the_way_come_outermost_first() {
+        assert_eq!(
+            parents("a/b/c.txt", false),
+            ["/workspace/a", "/workspace/a/b"]
+        );
+        assert_eq!(parents("a/b", true), ["/workspace/a", "/workspace/a/b"]);
+        assert!(parents("top.txt", false).is_empty());
+        // Sorted as a set, each directory still precedes what is in it.
+        let set: std::collections::BTreeSet<String> = ["a/b/x", "a/c", "a/b/y", "ab/z"]
+            .iter()
+            .flat_map(|p| parents(p, false))
+            .collect();
+        assert_eq!(
+            set.into_iter().collect::<Vec<_>>(),
+            ["/workspace/a", "/workspace/a/b", "/workspace/ab"]
+        );
     }
 }

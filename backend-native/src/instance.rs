@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use vana_sandbox_core::{
     BackendError, Bytes, Exit, Instance, InstanceSpec, Limits, ProcessIo, ProcessOutcome,
-    ProcessSpec, SecurityEvent, SecurityEventKind, SharedFiles,
+    ProcessSpec, ProxyEndpoint, SecurityEvent, SecurityEventKind, SharedFiles,
 };
 use vana_sandbox_init::protocol::{Rlimit, Run};
 
@@ -250,7 +250,7 @@ impl Instance for NativeInstance {
     /// A socket listening inside the sandbox's network namespace, opened from a host thread
     /// that enters only that namespace (root mode: as root; rootless: as the owner of the
     /// sandbox's user namespace) and ends right after; the socket stays the host's.
-    fn listen(&self, addr: std::net::SocketAddr) -> Result<std::net::TcpListener, BackendError> {
+    fn listen(&self, addr: std::net::SocketAddr) -> Result<ProxyEndpoint, BackendError> {
         let live = self
             .live
             .as_ref()
@@ -273,7 +273,9 @@ impl Instance for NativeInstance {
                 std::io::Error::other("the thread panicked"),
             )
         })?;
-        opened.map_err(|e| BackendError::setup("opening the proxy inside the sandbox", e))
+        opened
+            .map(ProxyEndpoint::Listener)
+            .map_err(|e| BackendError::setup("opening the proxy inside the sandbox", e))
     }
 
     async fn run(

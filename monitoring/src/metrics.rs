@@ -114,8 +114,11 @@ impl Recorder for Shared {
 }
 
 fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
+    // An empty tenant is no tenant (as in Prometheus, where an empty label is an absent one):
+    // runs without one keep the series they had before tenants were labelled.
     let labels: Vec<Label> = labels
         .iter()
+        .filter(|(k, v)| !(*k == "tenant" && v.is_empty()))
         .map(|(k, v)| Label::new(*k, v.to_string()))
         .collect();
     Key::from_parts(name, labels)
@@ -209,6 +212,41 @@ impl Metrics {
         self.registry.histogram(&key(name, labels)).record(v);
     }
 
+    /// Records an HTTP request a server answered: its route (a template such as
+    /// `/v1/sessions/{id}/run`, never the raw path), status code, tenant (`None`: not
+    /// authenticated) and duration.
+    pub fn http_request(&self, route: &str, code: u16, tenant: Option<&str>, seconds: f64) {
+        self.count(
+            names::HTTP_REQUESTS,
+            &[
+                ("route", route),
+                ("code", &code.to_string()),
+                ("tenant", label(tenant)),
+            ],
+            1,
+        );
+        self.observe(names::HTTP_DURATION, &[("route", route)], seconds);
+    }
+
+    /// Adds `delta` to the open HTTP connections.
+    pub fn http_connections(&self, delta: f64) {
+        self.add(names::HTTP_CONNECTIONS, &[], delta);
+    }
+
+    /// Records a request refused by `tenant`'s `quota`.
+    pub fn quota_rejection(&self, tenant: &str, quota: &str) {
+        self.count(
+            names::QUOTA_REJECTIONS,
+            &[("tenant", tenant), ("quota", quota)],
+            1,
+        );
+    }
+
+    /// Sets the CPU seconds `tenant`'s runs used in the last hour.
+    pub fn tenant_cpu(&self, tenant: &str, seconds: f64) {
+        self.set(names::TENANT_CPU, &[("tenant", tenant)], seconds);
+    }
+
     fn load(&self, load: &Load) {
         self.set(names::QUEUE_DEPTH, &[], load.queued as f64);
         self.set(names::ACTIVE_RUNS, &[], load.running as f64);
@@ -271,14 +309,17 @@ impl MetricsMonitor {
                 &[("phase", phase.as_str())],
                 duration.as_secs_f64(),
             ),
-            Event::LimitHit { limit, .. } => {
-                m.count(names::LIMIT_HITS, &[("limit", &limit.to_string())], 1)
-            }
-            Event::Security { event, .. } => m.count(
+            Event::LimitHit { limit, tenant, .. } => m.count(
+                names::LIMIT_HITS,
+                &[("limit", &limit.to_string()), ("tenant", label(*tenant))],
+                1,
+            ),
+            Event::Security { event, tenant, .. } => m.count(
                 names::SECURITY_EVENTS,
                 &[
                     ("kind", event.kind.as_str()),
                     ("source", reporter(event.source)),
+                    ("tenant", label(*tenant)),
                 ],
                 1,
             ),
@@ -286,6 +327,7 @@ impl MetricsMonitor {
                 result,
                 elapsed,
                 load,
+                tenant,
                 ..
             } => {
                 let backend = result.backend.map_or("none", |b| b.as_str());
@@ -295,6 +337,7 @@ impl MetricsMonitor {
                         ("status", result.status.as_str()),
                         ("language", &result.language),
                         ("backend", backend),
+                        ("tenant", label(*tenant)),
                     ],
                     1,
                 );
@@ -307,43 +350,64 @@ impl MetricsMonitor {
                 }
                 m.load(load);
             }
-            Event::QueueFull { load, .. } => {
-                m.count(names::QUEUE_REJECTIONS, &[], 1);
+            Event::QueueFull { load, tenant, .. } => {
+                m.count(names::QUEUE_REJECTIONS, &[("tenant", label(*tenant))], 1);
                 m.load(load);
             }
-            Event::Cancelled { load, .. } => {
-                m.count(names::CANCELLED, &[], 1);
+            Event::Cancelled { load, tenant, .. } => {
+                m.count(names::CANCELLED, &[("tenant", label(*tenant))], 1);
                 m.load(load);
             }
-            Event::Network { decision, .. } => {
+            Event::Network {
+                decision, tenant, ..
+            } => {
                 let reason = decision.verdict.reason().map_or("none", DenyReason::name);
                 m.count(
                     names::NETWORK_DECISIONS,
-                    &[("verdict", decision.verdict.name()), ("reason", reason)],
+                    &[
+                        ("verdict", decision.verdict.name()),
+                        ("reason", reason),
+                        ("tenant", label(*tenant)),
+                    ],
                     1,
                 );
                 m.count(
                     names::NETWORK_BYTES,
-                    &[("direction", "up")],
+                    &[("direction", "up"), ("tenant", label(*tenant))],
                     decision.bytes_up,
                 );
                 m.count(
                     names::NETWORK_BYTES,
-                    &[("direction", "down")],
+                    &[("direction", "down"), ("tenant", label(*tenant))],
                     decision.bytes_down,
                 );
             }
-            Event::SessionOpened { backend, .. } => {
-                m.count(names::SESSIONS_OPENED, &[("backend", backend.as_str())], 1);
+            Event::SessionOpened {
+                backend, tenant, ..
+            } => {
+                m.count(
+                    names::SESSIONS_OPENED,
+                    &[("backend", backend.as_str()), ("tenant", label(*tenant))],
+                    1,
+                );
                 m.add(names::ACTIVE_SESSIONS, &[], 1.0);
             }
-            Event::SessionClosed { reason, .. } => {
-                m.count(names::SESSIONS_CLOSED, &[("reason", reason.as_str())], 1);
+            Event::SessionClosed { reason, tenant, .. } => {
+                m.count(
+                    names::SESSIONS_CLOSED,
+                    &[("reason", reason.as_str()), ("tenant", label(*tenant))],
+                    1,
+                );
                 m.add(names::ACTIVE_SESSIONS, &[], -1.0);
             }
             _ => {}
         }
     }
+}
+
+/// The `tenant` label: the tenant's name; callers without one get no label.
+fn label(tenant: Option<&str>) -> &str {
+    tenant.unwrap_or("")
 }
 
 fn reporter(r: vana_sandbox_core::Reporter) -> &'static str {
@@ -377,7 +441,11 @@ impl FindingSink for MetricsMonitor {
     fn on_finding(&self, f: &Finding) {
         self.metrics.count(
             names::FINDINGS,
-            &[("rule", &f.rule), ("severity", f.severity.as_str())],
+            &[
+                ("rule", &f.rule),
+                ("severity", f.severity.as_str()),
+                ("tenant", label(f.tenant.as_deref())),
+            ],
             1,
         );
     }

@@ -22,6 +22,7 @@ const KEY: &[u8] = b"an audit key of 32 bytes, really";
 fn record(i: usize) -> AuditRecord {
     AuditRecord::LimitHit {
         id: format!("run-{i:04}"),
+        tenant: None,
         limit: LimitKind::Timeout,
     }
 }
@@ -393,6 +394,7 @@ fn an_unwritable_directory_neither_blocks_nor_panics() {
         let t = Instant::now();
         log.on_event(&vana_sandbox_core::Event::LimitHit {
             id: "x",
+            tenant: None,
             limit: LimitKind::Timeout,
         });
         slowest = slowest.max(t.elapsed());

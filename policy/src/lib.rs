@@ -7,9 +7,11 @@
 mod config;
 mod evaluate;
 mod fingerprint;
+mod tenants;
 
 pub use config::{
     CompileConfig, NetworkConfig, PackageIndexConfig, PackagesConfig, PolicyConfig, PolicyError,
     SessionConfig, NPM_REGISTRY, PRESETS, PYPI_INDEX,
 };
 pub use fingerprint::fingerprint;
+pub use tenants::TenantPolicies;

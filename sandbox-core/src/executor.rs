@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 
 use crate::capabilities::{BackendKind, Capabilities};
+use crate::egress::ProxyEndpoint;
 use crate::error::BackendError;
 use crate::files::SharedFiles;
 use crate::language::Language;
@@ -69,10 +70,11 @@ pub trait Instance: Send {
         io: ProcessIo,
     ) -> Result<ProcessOutcome, BackendError>;
 
-    /// A TCP socket listening at `addr` inside the instance's own network namespace, held by
-    /// the host (the egress proxy is reached through it). Backends without a namespace the host
-    /// can enter refuse.
-    fn listen(&self, _addr: std::net::SocketAddr) -> Result<std::net::TcpListener, BackendError> {
+    /// Opens the egress proxy's address `addr` inside the instance (before any program runs in
+    /// it): a socket listening there that the host holds, or a listener inside whose
+    /// connections the backend relays. Connections reach nothing but the engine's proxy.
+    /// Backends that can do neither refuse.
+    fn listen(&self, _addr: std::net::SocketAddr) -> Result<ProxyEndpoint, BackendError> {
         Err(BackendError::Unavailable(
             "this backend cannot open the proxy inside the sandbox".into(),
         ))

@@ -37,7 +37,7 @@ pub mod validate;
 pub use capabilities::{BackendKind, Capabilities, Layer, LayerName, Runtime};
 pub use capture::OutputCapture;
 pub use compile_cache::{CacheScope, CompileCache, DirCompileCache};
-pub use egress::{Egress, EgressProxy};
+pub use egress::{Egress, EgressProxy, ProxyConnection, ProxyEndpoint, ProxyStream};
 pub use engine::{Engine, EngineBuilder};
 pub use error::{BackendError, BoxError, EngineError};
 pub use events::{Phase, Reporter, SecurityEvent, SecurityEventKind};

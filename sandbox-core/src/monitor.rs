@@ -117,6 +117,8 @@ pub enum Event<'a> {
     LimitHit {
         /// Execution id.
         id: &'a str,
+        /// The tenant the host vouched for.
+        tenant: Option<&'a str>,
         /// Which limit (timeout, memory, output, processes).
         limit: LimitKind,
     },
@@ -124,6 +126,8 @@ pub enum Event<'a> {
     Security {
         /// Execution id.
         id: &'a str,
+        /// The tenant the host vouched for.
+        tenant: Option<&'a str>,
         /// The event.
         event: &'a SecurityEvent,
     },
@@ -244,8 +248,8 @@ impl Monitor for TracingMonitor {
                     "phase finished"
                 )
             }
-            Event::LimitHit { id, limit } => tracing::info!(id, %limit, "limit hit"),
-            Event::Security { id, event } => {
+            Event::LimitHit { id, limit, .. } => tracing::info!(id, %limit, "limit hit"),
+            Event::Security { id, event, .. } => {
                 tracing::warn!(id, kind = %event.kind, detail = %event.detail, source = ?event.source, "security event")
             }
             Event::Finished {

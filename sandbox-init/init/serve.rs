@@ -4,22 +4,32 @@
 //! writes can pose as a frame, and every report of how a program ended is init's.
 //!
 //! Per run: fork, then in the child a session of its own, the run's rlimits, the program's user
-//! and group (no capabilities left), the seccomp filter from `Setup`, `execve`. When the program
-//! ends, init kills every other process of the container (`kill(-1)`: whatever the program left
-//! behind), drains the output pipes, measures the writable mounts and reports `Disk` and
-//! `Exited`. When the host's side of stdin closes, init kills everything and exits, which stops
-//! the container.
+//! and group (no capabilities left), the seccomp filter from `Setup`, `execve`. Several runs may
+//! be live at once (a session's kernel, and the file helpers the host runs beside it). When a
+//! program ends, init kills its process group — or, when no other run is live, every other
+//! process of the container (`kill(-1)`: whatever the program left behind) —, drains its output
+//! pipes, measures the writable mounts and reports `Disk` and `Exited`. When the host's side of
+//! stdin closes, init kills everything and exits, which stops the container.
+//!
+//! With `Listen`, init also relays connections to `127.0.0.1:<port>` (the egress proxy's address
+//! inside the sandbox) to the host, inside `Conn` frames with a window each way; the relay is
+//! init's own (the program cannot kill or replace it) and leads only to the host.
 
 use std::ffi::{CString, OsStr};
-use std::io;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use super::protocol::{Run, Rusage, Stage};
-use super::serve_protocol::{FrameBuffer, Reply, Request, Setup, Stream, MAX_CHUNK, VERSION};
+use super::serve_protocol::{
+    Conn, FrameBuffer, Reply, Request, Setup, Stream, CONN_WINDOW, MAX_CHUNK, MAX_CONNS,
+    MAX_RUNS, STDIN_WINDOW, VERSION,
+};
 use super::{
     c_int, errno, fcntl, kill, micros, poll, pollfd, prctl, read, rusage, shut_down, sigchld_fd,
     wait4, write, EINVAL, POLLERR, POLLHUP, POLLIN, PR_SET_DUMPABLE, PR_SET_NAME, SIGKILL, WALL,
@@ -33,6 +43,7 @@ const O_NONBLOCK: c_int = 0o4000;
 const EAGAIN: i32 = 11;
 const EINTR: i32 = 4;
 const EBUSY: i32 = 16;
+const ENOBUFS: i32 = 105;
 const PR_SET_NO_NEW_PRIVS: c_int = 38;
 const PR_SET_SECCOMP: c_int = 22;
 const SECCOMP_MODE_FILTER: u64 = 2;
@@ -92,8 +103,9 @@ fn reply(msg: &Reply) {
     }
 }
 
-fn failed(stage: Stage, errno: i32) {
+fn failed(id: u32, stage: Stage, errno: i32) {
     reply(&Reply::Failed {
+        id,
         stage: stage as u32,
         index: 0,
         errno,
@@ -161,12 +173,13 @@ fn disk_used(paths: &[Vec<u8>]) -> u64 {
     total
 }
 
-/// The program of the current run.
+/// One program: a run the host started.
 struct Running {
+    id: u32,
     pid: i32,
     /// The write end of its stdin, until its input ends.
     stdin: Option<OwnedFd>,
-    /// Input received from the host and not yet written.
+    /// Input received from the host and not yet written (at most [`STDIN_WINDOW`]).
     pending: Vec<u8>,
     /// The host sent `StdinEnd`.
     stdin_end: bool,
@@ -175,10 +188,21 @@ struct Running {
     /// Its wait status and usage, once it ended.
     ended: Option<(i32, Rusage)>,
     /// When it ended (for the drain timeout).
-    ended_at: Option<std::time::Instant>,
+    ended_at: Option<Instant>,
 }
 
-fn start(mut run: Run, setup: &Setup) -> Result<Running, (Stage, i32)> {
+impl Running {
+    fn live(&self) -> bool {
+        self.ended.is_none()
+    }
+
+    fn drain_late(&self) -> bool {
+        self.ended_at
+            .is_some_and(|t| t.elapsed().as_millis() > DRAIN_MS as u128)
+    }
+}
+
+fn start(id: u32, mut run: Run, setup: &Setup) -> Result<Running, (Stage, i32)> {
     clamp_rlimits(&mut run);
     let (program, args) = run.argv.split_first().ok_or((Stage::Exec, EINVAL))?;
     let mut cmd = Command::new(OsStr::from_bytes(program));
@@ -214,6 +238,7 @@ fn start(mut run: Run, setup: &Setup) -> Result<Running, (Stage, i32)> {
         set_nonblocking(fd);
     }
     Ok(Running {
+        id,
         pid: child.id() as i32,
         stdin,
         pending: Vec::new(),
@@ -225,8 +250,9 @@ fn start(mut run: Run, setup: &Setup) -> Result<Running, (Stage, i32)> {
     })
 }
 
-/// Reaps every child that is gone; records the program's end and kills what it left.
-fn reap(running: &mut Option<Running>) {
+/// Reaps every child that is gone; records a program's end and kills what it left: its process
+/// group, or everything but init when no other run is live.
+fn reap(runs: &mut [Running]) {
     loop {
         let mut status = 0;
         // SAFETY: zeroed rusage is a valid out-parameter.
@@ -236,29 +262,35 @@ fn reap(running: &mut Option<Running>) {
         if pid <= 0 {
             return;
         }
-        if let Some(r) = running
-            .as_mut()
-            .filter(|r| r.pid == pid && r.ended.is_none())
-        {
-            r.ended = Some((
-                status,
-                Rusage {
-                    utime_us: micros(&ru.ru_utime),
-                    stime_us: micros(&ru.ru_stime),
-                    maxrss_kib: ru.ru_maxrss.max(0) as u64,
-                },
-            ));
-            r.ended_at = Some(std::time::Instant::now());
-            r.stdin = None;
-            // Whatever the program left behind goes with it (init itself is spared).
-            // SAFETY: kill(2) with integer arguments.
-            unsafe { kill(-1, SIGKILL) };
+        let Some(i) = runs.iter().position(|r| r.pid == pid && r.live()) else {
+            continue;
+        };
+        let others = runs.iter().filter(|r| r.live() && r.pid != pid).count();
+        let r = &mut runs[i];
+        r.ended = Some((
+            status,
+            Rusage {
+                utime_us: micros(&ru.ru_utime),
+                stime_us: micros(&ru.ru_stime),
+                maxrss_kib: ru.ru_maxrss.max(0) as u64,
+            },
+        ));
+        r.ended_at = Some(Instant::now());
+        r.stdin = None;
+        r.pending.clear();
+        // SAFETY: kill(2) with integer arguments; init itself is spared by kill(-1).
+        unsafe {
+            if others == 0 {
+                kill(-1, SIGKILL);
+            } else {
+                kill(-pid, SIGKILL);
+            }
         }
     }
 }
 
 /// Reads what is available from one output pipe and forwards it; closes the pipe at EOF.
-fn forward(fd: &mut Option<OwnedFd>, stream: Stream, chunk: &mut [u8]) {
+fn forward(id: u32, fd: &mut Option<OwnedFd>, stream: Stream, chunk: &mut [u8]) {
     let Some(raw) = fd.as_ref().map(AsRawFd::as_raw_fd) else {
         return;
     };
@@ -266,6 +298,7 @@ fn forward(fd: &mut Option<OwnedFd>, stream: Stream, chunk: &mut [u8]) {
     let n = unsafe { read(raw, chunk.as_mut_ptr(), chunk.len()) };
     if n > 0 {
         reply(&Reply::Output {
+            id,
             stream,
             data: chunk[..n as usize].to_vec(),
         });
@@ -274,74 +307,351 @@ fn forward(fd: &mut Option<OwnedFd>, stream: Stream, chunk: &mut [u8]) {
     }
 }
 
-/// Writes pending input to the program; closes its stdin once the input is over.
+/// Writes pending input to the program and acknowledges it; closes its stdin once the input is
+/// over. Input the program no longer takes is acknowledged as dropped.
 fn feed(r: &mut Running) {
+    let mut acked = 0usize;
     if let Some(fd) = r.stdin.as_ref() {
         while !r.pending.is_empty() {
             // SAFETY: a valid buffer of the stated length; the descriptor is ours.
             let n = unsafe { write(fd.as_raw_fd(), r.pending.as_ptr(), r.pending.len()) };
             if n > 0 {
                 r.pending.drain(..n as usize);
+                acked += n as usize;
             } else if n < 0 && errno() == EAGAIN {
-                return;
+                break;
             } else if n < 0 && errno() == EINTR {
                 continue;
             } else {
                 // The program closed its stdin: the rest of the input is dropped.
+                acked += r.pending.len();
                 r.pending.clear();
                 r.stdin = None;
-                return;
+                break;
             }
         }
     }
     if r.stdin_end && r.pending.is_empty() {
         r.stdin = None;
     }
+    if acked > 0 {
+        reply(&Reply::StdinAck {
+            id: r.id,
+            bytes: acked as u32,
+        });
+    }
 }
 
-fn handle(request: Request, setup: &mut Option<Setup>, running: &mut Option<Running>) {
-    match request {
-        Request::Setup(s) => {
-            if setup.is_some() {
-                failed(Stage::Protocol, EBUSY);
-                return;
-            }
-            *setup = Some(s);
-            reply(&Reply::Hello { version: VERSION });
+/// One connection a program opened to the relay's socket.
+struct Relayed {
+    id: u32,
+    sock: TcpStream,
+    /// Bytes from the host not yet written to the program (at most [`CONN_WINDOW`]).
+    to_program: Vec<u8>,
+    /// Bytes sent to the host and not yet acknowledged.
+    in_flight: u32,
+    /// The program's direction is over (`End` sent).
+    program_done: bool,
+    /// The host's direction is over (`End` received).
+    host_done: bool,
+    /// Our write side is shut down.
+    shut: bool,
+    /// Reset or finished: dropped at the next cleanup.
+    gone: bool,
+}
+
+impl Relayed {
+    fn reset(&mut self) {
+        if !self.gone {
+            self.gone = true;
+            reply(&Reply::Conn {
+                id: self.id,
+                frame: Conn::Reset,
+            });
         }
-        Request::Run(run) => {
-            let Some(s) = setup.as_ref() else {
-                failed(Stage::Seccomp, EINVAL);
-                return;
-            };
-            if running.is_some() {
-                failed(Stage::ForkProgram, EBUSY);
-                return;
+    }
+
+    /// Whether it wants to read from the program (room in the window, direction not over).
+    fn wants_read(&self) -> bool {
+        !self.gone && !self.program_done && self.in_flight < CONN_WINDOW
+    }
+
+    fn wants_write(&self) -> bool {
+        !self.gone && !self.to_program.is_empty()
+    }
+
+    /// Reads what the window allows and sends it to the host.
+    fn pump_up(&mut self, chunk: &mut [u8]) {
+        let room = (CONN_WINDOW - self.in_flight.min(CONN_WINDOW)) as usize;
+        let want = room.min(chunk.len());
+        if want == 0 {
+            return;
+        }
+        match self.sock.read(&mut chunk[..want]) {
+            Ok(0) => {
+                self.program_done = true;
+                reply(&Reply::Conn {
+                    id: self.id,
+                    frame: Conn::End,
+                });
             }
-            match start(run, s) {
-                Ok(r) => *running = Some(r),
-                Err((stage, e)) => failed(stage, e),
+            Ok(n) => {
+                self.in_flight += n as u32;
+                reply(&Reply::Conn {
+                    id: self.id,
+                    frame: Conn::Data(chunk[..n].to_vec()),
+                });
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+            Err(_) => self.reset(),
+        }
+    }
+
+    /// Writes what the host sent, acknowledges it; shuts the write side once the host is done.
+    fn pump_down(&mut self) {
+        let mut wrote = 0usize;
+        while !self.gone && !self.to_program.is_empty() {
+            match self.sock.write(&self.to_program) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.to_program.drain(..n);
+                    wrote += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => self.reset(),
             }
         }
-        Request::Stdin(data) => {
-            if let Some(r) = running.as_mut().filter(|r| r.stdin.is_some()) {
-                r.pending.extend_from_slice(&data);
-                feed(r);
-            }
+        if wrote > 0 && !self.gone {
+            reply(&Reply::Conn {
+                id: self.id,
+                frame: Conn::Ack(wrote as u32),
+            });
         }
-        Request::StdinEnd => {
-            if let Some(r) = running.as_mut() {
-                r.stdin_end = true;
-                feed(r);
-            }
+        if self.host_done && self.to_program.is_empty() && !self.shut && !self.gone {
+            self.shut = true;
+            let _ = self.sock.shutdown(Shutdown::Write);
         }
-        Request::Kill { signal } => {
-            if running.as_ref().is_some_and(|r| r.ended.is_none()) {
-                // SAFETY: kill(2) with integer arguments; init itself is spared.
-                unsafe { kill(-1, signal) };
+    }
+
+    /// Reset, or both directions over (both sides then forget it without a word).
+    fn finished(&self) -> bool {
+        self.gone || (self.program_done && self.shut)
+    }
+
+    fn handle(&mut self, frame: Conn) {
+        if self.gone {
+            return;
+        }
+        match frame {
+            Conn::Data(data) => {
+                if self.host_done
+                    || self.to_program.len() + data.len() > CONN_WINDOW as usize
+                {
+                    // The host broke the window: the connection cannot be trusted.
+                    self.reset();
+                    return;
+                }
+                self.to_program.extend_from_slice(&data);
+                self.pump_down();
+            }
+            Conn::End => {
+                self.host_done = true;
+                self.pump_down();
+            }
+            Conn::Ack(n) => self.in_flight = self.in_flight.saturating_sub(n),
+            // The host's side is gone: closing the socket tells the program.
+            Conn::Reset => self.gone = true,
+            Conn::Open => self.reset(),
+        }
+    }
+}
+
+/// The proxy's socket inside the container and its connections.
+struct Relay {
+    port: u16,
+    listener: TcpListener,
+    conns: Vec<Relayed>,
+    next: u32,
+}
+
+impl Relay {
+    fn open(port: u16) -> io::Result<Self> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))?;
+        listener.set_nonblocking(true)?;
+        Ok(Self {
+            port,
+            listener,
+            conns: Vec::new(),
+            next: 0,
+        })
+    }
+
+    /// Accepts what is waiting; beyond [`MAX_CONNS`] a connection is closed at once.
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((sock, _)) => {
+                    if self.conns.len() >= MAX_CONNS || sock.set_nonblocking(true).is_err() {
+                        continue; // dropped: closed
+                    }
+                    let _ = sock.set_nodelay(true);
+                    self.next = self.next.wrapping_add(1).max(1);
+                    let id = self.next;
+                    self.conns.push(Relayed {
+                        id,
+                        sock,
+                        to_program: Vec::new(),
+                        in_flight: 0,
+                        program_done: false,
+                        host_done: false,
+                        shut: false,
+                        gone: false,
+                    });
+                    reply(&Reply::Conn {
+                        id,
+                        frame: Conn::Open,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // WouldBlock, or out of descriptors: try again at the next readiness.
+                Err(_) => return,
             }
         }
     }
+
+    fn handle(&mut self, id: u32, frame: Conn) {
+        // A connection both sides finished or one reset may still see late frames: ignored.
+        if let Some(c) = self.conns.iter_mut().find(|c| c.id == id) {
+            c.handle(frame);
+        }
+    }
+}
+
+/// Everything init serves.
+struct State {
+    setup: Option<Setup>,
+    runs: Vec<Running>,
+    relay: Option<Relay>,
+}
+
+impl State {
+    fn handle(&mut self, request: Request) {
+        match request {
+            Request::Setup(s) => {
+                if self.setup.is_some() {
+                    failed(0, Stage::Protocol, EBUSY);
+                    return;
+                }
+                self.setup = Some(s);
+                reply(&Reply::Hello { version: VERSION });
+            }
+            Request::Run { id, run } => {
+                let Some(s) = self.setup.as_ref() else {
+                    failed(id, Stage::Seccomp, EINVAL);
+                    return;
+                };
+                if id == 0 || self.runs.iter().any(|r| r.id == id) || self.runs.len() >= MAX_RUNS
+                {
+                    failed(id, Stage::ForkProgram, EBUSY);
+                    return;
+                }
+                match start(id, run, s) {
+                    Ok(r) => self.runs.push(r),
+                    Err((stage, e)) => failed(id, stage, e),
+                }
+            }
+            Request::Stdin { id, data } => {
+                let Some(r) = self.runs.iter_mut().find(|r| r.id == id) else {
+                    return;
+                };
+                if r.stdin.is_none() {
+                    // The program took no more: dropped, and said so, so the host goes on.
+                    reply(&Reply::StdinAck {
+                        id,
+                        bytes: data.len() as u32,
+                    });
+                } else if r.pending.len() + data.len() > STDIN_WINDOW as usize {
+                    failed(id, Stage::Protocol, ENOBUFS);
+                } else {
+                    r.pending.extend_from_slice(&data);
+                    feed(r);
+                }
+            }
+            Request::StdinEnd { id } => {
+                if let Some(r) = self.runs.iter_mut().find(|r| r.id == id) {
+                    r.stdin_end = true;
+                    feed(r);
+                }
+            }
+            Request::Kill { id, signal } => {
+                let live = self.runs.iter().filter(|r| r.live()).count();
+                if let Some(r) = self.runs.iter().find(|r| r.id == id && r.live()) {
+                    // SAFETY: kill(2) with integer arguments; init itself is spared.
+                    unsafe {
+                        if live == 1 {
+                            kill(-1, signal);
+                        } else {
+                            kill(-r.pid, signal);
+                            kill(r.pid, signal);
+                        }
+                    }
+                }
+            }
+            Request::Listen { port } => match self.relay.as_ref() {
+                Some(relay) if relay.port == port => reply(&Reply::Listening { port }),
+                Some(_) => failed(0, Stage::Listen, EBUSY),
+                None => match Relay::open(port) {
+                    Ok(relay) => {
+                        self.relay = Some(relay);
+                        reply(&Reply::Listening { port });
+                    }
+                    Err(e) => failed(0, Stage::Listen, e.raw_os_error().unwrap_or(EINVAL)),
+                },
+            },
+            Request::Conn { id, frame } => {
+                if let Some(relay) = self.relay.as_mut() {
+                    relay.handle(id, frame);
+                }
+            }
+        }
+    }
+
+    /// Reports every run that ended and whose output is drained (or late); forgets finished
+    /// connections.
+    fn tidy(&mut self) {
+        let mut i = 0;
+        while i < self.runs.len() {
+            let r = &self.runs[i];
+            let drained = r.out.is_none() && r.err.is_none();
+            if let (Some((status, rusage)), true) = (r.ended, drained || r.drain_late()) {
+                let id = r.id;
+                self.runs.remove(i);
+                reply(&Reply::Disk {
+                    id,
+                    used: self.setup.as_ref().map_or(0, |s| disk_used(&s.usage_paths)),
+                });
+                reply(&Reply::Exited { id, status, rusage });
+            } else {
+                i += 1;
+            }
+        }
+        if let Some(relay) = self.relay.as_mut() {
+            relay.conns.retain(|c| !c.finished());
+        }
+    }
+}
+
+/// What one entry of the poll set stands for.
+#[derive(Clone, Copy)]
+enum Slot {
+    Host,
+    Signals,
+    Out(usize),
+    Err(usize),
+    In(usize),
+    Listener,
+    Relayed(usize),
 }
 
 /// Serves the host until its side of stdin closes.
@@ -364,53 +674,55 @@ pub(crate) fn main() -> ! {
         shut_down();
     }
     let mut frames = FrameBuffer::new();
-    let mut setup: Option<Setup> = None;
-    let mut running: Option<Running> = None;
+    let mut state = State {
+        setup: None,
+        runs: Vec::new(),
+        relay: None,
+    };
     let mut chunk = vec![0u8; MAX_CHUNK];
     let mut drain = [0u8; 128 * 8];
+    let mut fds: Vec<pollfd> = Vec::new();
+    let mut slots: Vec<Slot> = Vec::new();
     loop {
-        if let Some(r) = running.as_mut() {
-            let drained = r.out.is_none() && r.err.is_none();
-            let late = r
-                .ended_at
-                .is_some_and(|t| t.elapsed().as_millis() > DRAIN_MS as u128);
-            if let (Some((status, rusage)), true) = (r.ended, drained || late) {
-                running = None;
-                reply(&Reply::Disk {
-                    used: setup.as_ref().map_or(0, |s| disk_used(&s.usage_paths)),
-                });
-                reply(&Reply::Exited { status, rusage });
+        state.tidy();
+        fds.clear();
+        slots.clear();
+        let mut add = |fd: c_int, events: i16, slot: Slot| {
+            fds.push(pollfd {
+                fd,
+                events,
+                revents: 0,
+            });
+            slots.push(slot);
+        };
+        add(0, POLLIN, Slot::Host);
+        add(sfd, POLLIN, Slot::Signals);
+        for (i, r) in state.runs.iter().enumerate() {
+            if let Some(fd) = &r.out {
+                add(fd.as_raw_fd(), POLLIN, Slot::Out(i));
             }
-        }
-        let mut fds = vec![
-            pollfd {
-                fd: 0,
-                events: POLLIN,
-                revents: 0,
-            },
-            pollfd {
-                fd: sfd,
-                events: POLLIN,
-                revents: 0,
-            },
-        ];
-        if let Some(r) = running.as_ref() {
-            for fd in r.out.iter().chain(&r.err) {
-                fds.push(pollfd {
-                    fd: fd.as_raw_fd(),
-                    events: POLLIN,
-                    revents: 0,
-                });
+            if let Some(fd) = &r.err {
+                add(fd.as_raw_fd(), POLLIN, Slot::Err(i));
             }
             if let (Some(fd), false) = (r.stdin.as_ref(), r.pending.is_empty()) {
-                fds.push(pollfd {
-                    fd: fd.as_raw_fd(),
-                    events: POLLOUT,
-                    revents: 0,
-                });
+                add(fd.as_raw_fd(), POLLOUT, Slot::In(i));
             }
         }
-        let timeout = if running.as_ref().is_some_and(|r| r.ended.is_some()) {
+        if let Some(relay) = state.relay.as_ref() {
+            // Always: a connection beyond the cap is accepted and closed at once, not left to
+            // hang in the backlog.
+            add(relay.listener.as_raw_fd(), POLLIN, Slot::Listener);
+            for (i, c) in relay.conns.iter().enumerate() {
+                let events = if c.wants_read() { POLLIN } else { 0 }
+                    | if c.wants_write() { POLLOUT } else { 0 };
+                // A connection that wants nothing is not polled (a hang-up it cannot act on
+                // yet would wake the loop for nothing).
+                if events != 0 {
+                    add(c.sock.as_raw_fd(), events, Slot::Relayed(i));
+                }
+            }
+        }
+        let timeout = if state.runs.iter().any(|r| !r.live()) {
             100
         } else {
             -1
@@ -419,36 +731,51 @@ pub(crate) fn main() -> ! {
         if unsafe { poll(fds.as_mut_ptr(), fds.len() as u64, timeout) } < 0 {
             continue; // EINTR
         }
-        if fds[1].revents & POLLIN != 0 {
+        let mut host_ready = false;
+        let mut signals = false;
+        for (p, slot) in fds.iter().zip(slots.iter()) {
+            if p.revents == 0 {
+                continue;
+            }
+            match *slot {
+                Slot::Host => host_ready = p.revents & (POLLIN | POLLHUP | POLLERR) != 0,
+                Slot::Signals => signals = true,
+                Slot::Out(i) => {
+                    let r = &mut state.runs[i];
+                    forward(r.id, &mut r.out, Stream::Stdout, &mut chunk);
+                }
+                Slot::Err(i) => {
+                    let r = &mut state.runs[i];
+                    forward(r.id, &mut r.err, Stream::Stderr, &mut chunk);
+                }
+                Slot::In(i) => feed(&mut state.runs[i]),
+                Slot::Listener => {
+                    if let Some(relay) = state.relay.as_mut() {
+                        relay.accept();
+                    }
+                }
+                Slot::Relayed(i) => {
+                    if let Some(c) = state.relay.as_mut().and_then(|r| r.conns.get_mut(i)) {
+                        if p.revents & POLLOUT != 0 || p.revents & (POLLHUP | POLLERR) != 0 {
+                            c.pump_down();
+                        }
+                        if c.wants_read() && p.revents & (POLLIN | POLLHUP | POLLERR) != 0 {
+                            c.pump_up(&mut chunk);
+                        }
+                    }
+                }
+            }
+        }
+        if signals {
             // SAFETY: reads into a local buffer; the signalfd is non-blocking.
             while unsafe { read(sfd, drain.as_mut_ptr(), drain.len()) } > 0 {}
-            reap(&mut running);
+            reap(&mut state.runs);
         }
-        if let Some(r) = running.as_mut() {
-            let ready = |fd: &Option<OwnedFd>| {
-                fd.as_ref().is_some_and(|f| {
-                    fds[2..]
-                        .iter()
-                        .any(|p| p.fd == f.as_raw_fd() && p.revents != 0)
-                })
-            };
-            if ready(&r.out) {
-                forward(&mut r.out, Stream::Stdout, &mut chunk);
-            }
-            if ready(&r.err) {
-                forward(&mut r.err, Stream::Stderr, &mut chunk);
-            }
-            if ready(&r.stdin) {
-                feed(r);
-            }
-            if r.ended_at
-                .is_some_and(|t| t.elapsed().as_millis() > DRAIN_MS as u128)
-            {
-                r.out = None;
-                r.err = None;
-            }
+        for r in state.runs.iter_mut().filter(|r| r.drain_late()) {
+            r.out = None;
+            r.err = None;
         }
-        if fds[0].revents & (POLLIN | POLLHUP | POLLERR) == 0 {
+        if !host_ready {
             continue;
         }
         // SAFETY: reads into a buffer of the stated length.
@@ -466,13 +793,13 @@ pub(crate) fn main() -> ! {
         loop {
             match frames.next_frame() {
                 Ok(Some(packet)) => match Request::decode(&packet) {
-                    Ok(request) => handle(request, &mut setup, &mut running),
-                    Err(_) => failed(Stage::Protocol, EINVAL),
+                    Ok(request) => state.handle(request),
+                    Err(_) => failed(0, Stage::Protocol, EINVAL),
                 },
                 Ok(None) => break,
                 Err(_) => {
                     // A header the protocol cannot have: the stream is lost.
-                    failed(Stage::Protocol, EINVAL);
+                    failed(0, Stage::Protocol, EINVAL);
                     shut_down();
                 }
             }

@@ -79,6 +79,8 @@ pub enum Stage {
     Protocol = 20,
     /// Creating the time namespace and setting its clock offsets.
     TimeNs = 21,
+    /// Opening the proxy's listening socket inside the sandbox (serve mode).
+    Listen = 22,
 }
 
 impl Stage {
@@ -107,6 +109,7 @@ impl Stage {
             19 => Identity,
             20 => Protocol,
             21 => TimeNs,
+            22 => Listen,
             _ => return None,
         })
     }
@@ -135,6 +138,7 @@ impl Stage {
             Stage::ExecInit => "executing the sandbox init",
             Stage::Identity => "switching to the sandbox user",
             Stage::Protocol => "reading a message from the host",
+            Stage::Listen => "opening the proxy's socket inside the sandbox",
         }
     }
 }
@@ -328,32 +332,72 @@ pub(crate) fn put_string(out: &mut Vec<u8>, s: &[u8]) -> Result<(), DecodeError>
     Ok(())
 }
 
+/// The payload of a `Run` (shared with the serve protocol, which puts a run id before it).
+pub(crate) fn encode_run(run: &Run) -> Result<Vec<u8>, DecodeError> {
+    if run.argv.len() + run.env.len() > MAX_STRINGS || run.rlimits.len() > MAX_RLIMITS {
+        return Err(DecodeError::TooLarge);
+    }
+    let mut p = Vec::new();
+    put_u32(&mut p, run.uid);
+    put_u32(&mut p, run.gid);
+    put_u32(&mut p, run.rlimits.len() as u32);
+    put_u32(&mut p, run.argv.len() as u32);
+    put_u32(&mut p, run.env.len() as u32);
+    for l in &run.rlimits {
+        put_u32(&mut p, l.resource);
+        put_u64(&mut p, l.cur);
+        put_u64(&mut p, l.max);
+    }
+    put_string(&mut p, &run.cwd)?;
+    for s in run.argv.iter().chain(&run.env) {
+        put_string(&mut p, s)?;
+    }
+    Ok(p)
+}
+
+/// Reads a `Run` payload (see [`encode_run`]).
+pub(crate) fn decode_run(r: &mut Reader<'_>) -> Result<Run, DecodeError> {
+    let uid = r.u32()?;
+    let gid = r.u32()?;
+    let nlim = r.u32()? as usize;
+    let argc = r.u32()? as usize;
+    let envc = r.u32()? as usize;
+    if nlim > MAX_RLIMITS || argc.saturating_add(envc) > MAX_STRINGS || argc == 0 {
+        return Err(DecodeError::TooLarge);
+    }
+    let mut rlimits = Vec::with_capacity(nlim);
+    for _ in 0..nlim {
+        rlimits.push(Rlimit {
+            resource: r.u32()?,
+            cur: r.u64()?,
+            max: r.u64()?,
+        });
+    }
+    let cwd = r.string()?;
+    let mut argv = Vec::with_capacity(argc);
+    for _ in 0..argc {
+        argv.push(r.string()?);
+    }
+    let mut env = Vec::with_capacity(envc);
+    for _ in 0..envc {
+        env.push(r.string()?);
+    }
+    Ok(Run {
+        uid,
+        gid,
+        rlimits,
+        cwd,
+        argv,
+        env,
+    })
+}
+
 impl HostMessage {
     /// The packet for this message. Fails for strings with a NUL inside, and for a message
     /// beyond [`MAX_MESSAGE`].
     pub fn encode(&self) -> Result<Vec<u8>, DecodeError> {
         let packet = match self {
-            HostMessage::Run(run) => {
-                if run.argv.len() + run.env.len() > MAX_STRINGS || run.rlimits.len() > MAX_RLIMITS {
-                    return Err(DecodeError::TooLarge);
-                }
-                let mut p = Vec::new();
-                put_u32(&mut p, run.uid);
-                put_u32(&mut p, run.gid);
-                put_u32(&mut p, run.rlimits.len() as u32);
-                put_u32(&mut p, run.argv.len() as u32);
-                put_u32(&mut p, run.env.len() as u32);
-                for l in &run.rlimits {
-                    put_u32(&mut p, l.resource);
-                    put_u64(&mut p, l.cur);
-                    put_u64(&mut p, l.max);
-                }
-                put_string(&mut p, &run.cwd)?;
-                for s in run.argv.iter().chain(&run.env) {
-                    put_string(&mut p, s)?;
-                }
-                frame(T_RUN, p)
-            }
+            HostMessage::Run(run) => frame(T_RUN, encode_run(run)?),
             HostMessage::Kill { signal } => {
                 let mut p = Vec::new();
                 put_u32(&mut p, *signal as u32);
@@ -371,41 +415,7 @@ impl HostMessage {
     pub fn decode(packet: &[u8]) -> Result<Self, DecodeError> {
         let (kind, mut r) = unframe(packet)?;
         match kind {
-            T_RUN => {
-                let uid = r.u32()?;
-                let gid = r.u32()?;
-                let nlim = r.u32()? as usize;
-                let argc = r.u32()? as usize;
-                let envc = r.u32()? as usize;
-                if nlim > MAX_RLIMITS || argc.saturating_add(envc) > MAX_STRINGS || argc == 0 {
-                    return Err(DecodeError::TooLarge);
-                }
-                let mut rlimits = Vec::with_capacity(nlim);
-                for _ in 0..nlim {
-                    rlimits.push(Rlimit {
-                        resource: r.u32()?,
-                        cur: r.u64()?,
-                        max: r.u64()?,
-                    });
-                }
-                let cwd = r.string()?;
-                let mut argv = Vec::with_capacity(argc);
-                for _ in 0..argc {
-                    argv.push(r.string()?);
-                }
-                let mut env = Vec::with_capacity(envc);
-                for _ in 0..envc {
-                    env.push(r.string()?);
-                }
-                Ok(HostMessage::Run(Run {
-                    uid,
-                    gid,
-                    rlimits,
-                    cwd,
-                    argv,
-                    env,
-                }))
-            }
+            T_RUN => Ok(HostMessage::Run(decode_run(&mut r)?)),
             T_KILL => Ok(HostMessage::Kill {
                 signal: r.u32()? as i32,
             }),

@@ -2,10 +2,10 @@
 //! (PID 1) of every container.
 //!
 //! Compiled into both sides like [`crate::protocol`], whose framing (an 8-byte header: type and
-//! payload length, little-endian `u32`s; then the payload) and whose `Run`, `Kill`, `Hello`,
-//! `Exited` and `Failed` messages it reuses. The frames travel over a byte stream: the
-//! container's stdin (host to init) and stdout (init to host), which Docker carries over the one
-//! attach connection the host holds; [`FrameBuffer`] reassembles them.
+//! payload length, little-endian `u32`s; then the payload) and whose `Run` payload it reuses. The
+//! frames travel over a byte stream: the container's stdin (host to init) and stdout (init to
+//! host), which Docker carries over the one attach connection the host holds; [`FrameBuffer`]
+//! reassembles them, and refuses a header that announces more than [`MAX_MESSAGE`].
 //!
 //! The program never holds init's stdin or stdout: init gives it pipes of its own and forwards
 //! what it writes inside `Output` frames, so nothing the program writes can pose as a frame.
@@ -15,31 +15,65 @@
 //! comes from init.
 //!
 //! A conversation: the host sends `Setup` (the seccomp filter every program gets, and the
-//! writable mounts whose usage init reports); init answers `Hello`. Then any number of runs, one
-//! at a time: `Run`, `Stdin` chunks, `StdinEnd`; init answers `Output` frames while the program
-//! runs, then `Disk` and `Exited` once the program has ended, everything it left has been killed
-//! and its output is drained. `Kill` kills every process but init. When the host's side closes
-//! (the host destroyed the container, or died), init kills everything and exits.
+//! writable mounts whose usage init reports); init answers `Hello`. Then runs, each named by an id
+//! the host picks, several at once (a session's kernel runs while files move): `Run`, then its
+//! standard input as `Stdin` chunks and `StdinEnd`. The host keeps at most [`STDIN_WINDOW`] bytes
+//! of a run's input unacknowledged; init acknowledges (`StdinAck`) what it wrote to the program
+//! (or dropped, once the program closed its input), so input of any length streams in bounded
+//! memory. Init answers `Output` frames while the program runs, then `Disk` and `Exited` once it
+//! ended, its process group was killed (everything but init, when no other run is live) and its
+//! output drained. `Kill` signals a run's process group (everything but init, when it is the only
+//! live run). When the host's side closes (the host destroyed the container, or died), init kills
+//! everything and exits.
+//!
+//! Network: `Listen` makes init listen on `127.0.0.1:<port>` inside the container (whose network
+//! is `none`: loopback only) and relay every connection a program opens there to the host as
+//! `Conn` frames (`Open` from init; `Data`, `End` — one direction is over —, `Ack` and `Reset` both
+//! ways). Each side keeps at most [`CONN_WINDOW`] bytes of a connection unacknowledged, and init
+//! holds at most [`MAX_CONNS`] connections, so a program that opens many, or never reads, costs
+//! bounded memory. The host hands each connection to its egress proxy: the relay leads nowhere
+//! else, and a program that ignores the proxy has no route out.
 
 use crate::protocol::{
-    frame, put_string, put_u32, put_u64, unframe, DecodeError, HostMessage, InitMessage, Run,
-    MAX_MESSAGE, T_EXITED, T_FAILED, T_HELLO, T_KILL, T_RUN,
+    decode_run, encode_run, frame, put_string, put_u32, put_u64, unframe, DecodeError, Run, Rusage,
+    MAX_MESSAGE, T_HELLO,
 };
 
-/// Serve-mode protocol version, sent in `Hello`.
-pub const VERSION: u32 = 1;
-/// Largest chunk of a program's input or output in one frame.
+/// Serve-protocol version, sent in `Hello`.
+pub const VERSION: u32 = 2;
+/// Largest chunk of a program's input or output, or of a relayed connection, in one frame.
 pub const MAX_CHUNK: usize = 64 * 1024;
 /// Largest seccomp filter `Setup` carries, in instructions (the kernel's `BPF_MAXINSNS`).
 pub const MAX_FILTER_INSNS: usize = 4096;
 /// Most paths `Setup` may name for usage.
 pub const MAX_USAGE_PATHS: usize = 8;
+/// Bytes of one run's standard input the host may have sent and init not yet acknowledged.
+pub const STDIN_WINDOW: u32 = 256 * 1024;
+/// Bytes of one relayed connection either side may have sent and the other not yet
+/// acknowledged.
+pub const CONN_WINDOW: u32 = 128 * 1024;
+/// Most relayed connections init holds at once (it closes further ones at once).
+pub const MAX_CONNS: usize = 64;
+/// Most runs init keeps at once.
+pub const MAX_RUNS: usize = 16;
 
 const T_SETUP: u32 = 200;
 const T_STDIN: u32 = 201;
 const T_STDIN_END: u32 = 202;
+const T_RUN: u32 = 203;
+const T_KILL: u32 = 204;
+const T_LISTEN: u32 = 205;
+const T_CONN_OPEN: u32 = 210;
+const T_CONN_DATA: u32 = 211;
+const T_CONN_END: u32 = 212;
+const T_CONN_ACK: u32 = 213;
+const T_CONN_RESET: u32 = 214;
 const T_OUTPUT: u32 = 300;
 const T_DISK: u32 = 301;
+const T_EXITED: u32 = 302;
+const T_FAILED: u32 = 303;
+const T_STDIN_ACK: u32 = 304;
+const T_LISTENING: u32 = 305;
 
 /// The first message: what every program of this container gets.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -51,21 +85,65 @@ pub struct Setup {
     pub usage_paths: Vec<Vec<u8>>,
 }
 
+/// What travels on one relayed connection (both directions; only init sends `Open`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conn {
+    /// A program connected to the listening socket (init to host).
+    Open,
+    /// Bytes of the connection (at most [`MAX_CHUNK`]).
+    Data(Vec<u8>),
+    /// The sender's direction is over (a half close): no more `Data` from it.
+    End,
+    /// The receiver delivered this many bytes: the sender may send as many more.
+    Ack(u32),
+    /// The connection is gone (an error, or no room for it): forget it.
+    Reset,
+}
+
 /// A message from the host to init.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// Configure the container (once, first).
     Setup(Setup),
-    /// Start a program (one at a time); its stdin follows as `Stdin` frames and `StdinEnd`.
-    Run(Run),
-    /// A chunk of the running program's standard input.
-    Stdin(Vec<u8>),
-    /// The running program's standard input ends.
-    StdinEnd,
-    /// Send `signal` to every process of the container but init.
+    /// Start a program as run `id` (an id not in use); its stdin follows as `Stdin` frames and
+    /// `StdinEnd`.
+    Run {
+        /// The run's id, chosen by the host.
+        id: u32,
+        /// The program.
+        run: Run,
+    },
+    /// A chunk of run `id`'s standard input (within [`STDIN_WINDOW`]).
+    Stdin {
+        /// The run.
+        id: u32,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// Run `id`'s standard input ends.
+    StdinEnd {
+        /// The run.
+        id: u32,
+    },
+    /// Send `signal` to run `id`'s process group (to every process but init when no other run
+    /// is live).
     Kill {
+        /// The run.
+        id: u32,
         /// The signal.
         signal: i32,
+    },
+    /// Listen on `127.0.0.1:port` inside the container and relay its connections.
+    Listen {
+        /// The port.
+        port: u16,
+    },
+    /// A frame of relayed connection `id`.
+    Conn {
+        /// The connection (numbered by init).
+        id: u32,
+        /// What.
+        frame: Conn,
     },
 }
 
@@ -86,28 +164,36 @@ pub enum Reply {
         /// Init's serve-protocol version.
         version: u32,
     },
-    /// A chunk of the running program's output.
+    /// A chunk of run `id`'s output.
     Output {
+        /// The run.
+        id: u32,
         /// Which stream.
         stream: Stream,
         /// The bytes.
         data: Vec<u8>,
     },
-    /// Bytes in use on the writable mounts `Setup` named, after the program ended (sent just
-    /// before `Exited`).
+    /// Bytes in use on the writable mounts `Setup` named, after run `id` ended (sent just
+    /// before its `Exited`).
     Disk {
+        /// The run.
+        id: u32,
         /// Used bytes, every mount counted once.
         used: u64,
     },
-    /// The program ended (see [`InitMessage::Exited`]).
+    /// Run `id` ended (see [`crate::protocol::InitMessage::Exited`]).
     Exited {
+        /// The run.
+        id: u32,
         /// Its wait status.
         status: i32,
         /// Its resource usage.
-        rusage: crate::protocol::Rusage,
+        rusage: Rusage,
     },
-    /// Something failed (see [`InitMessage::Failed`]).
+    /// Something failed: starting run `id`, or (`id` 0) something not about a run.
     Failed {
+        /// The run, or 0.
+        id: u32,
         /// Where ([`crate::protocol::Stage`]).
         stage: u32,
         /// Which index, else 0.
@@ -115,6 +201,70 @@ pub enum Reply {
         /// The `errno`.
         errno: i32,
     },
+    /// Init wrote (or, after the program closed its input, dropped) `bytes` of run `id`'s input.
+    StdinAck {
+        /// The run.
+        id: u32,
+        /// How many.
+        bytes: u32,
+    },
+    /// Init listens on the port `Listen` named.
+    Listening {
+        /// The port.
+        port: u16,
+    },
+    /// A frame of relayed connection `id`.
+    Conn {
+        /// The connection.
+        id: u32,
+        /// What.
+        frame: Conn,
+    },
+}
+
+fn with_id(id: u32, rest: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(4 + rest.len());
+    put_u32(&mut p, id);
+    p.extend_from_slice(rest);
+    p
+}
+
+fn encode_conn(id: u32, frame_: &Conn, from_init: bool) -> Result<Vec<u8>, DecodeError> {
+    Ok(match frame_ {
+        Conn::Open if from_init => frame(T_CONN_OPEN, with_id(id, &[])),
+        Conn::Open => return Err(DecodeError::UnknownType(T_CONN_OPEN)),
+        Conn::Data(data) => {
+            if data.len() > MAX_CHUNK {
+                return Err(DecodeError::TooLarge);
+            }
+            frame(T_CONN_DATA, with_id(id, data))
+        }
+        Conn::End => frame(T_CONN_END, with_id(id, &[])),
+        Conn::Ack(n) => frame(T_CONN_ACK, with_id(id, &n.to_le_bytes())),
+        Conn::Reset => frame(T_CONN_RESET, with_id(id, &[])),
+    })
+}
+
+fn decode_conn(
+    kind: u32,
+    r: &mut crate::protocol::Reader<'_>,
+    from_init: bool,
+) -> Result<(u32, Conn), DecodeError> {
+    let id = r.u32()?;
+    let c = match kind {
+        T_CONN_OPEN if from_init => Conn::Open,
+        T_CONN_DATA => {
+            if r.buf.len() > MAX_CHUNK {
+                return Err(DecodeError::TooLarge);
+            }
+            Conn::Data(r.buf.to_vec())
+        }
+        T_CONN_END => Conn::End,
+        T_CONN_ACK => Conn::Ack(r.u32()?),
+        T_CONN_RESET => Conn::Reset,
+        other => return Err(DecodeError::UnknownType(other)),
+    };
+    Ok((id, c))
 }
 
 impl Request {
@@ -137,15 +287,19 @@ impl Request {
                 }
                 frame(T_SETUP, p)
             }
-            Request::Run(run) => HostMessage::Run(run.clone()).encode()?,
-            Request::Stdin(data) => {
+            Request::Run { id, run } => frame(T_RUN, with_id(*id, &encode_run(run)?)),
+            Request::Stdin { id, data } => {
                 if data.len() > MAX_CHUNK {
                     return Err(DecodeError::TooLarge);
                 }
-                frame(T_STDIN, data.clone())
+                frame(T_STDIN, with_id(*id, data))
             }
-            Request::StdinEnd => frame(T_STDIN_END, Vec::new()),
-            Request::Kill { signal } => HostMessage::Kill { signal: *signal }.encode()?,
+            Request::StdinEnd { id } => frame(T_STDIN_END, with_id(*id, &[])),
+            Request::Kill { id, signal } => {
+                frame(T_KILL, with_id(*id, &(*signal as u32).to_le_bytes()))
+            }
+            Request::Listen { port } => frame(T_LISTEN, (*port as u32).to_le_bytes().to_vec()),
+            Request::Conn { id, frame } => encode_conn(*id, frame, false)?,
         };
         if packet.len() > MAX_MESSAGE {
             return Err(DecodeError::TooLarge);
@@ -176,18 +330,38 @@ impl Request {
                     usage_paths,
                 }))
             }
+            T_RUN => {
+                let id = r.u32()?;
+                Ok(Request::Run {
+                    id,
+                    run: decode_run(&mut r)?,
+                })
+            }
             T_STDIN => {
+                let id = r.u32()?;
                 if r.buf.len() > MAX_CHUNK {
                     return Err(DecodeError::TooLarge);
                 }
-                Ok(Request::Stdin(r.buf.to_vec()))
+                Ok(Request::Stdin {
+                    id,
+                    data: r.buf.to_vec(),
+                })
             }
-            T_STDIN_END => Ok(Request::StdinEnd),
-            T_RUN | T_KILL => match HostMessage::decode(packet)? {
-                HostMessage::Run(run) => Ok(Request::Run(run)),
-                HostMessage::Kill { signal } => Ok(Request::Kill { signal }),
-                HostMessage::Go => Err(DecodeError::UnknownType(kind)),
-            },
+            T_STDIN_END => Ok(Request::StdinEnd { id: r.u32()? }),
+            T_KILL => Ok(Request::Kill {
+                id: r.u32()?,
+                signal: r.u32()? as i32,
+            }),
+            T_LISTEN => {
+                let port = r.u32()?;
+                Ok(Request::Listen {
+                    port: u16::try_from(port).map_err(|_| DecodeError::TooLarge)?,
+                })
+            }
+            T_CONN_DATA | T_CONN_END | T_CONN_ACK | T_CONN_RESET => {
+                let (id, frame) = decode_conn(kind, &mut r, false)?;
+                Ok(Request::Conn { id, frame })
+            }
             other => Err(DecodeError::UnknownType(other)),
         }
     }
@@ -197,9 +371,10 @@ impl Reply {
     /// The frame for this message.
     pub fn encode(&self) -> Vec<u8> {
         match self {
-            Reply::Hello { version } => InitMessage::Hello { version: *version }.encode(),
-            Reply::Output { stream, data } => {
-                let mut p = Vec::with_capacity(4 + data.len());
+            Reply::Hello { version } => frame(T_HELLO, version.to_le_bytes().to_vec()),
+            Reply::Output { id, stream, data } => {
+                let mut p = Vec::with_capacity(8 + data.len());
+                put_u32(&mut p, *id);
                 put_u32(
                     &mut p,
                     match stream {
@@ -210,26 +385,40 @@ impl Reply {
                 p.extend_from_slice(data);
                 frame(T_OUTPUT, p)
             }
-            Reply::Disk { used } => {
+            Reply::Disk { id, used } => {
                 let mut p = Vec::new();
+                put_u32(&mut p, *id);
                 put_u64(&mut p, *used);
                 frame(T_DISK, p)
             }
-            Reply::Exited { status, rusage } => InitMessage::Exited {
-                status: *status,
-                rusage: *rusage,
+            Reply::Exited { id, status, rusage } => {
+                let mut p = Vec::new();
+                put_u32(&mut p, *id);
+                put_u32(&mut p, *status as u32);
+                put_u64(&mut p, rusage.utime_us);
+                put_u64(&mut p, rusage.stime_us);
+                put_u64(&mut p, rusage.maxrss_kib);
+                frame(T_EXITED, p)
             }
-            .encode(),
             Reply::Failed {
+                id,
                 stage,
                 index,
                 errno,
-            } => InitMessage::Failed {
-                stage: *stage,
-                index: *index,
-                errno: *errno,
+            } => {
+                let mut p = Vec::new();
+                for v in [*id, *stage, *index, *errno as u32] {
+                    put_u32(&mut p, v);
+                }
+                frame(T_FAILED, p)
             }
-            .encode(),
+            Reply::StdinAck { id, bytes } => frame(T_STDIN_ACK, with_id(*id, &bytes.to_le_bytes())),
+            Reply::Listening { port } => frame(T_LISTENING, (*port as u32).to_le_bytes().to_vec()),
+            // Init's frames are built from its own values: an over-long chunk cannot happen, and
+            // would only make the host drop the stream.
+            Reply::Conn { id, frame: f } => {
+                encode_conn(*id, f, true).unwrap_or_else(|_| frame(T_CONN_RESET, with_id(*id, &[])))
+            }
         }
     }
 
@@ -237,7 +426,9 @@ impl Reply {
     pub fn decode(packet: &[u8]) -> Result<Self, DecodeError> {
         let (kind, mut r) = unframe(packet)?;
         match kind {
+            T_HELLO => Ok(Reply::Hello { version: r.u32()? }),
             T_OUTPUT => {
+                let id = r.u32()?;
                 let stream = match r.u32()? {
                     1 => Stream::Stdout,
                     2 => Stream::Stderr,
@@ -247,25 +438,41 @@ impl Reply {
                     return Err(DecodeError::TooLarge);
                 }
                 Ok(Reply::Output {
+                    id,
                     stream,
                     data: r.buf.to_vec(),
                 })
             }
-            T_DISK => Ok(Reply::Disk { used: r.u64()? }),
-            T_HELLO | T_EXITED | T_FAILED => match InitMessage::decode(packet)? {
-                InitMessage::Hello { version } => Ok(Reply::Hello { version }),
-                InitMessage::Exited { status, rusage } => Ok(Reply::Exited { status, rusage }),
-                InitMessage::Failed {
-                    stage,
-                    index,
-                    errno,
-                } => Ok(Reply::Failed {
-                    stage,
-                    index,
-                    errno,
-                }),
-                _ => Err(DecodeError::UnknownType(kind)),
-            },
+            T_DISK => Ok(Reply::Disk {
+                id: r.u32()?,
+                used: r.u64()?,
+            }),
+            T_EXITED => Ok(Reply::Exited {
+                id: r.u32()?,
+                status: r.u32()? as i32,
+                rusage: Rusage {
+                    utime_us: r.u64()?,
+                    stime_us: r.u64()?,
+                    maxrss_kib: r.u64()?,
+                },
+            }),
+            T_FAILED => Ok(Reply::Failed {
+                id: r.u32()?,
+                stage: r.u32()?,
+                index: r.u32()?,
+                errno: r.u32()? as i32,
+            }),
+            T_STDIN_ACK => Ok(Reply::StdinAck {
+                id: r.u32()?,
+                bytes: r.u32()?,
+            }),
+            T_LISTENING => Ok(Reply::Listening {
+                port: u16::try_from(r.u32()?).map_err(|_| DecodeError::TooLarge)?,
+            }),
+            T_CONN_OPEN | T_CONN_DATA | T_CONN_END | T_CONN_ACK | T_CONN_RESET => {
+                let (id, frame) = decode_conn(kind, &mut r, true)?;
+                Ok(Reply::Conn { id, frame })
+            }
             other => Err(DecodeError::UnknownType(other)),
         }
     }
@@ -325,7 +532,7 @@ impl FrameBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Rlimit, Rusage};
+    use crate::protocol::Rlimit;
 
     #[test]
     fn requests_and_replies_round_trip_through_a_stream() {
@@ -334,21 +541,44 @@ mod tests {
                 filter: vec![7; 16],
                 usage_paths: vec![b"/workspace".to_vec(), b"/dev/shm".to_vec()],
             }),
-            Request::Run(Run {
-                uid: 10001,
-                gid: 10001,
-                rlimits: vec![Rlimit {
-                    resource: 4,
-                    cur: 0,
-                    max: 0,
-                }],
-                cwd: b"/workspace".to_vec(),
-                argv: vec![b"/bin/true".to_vec()],
-                env: vec![b"A=b".to_vec()],
-            }),
-            Request::Stdin(b"input".to_vec()),
-            Request::StdinEnd,
-            Request::Kill { signal: 9 },
+            Request::Run {
+                id: 7,
+                run: Run {
+                    uid: 10001,
+                    gid: 10001,
+                    rlimits: vec![Rlimit {
+                        resource: 4,
+                        cur: 0,
+                        max: 0,
+                    }],
+                    cwd: b"/workspace".to_vec(),
+                    argv: vec![b"/bin/true".to_vec()],
+                    env: vec![b"A=b".to_vec()],
+                },
+            },
+            Request::Stdin {
+                id: 7,
+                data: b"input".to_vec(),
+            },
+            Request::StdinEnd { id: 7 },
+            Request::Kill { id: 7, signal: 9 },
+            Request::Listen { port: 3128 },
+            Request::Conn {
+                id: 3,
+                frame: Conn::Data(b"GET / HTTP/1.1\r\n".to_vec()),
+            },
+            Request::Conn {
+                id: 3,
+                frame: Conn::Ack(1 << 20),
+            },
+            Request::Conn {
+                id: 3,
+                frame: Conn::End,
+            },
+            Request::Conn {
+                id: 4,
+                frame: Conn::Reset,
+            },
         ];
         let mut stream = Vec::new();
         for r in &requests {
@@ -369,11 +599,16 @@ mod tests {
         for m in [
             Reply::Hello { version: VERSION },
             Reply::Output {
+                id: 2,
                 stream: Stream::Stderr,
                 data: b"x".to_vec(),
             },
-            Reply::Disk { used: 1 << 40 },
+            Reply::Disk {
+                id: 2,
+                used: 1 << 40,
+            },
             Reply::Exited {
+                id: 2,
                 status: 9,
                 rusage: Rusage {
                     utime_us: 1,
@@ -382,9 +617,32 @@ mod tests {
                 },
             },
             Reply::Failed {
+                id: 0,
                 stage: 10,
                 index: 0,
                 errno: 2,
+            },
+            Reply::StdinAck { id: 2, bytes: 77 },
+            Reply::Listening { port: 3128 },
+            Reply::Conn {
+                id: 1,
+                frame: Conn::Open,
+            },
+            Reply::Conn {
+                id: 1,
+                frame: Conn::Data(vec![1, 2, 3]),
+            },
+            Reply::Conn {
+                id: 1,
+                frame: Conn::Ack(5),
+            },
+            Reply::Conn {
+                id: 1,
+                frame: Conn::End,
+            },
+            Reply::Conn {
+                id: 1,
+                frame: Conn::Reset,
             },
         ] {
             assert_eq!(Reply::decode(&m.encode()), Ok(m));
@@ -400,11 +658,28 @@ mod tests {
         let mut p = vec![200, 0, 0, 0, 8, 0, 0, 0];
         p.extend_from_slice(&[3, 0, 0, 0, 0, 0, 0, 0]);
         assert!(Request::decode(&p).is_err());
-        assert!(Reply::decode(&[44, 1, 0, 0, 4, 0, 0, 0, 3, 0, 0, 0]).is_err());
+        assert!(Reply::decode(&frame(T_OUTPUT, vec![1, 0, 0, 0, 3, 0, 0, 0])).is_err());
         assert_eq!(
-            Request::Stdin(vec![0; MAX_CHUNK + 1]).encode(),
+            Request::Stdin {
+                id: 1,
+                data: vec![0; MAX_CHUNK + 1]
+            }
+            .encode(),
             Err(DecodeError::TooLarge)
         );
-        assert!(Request::decode(&frame(T_STDIN, vec![0; MAX_CHUNK + 1])).is_err());
+        assert!(Request::decode(&frame(T_STDIN, vec![0; MAX_CHUNK + 5])).is_err());
+        assert!(Request::decode(&frame(T_CONN_DATA, vec![0; MAX_CHUNK + 5])).is_err());
+        assert!(Reply::decode(&frame(T_CONN_DATA, vec![0; MAX_CHUNK + 5])).is_err());
+        // Frames cut short, a port out of range, and an `Open` the host may not send.
+        assert!(Request::decode(&frame(T_KILL, vec![1, 0, 0, 0])).is_err());
+        assert!(Request::decode(&frame(T_LISTEN, vec![0, 0, 1, 0])).is_err());
+        assert!(Request::decode(&frame(T_CONN_OPEN, vec![1, 0, 0, 0])).is_err());
+        assert!(Request::Conn {
+            id: 1,
+            frame: Conn::Open
+        }
+        .encode()
+        .is_err());
+        assert!(Reply::decode(&frame(T_EXITED, vec![1, 0, 0, 0, 0, 0])).is_err());
     }
 }

@@ -1,8 +1,10 @@
 //! The Docker backend, side by side in one run (needs root, a Docker engine and the runtime
 //! image): Python `print(1)` through a cold container, through the warm pool, and `docker run
-//! --rm` of the same image from the docker CLI. Prints medians.
+//! --rm` of the same image from the docker CLI; then sessions on native, runc and runsc: opening
+//! one, a Python cell (`1 + 1`), and a file written and read back while the kernel runs. Prints
+//! medians.
 //!
-//! `cargo bench -p vana-sandbox --bench docker`
+//! `cargo bench -p vana-sandbox --bench docker` (`-- sessions`: the sessions part only)
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,7 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vana_sandbox::{
-    lang, DockerConfig, DockerExecutor, Engine, ExecutionRequest, PolicyConfig, Status,
+    lang, DockerConfig, DockerExecutor, Engine, ExecutionRequest, PolicyConfig, Sandbox,
+    SessionOptions, Status,
 };
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -35,7 +38,8 @@ fn main() {
             .map(|n| n.get())
             .unwrap_or(0)
     );
-    for runtime in ["runc", "runsc"] {
+    let only_sessions = std::env::args().any(|a| a == "sessions");
+    for runtime in ["runc", "runsc"].into_iter().filter(|_| !only_sessions) {
         let (cold, warm, exec) = rt.block_on(async {
             let mut policy = PolicyConfig::default();
             policy.guards.node_permissions = false;
@@ -124,6 +128,72 @@ fn main() {
             ms(cold_t),
             ms(warm_t),
             ms(cli_t)
+        );
+    }
+    sessions(&rt);
+}
+
+/// Session latency per backend: open, a cell, a file round trip beside the running kernel.
+fn sessions(rt: &tokio::runtime::Runtime) {
+    let n = 50;
+    for backend in ["native", "runc", "runsc"] {
+        let mut policy = PolicyConfig::default();
+        policy.guards.node_permissions = false;
+        let builder = Sandbox::builder().policy(policy).compile_cache(None);
+        let builder = match backend {
+            "native" => builder,
+            runtime => builder.docker(DockerConfig {
+                runtime: vana_sandbox::Runtime::parse(runtime).expect("runtime"),
+                ..DockerConfig::default()
+            }),
+        };
+        let engine = rt.block_on(builder.build()).expect("engine");
+        let (open, cells, files) = rt.block_on(async {
+            let mut open = Vec::new();
+            for _ in 0..5 {
+                let t = Instant::now();
+                let s = engine
+                    .session(SessionOptions::default())
+                    .await
+                    .expect("session");
+                s.run_code("python", "1").await.expect("cell");
+                open.push(t.elapsed());
+                s.close().await.expect("close");
+            }
+            let s = engine
+                .session(SessionOptions::default())
+                .await
+                .expect("session");
+            let mut cells = Vec::new();
+            let mut files = Vec::new();
+            for i in 0..n + 5 {
+                let t = Instant::now();
+                let r = s.run_code("python", "1 + 1").await.expect("cell");
+                assert_eq!(r.status, Status::Success, "{r:?}");
+                let cell = t.elapsed();
+                let t = Instant::now();
+                s.files()
+                    .write("bench.txt", b"some bytes".to_vec())
+                    .await
+                    .expect("write");
+                assert_eq!(
+                    s.files().read("bench.txt").await.expect("read"),
+                    b"some bytes"
+                );
+                if i >= 5 {
+                    cells.push(cell);
+                    files.push(t.elapsed());
+                }
+            }
+            s.close().await.expect("close");
+            (open, cells, files)
+        });
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "session {backend:>6}: open + first cell {:7.1} ms (median of 5) | cell `1 + 1` {:6.2} ms | file write + read {:6.2} ms   (medians of {n})",
+            ms(median(open)),
+            ms(median(cells)),
+            ms(median(files))
         );
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use vana_sandbox_core::egress::DecisionFn;
 use vana_sandbox_core::network::Summary;
-use vana_sandbox_core::{BackendError, Egress, EgressPolicy, EgressProxy};
+use vana_sandbox_core::{BackendError, Egress, EgressPolicy, EgressProxy, ProxyConnection};
 use vana_sandbox_proxy::{
     proxy_env, DecisionSink, Limits, MethodPolicy, Proxy, ProxyConfig, Resolver, Rules,
     SystemResolver,
@@ -92,7 +92,7 @@ struct RunProxy(Proxy);
 
 #[async_trait]
 impl EgressProxy for RunProxy {
-    fn serve(&self, stream: tokio::net::TcpStream) {
+    fn serve(&self, stream: ProxyConnection) {
         let proxy = self.0.clone();
         tokio::spawn(async move { proxy.serve_connection(stream).await });
     }

@@ -68,11 +68,12 @@ pub use vana_sandbox_monitor::{Observability, ObservabilityBuilder, Observabilit
 pub use vana_sandbox_native::{NativeConfig, NativeExecutor, DEFAULT_UID_BASE, PROGRAM_ID};
 pub use vana_sandbox_packages::{DirPackageProvider, ProviderConfig};
 pub use vana_sandbox_policy::{
-    PackageIndexConfig, PackagesConfig, PolicyConfig, PolicyError, NPM_REGISTRY, PRESETS,
-    PYPI_INDEX,
+    PackageIndexConfig, PackagesConfig, PolicyConfig, PolicyError, TenantPolicies, NPM_REGISTRY,
+    PRESETS, PYPI_INDEX,
 };
 pub use vana_sandbox_proxy as proxy;
 pub use vana_sandbox_seccomp as seccomp;
+pub use vana_sandbox_server as server;
 
 /// Errors of the facade's constructors.
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +148,7 @@ pub struct SandboxBuilder {
     backend: BackendChoice,
     policy: PolicyConfig,
     policy_source: Option<String>,
+    tenant_policies: Vec<(String, PolicyConfig, String)>,
     max_concurrency: Option<usize>,
     max_queue: Option<usize>,
     max_sessions: Option<usize>,
@@ -185,6 +187,20 @@ impl SandboxBuilder {
     /// (default: `embedded:<policy name>`).
     pub fn policy_source(mut self, source: impl Into<String>) -> Self {
         self.policy_source = Some(source.into());
+        self
+    }
+
+    /// `tenant`'s requests (`Engine::execute_as`, `session_as`) are judged by `policy` instead
+    /// of the default one; `source` names where it came from for the `config_loaded` audit line.
+    /// A request still only tightens its tenant's policy.
+    pub fn tenant_policy(
+        mut self,
+        tenant: impl Into<String>,
+        policy: PolicyConfig,
+        source: impl Into<String>,
+    ) -> Self {
+        self.tenant_policies
+            .push((tenant.into(), policy, source.into()));
         self
     }
 
@@ -292,23 +308,41 @@ impl SandboxBuilder {
     }
 
     fn assemble(mut self, executor: Arc<dyn Executor>) -> Result<Engine, Error> {
-        if executor.kind() == BackendKind::Docker {
-            // The Debian image's Node.js (18) has no permission model.
-            self.policy.guards.node_permissions = false;
+        let docker = executor.kind() == BackendKind::Docker;
+        let adjust = |p: &mut PolicyConfig| -> Result<(), PolicyError> {
+            if docker {
+                // The Debian image's Node.js (18) has no permission model.
+                p.guards.node_permissions = false;
+            }
+            p.check()
+        };
+        adjust(&mut self.policy)?;
+        for (_, p, _) in &mut self.tenant_policies {
+            adjust(p)?;
         }
-        self.policy.check()?;
         let mut bundles = self.observability;
         if !self.observe.is_empty() {
             bundles.push(self.observe.start()?);
         }
-        // The policy as it will run (after the backend's adjustments): what results name.
-        let fingerprint = Policy::fingerprint(&self.policy);
-        let source = self
-            .policy_source
-            .unwrap_or_else(|| format!("embedded:{}", self.policy.name));
+        // Each policy as it will run (after the backend's adjustments): what results name.
+        let mut loaded = vec![(
+            self.policy_source
+                .unwrap_or_else(|| format!("embedded:{}", self.policy.name)),
+            Policy::fingerprint(&self.policy),
+        )];
+        let policy: Arc<dyn Policy> = if self.tenant_policies.is_empty() {
+            Arc::new(self.policy)
+        } else {
+            let mut set = TenantPolicies::new(self.policy);
+            for (tenant, p, source) in self.tenant_policies {
+                loaded.push((format!("tenant:{tenant}:{source}"), Policy::fingerprint(&p)));
+                set = set.tenant(tenant, p);
+            }
+            Arc::new(set)
+        };
         let mut builder = Engine::builder()
             .executor(executor)
-            .policy(Arc::new(self.policy))
+            .policy(policy)
             .languages(lang::installed())
             .monitor(Arc::new(TracingMonitor))
             .egress(
@@ -320,7 +354,9 @@ impl SandboxBuilder {
             builder = builder.monitor(m);
         }
         for b in bundles {
-            b.config_loaded(ConfigKind::Policy, &source, &fingerprint);
+            for (source, fingerprint) in &loaded {
+                b.config_loaded(ConfigKind::Policy, source, fingerprint);
+            }
             builder = builder.monitor(Arc::new(b));
         }
         if let Some(cache) = self.compile_cache.unwrap_or_else(default_compile_cache) {

@@ -22,6 +22,7 @@ fn write_log(dir: &Path, key: Option<&[u8]>) -> Vec<PathBuf> {
     for i in 0..100 {
         log.record(AuditRecord::LimitHit {
             id: format!("run-{i}"),
+            tenant: None,
             limit: LimitKind::Timeout,
         });
     }

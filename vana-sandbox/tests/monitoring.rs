@@ -159,7 +159,7 @@ fn monitors_on_real_sandboxes() {
     let text = metrics.render_prometheus().unwrap();
     assert!(
         text.contains(
-            "vana_sandbox_threat_findings_total{rule=\"seccomp_kill\",severity=\"high\"} 1"
+            "vana_sandbox_threat_findings_total{rule=\"seccomp_kill\",severity=\"high\",tenant=\"acme\"} 1"
         ),
         "{text}"
     );

@@ -1,10 +1,12 @@
-//! Network access through the egress proxy, on this machine's rules: the only servers are on the
-//! host's 127.0.0.1 (allowed explicitly by the test policy as a CIDR, since loopback is refused
-//! by default), names come from a stub resolver (nothing asks a real resolver), and no test
-//! opens a connection to any other address. The sandbox's namespace has no route out: its only
-//! way out is the proxy's socket inside it.
+//! Network access through the egress proxy, on every backend, on this machine's rules: the only
+//! servers are on the host's 127.0.0.1 (allowed explicitly by the test policy as a CIDR, since
+//! loopback is refused by default), names come from a stub resolver (nothing asks a real
+//! resolver), and no test opens a connection to any other address. The sandbox's namespace has
+//! no route out: its only way out is the proxy's address inside it (a socket the host holds in
+//! the namespace on native; init's relay over the container's attach connection on Docker, whose
+//! network stays `none` — so a sandbox reaches the host's 127.0.0.1 only through the proxy).
 //!
-//! Needs root.
+//! Needs root; the Docker variants need the Docker engine and runtime image (scripts/test.sh).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -16,7 +18,7 @@ use std::sync::Arc;
 
 use common::*;
 use vana_sandbox::proxy::StubResolver;
-use vana_sandbox::{ExecutionRequest, ExecutionResult, PolicyConfig, ProxyEgress, Sandbox, Status};
+use vana_sandbox::{ExecutionRequest, ExecutionResult, PolicyConfig, ProxyEgress, Status};
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -80,12 +82,11 @@ fn policy(port: u16, f: impl FnOnce(&mut vana_sandbox::PolicyConfig)) -> PolicyC
     p
 }
 
-fn run(policy: PolicyConfig, resolver: StubResolver, code: &str) -> ExecutionResult {
-    require_root();
+fn run(b: Backend, policy: PolicyConfig, resolver: StubResolver, code: &str) -> ExecutionResult {
     let rt = rt();
     let engine = rt
         .block_on(
-            Sandbox::builder()
+            builder_on(b)
                 .policy(policy)
                 .compile_cache(None)
                 .egress(Arc::new(ProxyEgress::with_resolver(Arc::new(resolver))))
@@ -97,7 +98,7 @@ fn run(policy: PolicyConfig, resolver: StubResolver, code: &str) -> ExecutionRes
     let r = rt.block_on(engine.execute(r)).expect("engine");
     drop(engine);
     drop(rt);
-    assert_no_leftovers();
+    assert_clean(b);
     r
 }
 
@@ -115,9 +116,7 @@ def get(url, show=True):
         print("failed", type(e).__name__, flush=True)
 "#;
 
-#[test]
-fn an_allowed_host_works_and_everything_else_is_refused_with_a_reason() {
-    let _g = serial();
+fn an_allowed_host_works_and_everything_else_is_refused_with_a_reason(b: Backend) {
     let (port, hits) = http_server();
     let resolver = StubResolver::new()
         .answer("allowed.test", &[LOCAL])
@@ -126,7 +125,7 @@ fn an_allowed_host_works_and_everything_else_is_refused_with_a_reason() {
     let code = format!(
         "{GET}\nget('http://allowed.test:{port}/')\nget('http://other.test:{port}/')\nget('http://loopback.test:{port}/')\n"
     );
-    let r = run(policy(port, |_| {}), resolver, &code);
+    let r = run(b, policy(port, |_| {}), resolver, &code);
     assert_eq!(r.status, Status::Success, "{r:#?}");
     let lines: Vec<&str> = r.output.lines().collect();
     assert_eq!(
@@ -140,10 +139,9 @@ fn an_allowed_host_works_and_everything_else_is_refused_with_a_reason() {
     assert_eq!((net.allowed, net.denied), (1, 2), "{net:#?}");
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
+all_backends!(an_allowed_host_works_and_everything_else_is_refused_with_a_reason);
 
-#[test]
-fn raw_sockets_udp_and_dns_get_nothing() {
-    let _g = serial();
+fn raw_sockets_udp_and_dns_get_nothing(b: Backend) {
     let (port, hits) = http_server();
     let code = format!(
         r#"
@@ -164,7 +162,7 @@ except OSError:
 "#
     );
     let resolver = StubResolver::new().answer("allowed.test", &[LOCAL]);
-    let r = run(policy(port, |_| {}), resolver, &code);
+    let r = run(b, policy(port, |_| {}), resolver, &code);
     assert_eq!(r.status, Status::Success, "{r:#?}");
     assert_eq!(
         r.output, "raw refused\nudp refused\ndns refused\n",
@@ -172,10 +170,9 @@ except OSError:
     );
     assert_eq!(hits.load(Ordering::SeqCst), 0);
 }
+all_backends!(raw_sockets_udp_and_dns_get_nothing);
 
-#[test]
-fn rebinding_fails() {
-    let _g = serial();
+fn rebinding_fails(b: Backend) {
     let (port, hits) = http_server();
     // First answer allowed, the next a private address: each request resolves once and
     // connects to the address it checked, so the second never goes anywhere.
@@ -184,7 +181,7 @@ fn rebinding_fails() {
         .answer("rebind.test", &[IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))]);
     let code =
         format!("{GET}\nget('http://rebind.test:{port}/')\nget('http://rebind.test:{port}/')\n");
-    let r = run(policy(port, |_| {}), resolver, &code);
+    let r = run(b, policy(port, |_| {}), resolver, &code);
     assert_eq!(r.status, Status::Success, "{r:#?}");
     assert_eq!(
         r.output,
@@ -193,14 +190,14 @@ fn rebinding_fails() {
     );
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
+all_backends!(rebinding_fails);
 
-#[test]
-fn the_rate_limit_and_the_byte_cap_trigger() {
-    let _g = serial();
+fn the_rate_limit_and_the_byte_cap_trigger(b: Backend) {
     let (port, _) = http_server();
     let resolver = StubResolver::new().answer("allowed.test", &[LOCAL]);
     let code = format!("{GET}\nfor _ in range(8):\n    get('http://allowed.test:{port}/')\n");
     let r = run(
+        b,
         policy(port, |p| p.network.requests_per_second = 1),
         resolver.clone(),
         &code,
@@ -209,6 +206,7 @@ fn the_rate_limit_and_the_byte_cap_trigger() {
     assert!(r.output.contains("429 rate_limited"), "{r:#?}");
     let code = format!("{GET}\nget('http://allowed.test:{port}/bytes/3000000', show=False)\n");
     let r = run(
+        b,
         policy(port, |p| p.network.max_ingress_mb = 1),
         resolver,
         &code,
@@ -223,10 +221,9 @@ fn the_rate_limit_and_the_byte_cap_trigger() {
         "{net:#?}"
     );
 }
+all_backends!(the_rate_limit_and_the_byte_cap_trigger);
 
-#[test]
-fn https_through_connect_with_a_local_ca() {
-    let _g = serial();
+fn https_through_connect_with_a_local_ca(b: Backend) {
     let dir = std::env::temp_dir().join(format!("vana-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let ok = std::process::Command::new("openssl")
@@ -271,7 +268,7 @@ fn https_through_connect_with_a_local_ca() {
     let code = format!(
         "{GET}\nimport ssl\nopen('/workspace/ca.pem', 'w').write('''{ca}''')\nctx = ssl.create_default_context(cafile='/workspace/ca.pem')\nprint(urllib.request.urlopen('https://tls.test:{port}/', context=ctx, timeout=10).read().decode())\n"
     );
-    let r = run(policy(port, |_| {}), resolver, &code);
+    let r = run(b, policy(port, |_| {}), resolver, &code);
     let _ = server.kill();
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(&dir);
@@ -282,25 +279,61 @@ fn https_through_connect_with_a_local_ca() {
     );
     assert_eq!(r.network.as_ref().unwrap().allowed, 1);
 }
+all_backends!(https_through_connect_with_a_local_ca);
 
-#[test]
-fn without_a_policy_that_allows_it_network_is_rejected() {
-    let _g = serial();
-    let r = run(PolicyConfig::default(), StubResolver::new(), "print(1)");
+/// Hostile clients of the proxy's address inside the sandbox — one that asks for a large body
+/// and never reads it, a flood of connections that send half a request and hang — cost bounded
+/// memory, and once they are gone an ordinary request goes through.
+fn hostile_clients_of_the_proxy_leave_it_working(b: Backend) {
+    let (port, _) = http_server();
+    let resolver = StubResolver::new().answer("allowed.test", &[LOCAL]);
+    let code = format!(
+        r#"{GET}
+import socket, time
+big = socket.create_connection(("127.0.0.1", 3128), timeout=5)
+big.sendall(b"GET http://allowed.test:{port}/bytes/4000000 HTTP/1.1\r\nHost: allowed.test:{port}\r\n\r\n")
+time.sleep(1)
+big.close()
+held = []
+for _ in range(300):
+    try:
+        s = socket.create_connection(("127.0.0.1", 3128), timeout=2)
+        s.sendall(b"GET http://allowed.test:{port}/ HTTP/1.1\r\nHost: allow")
+        held.append(s)
+    except OSError:
+        pass
+print("held", len(held) > 0, flush=True)
+time.sleep(0.5)
+for s in held:
+    s.close()
+time.sleep(0.5)
+get('http://allowed.test:{port}/')
+"#
+    );
+    let r = run(b, policy(port, |_| {}), resolver, &code);
+    assert_eq!(r.status, Status::Success, "{r:#?}");
+    assert_eq!(
+        r.output,
+        format!("held True\n200 hello from allowed.test:{port}\n"),
+        "{r:#?}"
+    );
+}
+all_backends!(hostile_clients_of_the_proxy_leave_it_working);
+
+fn without_a_policy_that_allows_it_network_is_rejected(b: Backend) {
+    let r = run(b, PolicyConfig::default(), StubResolver::new(), "print(1)");
     assert_eq!(r.status, Status::Rejected, "{r:#?}");
 }
+all_backends!(without_a_policy_that_allows_it_network_is_rejected);
 
-#[test]
-fn a_session_with_network_access_reaches_only_allowed_hosts() {
-    let _g = serial();
-    require_root();
+fn a_session_with_network_access_reaches_only_allowed_hosts(b: Backend) {
     let (port, hits) = http_server();
     let resolver = StubResolver::new()
         .answer("allowed.test", &[LOCAL])
         .answer("other.test", &[LOCAL]);
     let rt = rt();
     rt.block_on(async {
-        let engine = Sandbox::builder()
+        let engine = builder_on(b)
             .policy(policy(port, |_| {}))
             .compile_cache(None)
             .egress(Arc::new(ProxyEgress::with_resolver(Arc::new(resolver))))
@@ -331,5 +364,6 @@ fn a_session_with_network_access_reaches_only_allowed_hosts() {
     });
     drop(rt);
     assert_eq!(hits.load(Ordering::SeqCst), 1);
-    assert_no_leftovers();
+    assert_clean(b);
 }
+all_backends!(a_session_with_network_access_reaches_only_allowed_hosts);

@@ -204,7 +204,7 @@ fn a_bundle_the_host_keeps_records_the_policy_under_its_key() {
     let text = obs.metrics.as_ref().unwrap().render_prometheus().unwrap();
     assert!(
         text.contains(
-            "vana_sandbox_threat_findings_total{rule=\"cloud_metadata\",severity=\"high\"} 1"
+            "vana_sandbox_threat_findings_total{rule=\"cloud_metadata\",severity=\"high\",tenant=\"acme\"} 1"
         ),
         "{text}"
     );

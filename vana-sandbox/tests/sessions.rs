@@ -85,7 +85,7 @@ fn state_is_kept_across_cells(b: Backend) {
     });
     assert_clean(b);
 }
-all_backends!(state_is_kept_across_cells: native);
+all_backends!(state_is_kept_across_cells);
 
 fn a_timeout_restarts_the_kernel_and_says_so(b: Backend) {
     let (rt, e) = open(b);
@@ -120,7 +120,7 @@ fn a_timeout_restarts_the_kernel_and_says_so(b: Backend) {
     });
     assert_clean(b);
 }
-all_backends!(a_timeout_restarts_the_kernel_and_says_so: native);
+all_backends!(a_timeout_restarts_the_kernel_and_says_so);
 
 fn files_round_trip_and_bad_paths_are_refused(b: Backend) {
     let (rt, e) = open(b);
@@ -161,7 +161,7 @@ fn files_round_trip_and_bad_paths_are_refused(b: Backend) {
     });
     assert_clean(b);
 }
-all_backends!(files_round_trip_and_bad_paths_are_refused: native);
+all_backends!(files_round_trip_and_bad_paths_are_refused);
 
 fn charts_and_outputs_come_back(b: Backend) {
     let (rt, e) = open(b);
@@ -189,7 +189,7 @@ fn charts_and_outputs_come_back(b: Backend) {
     });
     assert_clean(b);
 }
-all_backends!(charts_and_outputs_come_back: native);
+all_backends!(charts_and_outputs_come_back);
 
 fn output_streams_before_the_cell_ends_and_kill_frees_the_slot(b: Backend) {
     let (rt, e) = open(b);
@@ -244,7 +244,7 @@ fn output_streams_before_the_cell_ends_and_kill_frees_the_slot(b: Backend) {
     });
     assert_clean(b);
 }
-all_backends!(output_streams_before_the_cell_ends_and_kill_frees_the_slot: native);
+all_backends!(output_streams_before_the_cell_ends_and_kill_frees_the_slot);
 
 fn twenty_sessions_without_cross_talk(b: Backend) {
     let (rt, e) = open(b);
@@ -285,7 +285,7 @@ fn twenty_sessions_without_cross_talk(b: Backend) {
     });
     assert_clean(b);
 }
-all_backends!(twenty_sessions_without_cross_talk: native);
+all_backends!(twenty_sessions_without_cross_talk);
 
 fn a_dropped_or_idle_session_is_cleaned_up(b: Backend) {
     let mut policy = PolicyConfig::default();
@@ -305,7 +305,7 @@ fn a_dropped_or_idle_session_is_cleaned_up(b: Backend) {
     drop(rt);
     assert_clean(b);
 }
-all_backends!(a_dropped_or_idle_session_is_cleaned_up: native);
+all_backends!(a_dropped_or_idle_session_is_cleaned_up);
 
 /// Cancelling a one-shot run (dropping its future, as an aborted asyncio task does) stops its
 /// sandbox within a second and frees its slot.
@@ -342,7 +342,7 @@ fn a_cancelled_run_stops_within_a_second(b: Backend) {
     });
     assert_clean(b);
 }
-all_backends!(a_cancelled_run_stops_within_a_second: native);
+all_backends!(a_cancelled_run_stops_within_a_second);
 
 /// Cancelling a session's cell (dropping its future, as an aborted asyncio task does)
 /// interrupts that cell within a second and frees its slot; the session goes on with its state.
@@ -377,4 +377,4 @@ fn a_cancelled_cell_stops_within_a_second_and_the_session_goes_on(b: Backend) {
     });
     assert_clean(b);
 }
-all_backends!(a_cancelled_cell_stops_within_a_second_and_the_session_goes_on: native);
+all_backends!(a_cancelled_cell_stops_within_a_second_and_the_session_goes_on);

@@ -378,8 +378,6 @@ class Sandbox:
         if self._closed:
             raise SandboxError("the sandbox is closed")
         req: Dict[str, Any] = {"language": language, "code": code}
-        if packages:
-            req["packages"] = [str(p) for p in packages]
         if timeout is not None:
             req["timeout"] = timeout
         if inputs is not None:
@@ -398,6 +396,8 @@ class Sandbox:
             req["network"] = {"allow": list(network)}
         if outputs:
             req["outputs"] = list(outputs)
+        if packages:
+            req["packages"] = [str(p) for p in packages]
         if self._limits:
             req["limits"] = dict(self._limits)
         return json.dumps(req)
@@ -421,20 +421,22 @@ class Sandbox:
     ) -> Execution:
         """Runs ``code`` in a fresh sandbox and returns its :class:`Execution`.
 
+        ``packages`` (``["numpy", "requests==2.32.3"]``, npm names for JavaScript) are fetched
+        on the host (Python wheels only, npm without install scripts), cached, and mounted
+        read-only; the program needs no network for them. ``Execution.packages`` says what was
+        installed.
+
         ``outputs`` (globs) name workspace files to return (``result.files``);
         ``on_stdout``/``on_stderr`` receive output chunks (str) on this thread as they come.
         Ctrl-C, a raising callback or :meth:`kill` stops the run.
-
-        ``packages`` (``["numpy", "requests==2.32.3"]``; npm names for JavaScript) are fetched
-        on the host — Python wheels only, npm without install scripts — cached, and mounted
-        read-only; the program needs no network for them. ``result.packages`` says what was
-        installed and whether it came from the cache.
 
         Raises :class:`PolicyRejected` when the request breaks the policy or validation (nothing
         ran) and :class:`SandboxError` when the sandbox itself fails. Every other outcome —
         non-zero exit, timeout, memory or output limit, a kill — is an Execution with that status.
         """
-        request = self._request(code, language, timeout, inputs, files, env, network, args, stdin, outputs, packages)
+        request = self._request(
+            code, language, timeout, inputs, files, env, network, args, stdin, outputs, packages
+        )
         return _execution(self._engine.run(request, on_stdout, on_stderr))
 
     def session(
@@ -688,3 +690,9 @@ class AsyncSandbox:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
+
+
+# The client of `vana-sandbox serve` (the same run_code, over HTTP); last, as it builds on the above.
+from .client import Client, RemoteSession, ServerError  # noqa: E402
+
+__all__ += ["Client", "RemoteSession", "ServerError"]

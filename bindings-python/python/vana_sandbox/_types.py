@@ -28,10 +28,10 @@ _FIELD_DOCS = {
     "backend": "The backend that ran it (``none`` when nothing ran).",
     "language": "The canonical language name.",
     "policy_fingerprint": "SHA-256 fingerprint of the effective policy.",
-    "network": "What the egress proxy allowed and refused (runs with network access).",
-    "session": "The session and cell this ran as: ``id``, ``cell``, ``kernel_restarted``.",
     "packages": "The packages asked for: ``installed`` (every name and version, dependencies "
     "included), ``cached``, ``size_bytes``, ``index``, ``prepare_time``.",
+    "network": "What the egress proxy allowed and refused (runs with network access).",
+    "session": "The session and cell this ran as: ``id``, ``cell``, ``kernel_restarted``.",
 }
 
 

@@ -216,10 +216,10 @@ class Kernel:
             send({"ev": "stderr", "id": cell, "data": "vana: a figure could not be saved: %s\n" % e})
 
     def python(self, cell, code, status):
-        # Packages installed since the last cell appear in directories already on sys.path.
-        importlib.invalidate_caches()
         # Tracebacks quote the cell's lines, as a notebook's do.
         linecache.cache["<cell>"] = (len(code), None, code.splitlines(True), "<cell>")
+        # Packages installed since the last cell appear in directories already on sys.path.
+        importlib.invalidate_caches()
         try:
             tree = ast.parse(code, "<cell>", "exec")
             last = None

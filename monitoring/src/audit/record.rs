@@ -190,6 +190,8 @@ pub enum AuditRecord {
     Security {
         /// Execution id.
         id: String,
+        /// Tenant.
+        tenant: Option<String>,
         /// What kind.
         kind: SecurityEventKind,
         /// Who reported it.
@@ -203,6 +205,8 @@ pub enum AuditRecord {
     LimitHit {
         /// Execution id.
         id: String,
+        /// Tenant.
+        tenant: Option<String>,
         /// Which limit.
         limit: LimitKind,
     },
@@ -401,15 +405,17 @@ impl AuditRecord {
                     policy_fingerprint: result.policy_fingerprint.clone(),
                 }
             }
-            Event::Security { id, event } => AuditRecord::Security {
+            Event::Security { id, tenant, event } => AuditRecord::Security {
                 id: id.to_string(),
+                tenant: owned(*tenant),
                 kind: event.kind,
                 source: event.source,
                 phase: event.phase,
                 detail: event.detail.clone(),
             },
-            Event::LimitHit { id, limit } => AuditRecord::LimitHit {
+            Event::LimitHit { id, tenant, limit } => AuditRecord::LimitHit {
                 id: id.to_string(),
+                tenant: owned(*tenant),
                 limit: *limit,
             },
             Event::QueueFull { id, tenant, load } => AuditRecord::QueueFull {

@@ -43,8 +43,8 @@ macro_rules! metrics_table {
 
 metrics_table! {
     /// Executions finished, by status, language and backend (`none` when nothing ran).
-    RUNS = "vana_sandbox_runs_total", Counter, ["status", "language", "backend"],
-        "Executions finished, by status, language and backend (backend none: nothing ran)";
+    RUNS = "vana_sandbox_runs_total", Counter, ["status", "language", "backend", "tenant"],
+        "Executions finished, by status, language, backend (none: nothing ran) and tenant";
     /// From `execute` to the result, for executions that were admitted.
     RUN_DURATION = "vana_sandbox_run_duration_seconds", Histogram, ["language", "backend"],
         "Seconds from execute to the result (admitted executions: queue, start-up, compile, run)";
@@ -70,28 +70,28 @@ metrics_table! {
     CONCURRENCY = "vana_sandbox_concurrency_limit", Gauge, [],
         "Slots in all (max_concurrency)";
     /// Requests refused because the queue was full.
-    QUEUE_REJECTIONS = "vana_sandbox_queue_rejections_total", Counter, [],
+    QUEUE_REJECTIONS = "vana_sandbox_queue_rejections_total", Counter, ["tenant"],
         "Requests refused at once because the queue was full";
     /// Executions whose caller went away before the result.
-    CANCELLED = "vana_sandbox_runs_cancelled_total", Counter, [],
+    CANCELLED = "vana_sandbox_runs_cancelled_total", Counter, ["tenant"],
         "Executions dropped by their caller before they finished";
     /// Compile-cache lookups.
     COMPILE_CACHE = "vana_sandbox_compile_cache_lookups_total", Counter, ["language", "result"],
         "Compile-cache lookups by result (hit, miss)";
     /// Limits hit.
-    LIMIT_HITS = "vana_sandbox_limit_hits_total", Counter, ["limit"],
+    LIMIT_HITS = "vana_sandbox_limit_hits_total", Counter, ["limit", "tenant"],
         "Limits hit (timeout, memory, output, processes)";
     /// Security events.
-    SECURITY_EVENTS = "vana_sandbox_security_events_total", Counter, ["kind", "source"],
+    SECURITY_EVENTS = "vana_sandbox_security_events_total", Counter, ["kind", "source", "tenant"],
         "Security events by kind and reporter (sandbox, program)";
     /// Sessions open now.
     ACTIVE_SESSIONS = "vana_sandbox_active_sessions", Gauge, [],
         "Sessions open now";
     /// Sessions opened.
-    SESSIONS_OPENED = "vana_sandbox_sessions_opened_total", Counter, ["backend"],
+    SESSIONS_OPENED = "vana_sandbox_sessions_opened_total", Counter, ["backend", "tenant"],
         "Sessions opened, by backend";
     /// Sessions closed, by why.
-    SESSIONS_CLOSED = "vana_sandbox_sessions_closed_total", Counter, ["reason"],
+    SESSIONS_CLOSED = "vana_sandbox_sessions_closed_total", Counter, ["reason", "tenant"],
         "Sessions closed, by reason (closed, idle_timeout, lifetime, dropped)";
     /// Ready instances in a warm pool.
     POOL_SIZE = "vana_sandbox_warm_pool_size", Gauge, ["backend"],
@@ -100,13 +100,13 @@ metrics_table! {
     POOL_LOOKUPS = "vana_sandbox_warm_pool_lookups_total", Counter, ["backend", "result"],
         "Warm-pool lookups by result (hit: a ready instance was taken, miss: one was created)";
     /// Egress decisions of the network proxy, by verdict and (when denied) reason.
-    NETWORK_DECISIONS = "vana_sandbox_network_decisions_total", Counter, ["verdict", "reason"],
+    NETWORK_DECISIONS = "vana_sandbox_network_decisions_total", Counter, ["verdict", "reason", "tenant"],
         "Egress decisions of the proxy by verdict (allowed, denied) and reason (none when allowed)";
     /// Bytes through the egress proxy, each way.
-    NETWORK_BYTES = "vana_sandbox_network_bytes_total", Counter, ["direction"],
+    NETWORK_BYTES = "vana_sandbox_network_bytes_total", Counter, ["direction", "tenant"],
         "Bytes through the egress proxy (up: sandbox to target, down: target to sandbox)";
     /// Threat findings.
-    FINDINGS = "vana_sandbox_threat_findings_total", Counter, ["rule", "severity"],
+    FINDINGS = "vana_sandbox_threat_findings_total", Counter, ["rule", "severity", "tenant"],
         "Findings of the threat detector by rule and severity";
     /// Signals the threat detector could not take (its queue was full).
     THREAT_DROPPED = "vana_sandbox_threat_signals_dropped_total", Counter, [],
@@ -132,6 +132,21 @@ metrics_table! {
     /// Failed audit writes.
     AUDIT_WRITE_ERRORS = "vana_sandbox_audit_write_errors_total", Counter, [],
         "Failed audit writes, opens and syncs";
+    /// HTTP requests answered by the server (`vana-sandbox serve`).
+    HTTP_REQUESTS = "vana_sandbox_http_requests_total", Counter, ["route", "code", "tenant"],
+        "HTTP requests answered by the server, by route, status code and tenant (empty: not authenticated)";
+    /// Time to answer an HTTP request (to the end of the body for streams).
+    HTTP_DURATION = "vana_sandbox_http_request_duration_seconds", Histogram, ["route"],
+        "Seconds from an HTTP request's head to the end of its answer";
+    /// Open HTTP connections.
+    HTTP_CONNECTIONS = "vana_sandbox_http_connections", Gauge, [],
+        "HTTP connections open now";
+    /// Requests refused by a tenant's quota.
+    QUOTA_REJECTIONS = "vana_sandbox_quota_rejections_total", Counter, ["tenant", "quota"],
+        "Requests refused by a tenant's quota (concurrent_runs, sessions, runs_per_minute, cpu_seconds_per_hour)";
+    /// CPU seconds a tenant's runs used in the last hour.
+    TENANT_CPU = "vana_sandbox_tenant_cpu_seconds_last_hour", Gauge, ["tenant"],
+        "CPU seconds the tenant's runs used in the last hour (what its cpu_seconds_per_hour quota counts)";
 }
 
 /// The table row of `name`.

@@ -321,11 +321,11 @@ impl Monitor for ThreatDetector {
                 language: language.to_string(),
                 code: self.bounded(&request.code),
             },
-            Event::Security { id, event } => Signal::Security {
+            Event::Security { id, event, .. } => Signal::Security {
                 id: id.to_string(),
                 event: (*event).clone(),
             },
-            Event::LimitHit { id, limit } => Signal::Limit {
+            Event::LimitHit { id, limit, .. } => Signal::Limit {
                 id: id.to_string(),
                 limit: *limit,
             },

@@ -105,7 +105,7 @@ pub(crate) async fn compile(
         limits,
     };
     let mut outcome = instance.run(&process, ProcessIo::default()).await?;
-    report_step(engine, job.id, Phase::Compile, &outcome);
+    report_step(engine, job.id, job.tenant, Phase::Compile, &outcome);
     let language = job.language().name();
     if outcome.status() != Status::Success {
         outcome.events = std::mem::take(&mut outcome.events)

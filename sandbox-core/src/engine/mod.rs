@@ -270,6 +270,17 @@ impl Engine {
             .await
     }
 
+    /// [`execute_as`](Self::execute_as) with an output sink for streaming, as
+    /// [`execute_with_io`](Self::execute_with_io).
+    pub async fn execute_as_with_io(
+        &self,
+        tenant: &str,
+        request: ExecutionRequest,
+        io: ProcessIo,
+    ) -> Result<ExecutionResult, EngineError> {
+        self.execute_inner(Some(tenant), request, io).await
+    }
+
     async fn execute_inner(
         &self,
         tenant: Option<&str>,
@@ -395,6 +406,7 @@ impl Engine {
         for ev in &result.security_events {
             self.inner.emit(&Event::Security {
                 id: &result.id,
+                tenant,
                 event: ev,
             });
         }

@@ -1,13 +1,14 @@
-//! A run's network access: the proxy listening inside the sandbox's namespace (a socket the
-//! backend opened there, held by the host), connections handed to the run's egress proxy, the
-//! decisions kept for monitors, and the summary for the result.
+//! A run's network access: the proxy's address inside the sandbox (a socket the backend opened
+//! in its namespace and the host holds, or connections the backend relays from inside), each
+//! connection handed to the run's egress proxy, the decisions kept for monitors, and the summary
+//! for the result.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use crate::egress::{DecisionFn, EgressProxy, PROXY_ADDR};
+use crate::egress::{DecisionFn, EgressProxy, ProxyConnection, ProxyEndpoint, PROXY_ADDR};
 use crate::error::BackendError;
 use crate::executor::Instance;
 use crate::network::{Decision, Summary};
@@ -42,12 +43,8 @@ impl RunNetwork {
                 "network access needs an egress proxy, and this engine has none".into(),
             )
         })?;
-        let listener = instance.listen(PROXY_ADDR)?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| BackendError::setup("the proxy's socket", e))?;
-        let listener = tokio::net::TcpListener::from_std(listener)
-            .map_err(|e| BackendError::setup("the proxy's socket", e))?;
+        let endpoint = instance.listen(PROXY_ADDR)?;
+        let mut connections = Connections::new(endpoint)?;
         let decisions: Arc<Mutex<Vec<Decision>>> = Arc::default();
         let kept = decisions.clone();
         let on_decision: DecisionFn = Arc::new(move |d: &Decision| {
@@ -60,12 +57,8 @@ impl RunNetwork {
         let env = proxy.env(PROXY_ADDR);
         let serving = proxy.clone();
         let accept = tokio::spawn(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, _)) => serving.serve(stream),
-                    // Out of descriptors or a transient error: try again shortly.
-                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-                }
+            while let Some(stream) = connections.next().await {
+                serving.serve(stream);
             }
         });
         Ok(Self {
@@ -83,6 +76,46 @@ impl RunNetwork {
         let decisions =
             std::mem::take(&mut *self.decisions.lock().unwrap_or_else(|p| p.into_inner()));
         (summary, decisions)
+    }
+}
+
+/// Connections to the proxy as they come, from either kind of endpoint.
+enum Connections {
+    Listener(tokio::net::TcpListener),
+    Relayed(tokio::sync::mpsc::Receiver<ProxyConnection>),
+}
+
+impl Connections {
+    fn new(endpoint: ProxyEndpoint) -> Result<Self, BackendError> {
+        Ok(match endpoint {
+            ProxyEndpoint::Listener(listener) => {
+                listener
+                    .set_nonblocking(true)
+                    .map_err(|e| BackendError::setup("the proxy's socket", e))?;
+                Connections::Listener(
+                    tokio::net::TcpListener::from_std(listener)
+                        .map_err(|e| BackendError::setup("the proxy's socket", e))?,
+                )
+            }
+            ProxyEndpoint::Relayed(rx) => Connections::Relayed(rx),
+        })
+    }
+
+    /// The next connection; `None` when the endpoint is gone (the sandbox was destroyed).
+    async fn next(&mut self) -> Option<ProxyConnection> {
+        match self {
+            Connections::Listener(listener) => loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nodelay(true);
+                        return Some(Box::new(stream));
+                    }
+                    // Out of descriptors or a transient error: try again shortly.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            },
+            Connections::Relayed(rx) => rx.recv().await,
+        }
     }
 }
 

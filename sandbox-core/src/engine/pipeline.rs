@@ -298,7 +298,13 @@ async fn run(
 }
 
 /// Reports a finished step to monitors: its status and the limits it hit.
-pub(crate) fn report_step(engine: &Inner, id: &str, phase: Phase, outcome: &ProcessOutcome) {
+pub(crate) fn report_step(
+    engine: &Inner,
+    id: &str,
+    tenant: Option<&str>,
+    phase: Phase,
+    outcome: &ProcessOutcome,
+) {
     engine.emit(&Event::PhaseFinished {
         id,
         phase,
@@ -316,7 +322,7 @@ pub(crate) fn report_step(engine: &Inner, id: &str, phase: Phase, outcome: &Proc
     ];
     for (hit, limit) in hits {
         if hit {
-            engine.emit(&Event::LimitHit { id, limit });
+            engine.emit(&Event::LimitHit { id, tenant, limit });
         }
     }
 }
@@ -329,7 +335,7 @@ async fn collect(
     mut outcome: ProcessOutcome,
     compile: Option<CompileReport>,
 ) -> ExecutionResult {
-    report_step(engine, job.id, Phase::Run, &outcome);
+    report_step(engine, job.id, job.tenant, Phase::Run, &outcome);
     let language = job.language();
     if outcome.pids_limit_hits > 0 {
         outcome.events.push(SecurityEvent::new(

@@ -676,6 +676,7 @@ impl Shared {
         for ev in &result.security_events {
             self.engine.emit(&Event::Security {
                 id: &result.id,
+                tenant: self.tenant.as_deref(),
                 event: ev,
             });
         }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use vana_sandbox::{
     CompileCache, DockerConfig, Engine, ExecutionRequest, ExecutionResult, PolicyConfig, Sandbox,
+    SandboxBuilder,
 };
 
 use super::{assert_no_leftovers, require_root, rt};
@@ -60,13 +61,20 @@ pub fn engine_with(
     policy: PolicyConfig,
     cache: Option<Arc<dyn CompileCache>>,
 ) -> (tokio::runtime::Runtime, Engine) {
-    require_root();
     let rt = rt();
-    let builder = Sandbox::builder()
+    let builder = builder_on(backend)
         .policy(policy)
         .compile_cache(cache)
         .max_concurrency(2);
-    let builder = match backend {
+    let engine = rt.block_on(builder.build()).expect("engine");
+    (rt, engine)
+}
+
+/// A builder on `backend` (root, and for Docker the engine with its runtime, checked first).
+pub fn builder_on(backend: Backend) -> SandboxBuilder {
+    require_root();
+    let builder = Sandbox::builder();
+    match backend {
         Backend::Native => builder,
         Backend::Docker(runtime) => {
             require_docker(runtime);
@@ -75,9 +83,7 @@ pub fn engine_with(
                 ..DockerConfig::default()
             })
         }
-    };
-    let engine = rt.block_on(builder.build()).expect("engine");
-    (rt, engine)
+    }
 }
 
 /// Runs one request on a fresh engine on `backend` with the default policy.

@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 mod backends;
+pub mod http;
 pub mod programs;
 #[allow(unused_imports)]
 pub use backends::*;

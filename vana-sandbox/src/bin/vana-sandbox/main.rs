@@ -1,5 +1,6 @@
 //! The `vana-sandbox` command: `run` for people, `exec --json` for programs, `doctor` for hosts,
-//! `image build` for the Docker backend's runtime image, `audit verify` for audit logs.
+//! `image build` for the Docker backend's runtime image, `audit verify` for audit logs, `serve`
+//! for the HTTP server and `keygen` for its API keys.
 
 mod audit;
 mod doctor;
@@ -8,6 +9,7 @@ mod image;
 mod load;
 mod observe;
 mod run;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -65,6 +67,11 @@ enum Cmd {
     Audit(audit::AuditCmd),
     /// Run the requests of a JSON-lines file many times at a concurrency; print a summary.
     Load(load::LoadArgs),
+    /// Serve the JSON contract over HTTP (Unix socket by default, TCP when asked): executions,
+    /// sessions, files, streaming, tenants with API keys and quotas, /metrics.
+    Serve(serve::ServeArgs),
+    /// Print a new API key for `serve` and the configuration line with its hash.
+    Keygen(serve::KeygenArgs),
 }
 
 /// Options shared by `run`, `exec` and `load`.
@@ -172,9 +179,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let format = LogFormat::resolve(cli.log_format);
     init_logging(format);
-    if let Cmd::Audit(a) = cli.command {
-        return audit::main(a);
-    }
+    let cli = match cli.command {
+        Cmd::Audit(a) => return audit::main(a),
+        Cmd::Keygen(a) => return serve::keygen(a),
+        command => Cli { command, ..cli },
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -193,7 +202,9 @@ fn main() -> ExitCode {
             Cmd::Doctor(a) => doctor::main(a).await,
             Cmd::Image(a) => image::main(a).await,
             Cmd::Audit(a) => audit::main(a),
+            Cmd::Keygen(a) => serve::keygen(a),
             Cmd::Load(a) => load::main(a, format).await,
+            Cmd::Serve(a) => serve::main(a, format).await,
         }
     })
 }

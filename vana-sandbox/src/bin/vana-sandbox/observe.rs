@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 use vana_sandbox::monitor::audit::{self, AuditLog};
-use vana_sandbox::{Engine, Finding, Observability, ObservabilityBuilder};
+use vana_sandbox::{Engine, Finding, Metrics, Observability, ObservabilityBuilder};
 
 use crate::LogFormat;
 
@@ -113,10 +113,24 @@ impl ObserveArgs {
         format: LogFormat,
         count_findings: bool,
     ) -> Result<(Option<Observability>, Option<FindingCounts>), String> {
-        if !self.detector() {
+        self.start_with(format, count_findings, None)
+    }
+
+    /// [`start`](Self::start), with `metrics` (then a bundle is always started: the server
+    /// renders them).
+    pub(crate) fn start_with(
+        &self,
+        format: LogFormat,
+        count_findings: bool,
+        metrics: Option<Metrics>,
+    ) -> Result<(Option<Observability>, Option<FindingCounts>), String> {
+        if !self.detector() && metrics.is_none() {
             return Ok((None, None));
         }
         let mut b = ObservabilityBuilder::default();
+        if let Some(m) = metrics {
+            b = b.metrics(m);
+        }
         if let Some(dir) = &self.audit_log {
             let mut audit = AuditLog::builder(dir).lock_wait(AUDIT_LOCK_WAIT);
             if let Some(path) = &self.audit_hmac_key_file {
@@ -126,7 +140,8 @@ impl ObserveArgs {
         }
         b = match &self.threat_rules {
             Some(path) => b.threat_rules_file(path).map_err(|e| e.to_string())?,
-            None => b.threat_detection(),
+            None if self.detector() => b.threat_detection(),
+            None => b,
         };
         if self.findings {
             b = b.on_finding(move |f| print_finding(f, format));
