@@ -45,6 +45,24 @@ impl NativeSession {
         }
     }
 
+    /// An install into the session's package set as a future (its report as JSON).
+    fn install_op(
+        &self,
+        language: String,
+        packages: Vec<String>,
+    ) -> impl Future<Output = Result<Payload, Failure>> + Send + 'static {
+        let session = self.session.clone();
+        async move {
+            let report = session
+                .install(&language, &packages)
+                .await
+                .map_err(|e| Failure::engine(&e))?;
+            serde_json::to_string(&report)
+                .map(Payload::Text)
+                .map_err(|e| Failure::new(FailureKind::Sandbox, e.to_string()))
+        }
+    }
+
     /// A file operation as a future.
     fn file_op(&self, op: &str, path: String, data: Option<Vec<u8>>) -> PyResult<Op> {
         if self.session.is_closed() {
@@ -193,6 +211,25 @@ impl NativeSession {
         data: Option<Vec<u8>>,
     ) -> PyResult<NativeRun> {
         let work = self.file_op(op, path, data)?;
+        runs::start(Out::event_loop(event_loop, handler), None, None, true, work)
+    }
+
+    /// Installs `packages` of `language` into the session's read-only package set (visible to
+    /// the next cell), blocking with the GIL released; returns the packages report as JSON.
+    fn install(&self, py: Python<'_>, language: String, packages: Vec<String>) -> PyResult<String> {
+        let work = self.install_op(language, packages);
+        into_text(runs::block(py, None, None, None, None, |_| work)?)
+    }
+
+    /// An install for asyncio (see `install`); the report comes as `done`.
+    fn start_install(
+        &self,
+        language: String,
+        packages: Vec<String>,
+        event_loop: PyObject,
+        handler: PyObject,
+    ) -> PyResult<NativeRun> {
+        let work = self.install_op(language, packages);
         runs::start(Out::event_loop(event_loop, handler), None, None, true, work)
     }
 

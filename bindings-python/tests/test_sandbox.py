@@ -149,11 +149,11 @@ def test_packages(monkeypatch, tmp_path):
     # A package cache of the test's own; the wheel comes from PyPI, then from the cache.
     monkeypatch.setenv("VANA_SANDBOX_PACKAGE_DIR", str(tmp_path / "packages"))
     with Sandbox() as s:
-        r = s.run_code("import six; print(six.__version__)", packages=["six==1.16.0"])
-        assert r.ok and r.stdout == "1.16.0\n", r.to_dict()
+        r = s.run_code("import tabulate; print(tabulate.__version__, tabulate.__file__)", packages=["tabulate==0.9.0"])
+        assert r.ok and r.stdout == "0.9.0 /opt/vana-packages/python/tabulate/__init__.py\n", r.to_dict()
         assert r.packages["cached"] is False
-        assert r.packages["installed"] == [{"name": "six", "version": "1.16.0"}]
-        again = s.run_code("import six", packages=["six==1.16.0"])
+        assert r.packages["installed"] == [{"name": "tabulate", "version": "0.9.0"}]
+        again = s.run_code("import tabulate", packages=["tabulate==0.9.0"])
         assert again.ok and again.packages["cached"] is True
         with pytest.raises(PolicyRejected, match="path or URL"):
             s.run_code("print(1)", packages=["https://evil.example/x.whl"])

@@ -386,3 +386,30 @@ def test_closing_the_sandbox_closes_its_sessions():
     assert s.is_closed
     with pytest.raises(SandboxError):
         sb.session()
+
+
+def test_install_adds_packages_for_the_next_cell(monkeypatch, tmp_path):
+    # A package cache of the test's own; the wheels come from PyPI.
+    monkeypatch.setenv("VANA_SANDBOX_PACKAGE_DIR", str(tmp_path / "packages"))
+    with Sandbox() as sb, sb.session() as s:
+        s.run_code("x = 41")
+        missing = s.run_code("import tabulate")
+        assert missing.error is not None and missing.error.name == "ModuleNotFoundError"
+        report = s.install(["tabulate==0.9.0"])
+        assert report["installed"] == [{"name": "tabulate", "version": "0.9.0"}]
+        r = s.run_code("import tabulate; print(tabulate.__version__, x + 1)")
+        assert r.stdout == "0.9.0 42\n", r.to_dict()
+        with pytest.raises(PolicyRejected, match="already in this session"):
+            s.install(["tabulate==0.8.10"])
+        with pytest.raises(PolicyRejected, match="path or URL"):
+            s.install(["../evil"])
+
+    async def main():
+        async with AsyncSandbox() as sb:
+            async with sb.session() as s:
+                report = await s.install(["tabulate==0.9.0"])
+                assert report["cached"] is True
+                r = await s.run_code("import tabulate; print(tabulate.__version__, tabulate.__file__)")
+                assert r.stdout == "0.9.0 /opt/vana-packages/python/tabulate/__init__.py\n"
+
+    asyncio.run(main())

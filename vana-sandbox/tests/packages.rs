@@ -4,7 +4,7 @@
 //! source-only package refused before anything runs; the sandbox still without network
 //! (packages arrive as files, and `pip install` inside fails by itself, quickly); a session that
 //! installs packages for its next cell. On every backend (the set is bound read-only into the
-//! container, and the Docker backend probes its image's interpreter), sessions on native only.
+//! container, and the Docker backend probes its image's interpreter).
 //!
 //! Needs root and the package indexes (PyPI, the npm registry), which these machines reach; no
 //! other address is contacted.
@@ -400,8 +400,7 @@ fn a_session_installs_for_its_next_cell(b: Backend) {
     assert_clean(b);
 }
 
-// Sessions are tested on the native backend, as in tests/sessions.rs.
-all_backends!(a_session_installs_for_its_next_cell: native);
+all_backends!(a_session_installs_for_its_next_cell);
 
 /// `pip install` by the program itself: the sandbox has no network (packages come only through
 /// `packages`), and pip fails on its own, clearly, well within the run's timeout.

@@ -623,12 +623,15 @@ class AsyncSandbox:
         args: Optional[Sequence[str]] = None,
         stdin: Optional[str] = None,
         outputs: Optional[Sequence[str]] = None,
+        packages: Optional[Sequence[str]] = None,
     ) -> ExecutionStream:
         """Runs ``code`` and gives its output as it happens: ``async for chunk in
         sb.stream(code)`` yields :class:`OutputChunk` objects (``stream``, ``data``); once it
         ends, ``.result`` is the :class:`Execution`. Leaving an ``async with`` block early
         stops the run."""
-        request = self._sync._request(code, language, timeout, inputs, files, env, network, args, stdin, outputs)
+        request = self._sync._request(
+            code, language, timeout, inputs, files, env, network, args, stdin, outputs, packages
+        )
         engine = self._sync._engine
         return ExecutionStream(lambda loop, h: engine.start(request, loop, h, True), _execution)
 

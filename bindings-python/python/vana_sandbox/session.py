@@ -187,6 +187,15 @@ class Session:
         request = _cell_request(code, language, timeout if timeout is not None else self._timeout, env, files, outputs)
         return _execution(self._native.run(request, on_stdout, on_stderr), CellExecution)
 
+    def install(self, packages: Sequence[str], language: str = "python") -> Dict[str, Any]:
+        """Adds ``packages`` (PyPI names for ``python``, npm names for ``javascript``) to the
+        session's read-only package set; the next cell imports them, the kernel keeps its state.
+        They are fetched on the host (wheels only, npm without scripts) and cached, as for
+        ``Sandbox.run_code(packages=...)``. Returns the packages report (``installed``,
+        ``cached``, ``size_bytes``, ...). Raises :class:`PolicyRejected` for a name the policy
+        refuses, a package with no wheel, or one the session has at another version."""
+        return json.loads(self._native.install(language, [str(p) for p in packages]))
+
     def interrupt(self) -> None:
         """Stops the running cell, if any (its result says ``killed``); the session stays open
         with its state (unless the kernel had to be restarted)."""
@@ -337,6 +346,12 @@ class AsyncSession:
         return _aio.ExecutionStream(
             lambda loop, h: self._native.start(request, loop, h, True), lambda raw: _execution(raw, CellExecution)
         )
+
+    async def install(self, packages: Sequence[str], language: str = "python") -> Dict[str, Any]:
+        """Like :meth:`Session.install`."""
+        names = [str(p) for p in packages]
+        raw = await _aio.call(lambda loop, h: self._native.start_install(language, names, loop, h))
+        return json.loads(raw)
 
     def interrupt(self) -> None:
         """Like :meth:`Session.interrupt` (never blocks)."""
