@@ -107,7 +107,7 @@ def test_sessions_and_files(unix_server):
     with c.session() as s:
         assert s.run_code("x = 41").ok
         r = s.run_code("x + 1")
-        assert r.results[0]["text/plain"] == "42"
+        assert r.results[0].text == "42"
         s.files.write("in/data.txt", "payload")
         assert s.files.read("in/data.txt") == b"payload"
         assert any(f["path"] == "in/data.txt" for f in s.files.list("in"))
