@@ -53,7 +53,7 @@ hyperfine -N --warmup 3 --runs "$runs" --export-json "$out/startup.json" "${args
 
 echo "== throughput: $load runs of python print(1) at concurrency 8 ($(nproc) cores)"
 reqs="$out/load.jsonl"
-echo '{"language":"python","code":"print(1)"}' > "$reqs"
+echo '{"request":{"language":"python","code":"print(1)"}}' > "$reqs"
 t0=$(date +%s.%N); "$cli" load --runs "$load" --concurrency 8 "$reqs" > "$out/load.json"; t1=$(date +%s.%N)
 t2=$(date +%s.%N); seq "$load" | xargs -P 8 -I{} $py -c 'print(1)' >/dev/null; t3=$(date +%s.%N)
 
