@@ -1,4 +1,4 @@
-"""Sessions from Python on real native sandboxes: state across cells with a failing cell between,
+"""Sessions from Python on real sandboxes, every test on the native backend and on Docker (runc): state across cells with a failing cell between,
 a timeout that restarts the kernel and says so, files in and out, a matplotlib chart as PNG,
 output streamed before the run ends (callbacks and ``async for``), cancellation and ``kill()``
 freeing the slot within a second, 20 sessions at once without cross-talk, and bad input (paths
@@ -27,9 +27,16 @@ from vana_sandbox import (
 )
 
 
+@pytest.fixture(scope="module", params=["native", "docker"])
+def backend(request):
+    """Every test runs on both backends. Docker needs the engine and the runtime image
+    (scripts/test.sh sets them up); without them the test errors, it is never skipped."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def sb():
-    with Sandbox() as s:
+def sb(backend):
+    with Sandbox(backend=backend) as s:
         yield s
 
 
@@ -180,9 +187,9 @@ def test_streaming_callbacks_get_chunks_before_the_run_ends(sb):
     assert wait_until(lambda: sb.running == 0, 1)
 
 
-def test_async_streaming_and_callbacks():
+def test_async_streaming_and_callbacks(backend):
     async def main():
-        async with AsyncSandbox() as sb:
+        async with AsyncSandbox(backend=backend) as sb:
             loop = asyncio.get_running_loop()
             seen = []
             start = time.monotonic()
@@ -211,9 +218,9 @@ def test_async_streaming_and_callbacks():
     asyncio.run(main())
 
 
-def test_cancelling_a_task_frees_the_slot_within_a_second():
+def test_cancelling_a_task_frees_the_slot_within_a_second(backend):
     async def main():
-        async with AsyncSandbox(max_concurrency=2) as sb:
+        async with AsyncSandbox(backend=backend, max_concurrency=2) as sb:
             # One-shot: the task's future is dropped, its sandbox stopped at once.
             task = asyncio.ensure_future(sb.run_code("while True: pass", timeout=30))
             await asyncio.sleep(0.8)
@@ -293,9 +300,9 @@ def test_ctrl_c_stops_a_blocking_run(sb):
     assert wait_until(lambda: sb.running == 0, 1)
 
 
-def test_twenty_sessions_without_cross_talk():
+def test_twenty_sessions_without_cross_talk(backend):
     async def main():
-        async with AsyncSandbox() as sb:
+        async with AsyncSandbox(backend=backend) as sb:
             sessions = []
             for i in range(20):
                 s = await sb.session()
@@ -378,8 +385,8 @@ def test_bad_input_gets_clear_errors(sb):
     assert issubclass(FileError, SandboxError) and issubclass(SessionClosed, SandboxError)
 
 
-def test_closing_the_sandbox_closes_its_sessions():
-    sb = Sandbox()
+def test_closing_the_sandbox_closes_its_sessions(backend):
+    sb = Sandbox(backend=backend)
     s = sb.session()
     s.run_code("1")
     sb.close()
@@ -388,10 +395,10 @@ def test_closing_the_sandbox_closes_its_sessions():
         sb.session()
 
 
-def test_install_adds_packages_for_the_next_cell(monkeypatch, tmp_path):
+def test_install_adds_packages_for_the_next_cell(backend, monkeypatch, tmp_path):
     # A package cache of the test's own; the wheels come from PyPI.
     monkeypatch.setenv("VANA_SANDBOX_PACKAGE_DIR", str(tmp_path / "packages"))
-    with Sandbox() as sb, sb.session() as s:
+    with Sandbox(backend=backend) as sb, sb.session() as s:
         s.run_code("x = 41")
         missing = s.run_code("import tabulate")
         assert missing.error is not None and missing.error.name == "ModuleNotFoundError"
@@ -405,7 +412,7 @@ def test_install_adds_packages_for_the_next_cell(monkeypatch, tmp_path):
             s.install(["../evil"])
 
     async def main():
-        async with AsyncSandbox() as sb:
+        async with AsyncSandbox(backend=backend) as sb:
             async with sb.session() as s:
                 report = await s.install(["tabulate==0.9.0"])
                 assert report["cached"] is True

@@ -11,6 +11,7 @@
 
 pub mod capabilities;
 pub mod capture;
+pub mod chunk;
 pub mod compile_cache;
 pub mod egress;
 pub mod engine;
@@ -36,6 +37,7 @@ pub mod validate;
 
 pub use capabilities::{BackendKind, Capabilities, Layer, LayerName, Runtime};
 pub use capture::OutputCapture;
+pub use chunk::{OutputChunk, OutputChunks, Utf8Chunker};
 pub use compile_cache::{CacheScope, CompileCache, DirCompileCache};
 pub use egress::{Egress, EgressProxy, ProxyConnection, ProxyEndpoint, ProxyStream};
 pub use engine::{Engine, EngineBuilder};

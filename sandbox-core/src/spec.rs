@@ -185,8 +185,9 @@ pub struct ProcessSpec {
     pub limits: Limits,
 }
 
-/// Which output stream a chunk came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which output stream a chunk came from (`"stdout"` / `"stderr"` in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum StreamKind {
     /// Standard output.
     Stdout,

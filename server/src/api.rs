@@ -16,12 +16,12 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use vana_sandbox_core::{
-    Engine, EngineError, ExecutionRequest, ExecutionResult, LayerName, OutputSink, ProcessIo,
-    Runtime, Session, SessionOptions, StreamKind,
+    Engine, EngineError, ExecutionRequest, ExecutionResult, LayerName, OutputChunk, OutputChunks,
+    OutputSink, ProcessIo, Runtime, Session, SessionOptions,
 };
 use vana_sandbox_monitor::metrics::Metrics;
 
-use crate::body::{error, json, read_limited, sse_event, with_type, Body, Utf8Chunker};
+use crate::body::{error, json, read_limited, sse_event, with_type, Body};
 use crate::config::{parse_sha256, ServerSettings};
 use crate::error::ApiError;
 use crate::quota::{self, RunGuard};
@@ -631,22 +631,8 @@ where
 
 type RunFuture = Pin<Box<dyn Future<Output = Result<ExecutionResult, EngineError>> + Send>>;
 
-/// Text of output chunks per stream, kept whole across UTF-8 boundaries.
-#[derive(Default)]
-struct Chunkers {
-    stdout: Utf8Chunker,
-    stderr: Utf8Chunker,
-}
-
-fn chunk_event(kind: StreamKind, text: String) -> Bytes {
-    let stream = match kind {
-        StreamKind::Stdout => "stdout",
-        StreamKind::Stderr => "stderr",
-    };
-    sse_event(
-        "chunk",
-        &serde_json::json!({ "stream": stream, "text": text }),
-    )
+fn chunk_event(chunk: &OutputChunk) -> Bytes {
+    sse_event("chunk", chunk)
 }
 
 /// A run as server-sent events: `chunk` events (`{"stream": "stdout", "text": …}`) as output
@@ -664,18 +650,17 @@ async fn stream_run(
     start: impl FnOnce(OutputSink) -> RunFuture,
 ) -> Result<Response<Body>, ApiError> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
-    let chunkers = Arc::new(Mutex::new(Chunkers::default()));
+    let chunkers = Arc::new(Mutex::new(OutputChunks::default()));
     let sink: OutputSink = {
         let tx = tx.clone();
         let chunkers = chunkers.clone();
         Box::new(move |kind, data| {
-            let mut c = chunkers.lock().unwrap_or_else(|p| p.into_inner());
-            let text = match kind {
-                StreamKind::Stdout => c.stdout.push(data),
-                StreamKind::Stderr => c.stderr.push(data),
-            };
-            if !text.is_empty() {
-                let _ = tx.send(chunk_event(kind, text));
+            let chunk = chunkers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(kind, data);
+            if let Some(chunk) = chunk {
+                let _ = tx.send(chunk_event(&chunk));
             }
         })
     };
@@ -705,17 +690,9 @@ async fn stream_run(
         match outcome {
             Some(Ok(result)) => {
                 finish_run(&st, &tenant, &result, guard);
-                let tails = {
-                    let mut c = chunkers.lock().unwrap_or_else(|p| p.into_inner());
-                    [
-                        (StreamKind::Stdout, c.stdout.finish()),
-                        (StreamKind::Stderr, c.stderr.finish()),
-                    ]
-                };
-                for (kind, text) in tails {
-                    if !text.is_empty() {
-                        let _ = tx.send(chunk_event(kind, text));
-                    }
+                let tails = chunkers.lock().unwrap_or_else(|p| p.into_inner()).finish();
+                for chunk in &tails {
+                    let _ = tx.send(chunk_event(chunk));
                 }
                 let _ = tx.send(sse_event("result", &result));
             }

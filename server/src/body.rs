@@ -153,53 +153,11 @@ pub fn sse_event(name: &str, data: &impl serde::Serialize) -> Bytes {
     format!("event: {name}\ndata: {data}\n\n").into()
 }
 
-/// Splits a stream's bytes into text for `chunk` events, keeping an incomplete UTF-8 sequence
-/// at the end for the next call (so a character split across two reads is not garbled).
-#[derive(Debug, Default)]
-pub struct Utf8Chunker {
-    pending: Vec<u8>,
-}
-
-impl Utf8Chunker {
-    /// The text ready to send after `data` (invalid sequences become U+FFFD).
-    pub fn push(&mut self, data: &[u8]) -> String {
-        self.pending.extend_from_slice(data);
-        let cut = match std::str::from_utf8(&self.pending) {
-            Ok(_) => self.pending.len(),
-            // An incomplete sequence at the end waits for more; anything else is replaced.
-            Err(e) if e.error_len().is_none() => e.valid_up_to(),
-            Err(_) => self.pending.len(),
-        };
-        let rest = self.pending.split_off(cut);
-        let text = String::from_utf8_lossy(&self.pending).into_owned();
-        self.pending = rest;
-        text
-    }
-
-    /// What is left at the end of the stream.
-    pub fn finish(&mut self) -> String {
-        let text = String::from_utf8_lossy(&self.pending).into_owned();
-        self.pending.clear();
-        text
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use http_body_util::Full;
-
-    #[test]
-    fn utf8_split_across_chunks_is_kept_whole() {
-        let mut c = Utf8Chunker::default();
-        let e = "é".as_bytes();
-        assert_eq!(c.push(&[b'a', e[0]]), "a");
-        assert_eq!(c.push(&[e[1], b'b']), "éb");
-        assert_eq!(c.push(&[0xff, b'c']), "\u{fffd}c");
-        assert_eq!(c.push(&[e[0]]), "");
-        assert_eq!(c.finish(), "\u{fffd}");
-    }
 
     #[tokio::test]
     async fn bodies_over_the_limit_are_refused() {

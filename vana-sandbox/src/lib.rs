@@ -46,9 +46,9 @@ pub use vana_sandbox_core::{
     fake, host, limits, BackendError, BackendKind, Bytes, Capabilities, CompileReport, Cores,
     Engine, EngineBuilder, EngineError, Event, ExecutionRequest, ExecutionResult, Executor,
     FileSpec, Instance, Language, Languages, Layer, LayerName, LimitKind, Limits, LimitsRequest,
-    Monitor, NetworkRequest, OutputSink, Phase, Policy, ProcessIo, Reporter, ResourceUsage,
-    Runtime, SecurityEvent, SecurityEventKind, Session, SessionEnd, SessionFiles, SessionOptions,
-    Status, StreamKind, TracingMonitor, Truncated,
+    Monitor, NetworkRequest, OutputChunk, OutputChunks, OutputSink, Phase, Policy, ProcessIo,
+    Reporter, ResourceUsage, Runtime, SecurityEvent, SecurityEventKind, Session, SessionEnd,
+    SessionFiles, SessionOptions, Status, StreamKind, TracingMonitor, Truncated,
 };
 pub use vana_sandbox_core::{
     CellException, DisplayData, FileInfo, FileKind, OutputFile, SessionReport, StopSignal,

@@ -244,6 +244,75 @@ fn run_prints_output_and_exits_with_the_programs_code() {
 }
 
 #[test]
+fn exec_stream_emits_chunks_as_they_happen_then_the_result() {
+    let _g = serial();
+    require_root();
+    let request = serde_json::json!({
+        "language": "python",
+        "code": "import sys, time\nprint('first', flush=True)\nprint('warn', file=sys.stderr, flush=True)\ntime.sleep(1.5)\nprint('second')",
+    })
+    .to_string();
+    let mut child = Command::new(BIN)
+        .args(["exec", "--json", "--stream"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cli");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(request.as_bytes())
+        .expect("write stdin");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+        child.stdout.take().expect("stdout"),
+    ));
+    let first = lines.next().expect("a first line").expect("read");
+    let first_at = Instant::now();
+    let rest: Vec<String> = lines.map(|l| l.expect("read")).collect();
+    let status = child.wait().expect("wait");
+    assert!(status.success());
+    // The first chunk came while the program was still sleeping.
+    assert!(
+        first_at.elapsed() >= Duration::from_millis(1000),
+        "the first chunk arrived only {:?} before the end",
+        first_at.elapsed()
+    );
+    let first: Value = serde_json::from_str(&first).expect("json line");
+    assert_eq!(first["event"], "chunk");
+    assert_eq!(
+        first["data"],
+        serde_json::json!({"stream": "stdout", "text": "first\n"})
+    );
+    let values: Vec<Value> = rest
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let (result, chunks) = values.split_last().expect("a result line");
+    assert_eq!(result["event"], "result");
+    assert_eq!(result["data"]["status"], "success");
+    assert_eq!(result["data"]["output"], "first\nsecond\n");
+    assert!(chunks.iter().all(|c| c["event"] == "chunk"));
+    let text = |stream: &str| -> String {
+        std::iter::once(&first)
+            .chain(chunks)
+            .filter(|c| c["data"]["stream"] == stream)
+            .map(|c| c["data"]["text"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(text("stdout"), "first\nsecond\n");
+    assert_eq!(text("stderr"), "warn\n");
+    // A refused request is a single result line too.
+    let (code, out, _) = cli(&["exec", "--json", "--stream"], "{not json");
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(out.trim()).expect("json line");
+    assert_eq!(v["event"], "result");
+    assert_eq!(v["data"]["status"], "rejected");
+    assert_no_leftovers();
+}
+
+#[test]
 fn doctor_reports_layers_and_toolchains() {
     let _g = serial();
     require_root();
