@@ -26,7 +26,9 @@ fn view(entry: &str, limits: &Limits) -> Option<String> {
 
 /// CPUs the sandbox shows: its CPU limit rounded up, at most the host's.
 fn cpu_count(limits: &Limits) -> usize {
-    let host = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The host's count reads cgroup files; it is taken once per process.
+    static HOST: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let host = *HOST.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     (limits.cpus.get().ceil() as usize).clamp(1, host)
 }
 

@@ -12,12 +12,14 @@
 //! staging directory (visible only in its namespace) and hands to the host as a descriptor. The
 //! root is made read-only at the end.
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 use vana_sandbox_core::host::{
     in_base, BASE_HIDDEN, PROC_MASKED_DIRS, PROC_MASKED_FILES, PROC_READ_ONLY,
@@ -181,6 +183,19 @@ impl Plan {
             target: c(&target)?,
             fstype: None,
             flags: remount_flags,
+            data: None,
+        });
+        Ok(())
+    }
+
+    /// Binds a file of the sealed private directory at `target`: the new mount has the sealed
+    /// mount's flags (read-only, nosuid, nodev, noexec) from the start.
+    fn sealed_bind(&mut self, source: &Path, target: &Path) -> io::Result<()> {
+        self.ops.push(Op::Mount {
+            src: Some(c(source)?),
+            target: c(target)?,
+            fstype: None,
+            flags: libc::MS_BIND,
             data: None,
         });
         Ok(())
@@ -378,8 +393,9 @@ pub(crate) fn plan(spec: &RootSpec<'_>) -> io::Result<Vec<Op>> {
         None,
     )?;
     namespace_limits(&mut p, limits, *namespace_root)?;
+    let views = private_files(&mut p, limits)?;
     mask_proc(&mut p)?;
-    virtual_proc(&mut p, limits)?;
+    virtual_proc(&mut p, &views)?;
     for (i, m) in extra.iter().enumerate() {
         extra_mount(&mut p, i, m)?;
     }
@@ -425,7 +441,7 @@ fn namespace_limits(p: &mut Plan, limits: &Limits, namespace_root: bool) -> io::
         .map(|(k, v)| (*k, v.to_string()))
         .chain(ipc);
     for (name, value) in all {
-        if Path::new("/proc/sys").join(name).exists() {
+        if proc_entry(&format!("sys/{name}")).is_some() {
             p.ops.push(Op::Write {
                 path: c(p.at(&format!("/proc/sys/{name}")))?,
                 content: value.into_bytes(),
@@ -435,12 +451,51 @@ fn namespace_limits(p: &mut Plan, limits: &Limits, namespace_root: bool) -> io::
     Ok(())
 }
 
-/// Replaces host-wide `/proc` entries by views of the sandbox (memory and CPUs of its limits,
-/// no load, its own boot id): files of the instance's private directory, bound read-only.
-fn virtual_proc(p: &mut Plan, limits: &Limits) -> io::Result<()> {
+/// What a `/proc` entry of the host is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EntryKind {
+    Dir,
+    Other,
+}
+
+/// Whether the host's `/proc` has `entry` (relative to `/proc`), and what it is. Which entries
+/// exist is the kernel's to decide and does not change while it runs, so each is looked up once
+/// per process instead of on every sandbox's plan.
+fn proc_entry(entry: &str) -> Option<EntryKind> {
+    static SEEN: OnceLock<Mutex<HashMap<String, Option<EntryKind>>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(Mutex::default);
+    if let Some(known) = seen.lock().unwrap_or_else(|p| p.into_inner()).get(entry) {
+        return *known;
+    }
+    let kind = std::fs::metadata(Path::new("/proc").join(entry))
+        .ok()
+        .map(|m| {
+            if m.is_dir() {
+                EntryKind::Dir
+            } else {
+                EntryKind::Other
+            }
+        });
+    seen.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(entry.to_owned(), kind);
+    kind
+}
+
+/// The instance's private files: the empty file `/proc` masks are bound from and the views of
+/// the sandbox that replace host-wide `/proc` entries (memory and CPUs of its limits, no load,
+/// its own boot id). Then the directory is sealed: bound onto itself read-only, nosuid, nodev
+/// and noexec, so binds made from it carry those flags.
+fn private_files(p: &mut Plan, limits: &Limits) -> io::Result<Vec<(PathBuf, PathBuf)>> {
     let private = p.private.clone();
+    p.ops.push(Op::File {
+        path: c(private.join("empty"))?,
+        content: Vec::new(),
+        mode: 0o444,
+    });
+    let mut views = Vec::new();
     for (i, (entry, content)) in procfs::views(limits).into_iter().enumerate() {
-        if !Path::new("/proc").join(entry).exists() {
+        if proc_entry(entry).is_none() {
             continue;
         }
         let file = private.join(format!("proc-{i}"));
@@ -449,31 +504,47 @@ fn virtual_proc(p: &mut Plan, limits: &Limits) -> io::Result<()> {
             content,
             mode: 0o444,
         });
-        let target = p.at(&format!("/proc/{entry}"));
-        p.bind_to(&file, &target, RO_BIND)?;
+        views.push((file, p.at(&format!("/proc/{entry}"))));
+    }
+    p.ops.push(Op::Mount {
+        src: Some(c(&private)?),
+        target: c(&private)?,
+        fstype: None,
+        flags: libc::MS_BIND,
+        data: None,
+    });
+    p.ops.push(Op::Mount {
+        src: None,
+        target: c(&private)?,
+        fstype: None,
+        flags: RO_BIND | libc::MS_NOEXEC,
+        data: None,
+    });
+    Ok(views)
+}
+
+/// Replaces host-wide `/proc` entries by the views [`private_files`] wrote.
+fn virtual_proc(p: &mut Plan, views: &[(PathBuf, PathBuf)]) -> io::Result<()> {
+    for (file, target) in views {
+        p.sealed_bind(file, target)?;
     }
     Ok(())
 }
 
 /// Hides host-wide `/proc` entries behind an empty read-only file of the instance's own (not
 /// `/dev/null`: the sandbox's mount table would show the host's devtmpfs, sized by the host's
-/// memory).
+/// memory). The file is on the sealed private directory, so each bind is read-only as it is
+/// made (a bind takes its source mount's flags): one mount per entry, no remount.
 fn mask_proc(p: &mut Plan) -> io::Result<()> {
-    let host = Path::new("/proc");
     let empty = p.private.join("empty");
-    p.ops.push(Op::File {
-        path: c(&empty)?,
-        content: Vec::new(),
-        mode: 0o444,
-    });
     for f in PROC_MASKED_FILES {
-        if host.join(f).exists() {
+        if proc_entry(f).is_some() {
             let target = p.at(&format!("/proc/{f}"));
-            p.push_bind(&empty, &target, RO_BIND)?;
+            p.sealed_bind(&empty, &target)?;
         }
     }
     for d in PROC_MASKED_DIRS {
-        if host.join(d).is_dir() {
+        if proc_entry(d) == Some(EntryKind::Dir) {
             let target = p.at(&format!("/proc/{d}"));
             let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
             p.mount(
@@ -486,7 +557,7 @@ fn mask_proc(p: &mut Plan) -> io::Result<()> {
         }
     }
     for d in PROC_READ_ONLY {
-        if host.join(d).is_dir() {
+        if proc_entry(d) == Some(EntryKind::Dir) {
             let target = p.at(&format!("/proc/{d}"));
             p.ops.push(Op::Mount {
                 src: Some(c(&target)?),

@@ -14,8 +14,23 @@ pub(crate) fn write(dir: &Path, file: &str, value: &str) -> Result<(), CgroupErr
 
 pub(crate) use vana_sandbox_core::host::cgroupfs::{read_key, read_u64};
 
-pub(crate) fn open_procs(dir: &Path) -> Result<RawFd, CgroupError> {
-    let path = dir.join("cgroup.procs");
+/// The file a new sandbox's first process writes `0` to in order to join a cgroup.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum JoinFile {
+    /// `cgroup.procs`: moves the whole process (cgroup v2).
+    Procs,
+    /// `tasks`: moves the calling thread only (cgroup v1). The setup child is single-threaded,
+    /// so this is the same move, but the kernel skips the global threadgroup lock for a
+    /// single thread — whose write side waits for an RCU grace period (several milliseconds)
+    /// whenever no migration happened in the previous one.
+    Tasks,
+}
+
+pub(crate) fn open_join(dir: &Path, file: JoinFile) -> Result<RawFd, CgroupError> {
+    let path = dir.join(match file {
+        JoinFile::Procs => "cgroup.procs",
+        JoinFile::Tasks => "tasks",
+    });
     fs::OpenOptions::new()
         .write(true)
         .open(&path)

@@ -112,7 +112,8 @@ impl CgroupDriver for V1 {
         }
         run.set_limits(limits)?;
         for dir in run.dirs.clone() {
-            run.fds.push(fsutil::open_procs(&dir)?);
+            run.fds
+                .push(fsutil::open_join(&dir, fsutil::JoinFile::Tasks)?);
         }
         Ok(Box::new(run))
     }

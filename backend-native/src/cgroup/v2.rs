@@ -101,7 +101,7 @@ impl V2Instance {
             fsutil::write(&dir, "memory.swap.max", "0")?;
         }
         run.set_limits(limits)?;
-        run.fd = fsutil::open_procs(&dir)?;
+        run.fd = fsutil::open_join(&dir, fsutil::JoinFile::Procs)?;
         Ok(run)
     }
 }
