@@ -23,8 +23,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 cargo build -q --release -p vana-sandbox
-cli="$PWD/target/release/vana-sandbox"
-[ -x "$cli" ] || cli="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/vana-sandbox"
+# The binary just built (wherever the target directory is configured), never a stale one.
+cli="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/vana-sandbox"
 
 out=$(mktemp -d)
 trap 'rm -rf "$out"; docker rm -f vana-bench-exec >/dev/null 2>&1 || true' EXIT

@@ -210,14 +210,20 @@ const RUST_MOUNT: &str = "/opt/vana/rust";
 /// Rust, single-file builds with the host's rustc (edition 2021, optimisation level per policy).
 /// A rustup toolchain under root's home is bound read-only at `/opt/vana/rust`, so the sandbox
 /// never sees the home directory.
+///
+/// The compiler is resolved on first use, not when the language is registered: finding the real
+/// `rustc` behind rustup's proxy runs `rustc --print sysroot` (tens of milliseconds), which a
+/// host that never runs Rust — a CLI running one Python snippet — should not pay.
 #[derive(Debug)]
 pub struct Rust {
+    /// Where to look for `rustc`, in order.
+    candidates: Vec<PathBuf>,
     /// `<sysroot>/bin/rustc` of the first `rustc` found that has a sysroot.
-    rustc: Toolchain,
+    rustc: OnceLock<Toolchain>,
 }
 
 impl Rust {
-    /// Looks for `rustc` (`$RUSTC`, `$PATH`, the usual places) and resolves its sysroot.
+    /// Where to look for `rustc`: `$RUSTC`, `$PATH`, the usual places. Nothing is run yet.
     pub fn detect() -> Self {
         let mut candidates: Vec<PathBuf> = std::env::var_os("RUSTC")
             .map(PathBuf::from)
@@ -237,21 +243,29 @@ impl Rust {
             ]
             .map(PathBuf::from),
         );
-        // The rustup proxy in ~/.cargo/bin is not the compiler: find the real one through the
-        // sysroot, which is also what the sandbox mounts.
-        let found = Toolchain::find("rust", candidates.clone(), "--version", "");
-        let real = found.path().and_then(sysroot).map(|s| s.join("bin/rustc"));
         Self {
-            rustc: match real {
-                Some(r) => Toolchain::find("rust", [r], "--version", ""),
-                None => Toolchain::missing("rust", candidates, " (none with a sysroot)"),
-            },
+            candidates,
+            rustc: OnceLock::new(),
         }
+    }
+
+    /// The compiler, resolved once. The rustup proxy in ~/.cargo/bin is not the compiler: the
+    /// real one is found through the sysroot, which is also what the sandbox mounts.
+    fn rustc(&self) -> &Toolchain {
+        self.rustc.get_or_init(|| {
+            let found = Toolchain::find("rust", self.candidates.clone(), "--version", "");
+            match found.path().and_then(sysroot).map(|s| s.join("bin/rustc")) {
+                Some(r) => Toolchain::find("rust", [r], "--version", ""),
+                None => {
+                    Toolchain::missing("rust", self.candidates.clone(), " (none with a sysroot)")
+                }
+            }
+        })
     }
 
     /// The toolchain's root (`<sysroot>`), from where its rustc lives.
     fn sysroot(&self) -> Option<&Path> {
-        self.rustc.path()?.parent()?.parent()
+        self.rustc().path()?.parent()?.parent()
     }
 
     fn in_usr(&self) -> bool {
@@ -282,7 +296,7 @@ impl Language for Rust {
     }
 
     fn toolchain(&self) -> &Toolchain {
-        &self.rustc
+        self.rustc()
     }
 
     fn mounts(&self) -> Vec<Mount> {
@@ -312,7 +326,7 @@ impl Language for Rust {
             },
             limits: COMPILER_LIMITS,
             artifact: ARTIFACT,
-            cache_salt: self.rustc.version().unwrap_or_default(),
+            cache_salt: self.rustc().version().unwrap_or_default(),
         })
     }
 
