@@ -2,9 +2,10 @@
 //! mount, network, IPC and UTS namespaces. It builds the sandbox and then `execve`s `vana-init`,
 //! which becomes PID 1; nothing of the host process survives that exec.
 //!
-//! Everything here runs after a raw `clone` from a possibly multi-threaded host: it must not
-//! allocate, take locks, or call libc functions that do (glibc's `setuid` family broadcasts to
-//! threads that no longer exist, so raw system calls are used). Every input is prepared by the
+//! Everything here runs in a child that shares the host's memory (`CLONE_VM`, on a stack of its
+//! own; see [`spawn`](crate::spawn)) of a possibly multi-threaded host: it must not allocate,
+//! take locks, write anything but its own stack, or call libc functions that do (glibc's `setuid`
+//! family broadcasts to the host's threads, so raw system calls are used). Every input is prepared by the
 //! parent in a [`ChildPlan`]; every failure is reported to the host over the control socket with
 //! the stage (and operation index) it happened at.
 
@@ -66,8 +67,9 @@ fn check(plan: &ChildPlan<'_>, stage: Stage, r: Result<(), i32>) {
 /// Entry point of the setup child. Never returns.
 ///
 /// # Safety
-/// Must be called only in the child of a raw `clone` (a single thread), with every pointer in
-/// `plan` valid (the parent's memory is copied into the child).
+/// Must be called only in the child [`spawn`](crate::spawn) makes (a single thread on its own
+/// stack, sharing the host's memory), with every pointer in `plan` valid and unchanged until it
+/// exec'd or exited.
 pub(crate) unsafe fn setup_main(plan: &ChildPlan<'_>) -> ! {
     // A host that died before this point is noticed in `wait_for_go` (the control socket
     // reads EOF); getppid() says nothing here, the parent is outside our pid namespace.

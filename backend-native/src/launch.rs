@@ -4,7 +4,7 @@
 //! ```text
 //! host                                   setup child (new user, pid, mount, net, ipc, uts ns)
 //! ----                                   ----------------------------------------------------
-//! raw clone ──────────────────────────▶  close inherited fds, wait for Go
+//! clone (shared memory, own stack) ───▶  close inherited fds, wait for Go
 //! write setgroups, uid_map, gid_map
 //! send Go ───────────────────────────▶   join cgroup, cgroup ns, hostname, build root, pivot,
 //!                                         lo up, Landlock rules, drop privileges
@@ -21,12 +21,13 @@ use std::time::Duration;
 use vana_sandbox_core::BackendError;
 use vana_sandbox_init::protocol::{HostMessage, InitMessage, Stage, VERSION};
 
-use crate::child::{setup_main, ChildPlan};
+use crate::child::ChildPlan;
 use crate::control::{self, Control, ControlError};
 use crate::landlock;
 use crate::mode::Ids;
 use crate::rootfs::Op;
 use crate::seccomp::Insn;
+use crate::spawn;
 use crate::sys::{self, Fd};
 
 /// How long building a sandbox may take before it is abandoned.
@@ -34,14 +35,14 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Namespaces of every sandbox (the cgroup namespace is entered by the setup child after joining
 /// its cgroup).
-const CLONE_FLAGS: libc::c_ulong = (libc::CLONE_NEWUSER
+const CLONE_FLAGS: spawn::CloneFlags = libc::CLONE_NEWUSER
     | libc::CLONE_NEWPID
     | libc::CLONE_NEWNS
     | libc::CLONE_NEWNET
     | libc::CLONE_NEWIPC
     | libc::CLONE_NEWUTS
-    | libc::CLONE_PIDFD) as libc::c_ulong
-    | libc::SIGCHLD as libc::c_ulong;
+    | libc::CLONE_PIDFD
+    | libc::SIGCHLD;
 
 /// Inputs of one sandbox's creation.
 pub(crate) struct Launch<'a> {
@@ -56,30 +57,6 @@ pub(crate) struct Launch<'a> {
     pub seccomp: &'a [Insn],
     /// Detached mount trees the ops attach (kept open in the child).
     pub trees: &'a [RawFd],
-}
-
-/// This thread's effective uid switched to `uid` (the owner the next user namespace gets), and
-/// back on drop. Raw system calls change only the calling thread's credentials; nothing else
-/// runs on this thread in between.
-struct AsOwner;
-
-impl AsOwner {
-    fn enter(uid: u32) -> io::Result<Self> {
-        // SAFETY: setresuid on this thread only; -1 leaves the real and saved uids (root), which
-        // lets `drop` switch back.
-        let r = unsafe { libc::syscall(libc::SYS_setresuid, -1i32, uid, -1i32) };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Self)
-    }
-}
-
-impl Drop for AsOwner {
-    fn drop(&mut self) {
-        // SAFETY: as above; the saved uid is 0, so switching back is always allowed.
-        unsafe { libc::syscall(libc::SYS_setresuid, -1i32, 0u32, -1i32) };
-    }
 }
 
 /// A running sandbox: its init, and the host's end of init's control socket.
@@ -214,37 +191,15 @@ pub(crate) fn start(l: Launch<'_>) -> Result<(Init, Fd), BackendError> {
         init_envp: &envp,
     };
 
-    let mut pidfd: libc::c_int = -1;
-    let owner = l.ids.owner.map(AsOwner::enter).transpose().map_err(|e| {
-        BackendError::setup("taking the user namespace owner's id for the clone", e)
-    })?;
-    // SAFETY: a fork-like raw clone (no new stack). The child runs `setup_main`, which never
-    // returns, allocates nothing and only reads `plan` (its own copy of our memory).
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            CLONE_FLAGS,
-            0usize,
-            &mut pidfd as *mut libc::c_int,
-            0usize,
-            0usize,
-        )
-    };
-    if pid == 0 {
-        // SAFETY: we are the cloned child; see above.
-        unsafe { setup_main(&plan) }
-    }
-    drop(owner);
-    if pid < 0 {
-        return Err(BackendError::setup(
-            "clone into new namespaces",
-            io::Error::last_os_error(),
-        ));
-    }
+    // SAFETY: `plan` lives in this frame, unchanged, until `spawned` is dropped: after init's
+    // hello (the child has exec'd), or — declared before `init` — after `init` was dropped on
+    // an error path, which kills and reaps the child.
+    let mut spawned = unsafe { spawn::spawn(&plan, CLONE_FLAGS, l.ids.owner) }
+        .map_err(|e| BackendError::setup("clone into new namespaces", e))?;
     drop(child_end);
     let init = Init {
-        pid: pid as libc::pid_t,
-        pidfd: Fd(pidfd),
+        pid: spawned.pid,
+        pidfd: spawned.take_pidfd(),
         control,
         reaped: false,
     };
@@ -305,5 +260,7 @@ pub(crate) fn start(l: Launch<'_>) -> Result<(Init, Fd), BackendError> {
         }
         Err(e) => return Err(control_error("starting the sandbox init", e)),
     }
+    // The child is init now, in memory of its own: its stack and cloning thread can go.
+    drop(spawned);
     Ok((init, storage))
 }

@@ -36,6 +36,7 @@ mod probe;
 mod procfs;
 mod rootfs;
 mod seccomp;
+mod spawn;
 mod supervisor;
 mod sys;
 mod workspace;
