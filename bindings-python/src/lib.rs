@@ -82,14 +82,43 @@ struct NativeEngine {
     findings: Option<FindingBridge>,
 }
 
-/// Starts the observability the keywords ask for: metrics always; the audit log, and the
+/// How to build an engine: the keywords `Sandbox(...)` was given, as JSON from the Python layer.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EngineOptions {
+    /// "native" or "docker".
+    backend: String,
+    /// A policy as JSON (none: the default).
+    policy_json: Option<String>,
+    /// Where the policy came from (for the audit log).
+    policy_source: Option<String>,
+    /// Runs at once.
+    max_concurrency: Option<usize>,
+    /// Docker: "runc" or "runsc".
+    runtime: Option<String>,
+    /// Docker: containers kept warm.
+    #[serde(default)]
+    pool_size: usize,
+    /// A directory for the hash-chained audit log.
+    audit_log: Option<PathBuf>,
+    /// A key that seals the audit log (needs `audit_log`).
+    audit_hmac_key_file: Option<PathBuf>,
+    /// A threat rules file.
+    threat_rules: Option<PathBuf>,
+}
+
+/// Starts the observability the options ask for: metrics always; the audit log, and the
 /// detector when there is an audit log, rules or a callback.
 fn observability(
-    audit_log: Option<PathBuf>,
-    audit_hmac_key_file: Option<PathBuf>,
-    threat_rules: Option<PathBuf>,
+    options: &EngineOptions,
     bridge: Option<&FindingBridge>,
 ) -> PyResult<(Observability, Metrics)> {
+    let EngineOptions {
+        audit_log,
+        audit_hmac_key_file,
+        threat_rules,
+        ..
+    } = options;
     let config = |e: &dyn std::fmt::Display| SandboxError::new_err(e.to_string());
     let metrics = Metrics::with_prometheus().map_err(|e| config(&e))?;
     let mut b = ObservabilityBuilder::default().metrics(metrics.clone());
@@ -97,7 +126,7 @@ fn observability(
     if let Some(dir) = audit_log {
         let mut audit = AuditLog::builder(dir);
         if let Some(path) = audit_hmac_key_file {
-            audit = audit.hmac_key(audit::load_key(&path).map_err(|e| config(&e))?);
+            audit = audit.hmac_key(audit::load_key(path).map_err(|e| config(&e))?);
         }
         b = b.audit(audit);
     } else if audit_hmac_key_file.is_some() {
@@ -106,7 +135,7 @@ fn observability(
         ));
     }
     if let Some(path) = threat_rules {
-        b = b.threat_rules_file(&path).map_err(|e| config(&e))?;
+        b = b.threat_rules_file(path).map_err(|e| config(&e))?;
     } else if detector {
         b = b.threat_detection();
     }
@@ -119,39 +148,14 @@ fn observability(
 
 #[pymethods]
 impl NativeEngine {
-    /// `backend`: "native" or "docker"; `policy_json`: a policy as JSON (None: the default),
-    /// `policy_source` where it came from (for the audit log); `max_concurrency`: runs at once;
-    /// `audit_log`: a directory for the hash-chained audit log (`audit_hmac_key_file` seals it
-    /// with a key); `threat_rules`: a rules file; `on_finding`: called with each finding as JSON
-    /// (on a thread of its own).
+    /// `options_json`: an [`EngineOptions`] as JSON (what `Sandbox(...)` was given);
+    /// `on_finding`: called with each finding as JSON (on a thread of its own).
     #[new]
-    #[pyo3(signature = (
-        backend = "native",
-        policy_json = None,
-        max_concurrency = None,
-        runtime = None,
-        pool_size = 0,
-        policy_source = None,
-        audit_log = None,
-        audit_hmac_key_file = None,
-        threat_rules = None,
-        on_finding = None,
-    ))]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        py: Python<'_>,
-        backend: &str,
-        policy_json: Option<&str>,
-        max_concurrency: Option<usize>,
-        runtime: Option<&str>,
-        pool_size: usize,
-        policy_source: Option<String>,
-        audit_log: Option<PathBuf>,
-        audit_hmac_key_file: Option<PathBuf>,
-        threat_rules: Option<PathBuf>,
-        on_finding: Option<PyObject>,
-    ) -> PyResult<Self> {
-        let policy = match policy_json {
+    #[pyo3(signature = (options_json, on_finding = None))]
+    fn new(py: Python<'_>, options_json: &str, on_finding: Option<PyObject>) -> PyResult<Self> {
+        let options: EngineOptions = serde_json::from_str(options_json)
+            .map_err(|e| SandboxError::new_err(format!("malformed engine options: {e}")))?;
+        let policy = match &options.policy_json {
             Some(j) => {
                 PolicyConfig::from_json(j).map_err(|e| PolicyRejected::new_err(e.to_string()))?
             }
@@ -160,8 +164,8 @@ impl NativeEngine {
         let runtime_rt = runs::runtime()?;
         let mut builder = Sandbox::builder()
             .policy(policy)
-            .policy_source(policy_source.unwrap_or_else(|| "default".into()));
-        match (backend, runtime) {
+            .policy_source(options.policy_source.as_deref().unwrap_or("default"));
+        match (options.backend.as_str(), options.runtime.as_deref()) {
             ("native", None) => {}
             ("native", Some(_)) => {
                 return Err(BackendUnavailable::new_err(
@@ -179,7 +183,7 @@ impl NativeEngine {
                 };
                 builder = builder.docker(DockerConfig {
                     runtime: rt,
-                    pool_size,
+                    pool_size: options.pool_size,
                     ..DockerConfig::default()
                 });
             }
@@ -189,19 +193,14 @@ impl NativeEngine {
                 )))
             }
         }
-        if let Some(n) = max_concurrency {
+        if let Some(n) = options.max_concurrency {
             builder = builder.max_concurrency(n);
         }
         let findings = on_finding
             .map(FindingBridge::start)
             .transpose()
             .map_err(|e| SandboxError::new_err(format!("cannot start the findings thread: {e}")))?;
-        let (observability, metrics) = observability(
-            audit_log,
-            audit_hmac_key_file,
-            threat_rules,
-            findings.as_ref(),
-        )?;
+        let (observability, metrics) = observability(&options, findings.as_ref())?;
         builder = builder.observability(observability.clone());
         let engine = py
             .allow_threads(|| runtime_rt.block_on(builder.build()))
@@ -213,7 +212,7 @@ impl NativeEngine {
         Ok(Self {
             engine,
             runs: Arc::default(),
-            backend: backend.to_string(),
+            backend: options.backend,
             observability,
             metrics,
             findings,

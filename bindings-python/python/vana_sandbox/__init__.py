@@ -301,17 +301,19 @@ class Sandbox:
         self._limits = {k: v for k, v in limits.items() if v is not None}
         self._closed = False
         self._sessions: "weakref.WeakSet[Session]" = weakref.WeakSet()
+        options = {
+            "backend": backend,
+            "policy_json": policy._json if policy else None,
+            "policy_source": policy._source if policy else "default",
+            "max_concurrency": max_concurrency,
+            "runtime": runtime,
+            "pool_size": pool_size,
+            "audit_log": _path(audit_log),
+            "audit_hmac_key_file": _path(audit_hmac_key_file),
+            "threat_rules": _path(threat_rules),
+        }
         self._engine = _native.NativeEngine(
-            backend,
-            policy._json if policy else None,
-            max_concurrency,
-            runtime,
-            pool_size,
-            policy._source if policy else "default",
-            _path(audit_log),
-            _path(audit_hmac_key_file),
-            _path(threat_rules),
-            _deliver(on_finding) if on_finding is not None else None,
+            json.dumps(options), _deliver(on_finding) if on_finding is not None else None
         )
         _LIVE.add(self)
 

@@ -37,19 +37,7 @@ class NativeSession:
     def start_close(self, event_loop: Any, handler: _Handler) -> NativeRun: ...
 
 class NativeEngine:
-    def __init__(
-        self,
-        backend: str = ...,
-        policy_json: Optional[str] = ...,
-        max_concurrency: Optional[int] = ...,
-        runtime: Optional[str] = ...,
-        pool_size: int = ...,
-        policy_source: Optional[str] = ...,
-        audit_log: Optional[str] = ...,
-        audit_hmac_key_file: Optional[str] = ...,
-        threat_rules: Optional[str] = ...,
-        on_finding: Optional[Callable[[str], Any]] = ...,
-    ) -> None: ...
+    def __init__(self, options_json: str, on_finding: Optional[Callable[[str], Any]] = ...) -> None: ...
     def execute(self, request_json: str) -> str: ...
     def run(
         self, request_json: str, on_stdout: Optional[Callable[[str], Any]] = ..., on_stderr: Optional[Callable[[str], Any]] = ...

@@ -170,20 +170,16 @@ async fn in_instance(
     };
     let proxy_env = network.as_ref().map(|n| n.env.clone()).unwrap_or_default();
     let package_env = packages.map(|p| p.env.as_slice()).unwrap_or_default();
-    let result = steps(
-        engine,
-        job,
-        &step,
-        compile_step,
-        instance.as_mut(),
-        io,
+    let plan = StepPlan {
+        step: &step,
+        compile: compile_step,
         creating,
-        RunEnv {
+        env: RunEnv {
             packages: package_env,
             proxy: &proxy_env,
         },
-    )
-    .await;
+    };
+    let result = steps(engine, job, plan, instance.as_mut(), io).await;
     let summary = match network {
         Some(net) => {
             let (summary, decisions) = net.close().await;
@@ -219,17 +215,32 @@ struct RunEnv<'a> {
     proxy: &'a [(String, String)],
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What the steps of one job in its instance are made of.
+struct StepPlan<'a> {
+    /// The language's view of the job.
+    step: &'a StepContext<'a>,
+    /// The compile step, for compiled languages.
+    compile: Option<crate::language::CompileStep>,
+    /// When the instance's creation began (its start-up is reported once staged).
+    creating: Instant,
+    /// Variables the program gets besides the language's and the request's.
+    env: RunEnv<'a>,
+}
+
+/// Stage, compile (through the cache), run and collect, in `instance`.
 async fn steps(
     engine: &Inner,
     job: &Job<'_>,
-    step: &StepContext<'_>,
-    compile_step: Option<crate::language::CompileStep>,
+    plan: StepPlan<'_>,
     instance: &mut dyn Instance,
     io: ProcessIo,
-    creating: Instant,
-    extra: RunEnv<'_>,
 ) -> Result<ExecutionResult, BackendError> {
+    let StepPlan {
+        step,
+        compile: compile_step,
+        creating,
+        env: extra,
+    } = plan;
     let files = stage(job, step, instance).await?;
     engine.emit(&Event::Ready {
         id: job.id,
