@@ -80,6 +80,10 @@ pub(crate) unsafe fn setup_main(plan: &ChildPlan<'_>) -> ! {
     }
     check(plan, Stage::Signals, reset_signals());
     check(plan, Stage::Fds, close_other_fds(plan.keep_fds));
+    // A time namespace for init and the programs (this process does not enter it; exec does).
+    // The host sets its offsets — it can open our /proc files whatever our credentials — once
+    // we are ready, and says `Go` a second time before the exec.
+    check(plan, Stage::TimeNs, unshare_time());
     wait_for_go(plan);
     // As root, the host's root is not mapped in the namespace: take the namespace's own id.
     // SAFETY: raw set*id system calls on this single thread, with full capabilities in the new
@@ -107,7 +111,6 @@ pub(crate) unsafe fn setup_main(plan: &ChildPlan<'_>) -> ! {
         Stage::CgroupNs,
         sys::check(r as libc::c_long).map(drop),
     );
-    check(plan, Stage::TimeNs, time_namespace());
     // SAFETY: pointer and length of a live slice.
     let r = unsafe { libc::sethostname(plan.hostname.as_ptr().cast(), plan.hostname.len()) };
     check(
@@ -141,6 +144,7 @@ pub(crate) unsafe fn setup_main(plan: &ChildPlan<'_>) -> ! {
     }
     check(plan, Stage::DropPrivileges, drop_privileges(plan.keep_caps));
     check(plan, Stage::Handover, hand_over(plan.control, storage));
+    wait_for_go(plan);
     // SAFETY: closing the descriptor the host now holds a copy of.
     unsafe { libc::close(storage) };
     let init = match place_fds(plan) {
@@ -172,14 +176,11 @@ pub(crate) unsafe fn setup_main(plan: &ChildPlan<'_>) -> ! {
     }
 }
 
-/// Seconds of uptime the sandbox's clocks start at.
-const CLOCK_START_SECS: i64 = 1;
+const CLONE_NEWTIME: libc::c_int = 0x80;
 
-/// A time namespace whose monotonic and boot-time clocks start near zero, so that neither
-/// reveals how long the host has been up. Its offsets are set before any process enters it
-/// (init, by its `execve`, and everything init starts). Kernels without time namespaces
-/// (before 5.6) keep the host's clocks.
-fn time_namespace() -> Result<(), i32> {
+/// Makes this process's children (and itself, at exec) start in a new time namespace; nothing
+/// on a kernel without time namespaces.
+fn unshare_time() -> Result<(), i32> {
     // SAFETY: unshare with a flag constant.
     if unsafe { libc::unshare(CLONE_NEWTIME) } < 0 {
         return match errno() {
@@ -187,51 +188,11 @@ fn time_namespace() -> Result<(), i32> {
             e => Err(e),
         };
     }
-    let mut buf = [0u8; 96];
-    let mut n = 0;
-    for (name, clock) in [
-        (&b"monotonic "[..], libc::CLOCK_MONOTONIC),
-        (&b"boottime "[..], libc::CLOCK_BOOTTIME),
-    ] {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime into a local timespec.
-        sys::check(unsafe { libc::clock_gettime(clock, &mut ts) } as libc::c_long)?;
-        let offset = CLOCK_START_SECS - ts.tv_sec;
-        for part in [name, b"", b" 0\n"] {
-            let rest = buf.get_mut(n..).unwrap_or_default();
-            n += if part.is_empty() {
-                sys::put_i64(rest, offset.min(0))
-            } else {
-                sys::put(rest, part)
-            };
-        }
-    }
-    // The id switch made this process non-dumpable, which gives its /proc files to the host's
-    // root: dumpable again for the open (the execve of init sets it anew).
-    // SAFETY: prctl and open with constant arguments and a NUL-terminated path; the descriptor
-    // is closed below.
-    let fd = unsafe {
-        libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
-        libc::open(
-            c"/proc/self/timens_offsets".as_ptr(),
-            libc::O_WRONLY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(errno());
-    }
-    let r = sys::write_all(fd, buf.get(..n).unwrap_or_default());
-    // SAFETY: closing the descriptor opened above.
-    unsafe { libc::close(fd) };
-    r
+    Ok(())
 }
 
-const CLONE_NEWTIME: libc::c_int = 0x80;
-
-/// Blocks until the host has written the id maps and says `Go` (or is gone).
+/// Blocks until the host says `Go` (or is gone): after it wrote the id maps, and after it set
+/// the time namespace's offsets.
 fn wait_for_go(plan: &ChildPlan<'_>) {
     let mut buf = [0u8; 16];
     loop {

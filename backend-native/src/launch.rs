@@ -4,12 +4,13 @@
 //! ```text
 //! host                                   setup child (new user, pid, mount, net, ipc, uts ns)
 //! ----                                   ----------------------------------------------------
-//! clone (shared memory, own stack) ───▶  close inherited fds, wait for Go
+//! clone (shared memory, own stack) ───▶  close inherited fds, time ns (for its children),
+//!                                         wait for Go
 //! write setgroups, uid_map, gid_map
 //! send Go ───────────────────────────▶   join cgroup, cgroup ns, hostname, build root, pivot,
 //!                                         lo up, Landlock rules, drop privileges
 //! take Ready + workspace fd ◀──────────  send Ready with the workspace's descriptor
-//!                                         seccomp, execveat(vana-init)
+//! set the time ns's offsets, send Go ─▶  seccomp, execveat(vana-init)
 //! take Hello ◀───────────────────────────  init: restrict (Landlock), Hello, serve
 //! ```
 
@@ -159,6 +160,36 @@ fn write_proc(pid: libc::pid_t, file: &str, content: &str) -> io::Result<()> {
     std::fs::write(format!("/proc/{pid}/{file}"), content)
 }
 
+/// Seconds of uptime the sandbox's clocks start at.
+const CLOCK_START_SECS: i64 = 1;
+
+/// Sets the offsets of the time namespace the setup child made for its children, so that its
+/// monotonic and boot-time clocks start near zero and neither reveals how long the host has been
+/// up. The kernel takes them only before any process entered the namespace: the child execs
+/// init only after the host's second `Go`. (A kernel without time namespaces has no file.)
+fn set_time_offsets(pid: libc::pid_t) -> io::Result<()> {
+    let mut offsets = String::new();
+    for (name, clock) in [
+        ("monotonic", libc::CLOCK_MONOTONIC),
+        ("boottime", libc::CLOCK_BOOTTIME),
+    ] {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime into a local timespec.
+        if unsafe { libc::clock_gettime(clock, &mut ts) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let offset = (CLOCK_START_SECS - ts.tv_sec).min(0);
+        offsets.push_str(&format!("{name} {offset} 0\n"));
+    }
+    match write_proc(pid, "timens_offsets", &offsets) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
 /// Creates a sandbox; returns its init and the descriptor of its writable storage.
 pub(crate) fn start(l: Launch<'_>) -> Result<(Init, Fd), BackendError> {
     let (control, child_end) =
@@ -242,6 +273,11 @@ pub(crate) fn start(l: Launch<'_>) -> Result<(Init, Fd), BackendError> {
         }
         Err(e) => return Err(control_error("building the sandbox", e)),
     };
+    set_time_offsets(init.pid)
+        .map_err(|e| BackendError::setup("setting the time namespace's clocks", e))?;
+    init.control
+        .send(&HostMessage::Go, &[])
+        .map_err(|e| control_error("starting the sandbox init", e))?;
     match init.control.recv(SETUP_TIMEOUT) {
         Ok((InitMessage::Hello { version }, _)) if version == VERSION => {}
         Ok((

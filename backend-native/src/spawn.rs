@@ -12,9 +12,15 @@
 //! blocked, which afterwards makes no call that could set `errno` — it waits in `read` on a pipe
 //! — until the host knows the child has exec'd or is dead and closes the pipe. Only then does
 //! the thread end and the stack go.
+//!
+//! Per-memory state is shared too. The only such state the child changes is the "dumpable"
+//! flag, which the kernel resets when the child switches to its sandbox id; the host's own
+//! setting is put back once no child shares its memory ([`Dumpable`]). Nothing in the child
+//! depends on the flag (it opens its own `/proc` files before the id switch).
 
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::Mutex;
 use std::thread::JoinHandle;
 
 use crate::child::{setup_main, ChildPlan};
@@ -37,6 +43,37 @@ pub(crate) struct Spawned {
     release: Option<Fd>,
     thread: Option<JoinHandle<()>>,
     stack: Stack,
+    _dumpable: Dumpable,
+}
+
+/// Children that share the host's memory now, and the host's dumpable setting from before the
+/// first of them (a child's id switch resets the flag of the memory it shares).
+static SHARING: Mutex<(usize, libc::c_int)> = Mutex::new((0, 1));
+
+/// One child sharing the host's memory; the last one gone puts the host's flag back.
+struct Dumpable;
+
+impl Dumpable {
+    fn enter() -> Self {
+        let mut s = SHARING.lock().unwrap_or_else(|p| p.into_inner());
+        if s.0 == 0 {
+            // SAFETY: prctl with integer arguments.
+            s.1 = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) }.max(0);
+        }
+        s.0 += 1;
+        Self
+    }
+}
+
+impl Drop for Dumpable {
+    fn drop(&mut self) {
+        let mut s = SHARING.lock().unwrap_or_else(|p| p.into_inner());
+        s.0 = s.0.saturating_sub(1);
+        if s.0 == 0 {
+            // SAFETY: prctl with integer arguments.
+            unsafe { libc::prctl(libc::PR_SET_DUMPABLE, s.1 as libc::c_ulong, 0, 0, 0) };
+        }
+    }
 }
 
 impl Spawned {
@@ -140,6 +177,7 @@ pub(crate) unsafe fn spawn(
 ) -> io::Result<Spawned> {
     let stack = Stack::map()?;
     let (release_r, release_w) = sys::pipe()?;
+    let dumpable = Dumpable::enter();
     let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<(libc::pid_t, RawFd)>>(1);
     let plan_addr = plan as *const ChildPlan<'_> as usize;
     let top = stack.top() as usize;
@@ -191,6 +229,7 @@ pub(crate) unsafe fn spawn(
         release: Some(release_w),
         thread: Some(thread),
         stack,
+        _dumpable: dumpable,
     };
     match rx.recv() {
         Ok(Ok((pid, pidfd))) => {

@@ -235,6 +235,49 @@ def _path(p: Optional[Union[str, "os.PathLike[str]"]]) -> Optional[str]:
 
 
 
+def _request_json(
+    limits: Dict[str, Any],
+    code: str,
+    language: str,
+    *,
+    timeout: Optional[float] = None,
+    inputs: Optional[Sequence[str]] = None,
+    files: Any = None,
+    env: Optional[Mapping[str, str]] = None,
+    network: Optional[Union[bool, Sequence[str]]] = None,
+    args: Optional[Sequence[str]] = None,
+    stdin: Optional[str] = None,
+    outputs: Optional[Sequence[str]] = None,
+    packages: Optional[Sequence[str]] = None,
+) -> str:
+    """The request JSON of a one-shot run (the engine's contract), for the local sandboxes and
+    the server's client alike."""
+    req: Dict[str, Any] = {"language": language, "code": code}
+    if timeout is not None:
+        req["timeout"] = timeout
+    if inputs is not None:
+        req["inputs"] = [str(i) for i in inputs]
+    if stdin is not None:
+        req["stdin"] = stdin
+    if files:
+        req["files"] = _files(files)
+    if env:
+        req["env"] = dict(env)
+    if args:
+        req["args"] = [str(a) for a in args]
+    if network is True:
+        req["network_access"] = True
+    elif network:
+        req["network"] = {"allow": list(network)}
+    if outputs:
+        req["outputs"] = list(outputs)
+    if packages:
+        req["packages"] = [str(p) for p in packages]
+    if limits:
+        req["limits"] = dict(limits)
+    return json.dumps(req)
+
+
 def _session_options(
     limits: Dict[str, Any],
     env: Optional[Mapping[str, str]],
@@ -363,46 +406,10 @@ class Sandbox:
         """Findings ``on_finding`` missed because it was slower than they came."""
         return self._engine.findings_dropped
 
-    def _request(
-        self,
-        code: str,
-        language: str,
-        timeout: Optional[float],
-        inputs: Optional[Sequence[str]],
-        files: Any,
-        env: Optional[Mapping[str, str]],
-        network: Optional[Union[bool, Sequence[str]]],
-        args: Optional[Sequence[str]],
-        stdin: Optional[str],
-        outputs: Optional[Sequence[str]] = None,
-        packages: Optional[Sequence[str]] = None,
-    ) -> str:
+    def _request(self, code: str, language: str, **options: Any) -> str:
         if self._closed:
             raise SandboxError("the sandbox is closed")
-        req: Dict[str, Any] = {"language": language, "code": code}
-        if timeout is not None:
-            req["timeout"] = timeout
-        if inputs is not None:
-            req["inputs"] = [str(i) for i in inputs]
-        if stdin is not None:
-            req["stdin"] = stdin
-        if files:
-            req["files"] = _files(files)
-        if env:
-            req["env"] = dict(env)
-        if args:
-            req["args"] = [str(a) for a in args]
-        if network is True:
-            req["network_access"] = True
-        elif network:
-            req["network"] = {"allow": list(network)}
-        if outputs:
-            req["outputs"] = list(outputs)
-        if packages:
-            req["packages"] = [str(p) for p in packages]
-        if self._limits:
-            req["limits"] = dict(self._limits)
-        return json.dumps(req)
+        return _request_json(self._limits, code, language, **options)
 
     def run_code(
         self,
@@ -437,7 +444,17 @@ class Sandbox:
         non-zero exit, timeout, memory or output limit, a kill — is an Execution with that status.
         """
         request = self._request(
-            code, language, timeout, inputs, files, env, network, args, stdin, outputs, packages
+            code,
+            language,
+            timeout=timeout,
+            inputs=inputs,
+            files=files,
+            env=env,
+            network=network,
+            args=args,
+            stdin=stdin,
+            outputs=outputs,
+            packages=packages,
         )
         return _execution(self._engine.run(request, on_stdout, on_stderr))
 
@@ -605,7 +622,17 @@ class AsyncSandbox:
         the loop (a coroutine function's coroutines are scheduled as tasks)."""
         self._loop = asyncio.get_running_loop()
         request = self._sync._request(
-            code, language, timeout, inputs, files, env, network, args, stdin, outputs, packages
+            code,
+            language,
+            timeout=timeout,
+            inputs=inputs,
+            files=files,
+            env=env,
+            network=network,
+            args=args,
+            stdin=stdin,
+            outputs=outputs,
+            packages=packages,
         )
         stream = on_stdout is not None or on_stderr is not None
         engine = self._sync._engine
@@ -632,7 +659,17 @@ class AsyncSandbox:
         ends, ``.result`` is the :class:`Execution`. Leaving an ``async with`` block early
         stops the run."""
         request = self._sync._request(
-            code, language, timeout, inputs, files, env, network, args, stdin, outputs, packages
+            code,
+            language,
+            timeout=timeout,
+            inputs=inputs,
+            files=files,
+            env=env,
+            network=network,
+            args=args,
+            stdin=stdin,
+            outputs=outputs,
+            packages=packages,
         )
         engine = self._sync._engine
         return ExecutionStream(lambda loop, h: engine.start(request, loop, h, True), _execution)

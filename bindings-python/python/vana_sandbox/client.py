@@ -21,7 +21,7 @@ import time
 import urllib.parse
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
-from . import Execution, PolicyRejected, Sandbox, SandboxError, _files
+from . import Execution, PolicyRejected, SandboxError, _files, _request_json
 
 __all__ = ["Client", "RemoteSession", "ServerError"]
 
@@ -188,12 +188,28 @@ class Client:
         stdin: Optional[str] = None,
         on_stdout: Callback = None,
         on_stderr: Callback = None,
+        *,
+        outputs: Optional[Sequence[str]] = None,
+        packages: Optional[Sequence[str]] = None,
     ) -> Execution:
         """Runs ``code`` on the server, as :meth:`Sandbox.run_code` does locally (the same
         Execution, the same exceptions). ``on_stdout``/``on_stderr`` receive output as it comes
         (the run is streamed)."""
-        # The local Sandbox's own request builder (it reads only the limits): one wire format.
-        raw = Sandbox._request(self, code, language, timeout, inputs, files, env, network, args, stdin)  # type: ignore[arg-type]
+        # The local sandboxes' request builder: one wire format.
+        raw = _request_json(
+            self._limits,
+            code,
+            language,
+            timeout=timeout,
+            inputs=inputs,
+            files=files,
+            env=env,
+            network=network,
+            args=args,
+            stdin=stdin,
+            outputs=outputs,
+            packages=packages,
+        )
         return self._run("/v1/executions", json.loads(raw), on_stdout, on_stderr, None)
 
     def session(self, *, affinity: Optional[str] = None, env: Optional[Mapping[str, str]] = None, files: Any = None, **limits: Any) -> "RemoteSession":
