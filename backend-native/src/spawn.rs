@@ -13,10 +13,12 @@
 //! — until the host knows the child has exec'd or is dead and closes the pipe. Only then does
 //! the thread end and the stack go.
 //!
-//! Per-memory state is shared too. The only such state the child changes is the "dumpable"
-//! flag, which the kernel resets when the child switches to its sandbox id; the host's own
-//! setting is put back once no child shares its memory ([`Dumpable`]). Nothing in the child
-//! depends on the flag (it opens its own `/proc` files before the id switch).
+//! Per-memory state is shared too. The only such state that changes is the "dumpable" flag,
+//! which the kernel resets whenever a thread switches ids (the cloning thread taking the owner's
+//! id, the child taking its sandbox id); the host's own setting is put back once no child
+//! shares its memory ([`Dumpable`]). Nothing depends on the flag meanwhile: the one write to the
+//! child's `/proc` files, its time namespace's offsets, is the host's — as root it may open them
+//! whatever the flag says, and rootless no id switch changes the kernel's id, so the flag stays.
 
 use std::io;
 use std::os::fd::RawFd;
