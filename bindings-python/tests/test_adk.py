@@ -118,7 +118,9 @@ def test_executor_on_its_own(tmp_path):
 
 
 @needs_adk
-def test_through_a_runner_and_an_llm_agent():
+@pytest.mark.parametrize("mode", ["local", "remote"])
+def test_through_a_runner_and_an_llm_agent(mode, request):
+    """``remote``: the executor runs the blocks on a ``vana-sandbox serve`` through a Client."""
     from google.adk.agents import LlmAgent
     from google.adk.artifacts import InMemoryArtifactService
     from google.adk.models.base_llm import BaseLlm
@@ -150,7 +152,15 @@ def test_through_a_runner_and_an_llm_agent():
                 reply = "Done."
             yield LlmResponse(content=types.Content(role="model", parts=[types.Part(text=reply)]))
 
-    executor = adk.VanaCodeExecutor(stateful=True, timeout_seconds=20)
+    if mode == "local":
+        executor = adk.VanaCodeExecutor(stateful=True, timeout_seconds=20)
+    else:
+        from vana_sandbox import Client
+
+        client = Client(request.getfixturevalue("unix_server"))
+        with pytest.raises(TypeError, match="server decides"):
+            adk.VanaCodeExecutor(client=client, memory_mb=256)
+        executor = adk.VanaCodeExecutor(stateful=True, timeout_seconds=20, client=client)
     agent = LlmAgent(name="analyst", model=ScriptedLlm(), code_executor=executor, instruction="Analyse data with code.")
     artifacts = InMemoryArtifactService()
     sessions = InMemorySessionService()

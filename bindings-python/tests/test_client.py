@@ -2,57 +2,14 @@
 on 127.0.0.1 with a key), with the local ``Sandbox``'s tests parametrised over both modes, and
 what only the server has: sessions, files, streaming callbacks, HTTP errors."""
 
-import json
-import os
 import pathlib
-import subprocess
 import tempfile
 import time
 
 import pytest
 
+from conftest import _Server
 from vana_sandbox import Client, PolicyRejected, Sandbox, ServerError
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def _binary() -> str:
-    """The `vana-sandbox` CLI: $VANA_SANDBOX_BIN, else the workspace's debug build."""
-    if os.environ.get("VANA_SANDBOX_BIN"):
-        return os.environ["VANA_SANDBOX_BIN"]
-    meta = subprocess.run(
-        ["cargo", "metadata", "--format-version", "1", "--no-deps"], cwd=ROOT, check=True, capture_output=True, text=True
-    )
-    target = json.loads(meta.stdout)["target_directory"]
-    subprocess.run(["cargo", "build", "-q", "-p", "vana-sandbox", "--bin", "vana-sandbox"], cwd=ROOT, check=True)
-    return os.path.join(target, "debug", "vana-sandbox")
-
-
-class _Server:
-    def __init__(self, args):
-        self.proc = subprocess.Popen([_binary(), "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if not line.startswith("listening on "):
-            self.proc.kill()
-            raise RuntimeError(f"the server did not start: {line} {self.proc.stderr.read()}")
-        self.addr = line[len("listening on "):].strip()
-
-    def stop(self):
-        self.proc.terminate()
-        assert self.proc.wait(timeout=60) == 0, self.proc.stderr.read()
-
-
-@pytest.fixture(scope="module")
-def unix_server():
-    with tempfile.TemporaryDirectory() as d:
-        s = _Server(["--listen", f"unix:{d}/vana.sock"])
-        url = "unix://" + s.addr[len("unix:"):]
-        deadline = time.time() + 30
-        while not Client(url).ready()["ready"]:
-            assert time.time() < deadline, "the server never got ready"
-            time.sleep(0.05)
-        yield url
-        s.stop()
 
 
 @pytest.fixture(scope="module", params=["local", "remote"])
@@ -112,11 +69,18 @@ def test_sessions_and_files(unix_server):
         assert s.files.read("in/data.txt") == b"payload"
         assert any(f["path"] == "in/data.txt" for f in s.files.list("in"))
         assert s.commands.run("cat in/data.txt").stdout == "payload"
+        # A cell as local sessions have it: files in, outputs back, the exception named.
+        r = s.run_code("open('out.csv', 'w').write(open('cfg.txt').read())", files={"cfg.txt": "a,b\n"}, outputs=["*.csv"])
+        assert [(f.path, f.content) for f in r.files] == [("out.csv", b"a,b\n")], r.to_dict()
+        r = s.run_code("1 / 0")
+        assert r.status == "error" and r.error is not None and r.error.name == "ZeroDivisionError"
+        assert not s.is_closed
         s.files.remove("in/data.txt")
         with pytest.raises(ServerError) as e:
             s.files.read("in/data.txt")
         assert e.value.status == 404 and e.value.code == "file_not_found"
         sid = s.id
+    assert s.is_closed
     with pytest.raises(ServerError) as e:
         c._json("GET", f"/v1/sessions/{sid}")
     assert e.value.status == 404

@@ -158,6 +158,10 @@ except ImportError:  # google-adk is optional
     HAVE_ADK = False
 
 
+# Settings of a local sandbox, which a client's server decides instead.
+_LOCAL_ONLY = ("backend", "policy", "memory_mb", "cpus", "disk_mb", "max_processes", "max_output_bytes", "cpu_time_secs")
+
+
 if HAVE_ADK:
 
     class VanaCodeExecutor(_BaseCodeExecutor):  # type: ignore[misc,valid-type]
@@ -174,10 +178,15 @@ if HAVE_ADK:
         first). ``input_files`` are written at their names (paths inside the workspace). Charts
         come back as ``figure_<n>.png`` output files, and the workspace files matching
         ``outputs`` (globs) under their paths. stderr is set only when a block failed, with its
-        status and exit code."""
+        status and exit code.
+
+        ``client`` (a :class:`~vana_sandbox.Client` of ``vana-sandbox serve``) runs the blocks
+        on the server instead, with its policy and the client's limits (``backend``, ``policy``
+        and the limits are then not taken); the executor does not close a client it was given."""
 
         model_config = ConfigDict(arbitrary_types_allowed=True)
 
+        client: Optional[Any] = None
         backend: str = "native"
         policy: Optional[Any] = None
         language: str = "python"
@@ -197,6 +206,16 @@ if HAVE_ADK:
 
         def model_post_init(self, context: Any) -> None:
             super().model_post_init(context)
+            if self.client is not None:
+                from .client import Client
+
+                if not isinstance(self.client, Client):
+                    raise TypeError("client must be a vana_sandbox.Client")
+                given = [k for k in _LOCAL_ONLY if getattr(self, k) not in (None, "native")]
+                if given:
+                    raise TypeError("with a client, the server decides: %s not taken" % ", ".join(given))
+                self._sandbox = self.client
+                return
             policy = self.policy
             if isinstance(policy, (str, os.PathLike)):
                 policy = Policy.from_file(policy)
@@ -214,8 +233,8 @@ if HAVE_ADK:
             return self
 
         @property
-        def sandbox(self) -> Sandbox:
-            """The sandbox the code runs in."""
+        def sandbox(self) -> Any:
+            """The sandbox the code runs in (the client, when it was given one)."""
             return self._sandbox
 
         def _session(self, execution_id: str) -> "tuple[Session, str]":
@@ -277,7 +296,8 @@ if HAVE_ADK:
                     s.close()
                 except SandboxError:
                     pass
-            self._sandbox.close()
+            if self.client is None:
+                self._sandbox.close()
 
 else:
 

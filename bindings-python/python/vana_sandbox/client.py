@@ -21,7 +21,8 @@ import time
 import urllib.parse
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
-from . import Execution, PolicyRejected, SandboxError, _files, _request_json
+from . import CellExecution, Execution, PolicyRejected, SandboxError, _files, _request_json
+from .session import _cell_request
 
 __all__ = ["Client", "RemoteSession", "ServerError"]
 
@@ -51,13 +52,14 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = s
 
 
-def _result(data: Dict[str, Any]) -> Execution:
-    """An Execution, or the local mode's exceptions for ``rejected`` and ``sandbox_error``."""
+def _result(data: Dict[str, Any], kind: type = Execution) -> Execution:
+    """An Execution (``kind``: a session's cells are CellExecutions), or the local mode's
+    exceptions for ``rejected`` and ``sandbox_error``."""
     if data.get("status") == "rejected":
         raise PolicyRejected(data.get("error") or "rejected")
     if data.get("status") == "sandbox_error":
         raise SandboxError(data.get("error") or "sandbox error")
-    return Execution(data)
+    return kind(data)
 
 
 class Client:
@@ -154,9 +156,17 @@ class Client:
         raw = self._call(method, path, body, **kw)
         return json.loads(raw) if raw else None
 
-    def _run(self, path: str, request: Dict[str, Any], on_stdout: Callback, on_stderr: Callback, affinity: Optional[str]) -> Execution:
+    def _run(
+        self,
+        path: str,
+        request: Dict[str, Any],
+        on_stdout: Callback,
+        on_stderr: Callback,
+        affinity: Optional[str],
+        kind: type = Execution,
+    ) -> Execution:
         if on_stdout is None and on_stderr is None:
-            return _result(self._json("POST", path, request, affinity=affinity))
+            return _result(self._json("POST", path, request, affinity=affinity), kind)
         conn, resp = self._open("POST", path + "?stream=true", json.dumps(request).encode(), affinity=affinity)
         try:
             for event, data in _events(resp):
@@ -165,7 +175,7 @@ class Client:
                     if cb is not None:
                         cb(data.get("text", ""))
                 elif event == "result":
-                    return _result(data)
+                    return _result(data, kind)
                 elif event == "error":
                     err = data.get("error", {})
                     raise ServerError(503 if err.get("code") == "shutting_down" else 500, err.get("code", "error"), err.get("message", ""))
@@ -317,6 +327,12 @@ class RemoteSession:
         self.commands = _RemoteCommands(self)
         self._closed = False
 
+    @property
+    def is_closed(self) -> bool:
+        """Whether :meth:`close` was called (the server may also end an idle session; the next
+        call then raises :class:`ServerError` 404)."""
+        return self._closed
+
     def run_code(
         self,
         code: str,
@@ -325,14 +341,15 @@ class RemoteSession:
         env: Optional[Mapping[str, str]] = None,
         on_stdout: Callback = None,
         on_stderr: Callback = None,
-    ) -> Execution:
-        """Runs a cell; the value of a trailing expression is in ``.results``."""
-        req: Dict[str, Any] = {"language": language, "code": code}
-        if timeout is not None:
-            req["timeout"] = timeout
-        if env:
-            req["env"] = dict(env)
-        return self._client._run(f"{self._base}/run", req, on_stdout, on_stderr, self._affinity)
+        *,
+        files: Any = None,
+        outputs: Optional[Sequence[str]] = None,
+    ) -> CellExecution:
+        """Runs a cell, as :meth:`Session.run_code` does locally: the value of a trailing
+        expression and charts are in ``.results``, an exception in ``.error``; ``files`` are
+        placed first, ``outputs`` (globs) name workspace files to return."""
+        req = json.loads(_cell_request(code, language, timeout, env, files, outputs))
+        return self._client._run(f"{self._base}/run", req, on_stdout, on_stderr, self._affinity, CellExecution)
 
     def kill(self) -> None:
         """Stops the running cell."""
