@@ -426,13 +426,7 @@ impl NativeEngine {
             stop: Some(stop.signal()),
             ..ProcessIo::default()
         };
-        async move {
-            engine
-                .execute_with_io(request, io)
-                .await
-                .map(|r| Payload::Text(r.to_json()))
-                .map_err(|e| Failure::engine(&e))
-        }
+        async move { Payload::result(engine.execute_with_io(request, io).await) }
     }
 
     /// Opening a session as a future.

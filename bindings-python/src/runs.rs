@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use vana_sandbox::{BackendError, EngineError, StopSignal, StreamKind};
+use vana_sandbox::{BackendError, EngineError, ExecutionResult, StopSignal, StreamKind};
 
 use crate::{
     BackendUnavailable, FileError, PolicyRejected, SandboxBusy, SandboxError, SessionClosed,
@@ -128,6 +128,12 @@ pub(crate) enum Payload {
 }
 
 impl Payload {
+    /// A run's outcome: its result as JSON, or the engine's error as a failure.
+    pub(crate) fn result(r: Result<ExecutionResult, EngineError>) -> Result<Self, Failure> {
+        r.map(|r| Payload::Text(r.to_json()))
+            .map_err(|e| Failure::engine(&e))
+    }
+
     pub(crate) fn into_py(self, py: Python<'_>) -> PyResult<PyObject> {
         Ok(match self {
             Payload::Text(s) => s.into_pyobject(py)?.into_any().unbind(),

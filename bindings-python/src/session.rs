@@ -36,13 +36,7 @@ impl NativeSession {
         let session = self.session.clone();
         let signal = stop.signal();
         let sink = out.map(Out::sink);
-        async move {
-            session
-                .run_with_stop(request, sink, signal)
-                .await
-                .map(|r| Payload::Text(r.to_json()))
-                .map_err(|e| Failure::engine(&e))
-        }
+        async move { Payload::result(session.run_with_stop(request, sink, signal).await) }
     }
 
     /// An install into the session's package set as a future (its report as JSON).

@@ -417,15 +417,7 @@ where
                 ))
             } else if method == Method::PUT {
                 refuse_when_draining(state)?;
-                let (parts, body) = req.into_parts();
-                let data = read_limited(
-                    &parts.headers,
-                    body,
-                    state.settings.max_file_bytes,
-                    "file",
-                    state.settings.body_timeout(),
-                )
-                .await?;
+                let data = read_upload(state, req, "file").await?;
                 files
                     .write(&path, data.to_vec())
                     .await
@@ -449,15 +441,7 @@ where
                 return Ok(with_type(StatusCode::OK, "application/x-tar", tar.into()));
             }
             refuse_when_draining(state)?;
-            let (parts, body) = req.into_parts();
-            let data = read_limited(
-                &parts.headers,
-                body,
-                state.settings.max_file_bytes,
-                "archive",
-                state.settings.body_timeout(),
-            )
-            .await?;
+            let data = read_upload(state, req, "archive").await?;
             let n = s
                 .files()
                 .upload(&data)
@@ -594,6 +578,27 @@ where
         .ok_or_else(|| ApiError::BadRequest("empty body".into()))?;
     check_sizes(&state.settings, &r.code, &r.files)?;
     Ok(r)
+}
+
+/// The body of a file or archive upload, cut at the largest file the settings allow.
+async fn read_upload<B>(
+    state: &State,
+    req: Request<B>,
+    what: &'static str,
+) -> Result<Bytes, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let (parts, body) = req.into_parts();
+    read_limited(
+        &parts.headers,
+        body,
+        state.settings.max_file_bytes,
+        what,
+        state.settings.body_timeout(),
+    )
+    .await
 }
 
 /// A new session id: 128 random bits.
