@@ -268,35 +268,43 @@ fn exec_stream_emits_chunks_as_they_happen_then_the_result() {
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
         child.stdout.take().expect("stdout"),
     ));
-    let first = lines.next().expect("a first line").expect("read");
+    let parse = |l: &str| -> Value {
+        serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))
+    };
+    // The program may write `first` and its newline in two writes, so the
+    // chunks are gathered until the whole first line has been seen.
+    let mut events: Vec<Value> = Vec::new();
+    let stdout_so_far = |events: &[Value]| -> String {
+        events
+            .iter()
+            .filter(|c| c["event"] == "chunk" && c["data"]["stream"] == "stdout")
+            .map(|c| c["data"]["text"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    while !stdout_so_far(&events).contains("first\n") {
+        let line = lines.next().expect("a chunk line").expect("read");
+        let event = parse(&line);
+        assert_eq!(event["event"], "chunk", "a result before the first line: {line}");
+        events.push(event);
+    }
     let first_at = Instant::now();
-    let rest: Vec<String> = lines.map(|l| l.expect("read")).collect();
+    events.extend(lines.map(|l| parse(&l.expect("read"))));
     let status = child.wait().expect("wait");
     assert!(status.success());
-    // The first chunk came while the program was still sleeping.
+    // The first line came while the program was still sleeping.
     assert!(
         first_at.elapsed() >= Duration::from_millis(1000),
-        "the first chunk arrived only {:?} before the end",
+        "the first line arrived only {:?} before the end",
         first_at.elapsed()
     );
-    let first: Value = serde_json::from_str(&first).expect("json line");
-    assert_eq!(first["event"], "chunk");
-    assert_eq!(
-        first["data"],
-        serde_json::json!({"stream": "stdout", "text": "first\n"})
-    );
-    let values: Vec<Value> = rest
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
-    let (result, chunks) = values.split_last().expect("a result line");
+    let (result, chunks) = events.split_last().expect("a result line");
     assert_eq!(result["event"], "result");
     assert_eq!(result["data"]["status"], "success");
     assert_eq!(result["data"]["output"], "first\nsecond\n");
     assert!(chunks.iter().all(|c| c["event"] == "chunk"));
     let text = |stream: &str| -> String {
-        std::iter::once(&first)
-            .chain(chunks)
+        chunks
+            .iter()
             .filter(|c| c["data"]["stream"] == stream)
             .map(|c| c["data"]["text"].as_str().unwrap_or_default().to_owned())
             .collect()
