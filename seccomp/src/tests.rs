@@ -32,10 +32,16 @@ fn eval(f: &[Insn], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
     for (i, a) in args.iter().enumerate() {
         data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_ne_bytes());
     }
-    let (mut pc, mut acc) = (0usize, 0u32);
+    run(f, &data).0
+}
+
+/// Runs the program on raw `seccomp_data`: the decision and how many instructions ran.
+fn run(f: &[Insn], data: &[u8; 64]) -> (u32, usize) {
+    let (mut pc, mut acc, mut steps) = (0usize, 0u32, 0usize);
     loop {
         let i = f[pc];
         pc += 1;
+        steps += 1;
         match i.code {
             LD_W_ABS => {
                 let k = i.k as usize;
@@ -43,7 +49,7 @@ fn eval(f: &[Insn], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
             }
             ALU_AND_K => acc &= i.k,
             JA => pc += i.k as usize,
-            RET_K => return i.k,
+            RET_K => return (i.k, steps),
             c => {
                 let taken = match c {
                     JEQ_K => acc == i.k,
@@ -221,4 +227,192 @@ fn the_bpf_program_and_the_docker_profile_come_from_one_table() {
     assert_eq!(conditional_entries, rules);
     assert_eq!(table_size(), TABLE.len());
     assert_eq!(table_names.len(), TABLE.len(), "a name is listed twice");
+}
+
+/// The program of the generic builder it replaced (`seccompiler`: one comparison per number, in
+/// a row), behind the same x32 guard.
+fn linear_program() -> Vec<Insn> {
+    use seccompiler::{
+        SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+        SeccompRule, TargetArch,
+    };
+    #[cfg(target_arch = "x86_64")]
+    let arch = TargetArch::x86_64;
+    #[cfg(target_arch = "aarch64")]
+    let arch = TargetArch::aarch64;
+    let rules = TABLE
+        .iter()
+        .map(|e| {
+            let alternatives = e
+                .rules
+                .iter()
+                .map(|conds| {
+                    let conds = conds
+                        .iter()
+                        .map(|c| {
+                            let len = if c.dword {
+                                SeccompCmpArgLen::Dword
+                            } else {
+                                SeccompCmpArgLen::Qword
+                            };
+                            let op = match c.op {
+                                Op::Eq => SeccompCmpOp::Eq,
+                                Op::MaskedEq(m) => SeccompCmpOp::MaskedEq(m),
+                            };
+                            SeccompCondition::new(c.arg, len, op, c.value).unwrap()
+                        })
+                        .collect();
+                    SeccompRule::new(conds).unwrap()
+                })
+                .collect();
+            (e.nr, alternatives)
+        })
+        .collect();
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        SeccompAction::Allow,
+        arch,
+    )
+    .unwrap();
+    let program: seccompiler::BpfProgram = filter.try_into().unwrap();
+    let mut out = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    out.extend([
+        Insn {
+            code: LD_W_ABS,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        Insn {
+            code: JSET_K,
+            jt: 0,
+            jf: 1,
+            k: 0x4000_0000,
+        },
+        Insn {
+            code: RET_K,
+            jt: 0,
+            jf: 0,
+            k: KILL,
+        },
+    ]);
+    out.extend(program.iter().map(|i| Insn {
+        code: i.code,
+        jt: i.jt,
+        jf: i.jf,
+        k: i.k,
+    }));
+    out
+}
+
+/// Argument vectors that probe an entry's rules: each compared value as is, with one bit off,
+/// with garbage in the other half of the word, and pseudo-random ones.
+fn probes(e: &table::Entry, seed: &mut u64) -> Vec<[u64; 6]> {
+    let mut next = || {
+        *seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        *seed
+    };
+    let mut out = vec![[0u64; 6], [u64::MAX; 6]];
+    for rule in e.rules {
+        let mut all = [0u64; 6];
+        for c in *rule {
+            all[c.arg as usize] = c.value;
+        }
+        out.push(all);
+        for c in *rule {
+            for v in [
+                c.value ^ 1,
+                c.value | 0xffff_ffff_0000_0000,
+                c.value ^ 0x1_0000_0000,
+                c.value | 0x8000,
+                !c.value,
+            ] {
+                let mut a = all;
+                a[c.arg as usize] = v;
+                out.push(a);
+            }
+        }
+    }
+    for _ in 0..64 {
+        let mut a = [0u64; 6];
+        for (i, x) in a.iter_mut().enumerate() {
+            let r = next();
+            // Mostly small values, which the rules compare with.
+            *x = if i % 2 == 0 { r & 0xffff } else { r };
+        }
+        out.push(a);
+    }
+    out
+}
+
+#[test]
+fn the_search_decides_like_the_linear_program_on_every_number() {
+    let search = bpf().unwrap();
+    let linear = linear_program();
+    let mut seed = 7;
+    let mut numbers: Vec<u32> = (0..=table_max() as u32 + 64).collect();
+    numbers.extend([
+        0x3fff_ffff,
+        0x4000_0000,
+        0x4000_0001,
+        0x7fff_ffff,
+        0x8000_0000,
+        u32::MAX,
+    ]);
+    for nr in numbers {
+        let entry = TABLE.iter().find(|e| e.nr as u32 == nr);
+        let args = match entry {
+            Some(e) => probes(e, &mut seed),
+            None => vec![[0; 6], [u64::MAX; 6]],
+        };
+        for arch in [AUDIT_ARCH, 0x4000_0003, 0xC000_00B7, 0xC000_003E] {
+            for a in &args {
+                assert_eq!(
+                    eval(&search, arch, nr, *a),
+                    eval(&linear, arch, nr, *a),
+                    "number {nr}, arch {arch:#x}, args {a:x?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_call_walks_a_short_path() {
+    let search = bpf().unwrap();
+    let linear = linear_program();
+    let worst = |f: &[Insn]| {
+        (0..=table_max() as u32 + 1)
+            .map(|nr| {
+                let mut data = [0u8; 64];
+                data[0..4].copy_from_slice(&nr.to_ne_bytes());
+                data[4..8].copy_from_slice(&AUDIT_ARCH.to_ne_bytes());
+                run(f, &data).1
+            })
+            .max()
+            .unwrap()
+    };
+    let (search_worst, linear_worst) = (worst(&search), worst(&linear));
+    println!(
+        "search: {} instructions, at most {search_worst} run; linear: {}, at most {linear_worst}",
+        search.len(),
+        linear.len()
+    );
+    // log2 of a few hundred segments, two instructions per level at most, plus the header and
+    // the longest argument check.
+    assert!(search_worst <= 48, "{search_worst} instructions");
+    assert!(
+        search.len() * 2 < linear.len(),
+        "{} vs {}",
+        search.len(),
+        linear.len()
+    );
+    assert!(
+        search_worst * 10 < linear_worst,
+        "{search_worst} vs {linear_worst}"
+    );
 }
