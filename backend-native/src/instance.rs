@@ -21,7 +21,7 @@ use crate::rootfs::{self, ExtraMount, RootSpec, Stage};
 use crate::supervisor::{self, Failure, RunPlan};
 use crate::sys::Fd;
 use crate::workspace::Workspace;
-use crate::{landlock, Shared};
+use crate::{landlock, reaper, Shared};
 
 /// How long init gets to take the namespace down before it is killed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -60,6 +60,11 @@ impl Live {
             .remove()
             .map_err(|e| BackendError::backend("removing the instance's cgroup", e))
     }
+
+    /// Ends the sandbox off the caller's path (see [`reaper`]).
+    fn end(self) {
+        reaper::end(Box::new(move || self.shut_down()));
+    }
 }
 
 /// One native instance.
@@ -74,6 +79,7 @@ impl NativeInstance {
     /// Creates the sandbox (blocking: call from a blocking thread).
     pub(crate) fn create(shared: Arc<Shared>, spec: &InstanceSpec) -> Result<Self, BackendError> {
         let s = &*shared;
+        reaper::wait_below(reaper::MAX_ENDING, SHUTDOWN_GRACE * 10);
         let lease = s.take_lease()?;
         let ids = s.mode.ids(lease.as_ref().map_or(0, |l| l.index));
         let name = s.instance_name();
@@ -308,27 +314,25 @@ impl Instance for NativeInstance {
                 Err(e)
             }
             Err(Failure::InitLost(e)) => {
-                // The sandbox cannot run anything else: take it down now.
-                let _ = tokio::task::spawn_blocking(move || live.shut_down()).await;
+                // The sandbox cannot run anything else: take it down.
+                live.end();
                 Err(e)
             }
         }
     }
 
     async fn destroy(mut self: Box<Self>) -> Result<(), BackendError> {
-        match self.live.take() {
-            Some(live) => tokio::task::spawn_blocking(move || live.shut_down())
-                .await
-                .map_err(|e| BackendError::backend("the sandbox teardown thread", e))?,
-            None => Ok(()),
+        if let Some(live) = self.live.take() {
+            live.end();
         }
+        Ok(())
     }
 }
 
 impl Drop for NativeInstance {
     fn drop(&mut self) {
         if let Some(live) = self.live.take() {
-            let _ = live.shut_down();
+            live.end();
         }
     }
 }

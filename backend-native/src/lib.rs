@@ -34,6 +34,7 @@ mod mounts;
 mod pool;
 mod probe;
 mod procfs;
+mod reaper;
 mod rootfs;
 mod seccomp;
 mod spawn;
@@ -310,6 +311,8 @@ impl NativeExecutor {
 impl Drop for NativeExecutor {
     fn drop(&mut self) {
         self.pool.clear();
+        // Its sandboxes end before it is gone (with any other executor's being ended).
+        reaper::wait_below(1, std::time::Duration::from_secs(5));
     }
 }
 

@@ -80,6 +80,9 @@ pub trait Instance: Send {
         ))
     }
 
-    /// Removes everything the instance holds. Dropping an instance also cleans up.
+    /// Removes everything the instance holds, or — where the instance's programs are already
+    /// gone and what is left is bookkeeping — starts that and returns (the native backend ends
+    /// its sandboxes on a thread of its own; an error there is logged). Dropping an instance
+    /// also cleans up.
     async fn destroy(self: Box<Self>) -> Result<(), BackendError>;
 }

@@ -201,6 +201,9 @@ fn run_prints_output_and_exits_with_the_programs_code() {
     require_root();
     let (code, out, _) = cli(&["run", "--lang", "python", "--code", "print(1)"], "");
     assert_eq!((code, out.as_str()), (0, "1\n"));
+    // The sandbox ends after the output, but before the process exits.
+    let left = leftovers();
+    assert!(left.is_empty(), "left behind at exit: {left:#?}");
     let (code, out, err) = cli(
         &[
             "run",
@@ -284,7 +287,10 @@ fn exec_stream_emits_chunks_as_they_happen_then_the_result() {
     while !stdout_so_far(&events).contains("first\n") {
         let line = lines.next().expect("a chunk line").expect("read");
         let event = parse(&line);
-        assert_eq!(event["event"], "chunk", "a result before the first line: {line}");
+        assert_eq!(
+            event["event"], "chunk",
+            "a result before the first line: {line}"
+        );
         events.push(event);
     }
     let first_at = Instant::now();

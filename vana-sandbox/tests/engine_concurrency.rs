@@ -40,6 +40,26 @@ fn fifty_concurrent_executions_with_max_concurrency_four() {
     assert_no_leftovers();
 }
 
+/// A sandbox ends off the caller's path, but before its executor is gone: the result comes
+/// first (the program and every process it left are dead), init's exit, the cgroup and the
+/// lease follow; dropping the engine waits for them.
+#[test]
+fn sandboxes_end_after_their_result_and_before_their_executor_is_dropped() {
+    let _g = serial();
+    let rt = rt();
+    for round in 0..20 {
+        let e = engine(2);
+        let r = rt
+            .block_on(e.execute(req("bash", "sleep 1000 & (setsid sleep 1000 &); echo ok")))
+            .expect("engine");
+        assert_eq!(r.status, Status::Success, "{r:#?}");
+        assert_eq!(r.output, "ok\n");
+        drop(e);
+        let left = leftovers();
+        assert!(left.is_empty(), "round {round}: left behind: {left:#?}");
+    }
+}
+
 #[test]
 fn a_full_queue_is_an_immediate_typed_error() {
     let _g = serial();

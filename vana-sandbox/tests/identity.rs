@@ -102,11 +102,8 @@ print("init uid", st["Uid"].split()[0], "me", os.getuid())
 fn a_sandbox_dies_with_its_owner_even_on_sigkill() {
     let _g = serial();
     require_root();
-    assert!(
-        live_sandbox_processes().is_empty(),
-        "{:?}",
-        live_sandbox_processes()
-    );
+    let before = settled(live_sandbox_processes);
+    assert!(before.is_empty(), "{before:?}");
     let mut owner = Command::new(CLI)
         .args([
             "run",

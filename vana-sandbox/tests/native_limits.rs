@@ -111,11 +111,8 @@ print("spawned")
     let res = run(req("python", code));
     assert_eq!(res.status, Status::Success, "{res:#?}");
     assert_eq!(res.output, "spawned\n");
-    assert!(
-        sandbox_processes().is_empty(),
-        "survivors: {:?}",
-        sandbox_processes()
-    );
+    let left = settled(sandbox_processes);
+    assert!(left.is_empty(), "survivors: {left:?}");
     assert_no_leftovers();
 }
 

@@ -177,8 +177,22 @@ pub fn leftovers() -> Vec<String> {
 }
 
 pub fn assert_no_leftovers() {
-    let left = leftovers();
+    let left = settled(leftovers);
     assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
+/// What `find` still reports once sandboxes being ended are gone: the native backend ends a
+/// sandbox on a thread of its own just after the result (its programs are dead by then; init's
+/// exit, the cgroup and the lease follow within milliseconds), so checks wait up to 3 s.
+pub fn settled<T>(find: impl Fn() -> Vec<T>) -> Vec<T> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let left = find();
+        if left.is_empty() || std::time::Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// This process's resident set, in bytes.
