@@ -33,6 +33,9 @@ pub(crate) struct ChildPlan<'a> {
     /// The init executable (a sealed memfd).
     pub init: RawFd,
     pub hostname: &'a [u8],
+    /// Bring the loopback interface up (the network namespace is new and the child's own; one
+    /// made ahead has it up already).
+    pub loopback: bool,
     pub ops: &'a [Op],
     /// The staging directory of the instance's writable tmpfs, handed to the host.
     pub storage: &'a CStr,
@@ -134,7 +137,9 @@ pub(crate) unsafe fn setup_main(plan: &ChildPlan<'_>) -> ! {
         fail(plan, Stage::Handover, 0, errno());
     }
     check(plan, Stage::PivotRoot, pivot(plan.root));
-    loopback_up();
+    if plan.loopback {
+        loopback_up();
+    }
     if let Some((fd, handled, rules)) = plan.landlock {
         check(
             plan,
@@ -407,7 +412,8 @@ fn pivot(root: &CStr) -> Result<(), i32> {
 }
 
 /// Brings up `lo` in the new (empty) network namespace; failures leave it down, which is safe.
-fn loopback_up() {
+/// Brings the loopback interface of the calling thread's network namespace up (best effort).
+pub(crate) fn loopback_up() {
     // SAFETY: a socket and ioctls on a zeroed, correctly sized `ifreq`.
     unsafe {
         let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);

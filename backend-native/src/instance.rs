@@ -141,6 +141,7 @@ impl NativeInstance {
             .map_err(|e| BackendError::setup("planning the Landlock rules", e))?;
         let tree_fds: Vec<_> = trees.iter().chain(&devices).map(Fd::raw).collect();
         let keep_caps: &[u32] = if s.mode.is_root() { &INIT_CAPS } else { &[] };
+        let netns = s.netns.as_ref().and_then(crate::netns::NetnsPool::take);
         let (init, storage) = launch::start(Launch {
             ops: &ops,
             storage: &s.dirs.storage_c,
@@ -152,7 +153,9 @@ impl NativeInstance {
             landlock: ruleset.as_ref().map(|r| (r, rules.as_slice())),
             seccomp: &s.seccomp,
             trees: &tree_fds,
+            netns: netns.as_ref().map(Fd::raw),
         })?;
+        drop(netns);
         cgroup.close_join_fds();
         if s.mode.is_root() {
             // The OOM killer takes a program, never the init that reports it.

@@ -58,6 +58,8 @@ pub(crate) struct Launch<'a> {
     pub seccomp: &'a [Insn],
     /// Detached mount trees the ops attach (kept open in the child).
     pub trees: &'a [RawFd],
+    /// A network namespace made ahead ([`crate::netns`]) to enter instead of making one.
+    pub netns: Option<RawFd>,
 }
 
 /// A running sandbox: its init, and the host's end of init's control socket.
@@ -210,6 +212,7 @@ pub(crate) fn start(l: Launch<'_>) -> Result<(Init, Fd), BackendError> {
         cgroup_fds: l.cgroup_fds,
         init: l.init,
         hostname: b"sandbox",
+        loopback: l.netns.is_none(),
         ops: l.ops,
         storage: l.storage,
         root: l.root,
@@ -222,10 +225,14 @@ pub(crate) fn start(l: Launch<'_>) -> Result<(Init, Fd), BackendError> {
         init_envp: &envp,
     };
 
+    let flags = match l.netns {
+        Some(_) => CLONE_FLAGS & !libc::CLONE_NEWNET,
+        None => CLONE_FLAGS,
+    };
     // SAFETY: `plan` lives in this frame, unchanged, until `spawned` is dropped: after init's
     // hello (the child has exec'd), or — declared before `init` — after `init` was dropped on
     // an error path, which kills and reaps the child.
-    let mut spawned = unsafe { spawn::spawn(&plan, CLONE_FLAGS, l.ids.owner) }
+    let mut spawned = unsafe { spawn::spawn(&plan, flags, l.ids.owner, l.netns) }
         .map_err(|e| BackendError::setup("clone into new namespaces", e))?;
     drop(child_end);
     let init = Init {

@@ -31,6 +31,7 @@ mod lease;
 mod memfd;
 mod mode;
 mod mounts;
+mod netns;
 mod pool;
 mod probe;
 mod procfs;
@@ -135,6 +136,8 @@ pub(crate) struct Shared {
     /// Root mode: the detached device tmpfs each instance binds its nodes from (rootless, or
     /// where it cannot be made, the host's `/dev` nodes are bound).
     devices: Option<sys::Fd>,
+    /// Root mode: network namespaces made ahead.
+    netns: Option<netns::NetnsPool>,
 }
 
 /// Instances this process has made, over all its executors (a host may have several: each
@@ -253,6 +256,7 @@ impl NativeExecutor {
         } else {
             None
         };
+        let mode_is_root = mode.is_root();
         let shared = Shared {
             dirs: StateDirs {
                 root_c: cpath(&root)?,
@@ -270,6 +274,11 @@ impl NativeExecutor {
             landlock_abi,
             init,
             devices,
+            netns: if mode_is_root {
+                netns::NetnsPool::start()
+            } else {
+                None
+            },
         };
         let exec = Self {
             pool: Arc::new(pool::Pool::new(shared.config.pool_size)),
@@ -311,6 +320,9 @@ impl NativeExecutor {
 impl Drop for NativeExecutor {
     fn drop(&mut self) {
         self.pool.clear();
+        if let Some(n) = &self.shared.netns {
+            n.stop();
+        }
         // Its sandboxes end before it is gone (with any other executor's being ended).
         reaper::wait_below(1, std::time::Duration::from_secs(5));
     }

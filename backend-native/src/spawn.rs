@@ -156,6 +156,15 @@ extern "C" fn child_entry(plan: *mut libc::c_void) -> libc::c_int {
     unsafe { setup_main(&*(plan as *const ChildPlan<'_>)) }
 }
 
+/// Moves the calling thread into the network namespace `fd`.
+fn enter_netns(fd: RawFd) -> io::Result<()> {
+    // SAFETY: setns on a namespace descriptor the caller holds, for this thread only.
+    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Switches the calling thread's effective uid to `uid` (the owner the new user namespace gets).
 /// Raw system call: only this thread changes, and it is the thread that clones.
 fn take_owner_id(uid: u32) -> io::Result<()> {
@@ -167,7 +176,9 @@ fn take_owner_id(uid: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// Clones the setup child into new namespaces (`flags`), sharing this process's memory.
+/// Clones the setup child into new namespaces (`flags`), sharing this process's memory; into
+/// the network namespace `netns` if one is given (entered by the cloning thread, which needs
+/// the host's privileges for it: before it takes the owner's id).
 ///
 /// # Safety
 /// `plan` must stay alive and unchanged until the returned [`Spawned`] is dropped, and that
@@ -176,6 +187,7 @@ pub(crate) unsafe fn spawn(
     plan: &ChildPlan<'_>,
     flags: CloneFlags,
     owner: Option<u32>,
+    netns: Option<RawFd>,
 ) -> io::Result<Spawned> {
     let stack = Stack::map()?;
     let (release_r, release_w) = sys::pipe()?;
@@ -194,27 +206,31 @@ pub(crate) unsafe fn spawn(
                 libc::sigfillset(&mut all);
                 libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
             }
-            let cloned = owner.map(take_owner_id).transpose().and_then(|_| {
-                let mut pidfd: libc::c_int = -1;
-                // SAFETY: glibc's clone runs `child_entry` on the new stack in the child, which
-                // never returns (exec or _exit); the plan is kept alive by the caller.
-                let pid = unsafe {
-                    libc::clone(
-                        child_entry,
-                        top as *mut libc::c_void,
-                        flags | libc::CLONE_VM,
-                        plan_addr as *mut libc::c_void,
-                        &mut pidfd as *mut libc::c_int,
-                        std::ptr::null_mut::<libc::c_void>(),
-                        std::ptr::null_mut::<libc::pid_t>(),
-                    )
-                };
-                if pid < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok((pid, pidfd))
-                }
-            });
+            let cloned = netns
+                .map(enter_netns)
+                .transpose()
+                .and_then(|_| owner.map(take_owner_id).transpose())
+                .and_then(|_| {
+                    let mut pidfd: libc::c_int = -1;
+                    // SAFETY: glibc's clone runs `child_entry` on the new stack in the child, which
+                    // never returns (exec or _exit); the plan is kept alive by the caller.
+                    let pid = unsafe {
+                        libc::clone(
+                            child_entry,
+                            top as *mut libc::c_void,
+                            flags | libc::CLONE_VM,
+                            plan_addr as *mut libc::c_void,
+                            &mut pidfd as *mut libc::c_int,
+                            std::ptr::null_mut::<libc::c_void>(),
+                            std::ptr::null_mut::<libc::pid_t>(),
+                        )
+                    };
+                    if pid < 0 {
+                        Err(io::Error::last_os_error())
+                    } else {
+                        Ok((pid, pidfd))
+                    }
+                });
             let ok = cloned.is_ok();
             let _ = tx.send(cloned);
             if ok {

@@ -134,3 +134,76 @@ fn javascript_and_bash_run() {
     assert_eq!(res.language, "bash");
     assert_no_leftovers();
 }
+
+/// Every sandbox has a network namespace of its own (made ahead or at its clone, used once):
+/// a concurrent sandbox reaches neither its loopback listener nor its abstract socket, its own
+/// loopback works, and nothing inside can reconfigure the namespace.
+#[test]
+fn concurrent_sandboxes_share_no_network_namespace() {
+    let _g = serial();
+    let e = engine(4);
+    let rt = rt();
+    let listener = r#"
+import socket, time
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind(("127.0.0.1", 47123)); t.listen()
+u = socket.socket(socket.AF_UNIX); u.bind("\0vana-peer"); u.listen()
+print("listening", flush=True)
+time.sleep(4)
+"#;
+    let prober = r#"
+import socket, time, errno
+def attempt(name, family, addr):
+    s = socket.socket(family); s.settimeout(1)
+    try:
+        s.connect(addr); print(name, "reached")
+    except OSError as e:
+        print(name, "refused")
+attempt("tcp", socket.AF_INET, ("127.0.0.1", 47123))
+attempt("abstract", socket.AF_UNIX, "\0vana-peer")
+own = socket.socket(); own.bind(("127.0.0.1", 0)); own.listen()
+c = socket.create_connection(own.getsockname(), timeout=1); print("own loopback works")
+try:
+    open("/proc/sys/net/ipv4/ip_forward", "w").write("1"); print("sysctl written")
+except OSError as e:
+    print("sysctl refused")
+import fcntl, struct
+try:
+    fcntl.ioctl(own, 0x8914, struct.pack("16sh22x", b"lo", 0)); print("lo reconfigured")
+except OSError as e:
+    print("ioctl refused", errno.errorcode[e.errno])
+"#;
+    let (a, b) = rt.block_on(async {
+        // The prober starts once the listener says it listens (its output, streamed).
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let mut tx = Some(tx);
+        let sink: vana_sandbox::OutputSink = Box::new(move |_, bytes: &[u8]| {
+            if bytes.starts_with(b"listening") {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let ea = e.clone();
+        let first = tokio::spawn(async move {
+            ea.execute_with_io(
+                req("python", listener),
+                vana_sandbox::ProcessIo::bytes(Vec::new(), Some(sink)),
+            )
+            .await
+        });
+        rx.await.expect("the listener never listened");
+        let second = e.execute(req("python", prober)).await;
+        (first.await.expect("join"), second)
+    });
+    let (a, b) = (a.expect("engine"), b.expect("engine"));
+    assert_eq!(a.status, Status::Success, "{a:#?}");
+    assert_eq!(a.output, "listening\n");
+    assert_eq!(b.status, Status::Success, "{b:#?}");
+    assert_eq!(
+        b.output,
+        "tcp refused\nabstract refused\nown loopback works\nsysctl refused\nioctl refused EPERM\n"
+    );
+    drop(e);
+    assert_no_leftovers();
+}
