@@ -113,10 +113,9 @@ impl NativeInstance {
             .collect();
         let devices = s
             .devices
-            .as_ref()
-            .map(mounts::clone_of)
+            .then(mounts::device_tree)
             .transpose()
-            .map_err(|e| BackendError::setup("cloning the device tmpfs", e))?;
+            .map_err(|e| BackendError::setup("making the device tmpfs", e))?;
         let disk = spec.limits.disk;
         let ops = rootfs::plan(&RootSpec {
             stage: Stage {

@@ -133,9 +133,9 @@ pub(crate) struct Shared {
     seccomp: Vec<seccomp::Insn>,
     landlock_abi: u32,
     init: InitImage,
-    /// Root mode: the detached device tmpfs each instance binds its nodes from (rootless, or
-    /// where it cannot be made, the host's `/dev` nodes are bound).
-    devices: Option<sys::Fd>,
+    /// Root mode: each instance gets a device tmpfs of its own (rootless, or where one cannot
+    /// be made, the host's `/dev` nodes are bound).
+    devices: bool,
     /// Root mode: network namespaces made ahead.
     netns: Option<netns::NetnsPool>,
 }
@@ -247,15 +247,12 @@ impl NativeExecutor {
         } else {
             Vec::new()
         };
-        let devices = if mode.is_root() {
-            mounts::device_tree()
+        let devices = mode.is_root()
+            && mounts::device_tree()
                 .map_err(|e| {
                     tracing::warn!("device tmpfs unavailable, binding the host's nodes: {e}")
                 })
-                .ok()
-        } else {
-            None
-        };
+                .is_ok();
         let mode_is_root = mode.is_root();
         let shared = Shared {
             dirs: StateDirs {

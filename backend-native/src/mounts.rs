@@ -74,10 +74,13 @@ pub(crate) fn read_only_tree(host: &str) -> io::Result<Fd> {
     Ok(fd)
 }
 
-/// A per-instance copy of a detached mount (the device tmpfs).
-pub(crate) fn clone_of(tree: &Fd) -> io::Result<Fd> {
-    open_tree(tree.raw(), c"", libc::AT_EMPTY_PATH as libc::c_uint)
-}
+/// The links of `/dev` (to the process's own descriptors, through its `/proc`).
+pub(crate) const DEVICE_LINKS: [(&CStr, &CStr); 4] = [
+    (c"fd", c"/proc/self/fd"),
+    (c"stdin", c"/proc/self/fd/0"),
+    (c"stdout", c"/proc/self/fd/1"),
+    (c"stderr", c"/proc/self/fd/2"),
+];
 
 /// The device nodes a sandbox gets: name, major, minor.
 pub(crate) const DEVICES: &[(&str, u32, u32)] = &[
@@ -88,9 +91,12 @@ pub(crate) const DEVICES: &[(&str, u32, u32)] = &[
     ("urandom", 1, 9),
 ];
 
-/// A detached tmpfs of 4 KiB holding [`DEVICES`] (mode 0666), mounted nosuid and noexec. Binding
-/// the nodes from here rather than from the host's `/dev` keeps the host's devtmpfs — whose
-/// size says how much memory the host has — out of the sandbox's mount table.
+/// A sandbox's `/dev`: a detached tmpfs of 4 KiB of its own holding [`DEVICES`] (mode 0666),
+/// [`DEVICE_LINKS`] and an empty `shm` (the sandbox's shared memory is bound there), mounted
+/// read-only, nosuid and noexec; attached whole. Made per sandbox, so that no two share an
+/// inode (inotify on a shared `/dev/null` would tell one sandbox of another's writes), and
+/// not bound from the host's `/dev`, which keeps the host's devtmpfs — whose size says how
+/// much memory the host has — out of the sandbox's mount table.
 pub(crate) fn device_tree() -> io::Result<Fd> {
     // SAFETY: fsopen with a NUL-terminated name and a flag constant.
     let fs = Fd(cvt(
@@ -144,5 +150,15 @@ pub(crate) fn device_tree() -> io::Result<Fd> {
             cvt(libc::fchmodat(mnt.raw(), cname.as_ptr(), 0o666, 0))?;
         }
     }
+    for (link, to) in DEVICE_LINKS {
+        // SAFETY: symlinkat relative to the mount's root with NUL-terminated strings.
+        cvt(unsafe { libc::symlinkat(to.as_ptr(), mnt.raw(), link.as_ptr()) })?;
+    }
+    // SAFETY: mkdirat/fchmodat relative to the mount's root with a NUL-terminated name.
+    unsafe {
+        cvt(libc::mkdirat(mnt.raw(), c"shm".as_ptr(), 0o1777))?;
+        cvt(libc::fchmodat(mnt.raw(), c"shm".as_ptr(), 0o1777, 0))?;
+    }
+    set_attr(&mnt, MOUNT_ATTR_RDONLY)?;
     Ok(mnt)
 }

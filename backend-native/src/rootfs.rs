@@ -699,55 +699,35 @@ fn etc(p: &mut Plan) -> io::Result<()> {
 
 fn dev(p: &mut Plan, storage: &Path, devices: Option<RawFd>) -> io::Result<()> {
     let target = p.at("/dev");
-    p.mount(
-        Some("tmpfs"),
-        &target,
-        Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        Some("size=64k,nr_inodes=64,mode=0755"),
-    )?;
-    let staged = p.staging.join("dev");
-    let source_dir = match devices {
-        Some(tree) => {
-            p.ops.push(Op::Mkdir {
-                path: c(&staged)?,
-                mode: 0o700,
-            });
-            p.ops.push(Op::Attach {
-                tree,
-                target: c(&staged)?,
-            });
-            staged.clone()
-        }
-        None => PathBuf::from("/dev"),
-    };
-    let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NOEXEC;
-    for (node, _, _) in crate::mounts::DEVICES {
-        let path = format!("/dev/{node}");
-        p.file(&path, b"", 0o666)?;
-        let target = p.at(&path);
-        let source = source_dir.join(node);
-        if devices.is_some() {
-            // The device tmpfs is nosuid and noexec; those flags are what locks.
-            p.push_bind(&source, &target, flags)?;
-        } else {
-            p.bind_to(&source, &target, flags)?;
+    match devices {
+        // The sandbox's own device tmpfs, complete and read-only: attached whole.
+        Some(tree) => p.ops.push(Op::Attach {
+            tree,
+            target: c(&target)?,
+        }),
+        // Rootless: a tmpfs with the host's nodes bound in.
+        None => {
+            p.mount(
+                Some("tmpfs"),
+                &target,
+                Some("tmpfs"),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                Some("size=64k,nr_inodes=64,mode=0755"),
+            )?;
+            let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NOEXEC;
+            for (node, _, _) in crate::mounts::DEVICES {
+                let path = format!("/dev/{node}");
+                p.file(&path, b"", 0o666)?;
+                let target = p.at(&path);
+                p.bind_to(&Path::new("/dev").join(node), &target, flags)?;
+            }
+            for (link, to) in crate::mounts::DEVICE_LINKS {
+                let link = format!("/dev/{}", link.to_string_lossy());
+                p.symlink(Path::new(&*to.to_string_lossy()), &link)?;
+            }
+            p.mkdir("/dev/shm", 0o1777)?;
         }
     }
-    if devices.is_some() {
-        p.ops.push(Op::Unmount {
-            target: c(&staged)?,
-        });
-    }
-    for (link, to) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
-        p.symlink(Path::new(to), &format!("/dev/{link}"))?;
-    }
-    p.mkdir("/dev/shm", 0o1777)?;
     p.bind(
         &storage.join("shm"),
         "/dev/shm",

@@ -207,3 +207,60 @@ except OSError as e:
     drop(e);
     assert_no_leftovers();
 }
+
+/// No inode is shared between concurrent sandboxes of one host process, device nodes
+/// included: inotify on `/dev/null` (or the `/dev` directory) in one sees nothing of another's
+/// writes, while it sees its own.
+#[test]
+fn concurrent_sandboxes_share_no_device_inode() {
+    let _g = serial();
+    let e = engine(4);
+    let rt = rt();
+    let watcher = r#"
+import ctypes, select, subprocess
+libc = ctypes.CDLL(None, use_errno=True)
+def watch(path):
+    fd = libc.inotify_init1(0)
+    assert libc.inotify_add_watch(fd, path, 0x1 | 0x2 | 0x20 | 0x8 | 0x10) > 0, ctypes.get_errno()
+    return fd
+def seen(fd, wait):
+    return bool(select.select([fd], [], [], wait)[0])
+own = watch(b"/dev/null")
+subprocess.run("echo x > /dev/null", shell=True)
+print("own", seen(own, 1))
+fds = [watch(p) for p in (b"/dev/null", b"/dev/zero", b"/dev", b"/dev/urandom")]
+print("watching", flush=True)
+print("other", any(seen(fd, 0) for fd in fds) or seen(fds[0], 3))
+"#;
+    let writer = "for i in $(seq 200); do echo x > /dev/null; head -c 1 /dev/zero >/dev/null; \
+                  head -c 1 /dev/urandom >/dev/null; ls /dev >/dev/null; done; echo wrote";
+    let (a, b) = rt.block_on(async {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let mut tx = Some(tx);
+        let sink: vana_sandbox::OutputSink = Box::new(move |_, bytes: &[u8]| {
+            if String::from_utf8_lossy(bytes).contains("watching") {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let ea = e.clone();
+        let first = tokio::spawn(async move {
+            ea.execute_with_io(
+                req("python", watcher),
+                vana_sandbox::ProcessIo::bytes(Vec::new(), Some(sink)),
+            )
+            .await
+        });
+        rx.await.expect("the watcher never watched");
+        let second = e.execute(req("bash", writer)).await;
+        (first.await.expect("join"), second)
+    });
+    let (a, b) = (a.expect("engine"), b.expect("engine"));
+    assert_eq!(b.status, Status::Success, "{b:#?}");
+    assert_eq!(b.output, "wrote\n");
+    assert_eq!(a.status, Status::Success, "{a:#?}");
+    assert_eq!(a.output, "own True\nwatching\nother False\n");
+    drop(e);
+    assert_no_leftovers();
+}
