@@ -36,6 +36,9 @@ pub(crate) struct ChildPlan<'a> {
     /// Bring the loopback interface up (the network namespace is new and the child's own; one
     /// made ahead has it up already).
     pub loopback: bool,
+    /// Make the time namespace for init here, and wait for the host's second `Go` (its clocks
+    /// set) before the exec; otherwise the cloning thread made it already.
+    pub own_time_ns: bool,
     pub ops: &'a [Op],
     /// The staging directory of the instance's writable tmpfs, handed to the host.
     pub storage: &'a CStr,
@@ -85,8 +88,11 @@ pub(crate) unsafe fn setup_main(plan: &ChildPlan<'_>) -> ! {
     check(plan, Stage::Fds, close_other_fds(plan.keep_fds));
     // A time namespace for init and the programs (this process does not enter it; exec does).
     // The host sets its offsets — it can open our /proc files whatever our credentials — once
-    // we are ready, and says `Go` a second time before the exec.
-    check(plan, Stage::TimeNs, unshare_time());
+    // we are ready, and says `Go` a second time before the exec. (Or the cloning thread made
+    // it, its clocks set, and we are in it for our children already.)
+    if plan.own_time_ns {
+        check(plan, Stage::TimeNs, unshare_time());
+    }
     wait_for_go(plan);
     // As root, the host's root is not mapped in the namespace: take the namespace's own id.
     // SAFETY: raw set*id system calls on this single thread, with full capabilities in the new
@@ -149,7 +155,9 @@ pub(crate) unsafe fn setup_main(plan: &ChildPlan<'_>) -> ! {
     }
     check(plan, Stage::DropPrivileges, drop_privileges(plan.keep_caps));
     check(plan, Stage::Handover, hand_over(plan.control, storage));
-    wait_for_go(plan);
+    if plan.own_time_ns {
+        wait_for_go(plan);
+    }
     // SAFETY: closing the descriptor the host now holds a copy of.
     unsafe { libc::close(storage) };
     let init = match place_fds(plan) {
@@ -181,13 +189,11 @@ pub(crate) unsafe fn setup_main(plan: &ChildPlan<'_>) -> ! {
     }
 }
 
-const CLONE_NEWTIME: libc::c_int = 0x80;
-
 /// Makes this process's children (and itself, at exec) start in a new time namespace; nothing
 /// on a kernel without time namespaces.
 fn unshare_time() -> Result<(), i32> {
     // SAFETY: unshare with a flag constant.
-    if unsafe { libc::unshare(CLONE_NEWTIME) } < 0 {
+    if unsafe { libc::unshare(sys::CLONE_NEWTIME) } < 0 {
         return match errno() {
             libc::EINVAL => Ok(()),
             e => Err(e),

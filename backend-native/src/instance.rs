@@ -153,6 +153,11 @@ impl NativeInstance {
             seccomp: &s.seccomp,
             trees: &tree_fds,
             netns: netns.as_ref().map(Fd::raw),
+            time_ns: if s.mode.is_root() {
+                launch::TimeNs::Host
+            } else {
+                launch::TimeNs::Child
+            },
         })?;
         drop(netns);
         cgroup.close_join_fds();

@@ -60,6 +60,20 @@ pub(crate) struct Launch<'a> {
     pub trees: &'a [RawFd],
     /// A network namespace made ahead ([`crate::netns`]) to enter instead of making one.
     pub netns: Option<RawFd>,
+    /// Who makes the time namespace.
+    pub time_ns: TimeNs,
+}
+
+/// Who makes a sandbox's time namespace and sets its clocks (the kernel takes offsets only
+/// before a process entered the namespace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimeNs {
+    /// The cloning thread, before the clone (root mode: it has the host's privileges). No
+    /// round trip: the child's exec enters it as it is.
+    Host,
+    /// The setup child, for its children; the host sets the offsets once the child is ready and
+    /// says `Go` a second time before the exec (rootless).
+    Child,
 }
 
 /// A running sandbox: its init, and the host's end of init's control socket.
@@ -165,11 +179,19 @@ fn write_proc(pid: libc::pid_t, file: &str, content: &str) -> io::Result<()> {
 /// Seconds of uptime the sandbox's clocks start at.
 const CLOCK_START_SECS: i64 = 1;
 
-/// Sets the offsets of the time namespace the setup child made for its children, so that its
-/// monotonic and boot-time clocks start near zero and neither reveals how long the host has been
-/// up. The kernel takes them only before any process entered the namespace: the child execs
-/// init only after the host's second `Go`. (A kernel without time namespaces has no file.)
+/// Sets the offsets of the time namespace the setup child made for its children
+/// ([`TimeNs::Child`]); the child execs init only after the host's second `Go`. (A kernel
+/// without time namespaces has no file.)
 fn set_time_offsets(pid: libc::pid_t) -> io::Result<()> {
+    match write_proc(pid, "timens_offsets", &time_offsets()?) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
+/// The `timens_offsets` that make a time namespace's monotonic and boot-time clocks start near
+/// zero, so that neither reveals how long the host has been up.
+fn time_offsets() -> io::Result<String> {
     let mut offsets = String::new();
     for (name, clock) in [
         ("monotonic", libc::CLOCK_MONOTONIC),
@@ -186,10 +208,7 @@ fn set_time_offsets(pid: libc::pid_t) -> io::Result<()> {
         let offset = (CLOCK_START_SECS - ts.tv_sec).min(0);
         offsets.push_str(&format!("{name} {offset} 0\n"));
     }
-    match write_proc(pid, "timens_offsets", &offsets) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        r => r,
-    }
+    Ok(offsets)
 }
 
 /// Creates a sandbox; returns its init and the descriptor of its writable storage.
@@ -213,6 +232,7 @@ pub(crate) fn start(l: Launch<'_>) -> Result<(Init, Fd), BackendError> {
         init: l.init,
         hostname: b"sandbox",
         loopback: l.netns.is_none(),
+        own_time_ns: l.time_ns == TimeNs::Child,
         ops: l.ops,
         storage: l.storage,
         root: l.root,
@@ -232,7 +252,19 @@ pub(crate) fn start(l: Launch<'_>) -> Result<(Init, Fd), BackendError> {
     // SAFETY: `plan` lives in this frame, unchanged, until `spawned` is dropped: after init's
     // hello (the child has exec'd), or — declared before `init` — after `init` was dropped on
     // an error path, which kills and reaps the child.
-    let mut spawned = unsafe { spawn::spawn(&plan, flags, l.ids.owner, l.netns) }
+    let clone = spawn::CloneSpec {
+        flags,
+        owner: l.ids.owner,
+        netns: l.netns,
+        time_offsets: match l.time_ns {
+            TimeNs::Host => Some(
+                time_offsets()
+                    .map_err(|e| BackendError::setup("setting the time namespace's clocks", e))?,
+            ),
+            TimeNs::Child => None,
+        },
+    };
+    let mut spawned = unsafe { spawn::spawn(&plan, clone) }
         .map_err(|e| BackendError::setup("clone into new namespaces", e))?;
     drop(child_end);
     let init = Init {
@@ -280,11 +312,13 @@ pub(crate) fn start(l: Launch<'_>) -> Result<(Init, Fd), BackendError> {
         }
         Err(e) => return Err(control_error("building the sandbox", e)),
     };
-    set_time_offsets(init.pid)
-        .map_err(|e| BackendError::setup("setting the time namespace's clocks", e))?;
-    init.control
-        .send(&HostMessage::Go, &[])
-        .map_err(|e| control_error("starting the sandbox init", e))?;
+    if l.time_ns == TimeNs::Child {
+        set_time_offsets(init.pid)
+            .map_err(|e| BackendError::setup("setting the time namespace's clocks", e))?;
+        init.control
+            .send(&HostMessage::Go, &[])
+            .map_err(|e| control_error("starting the sandbox init", e))?;
+    }
     match init.control.recv(SETUP_TIMEOUT) {
         Ok((InitMessage::Hello { version }, _)) if version == VERSION => {}
         Ok((

@@ -37,6 +37,19 @@ const GUARD: usize = 4096;
 /// Namespaces and flags of the clone (besides `CLONE_VM`, added here).
 pub(crate) type CloneFlags = libc::c_int;
 
+/// What the cloning thread sets up for the child besides `flags`.
+pub(crate) struct CloneSpec {
+    /// Namespaces the child gets (`clone(2)` flags; `CLONE_VM` is added).
+    pub flags: CloneFlags,
+    /// The uid the cloning thread takes first, so that it owns the new user namespace.
+    pub owner: Option<u32>,
+    /// A network namespace made ahead ([`crate::netns`]) the child starts in.
+    pub netns: Option<RawFd>,
+    /// `timens_offsets` of a time namespace the cloning thread makes for the child's children
+    /// (the child enters it when it execs); `None`: the child makes its own.
+    pub time_offsets: Option<String>,
+}
+
 /// A child made by [`spawn`]. Dropping it ends the cloning thread and unmaps the child's stack:
 /// only once the child has exec'd (its own memory from then on) or is dead and reaped.
 pub(crate) struct Spawned {
@@ -165,6 +178,25 @@ fn enter_netns(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Makes a time namespace for the calling thread's children with `offsets` (the child is
+/// cloned with `CLONE_VM`, so it stays in ours until it execs). Nothing on a kernel without
+/// time namespaces. Needs the host's privileges: before the thread takes the owner's id.
+fn time_ns_for_child(offsets: &str) -> io::Result<()> {
+    // SAFETY: unshare with a flag constant, for this thread only (it clones one child, then ends).
+    if unsafe { libc::unshare(sys::CLONE_NEWTIME) } < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EINVAL) => Ok(()),
+            _ => Err(e),
+        };
+    }
+    // `/proc/<tid>` of a thread has the process-level entries, `timens_offsets` among them
+    // (`/proc/thread-self`, a `task/` directory, has not).
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    std::fs::write(format!("/proc/{tid}/timens_offsets"), offsets)
+}
+
 /// Switches the calling thread's effective uid to `uid` (the owner the new user namespace gets).
 /// Raw system call: only this thread changes, and it is the thread that clones.
 fn take_owner_id(uid: u32) -> io::Result<()> {
@@ -183,12 +215,13 @@ fn take_owner_id(uid: u32) -> io::Result<()> {
 /// # Safety
 /// `plan` must stay alive and unchanged until the returned [`Spawned`] is dropped, and that
 /// drop must come only after the child has exec'd or has died and been reaped.
-pub(crate) unsafe fn spawn(
-    plan: &ChildPlan<'_>,
-    flags: CloneFlags,
-    owner: Option<u32>,
-    netns: Option<RawFd>,
-) -> io::Result<Spawned> {
+pub(crate) unsafe fn spawn(plan: &ChildPlan<'_>, spec: CloneSpec) -> io::Result<Spawned> {
+    let CloneSpec {
+        flags,
+        owner,
+        netns,
+        time_offsets,
+    } = spec;
     let stack = Stack::map()?;
     let (release_r, release_w) = sys::pipe()?;
     let dumpable = Dumpable::enter();
@@ -209,6 +242,7 @@ pub(crate) unsafe fn spawn(
             let cloned = netns
                 .map(enter_netns)
                 .transpose()
+                .and_then(|_| time_offsets.as_deref().map(time_ns_for_child).transpose())
                 .and_then(|_| owner.map(take_owner_id).transpose())
                 .and_then(|_| {
                     let mut pidfd: libc::c_int = -1;

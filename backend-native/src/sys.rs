@@ -6,6 +6,9 @@ use std::io;
 use std::os::fd::RawFd;
 
 /// The calling thread's errno.
+/// `CLONE_NEWTIME` (not in every `libc` build).
+pub(crate) const CLONE_NEWTIME: libc::c_int = 0x80;
+
 pub(crate) fn errno() -> i32 {
     io::Error::last_os_error()
         .raw_os_error()
