@@ -249,9 +249,6 @@ pub(crate) fn start(l: Launch<'_>) -> Result<(Init, Fd), BackendError> {
         Some(_) => CLONE_FLAGS & !libc::CLONE_NEWNET,
         None => CLONE_FLAGS,
     };
-    // SAFETY: `plan` lives in this frame, unchanged, until `spawned` is dropped: after init's
-    // hello (the child has exec'd), or — declared before `init` — after `init` was dropped on
-    // an error path, which kills and reaps the child.
     let clone = spawn::CloneSpec {
         flags,
         owner: l.ids.owner,
@@ -264,6 +261,9 @@ pub(crate) fn start(l: Launch<'_>) -> Result<(Init, Fd), BackendError> {
             TimeNs::Child => None,
         },
     };
+    // SAFETY: `plan` lives in this frame, unchanged, until `spawned` is dropped: after init's
+    // hello (the child has exec'd), or — declared before `init` — after `init` was dropped on
+    // an error path, which kills and reaps the child.
     let mut spawned = unsafe { spawn::spawn(&plan, clone) }
         .map_err(|e| BackendError::setup("clone into new namespaces", e))?;
     drop(child_end);
