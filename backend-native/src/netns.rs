@@ -3,8 +3,9 @@
 //! A new network namespace is the costliest part of the clone that makes a sandbox — on the
 //! development host about 0.33 ms of the 0.48 ms all of its namespaces add to a plain fork (the
 //! loopback device registered, per-namespace tables and sysctls set up). A thread of the
-//! executor keeps [`READY`] of them made: it unshares a new one, brings its loopback up and
-//! keeps a descriptor, again and again. The thread that clones a sandbox enters one (`setns`)
+//! executor keeps some made: it unshares a new one, brings its loopback up and keeps a
+//! descriptor, again and again. How many follows demand: one at first (a one-shot process, the
+//! CLI's `run`, wastes at most one), one more per namespace taken, up to [`READY`]. The thread that clones a sandbox enters one (`setns`)
 //! and clones without `CLONE_NEWNET`; each namespace serves one sandbox and goes with it.
 //!
 //! What changes for the sandbox: its network namespace belongs to the host's user namespace
@@ -19,7 +20,7 @@ use std::thread::JoinHandle;
 
 use crate::sys::{self, Fd};
 
-/// How many namespaces are kept ready.
+/// How many namespaces are kept ready at most.
 pub(crate) const READY: usize = 4;
 
 /// Namespaces ready, and the thread that makes them.
@@ -29,13 +30,19 @@ pub(crate) struct NetnsPool {
 }
 
 struct State {
-    ready: Mutex<Vec<Fd>>,
+    ready: Mutex<Ready>,
     taken: Condvar,
     stop: AtomicBool,
 }
 
+/// The namespaces made, and how many to keep.
+struct Ready {
+    fds: Vec<Fd>,
+    wanted: usize,
+}
+
 impl State {
-    fn ready(&self) -> MutexGuard<'_, Vec<Fd>> {
+    fn ready(&self) -> MutexGuard<'_, Ready> {
         self.ready.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -44,7 +51,10 @@ impl NetnsPool {
     /// Starts the maker thread; `None` if it cannot run (the sandboxes then make their own).
     pub(crate) fn start() -> Option<Self> {
         let state = Arc::new(State {
-            ready: Mutex::new(Vec::with_capacity(READY)),
+            ready: Mutex::new(Ready {
+                fds: Vec::with_capacity(READY),
+                wanted: 1,
+            }),
             taken: Condvar::new(),
             stop: AtomicBool::new(false),
         });
@@ -62,7 +72,11 @@ impl NetnsPool {
 
     /// A namespace made ahead, if one is ready.
     pub(crate) fn take(&self) -> Option<Fd> {
-        let fd = self.state.ready().pop();
+        let fd = {
+            let mut ready = self.state.ready();
+            ready.wanted = (ready.wanted + 1).min(READY);
+            ready.fds.pop()
+        };
         self.state.taken.notify_one();
         fd
     }
@@ -74,7 +88,7 @@ impl NetnsPool {
         if let Some(t) = self.maker.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
         }
-        self.state.ready().clear();
+        self.state.ready().fds.clear();
     }
 }
 
@@ -99,7 +113,7 @@ fn make_while_wanted(s: &State) {
         if s.stop.load(Ordering::Relaxed) {
             return;
         }
-        if ready.len() >= READY {
+        if ready.fds.len() >= ready.wanted {
             ready = s.taken.wait(ready).unwrap_or_else(|p| p.into_inner());
             continue;
         }
@@ -107,7 +121,7 @@ fn make_while_wanted(s: &State) {
         match make(&host) {
             Ok(fd) => {
                 ready = s.ready();
-                ready.push(fd);
+                ready.fds.push(fd);
             }
             Err(e) => {
                 // The sandboxes make their own; nothing is retried.
@@ -141,4 +155,62 @@ fn own_netns() -> io::Result<Fd> {
         )
     })?;
     Ok(Fd(fd))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::os::unix::fs::MetadataExt;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    fn inode_of(fd: &Fd) -> u64 {
+        std::fs::metadata(format!("/proc/self/fd/{}", fd.raw()))
+            .expect("stat the namespace")
+            .ino()
+    }
+
+    fn take_within(pool: &NetnsPool, wait: Duration) -> Fd {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(fd) = pool.take() {
+                return fd;
+            }
+            assert!(Instant::now() < deadline, "no namespace was made");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Each namespace taken is new (not the host's, not an earlier one), the maker keeps more
+    /// as they are taken but never more than `READY`, and stopping closes what was not taken.
+    #[test]
+    fn namespaces_are_new_used_once_and_made_as_they_are_taken() {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(
+            euid, 0,
+            "making network namespaces needs root; run the suite as root, as CI does"
+        );
+        let host = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+        let pool = NetnsPool::start().expect("the maker starts");
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..6 {
+            let fd = take_within(&pool, Duration::from_secs(5));
+            let ino = inode_of(&fd);
+            assert_ne!(ino, host, "the host's own namespace was handed out");
+            assert!(seen.insert(ino), "a namespace was handed out twice");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let ready = pool.state.ready();
+        assert_eq!(ready.wanted, READY);
+        assert!(ready.fds.len() <= READY);
+        drop(ready);
+        pool.stop();
+        assert!(pool.state.ready().fds.is_empty());
+        assert!(pool.take().is_none());
+        // The maker thread left no namespace of ours on this thread's process.
+        assert_eq!(std::fs::metadata("/proc/self/ns/net").unwrap().ino(), host);
+    }
 }
