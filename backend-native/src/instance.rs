@@ -79,7 +79,7 @@ impl NativeInstance {
     /// Creates the sandbox (blocking: call from a blocking thread).
     pub(crate) fn create(shared: Arc<Shared>, spec: &InstanceSpec) -> Result<Self, BackendError> {
         let s = &*shared;
-        reaper::wait_below(reaper::MAX_ENDING, SHUTDOWN_GRACE * 10);
+        reaper::wait_below(reaper::MAX_ENDING, reaper::BACKLOG_WAIT);
         let lease = s.take_lease()?;
         let ids = s.mode.ids(lease.as_ref().map_or(0, |l| l.index));
         let name = s.instance_name();

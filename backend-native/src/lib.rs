@@ -321,7 +321,7 @@ impl Drop for NativeExecutor {
             n.stop();
         }
         // Its sandboxes end before it is gone (with any other executor's being ended).
-        reaper::wait_below(1, std::time::Duration::from_secs(5));
+        reaper::wait_below(1, reaper::DROP_WAIT);
     }
 }
 

@@ -21,6 +21,13 @@ use vana_sandbox_core::BackendError;
 /// Sandboxes being ended at most before a new one waits.
 pub(crate) const MAX_ENDING: usize = 8;
 
+/// How long a new sandbox waits for the backlog to shrink below [`MAX_ENDING`] (then it goes
+/// ahead: a stuck reaper must not stop the host).
+pub(crate) const BACKLOG_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a dropped executor waits for the sandboxes being ended.
+pub(crate) const DROP_WAIT: Duration = Duration::from_secs(5);
+
 /// How long an exiting process waits for its sandboxes to end.
 const AT_EXIT_WAIT: Duration = Duration::from_secs(3);
 
