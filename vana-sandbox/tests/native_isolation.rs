@@ -142,7 +142,6 @@ fn javascript_and_bash_run() {
 fn concurrent_sandboxes_share_no_network_namespace() {
     let _g = serial();
     let e = engine(4);
-    let rt = rt();
     let listener = r#"
 import socket, time
 t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -173,30 +172,12 @@ try:
 except OSError as e:
     print("ioctl refused", errno.errorcode[e.errno])
 "#;
-    let (a, b) = rt.block_on(async {
-        // The prober starts once the listener says it listens (its output, streamed).
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let mut tx = Some(tx);
-        let sink: vana_sandbox::OutputSink = Box::new(move |_, bytes: &[u8]| {
-            if bytes.starts_with(b"listening") {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        let ea = e.clone();
-        let first = tokio::spawn(async move {
-            ea.execute_with_io(
-                req("python", listener),
-                vana_sandbox::ProcessIo::bytes(Vec::new(), Some(sink)),
-            )
-            .await
-        });
-        rx.await.expect("the listener never listened");
-        let second = e.execute(req("python", prober)).await;
-        (first.await.expect("join"), second)
-    });
-    let (a, b) = (a.expect("engine"), b.expect("engine"));
+    let (a, b) = beside(
+        &e,
+        req("python", listener),
+        "listening",
+        req("python", prober),
+    );
     assert_eq!(a.status, Status::Success, "{a:#?}");
     assert_eq!(a.output, "listening\n");
     assert_eq!(b.status, Status::Success, "{b:#?}");
@@ -215,7 +196,6 @@ except OSError as e:
 fn concurrent_sandboxes_share_no_device_inode() {
     let _g = serial();
     let e = engine(4);
-    let rt = rt();
     let watcher = r#"
 import ctypes, select, subprocess
 libc = ctypes.CDLL(None, use_errno=True)
@@ -234,11 +214,28 @@ print("other", any(seen(fd, 0) for fd in fds) or seen(fds[0], 3))
 "#;
     let writer = "for i in $(seq 200); do echo x > /dev/null; head -c 1 /dev/zero >/dev/null; \
                   head -c 1 /dev/urandom >/dev/null; ls /dev >/dev/null; done; echo wrote";
-    let (a, b) = rt.block_on(async {
+    let (a, b) = beside(&e, req("python", watcher), "watching", req("bash", writer));
+    assert_eq!(b.status, Status::Success, "{b:#?}");
+    assert_eq!(b.output, "wrote\n");
+    assert_eq!(a.status, Status::Success, "{a:#?}");
+    assert_eq!(a.output, "own True\nwatching\nother False\n");
+    drop(e);
+    assert_no_leftovers();
+}
+
+/// Runs `first`, and `second` beside it once `first` has printed `ready` (its output, streamed);
+/// both results.
+fn beside(
+    e: &vana_sandbox::Engine,
+    first: vana_sandbox::ExecutionRequest,
+    ready: &'static str,
+    second: vana_sandbox::ExecutionRequest,
+) -> (vana_sandbox::ExecutionResult, vana_sandbox::ExecutionResult) {
+    rt().block_on(async {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let mut tx = Some(tx);
         let sink: vana_sandbox::OutputSink = Box::new(move |_, bytes: &[u8]| {
-            if String::from_utf8_lossy(bytes).contains("watching") {
+            if String::from_utf8_lossy(bytes).contains(ready) {
                 if let Some(tx) = tx.take() {
                     let _ = tx.send(());
                 }
@@ -247,20 +244,14 @@ print("other", any(seen(fd, 0) for fd in fds) or seen(fds[0], 3))
         let ea = e.clone();
         let first = tokio::spawn(async move {
             ea.execute_with_io(
-                req("python", watcher),
+                first,
                 vana_sandbox::ProcessIo::bytes(Vec::new(), Some(sink)),
             )
             .await
         });
-        rx.await.expect("the watcher never watched");
-        let second = e.execute(req("bash", writer)).await;
-        (first.await.expect("join"), second)
-    });
-    let (a, b) = (a.expect("engine"), b.expect("engine"));
-    assert_eq!(b.status, Status::Success, "{b:#?}");
-    assert_eq!(b.output, "wrote\n");
-    assert_eq!(a.status, Status::Success, "{a:#?}");
-    assert_eq!(a.output, "own True\nwatching\nother False\n");
-    drop(e);
-    assert_no_leftovers();
+        rx.await
+            .unwrap_or_else(|_| panic!("the first run never printed {ready:?}"));
+        let second = e.execute(second).await.expect("engine");
+        (first.await.expect("join").expect("engine"), second)
+    })
 }
