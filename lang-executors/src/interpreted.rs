@@ -10,6 +10,7 @@ use vana_sandbox_core::{
 };
 
 use crate::info::{BASH, JAVASCRIPT, PYTHON};
+use crate::python_guard;
 
 fn candidates(paths: &[&str]) -> Vec<PathBuf> {
     paths.iter().map(PathBuf::from).collect()
@@ -44,10 +45,12 @@ fn kernel_file(path: &str, source: &str) -> FileEntry {
     }
 }
 
-/// Where the Python guard lives in the workspace, and where it writes events.
+/// Where the Python guard's loader (the main script), the guard's source and its bytecode live
+/// in the workspace, and where the guard writes events.
 const PY_GUARD: &str = ".vana/guard.py";
+const PY_GUARD_MAIN: &str = ".vana/guard_main.py";
+const PY_GUARD_BYTECODE: &str = ".vana/guard_main.py.bin";
 const PY_EVENTS: &str = ".vana/events.jsonl";
-const PY_GUARD_SOURCE: &str = include_str!("guards/python_guard.py");
 
 /// Asks a Python interpreter which wheels fit it (see `PackageTarget`): implementation, version,
 /// ABI, and the platform tags of its C library and machine, most specific first (what pip's own
@@ -80,6 +83,8 @@ print(json.dumps({"implementation": impl, "version": platform.python_version(),
 #[derive(Debug)]
 pub struct Python {
     toolchain: Toolchain,
+    /// The guard's bytecode for this interpreter, made or read from the cache on first use.
+    guard_bytecode: OnceLock<Option<Vec<u8>>>,
 }
 
 impl Python {
@@ -92,7 +97,14 @@ impl Python {
                 "--version",
                 " (install Debian's python3)",
             ),
+            guard_bytecode: OnceLock::new(),
         }
+    }
+
+    fn guard_bytecode(&self) -> Option<&[u8]> {
+        self.guard_bytecode
+            .get_or_init(|| python_guard::bytecode(self.toolchain.path()?))
+            .as_deref()
     }
 }
 
@@ -140,18 +152,20 @@ impl Language for Python {
         if !ctx.guards.python_audit {
             return Vec::new();
         }
-        vec![
-            FileEntry {
-                path: PY_GUARD.into(),
-                content: PY_GUARD_SOURCE.as_bytes().to_vec(),
-                executable: false,
-            },
-            FileEntry {
-                path: PY_EVENTS.into(),
-                content: Vec::new(),
-                executable: false,
-            },
-        ]
+        let file = |path: &str, content: &[u8]| FileEntry {
+            path: path.into(),
+            content: content.to_vec(),
+            executable: false,
+        };
+        let mut files = vec![
+            file(PY_GUARD, python_guard::LOADER.as_bytes()),
+            file(PY_GUARD_MAIN, python_guard::SOURCE.as_bytes()),
+            file(PY_EVENTS, b""),
+        ];
+        if let Some(bytecode) = self.guard_bytecode() {
+            files.push(file(PY_GUARD_BYTECODE, bytecode));
+        }
+        files
     }
 
     fn events_file(&self, ctx: &StepContext<'_>) -> Option<&'static str> {
@@ -447,6 +461,7 @@ mod tests {
     fn python_runs_isolated_under_the_guard() {
         let py = Python {
             toolchain: Toolchain::at("python", Some("/usr/bin/python3".into()), "--version"),
+            guard_bytecode: OnceLock::new(),
         };
         let args = vec!["a".to_string()];
         let cmd = py.run(&ctx(&args, Guards::default()));
@@ -462,7 +477,17 @@ mod tests {
                 "a"
             ]
         );
-        assert_eq!(py.support_files(&ctx(&args, Guards::default())).len(), 2);
+        let files = py.support_files(&ctx(&args, Guards::default()));
+        let names: Vec<_> = files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                ".vana/guard.py",
+                ".vana/guard_main.py",
+                ".vana/events.jsonl",
+                ".vana/guard_main.py.bin"
+            ]
+        );
         let off = Guards {
             python_audit: false,
             ..Guards::default()

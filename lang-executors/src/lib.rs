@@ -10,6 +10,7 @@
 mod compiled;
 pub mod info;
 mod interpreted;
+mod python_guard;
 
 use std::sync::Arc;
 

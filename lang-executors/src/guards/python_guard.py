@@ -1,6 +1,7 @@
 # vana-sandbox Python guard: defence in depth, never the boundary.
-# Runs the program under an audit hook that reports sensitive events as JSON lines.
-# Usage: python3 -I /workspace/.vana/guard.py /workspace/main.py [args...]
+# Installs an audit hook that reports sensitive events as JSON lines and prepares the program
+# (`_main`, `_code`), which the loader (`python_loader.py`, run as
+# `python3 -I /workspace/.vana/guard.py /workspace/main.py [args...]`) then runs.
 import os
 import sys
 
@@ -69,4 +70,3 @@ sys.modules["__main__"] = _main
 with open(_path, "rb") as _f:
     _code = compile(_f.read(), _path, "exec")
 del _f
-exec(_code, _main.__dict__)
