@@ -4,9 +4,11 @@
 //! development host about 0.33 ms of the 0.48 ms all of its namespaces add to a plain fork (the
 //! loopback device registered, per-namespace tables and sysctls set up). A thread of the
 //! executor keeps some made: it unshares a new one, brings its loopback up and keeps a
-//! descriptor, again and again. How many follows demand: one at first (a one-shot process, the
-//! CLI's `run`, wastes at most one), one more per namespace taken, up to [`READY`]. The thread that clones a sandbox enters one (`setns`)
-//! and clones without `CLONE_NEWNET`; each namespace serves one sandbox and goes with it.
+//! descriptor, again and again. How many follows demand: one at first, none more after the first
+//! sandbox (a one-shot process, the CLI's `run`, makes exactly the one it uses: making and
+//! ending a network namespace costs as much CPU as a short program), then one more per sandbox,
+//! up to [`READY`]. The thread that clones a sandbox enters one (`setns`) and clones without
+//! `CLONE_NEWNET`; each namespace serves one sandbox and goes with it.
 //!
 //! What changes for the sandbox: its network namespace belongs to the host's user namespace
 //! instead of its own, so nothing inside — not even init, root of the sandbox's user namespace
@@ -35,10 +37,23 @@ struct State {
     stop: AtomicBool,
 }
 
-/// The namespaces made, and how many to keep.
+/// The namespaces made, how many to keep, and how many sandboxes asked for one.
 struct Ready {
     fds: Vec<Fd>,
     wanted: usize,
+    asked: usize,
+}
+
+impl Ready {
+    /// How many to keep once `asked` sandboxes have asked: one for the first; none more until a
+    /// second asks; then one fewer than have asked, up to [`READY`].
+    fn wanted(asked: usize) -> usize {
+        match asked {
+            0 => 1,
+            1 => 0,
+            n => (n - 1).min(READY),
+        }
+    }
 }
 
 impl State {
@@ -53,7 +68,8 @@ impl NetnsPool {
         let state = Arc::new(State {
             ready: Mutex::new(Ready {
                 fds: Vec::with_capacity(READY),
-                wanted: 1,
+                wanted: Ready::wanted(0),
+                asked: 0,
             }),
             taken: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -74,7 +90,8 @@ impl NetnsPool {
     pub(crate) fn take(&self) -> Option<Fd> {
         let fd = {
             let mut ready = self.state.ready();
-            ready.wanted = (ready.wanted + 1).min(READY);
+            ready.asked = ready.asked.saturating_add(1);
+            ready.wanted = Ready::wanted(ready.asked);
             ready.fds.pop()
         };
         self.state.taken.notify_one();
@@ -185,6 +202,7 @@ mod tests {
 
     /// Each namespace taken is new (not the host's, not an earlier one), the maker keeps more
     /// as they are taken but never more than `READY`, and stopping closes what was not taken.
+    /// After the first is taken it makes no other until a second sandbox asks.
     #[test]
     fn namespaces_are_new_used_once_and_made_as_they_are_taken() {
         // SAFETY: geteuid has no preconditions.
@@ -196,11 +214,26 @@ mod tests {
         let host = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
         let pool = NetnsPool::start().expect("the maker starts");
         let mut seen = std::collections::HashSet::new();
+        // The first one, made before anyone asks (waited for, so one call takes it).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pool.state.ready().fds.is_empty() {
+            assert!(Instant::now() < deadline, "no namespace was made");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Kept open: a namespace closed may give its inode number to a later one.
+        let mut held = vec![pool.take().expect("one is ready")];
+        seen.insert(inode_of(&held[0]));
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            pool.state.ready().fds.is_empty(),
+            "a namespace was made that no sandbox asked for"
+        );
         for _ in 0..6 {
             let fd = take_within(&pool, Duration::from_secs(5));
             let ino = inode_of(&fd);
             assert_ne!(ino, host, "the host's own namespace was handed out");
             assert!(seen.insert(ino), "a namespace was handed out twice");
+            held.push(fd);
         }
         std::thread::sleep(Duration::from_millis(300));
         let ready = pool.state.ready();
