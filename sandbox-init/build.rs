@@ -11,6 +11,8 @@
 #![allow(clippy::expect_used)]
 
 use std::path::PathBuf;
+
+use sha2::Digest;
 use std::process::Command;
 
 fn main() {
@@ -70,4 +72,11 @@ fn main() {
             );
         }
     }
+    // Its SHA-256, which names the copy a root host keeps of it (see the native backend).
+    let bytes = std::fs::read(&exe).expect("reading the built vana-init");
+    let digest: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(out.join("vana-init.sha256"), digest).expect("writing the digest");
 }

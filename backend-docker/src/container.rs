@@ -8,6 +8,7 @@ use bollard::models::{HostConfig, HostConfigLogConfig, Mount, MountTypeEnum};
 use vana_sandbox_core::host::{
     PROC_MASKED_DIRS, PROC_MASKED_FILES, PROC_READ_ONLY, PROC_VIRTUALISED_FILES,
 };
+use vana_sandbox_core::reaper;
 use vana_sandbox_init::serve::Setup;
 
 use crate::error::DockerError;
@@ -330,15 +331,84 @@ async fn start(
     Ok(container)
 }
 
-/// Removes a container (force, with its anonymous volumes); errors are logged, not returned.
-pub(crate) async fn remove(shared: &Shared, id: &str) {
-    let opts = bollard::container::RemoveContainerOptions {
+/// How a container is removed: forced, with its anonymous volumes.
+pub(crate) const REMOVE: bollard::container::RemoveContainerOptions =
+    bollard::container::RemoveContainerOptions {
         force: true,
         v: true,
-        ..Default::default()
+        link: false,
     };
-    if let Err(e) = shared.docker.remove_container(id, Some(opts)).await {
+
+/// Removes a container now; errors are logged, not returned.
+pub(crate) async fn remove(shared: &Shared, id: &str) {
+    if let Err(e) = shared.docker.remove_container(id, Some(REMOVE)).await {
         tracing::warn!(container = id, "removing container failed: {e}");
+    }
+}
+
+/// Ends a container off the caller's path: its attach stream is closed now (init kills what is
+/// left and exits), and the process's reaper removes it (a new container waits while the
+/// reaper is behind; the process's exit waits for it).
+pub(crate) fn end(c: Container) {
+    c.session.close();
+    let id = c.id;
+    reaper::end(Box::new(move || remover::remove(&id)));
+}
+
+/// The reaper's side: a client of its own on a runtime of its own, since the caller's runtime
+/// may be gone (at the process's exit) by the time a removal runs.
+mod remover {
+    use std::cell::RefCell;
+
+    use bollard::Docker;
+    use vana_sandbox_core::BackendError;
+
+    thread_local! {
+        static CLIENT: RefCell<Option<(tokio::runtime::Runtime, Docker)>> = const { RefCell::new(None) };
+    }
+
+    fn unavailable(e: impl std::fmt::Display) -> BackendError {
+        BackendError::Unavailable(format!("removing a container: {e}"))
+    }
+
+    /// Removes container `id` (blocking).
+    pub(super) fn remove(id: &str) -> Result<(), BackendError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Ended inline on a runtime's thread (no reaper thread here): block elsewhere.
+            return std::thread::scope(|s| {
+                s.spawn(|| remove(id))
+                    .join()
+                    .unwrap_or_else(|_| Err(unavailable("the remover panicked")))
+            });
+        }
+        CLIENT.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            if cell.is_none() {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(unavailable)?;
+                let docker = rt
+                    .block_on(
+                        Docker::connect_with_socket_defaults()
+                            .map_err(unavailable)?
+                            .negotiate_version(),
+                    )
+                    .map_err(unavailable)?;
+                *cell = Some((rt, docker));
+            }
+            let Some((rt, docker)) = cell.as_ref() else {
+                return Err(unavailable("no client"));
+            };
+            match rt.block_on(docker.remove_container(id, Some(super::REMOVE))) {
+                Ok(()) => Ok(()),
+                // Already gone (removed by `shutdown` or by hand).
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Ok(()),
+                Err(e) => Err(unavailable(format!("{id}: {e}"))),
+            }
+        })
     }
 }
 

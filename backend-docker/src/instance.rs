@@ -110,6 +110,15 @@ impl DockerInstance {
 }
 
 impl State {
+    /// The instance is over: nothing more is placed, and its container is ended.
+    fn end(&mut self) {
+        self.destroyed = true;
+        self.staged.clear();
+        if let Some(c) = self.current.take() {
+            container::end(c);
+        }
+    }
+
     fn usable(&self) -> Result<(), BackendError> {
         if self.destroyed {
             return Err(BackendError::InstanceGone("already destroyed"));
@@ -457,7 +466,7 @@ impl Ctx {
         let argv = ["tar", "-c", "-C", WORKSPACE, "-f", "-", "."];
         let cap = old.key.disk.get().saturating_add(16 << 20);
         let packed = self.helper(&old.target(), &argv, &[], cap).await;
-        container::remove(&self.shared, &old.id).await;
+        container::end(old);
         let packed = packed?;
         if packed.code != Some(0) || packed.overflow {
             return Err(BackendError::File {
@@ -589,15 +598,7 @@ impl Instance for DockerInstance {
     }
 
     async fn destroy(self: Box<Self>) -> Result<(), BackendError> {
-        let current = {
-            let mut st = self.state.lock().await;
-            st.destroyed = true;
-            st.staged.clear();
-            st.current.take()
-        };
-        if let Some(c) = current {
-            container::remove(&self.ctx.shared, &c.id).await;
-        }
+        self.state.lock().await.end();
         Ok(())
     }
 }
@@ -605,23 +606,14 @@ impl Instance for DockerInstance {
 impl Drop for DockerInstance {
     fn drop(&mut self) {
         // Dropped without destroy (an error or a panic upstream, a session's last handle gone):
-        // remove in the background.
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let state = self.state.clone();
-        let shared = self.ctx.shared.clone();
-        handle.spawn(async move {
-            let current = {
-                let mut st = state.lock().await;
-                st.destroyed = true;
-                st.staged.clear();
-                st.current.take()
-            };
-            if let Some(c) = current {
-                container::remove(&shared, &c.id).await;
-            }
-        });
+        // ended like a destroyed one — now, or by a task once a run still holding the state
+        // lets go.
+        if let Ok(mut st) = self.state.try_lock() {
+            st.end();
+        } else if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let state = self.state.clone();
+            handle.spawn(async move { state.lock().await.end() });
+        }
     }
 }
 

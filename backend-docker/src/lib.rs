@@ -16,7 +16,9 @@
 //! native backend uses (installed by init), and cannot write init's frames. Memory, CPU, OOM and
 //! fork evidence is read by the host from the container's cgroups, before anything is torn down.
 //! A timeout or an output flood makes init kill everything but itself; the container is always
-//! removed, also after errors; when the host process dies, its attach connection closes and init
+//! removed, also after errors — after a run's result, by the process's reaper
+//! (`vana_sandbox_core::reaper`: the attach stream is closed at once, the removal's ~45 ms are
+//! nobody's wait; the process's exit waits for it); when the host process dies, its attach connection closes and init
 //! takes the container down; leftovers carrying our label whose owner is gone are removed at
 //! start. The runtime is runc or runsc (gVisor). A warm pool keeps containers created, started
 //! and attached ahead; a container never serves a second execution.
@@ -38,9 +40,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bollard::container::{ListContainersOptions, RemoveContainerOptions};
+use bollard::container::ListContainersOptions;
 use bollard::Docker;
 use vana_sandbox_core::host::OwnerId;
+use vana_sandbox_core::reaper;
 use vana_sandbox_core::{
     BackendError, BackendKind, Capabilities, Executor, Instance, InstanceSpec, Language, Layer,
     LayerName, Runtime,
@@ -260,15 +263,10 @@ impl DockerExecutor {
                 .cloned()
                 .unwrap_or_default();
             if let (Some(id), true) = (c.id, pick(&owner)) {
-                let opts = RemoveContainerOptions {
-                    force: true,
-                    v: true,
-                    ..Default::default()
-                };
                 if self
                     .shared
                     .docker
-                    .remove_container(&id, Some(opts))
+                    .remove_container(&id, Some(container::REMOVE))
                     .await
                     .is_ok()
                 {
@@ -286,10 +284,13 @@ impl DockerExecutor {
     }
 
     /// Removes the warm pool's containers (and any other container this process owns).
+    /// Waits (up to [`reaper::DROP_WAIT`]) for the containers being removed after their runs.
     pub async fn shutdown(&self) -> usize {
         self.pool.clear();
         let me = self.shared.owner.to_string();
-        self.remove_ours(|owner| owner == me).await
+        let removed = self.remove_ours(|owner| owner == me).await;
+        let _ = tokio::task::spawn_blocking(|| reaper::wait_below(1, reaper::DROP_WAIT)).await;
+        removed
     }
 
     /// Runtimes the engine knows.
@@ -456,6 +457,13 @@ impl Executor for DockerExecutor {
     }
 
     async fn create(&self, spec: &InstanceSpec) -> Result<Box<dyn Instance>, BackendError> {
+        if reaper::ending() >= reaper::MAX_ENDING {
+            // Containers are removed slower than they are made: wait for the reaper to catch up.
+            let _ = tokio::task::spawn_blocking(|| {
+                reaper::wait_below(reaper::MAX_ENDING, reaper::BACKLOG_WAIT)
+            })
+            .await;
+        }
         let image = self
             .shared
             .images

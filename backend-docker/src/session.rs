@@ -143,12 +143,13 @@ impl Session {
             .map_err(DockerError::api("attach container"))?;
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
         tokio::spawn(async move {
-            while let Some(bytes) = rx.recv().await {
+            // An empty frame (never a request's) is `close`.
+            while let Some(bytes) = rx.recv().await.filter(|b| !b.is_empty()) {
                 if input.write_all(&bytes).await.is_err() || input.flush().await.is_err() {
                     return;
                 }
             }
-            // The session is gone: closing stdin makes init kill everything and exit.
+            // The session is closed or gone: closing stdin makes init kill everything and exit.
             let _ = input.shutdown().await;
         });
         let (hello_tx, hello_rx) = oneshot::channel();
@@ -178,6 +179,13 @@ impl Session {
                 session.diagnostics()
             ))),
         }
+    }
+
+    /// Ends the conversation whoever else still holds the session: init's stdin is closed after
+    /// the requests already queued, and init kills everything and exits.
+    pub(crate) fn close(&self) {
+        lock(&self.routes).closed = true;
+        let _ = self.tx.send(Vec::new());
     }
 
     /// Queues a request (sent in order by the writer task).

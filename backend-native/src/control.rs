@@ -134,10 +134,12 @@ impl Control {
 
     /// Receives one message if one is waiting (the socket is read with `MSG_DONTWAIT`).
     pub(crate) fn try_recv(&self) -> Result<Option<(InitMessage, Option<Fd>)>, ControlError> {
-        let mut buf = vec![0u8; MAX_MESSAGE];
+        // Not zeroed first: the kernel writes the `n` bytes that are then read (zeroing 192 KiB
+        // per message showed in the host's profile).
+        let mut buf: Vec<u8> = Vec::with_capacity(MAX_MESSAGE);
         let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
+            iov_base: buf.spare_capacity_mut().as_mut_ptr().cast(),
+            iov_len: MAX_MESSAGE,
         };
         let mut control = [0u64; CMSG_SPACE / 8];
         // SAFETY: as in `send`.
@@ -183,7 +185,9 @@ impl Control {
         if n == 0 {
             return Err(ControlError::Closed);
         }
-        let msg = InitMessage::decode(buf.get(..n as usize).unwrap_or_default())?;
+        // SAFETY: recvmsg wrote `n` (at most `MAX_MESSAGE`, the capacity) bytes at the start.
+        unsafe { buf.set_len((n as usize).min(MAX_MESSAGE)) };
+        let msg = InitMessage::decode(&buf)?;
         let fd = passed.into_iter().next();
         Ok(Some((msg, fd)))
     }

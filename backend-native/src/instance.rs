@@ -2,10 +2,12 @@
 //! namespaces, with `vana-init` as PID 1) that lives until it is destroyed, runs one program at
 //! a time, and keeps its workspace between runs.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use vana_sandbox_core::reaper;
 use vana_sandbox_core::{
     BackendError, Bytes, Exit, Instance, InstanceSpec, Limits, ProcessIo, ProcessOutcome,
     ProcessSpec, ProxyEndpoint, SecurityEvent, SecurityEventKind, SharedFiles,
@@ -21,7 +23,7 @@ use crate::rootfs::{self, ExtraMount, RootSpec, Stage};
 use crate::supervisor::{self, Failure, RunPlan};
 use crate::sys::Fd;
 use crate::workspace::Workspace;
-use crate::{landlock, reaper, Shared};
+use crate::{landlock, Shared};
 
 /// How long init gets to take the namespace down before it is killed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -111,11 +113,17 @@ impl NativeInstance {
                 None => ExtraMount::Path(m),
             })
             .collect();
-        let devices = s
-            .devices
-            .then(mounts::device_tree)
-            .transpose()
-            .map_err(|e| BackendError::setup("making the device tmpfs", e))?;
+        let devices = if s.devices.load(Ordering::Relaxed) {
+            mounts::device_tree()
+                .map_err(|e| {
+                    if s.devices.swap(false, Ordering::Relaxed) {
+                        tracing::warn!("device tmpfs unavailable, binding the host's nodes: {e}");
+                    }
+                })
+                .ok()
+        } else {
+            None
+        };
         let disk = spec.limits.disk;
         let ops = rootfs::plan(&RootSpec {
             stage: Stage {

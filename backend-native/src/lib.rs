@@ -35,7 +35,6 @@ mod netns;
 mod pool;
 mod probe;
 mod procfs;
-mod reaper;
 mod rootfs;
 mod seccomp;
 mod spawn;
@@ -46,7 +45,7 @@ mod workspace;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -133,9 +132,9 @@ pub(crate) struct Shared {
     seccomp: Vec<seccomp::Insn>,
     landlock_abi: u32,
     init: InitImage,
-    /// Root mode: each instance gets a device tmpfs of its own (rootless, or where one cannot
+    /// Root mode: each instance gets a device tmpfs of its own (rootless, or once one could not
     /// be made, the host's `/dev` nodes are bound).
-    devices: bool,
+    devices: AtomicBool,
     /// Root mode: network namespaces made ahead.
     netns: Option<netns::NetnsPool>,
 }
@@ -239,20 +238,17 @@ impl NativeExecutor {
                 )
             })
             .collect();
-        let init = InitImage::create()
-            .map_err(|e| BackendError::setup("loading the sandbox init into memory", e))?;
+        let init = InitImage::load(&config.state_dir, mode.is_root())
+            .map_err(|e| BackendError::setup("loading the sandbox init", e))?;
         let seccomp = if seccomp_on {
             vana_sandbox_seccomp::bpf()
                 .map_err(|e| BackendError::backend("building the seccomp filter", e))?
         } else {
             Vec::new()
         };
-        let devices = mode.is_root()
-            && mounts::device_tree()
-                .map_err(|e| {
-                    tracing::warn!("device tmpfs unavailable, binding the host's nodes: {e}")
-                })
-                .is_ok();
+        // Found out by the first sandbox (a probe here made and dropped a whole device tmpfs
+        // per process).
+        let devices = AtomicBool::new(mode.is_root());
         let mode_is_root = mode.is_root();
         let shared = Shared {
             dirs: StateDirs {
@@ -321,7 +317,7 @@ impl Drop for NativeExecutor {
             n.stop();
         }
         // Its sandboxes end before it is gone (with any other executor's being ended).
-        reaper::wait_below(1, reaper::DROP_WAIT);
+        vana_sandbox_core::reaper::wait_below(1, vana_sandbox_core::reaper::DROP_WAIT);
     }
 }
 

@@ -29,6 +29,7 @@ pub mod outcome;
 pub mod outputs;
 pub mod packages;
 pub mod policy;
+pub mod reaper;
 pub mod request;
 pub mod result;
 pub mod session;

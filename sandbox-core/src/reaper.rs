@@ -1,12 +1,13 @@
-//! Ending sandboxes off the caller's path.
+//! Ending sandboxes off the caller's path, for every backend.
 //!
-//! Ending a sandbox is waiting for its init to exit — the kernel then unmounts its tree and ends
-//! its pid and network namespaces — and removing its cgroup: about a millisecond no caller needs
-//! to wait for. By the time a run's result exists its program has exited and init has sent
-//! `SIGKILL` to every other process of the run; what is left is bookkeeping. So an instance that
-//! is destroyed (or dropped) closes init's control socket — init kills what remains and exits —
-//! and hands the rest to this process's reaper thread. Its id lease and its cgroup stay held
-//! until it is gone, so neither is reused early.
+//! By the time a run's result exists its program has exited and every other process of the run
+//! has been killed; what is left is bookkeeping no caller needs to wait for. Natively that is
+//! init's exit (the kernel unmounting its tree, ending its namespaces) and the cgroup's removal,
+//! about a millisecond; on Docker, the container's removal, about 45 ms. So a backend's
+//! instance that is destroyed (or dropped) stops what could still act — the native init's
+//! control socket or the container's attach stream is closed, and init kills what remains —
+//! and hands the rest to this process's reaper thread. What the sandbox holds (an id lease, a
+//! cgroup, a container) stays held until it is gone, so nothing is reused early.
 //!
 //! Sandboxes being ended are counted over the whole process: a new sandbox waits while
 //! [`MAX_ENDING`] are (a host that ends sandboxes slower than it makes them never piles them
@@ -16,23 +17,25 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Condvar, Mutex, MutexGuard, Once, OnceLock};
 use std::time::{Duration, Instant};
 
-use vana_sandbox_core::BackendError;
+use crate::BackendError;
 
 /// Sandboxes being ended at most before a new one waits.
-pub(crate) const MAX_ENDING: usize = 8;
+pub const MAX_ENDING: usize = 8;
 
 /// How long a new sandbox waits for the backlog to shrink below [`MAX_ENDING`] (then it goes
 /// ahead: a stuck reaper must not stop the host).
-pub(crate) const BACKLOG_WAIT: Duration = Duration::from_secs(10);
+pub const BACKLOG_WAIT: Duration = Duration::from_secs(10);
 
-/// How long a dropped executor waits for the sandboxes being ended.
-pub(crate) const DROP_WAIT: Duration = Duration::from_secs(5);
+/// How long a dropped (or shut down) executor waits for the sandboxes being ended: long enough
+/// for a slow container removal (gVisor taking down a sandbox of many processes was measured at
+/// 19 s); the wait ends as soon as none is left.
+pub const DROP_WAIT: Duration = Duration::from_secs(30);
 
-/// How long an exiting process waits for its sandboxes to end.
-const AT_EXIT_WAIT: Duration = Duration::from_secs(3);
+/// How long an exiting process waits for its sandboxes to end (as long as a dropped executor).
+const AT_EXIT_WAIT: Duration = DROP_WAIT;
 
 /// Something the reaper ends (blocking; a failure is logged, there is no caller left).
-pub(crate) type Ending = Box<dyn FnOnce() -> Result<(), BackendError> + Send>;
+pub type Ending = Box<dyn FnOnce() -> Result<(), BackendError> + Send>;
 
 /// How many sandboxes are being ended, by the process counting (a forked child inherits the
 /// memory but not the reaper thread: its count starts again at zero).
@@ -65,7 +68,7 @@ fn changed(by: impl FnOnce(&mut usize)) {
 
 /// Ends `ending` on the reaper thread, or here if there is none (it could not be started, or
 /// this is a forked child of the process that started it).
-pub(crate) fn end(ending: Ending) {
+pub fn end(ending: Ending) {
     changed(|n| *n += 1);
     let returned = match queue() {
         Some(q) => q
@@ -122,8 +125,13 @@ extern "C" fn at_exit() {
     }
 }
 
+/// How many sandboxes this process is ending now.
+pub fn ending() -> usize {
+    count().1
+}
+
 /// Waits (at most `timeout`) until fewer than `n` sandboxes are being ended.
-pub(crate) fn wait_below(n: usize, timeout: Duration) {
+pub fn wait_below(n: usize, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     let mut ending = count();
     while ending.1 >= n {

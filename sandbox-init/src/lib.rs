@@ -13,6 +13,9 @@ pub mod serve;
 /// The init executable (static, stripped).
 pub const INIT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vana-init"));
 
+/// The SHA-256 of [`INIT`] (lower-case hex), computed when it was built.
+pub const INIT_SHA256: &str = include_str!(concat!(env!("OUT_DIR"), "/vana-init.sha256"));
+
 #[cfg(test)]
 mod tests {
     use super::protocol::*;
@@ -21,6 +24,12 @@ mod tests {
     fn the_init_binary_is_an_executable() {
         assert!(super::INIT.len() > 1024);
         assert_eq!(&super::INIT[..4], b"\x7fELF");
+        use sha2::Digest;
+        let digest: String = sha2::Sha256::digest(super::INIT)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(super::INIT_SHA256, digest);
     }
 
     #[test]

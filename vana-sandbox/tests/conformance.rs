@@ -278,5 +278,6 @@ fn docker_warm_pool_hands_each_container_out_once() {
         );
         exec.shutdown().await;
     });
-    assert!(docker_leftovers().is_empty(), "{:?}", docker_leftovers());
+    let left = settled(docker_leftovers);
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -123,7 +123,7 @@ pub fn assert_clean(backend: Backend) {
     match backend {
         Backend::Native => assert_no_leftovers(),
         Backend::Docker(_) => {
-            let left = docker_leftovers();
+            let left = super::settled(docker_leftovers);
             assert!(left.is_empty(), "containers of ours left behind: {left:?}");
         }
     }
