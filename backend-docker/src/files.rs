@@ -1,6 +1,8 @@
-//! A container's workspace files, through `tar`, `find` and `rm` run by the container's init as
-//! the sandbox user (the engine's archive endpoint cannot see into a tmpfs mounted in the
-//! container): the same confinement as the program has, and paths checked before they go in.
+//! A container's workspace files: small ones placed and read by the container's init itself
+//! (the serve protocol's `Put` and `Get`, in a child of init that is the sandbox user and
+//! follows no link), the rest through `tar`, `find` and `rm` run by init as the sandbox user
+//! (the engine's archive endpoint cannot see into a tmpfs mounted in the container): the same
+//! confinement as the program has, and paths checked before they go in.
 //! Files placed before any step wait on the host until a container exists. The helpers run
 //! beside whatever runs (a session's kernel); file operations take turns.
 
@@ -9,6 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 use vana_sandbox_core::{BackendError, FileEntry, FileInfo, FileKind, Files};
+use vana_sandbox_init::serve::MAX_GET_BYTES;
 
 use crate::container::WORKSPACE;
 use crate::instance::{parents, Ctx, State};
@@ -50,6 +53,11 @@ impl Files for DockerFiles {
         }
         let mut st = self.state.lock().await;
         let c = self.ctx.any_container(&mut st).await?.target();
+        if max_bytes <= u64::from(MAX_GET_BYTES) {
+            // Small reads (a guard's events, a session's file): init reads them itself, as the
+            // program's user, following no link.
+            return self.read_direct(&c, paths, max_bytes as u32).await;
+        }
         let mut out = Vec::new();
         for p in paths {
             // tar stores a symlink as a link (never its target); unpack_one accepts regular
@@ -167,5 +175,46 @@ impl Files for DockerFiles {
             return Err(failed(path, &h.stderr));
         }
         Ok(())
+    }
+}
+
+impl DockerFiles {
+    /// `paths` read by the container's init itself (the serve protocol's `Get`).
+    async fn read_direct(
+        &self,
+        c: &crate::run::Target,
+        paths: &[String],
+        max: u32,
+    ) -> Result<Vec<FileEntry>, BackendError> {
+        let mut out = Vec::new();
+        for p in paths {
+            match c.session.fetch(self.ctx.fs_ids(), p, max).await? {
+                Ok((mode, content)) => out.push(FileEntry {
+                    path: p.clone(),
+                    content,
+                    executable: mode & 0o111 != 0,
+                }),
+                Err(libc::EFBIG) => {
+                    return Err(BackendError::File {
+                        path: p.clone(),
+                        reason: "file too large to read back".into(),
+                    })
+                }
+                Err(libc::ENOENT) => return Err(failed(p, b"No such file or directory")),
+                Err(libc::EINVAL) => {
+                    return Err(BackendError::File {
+                        path: p.clone(),
+                        reason: "not a regular file".into(),
+                    })
+                }
+                Err(errno) => {
+                    return Err(BackendError::File {
+                        path: p.clone(),
+                        reason: std::io::Error::from_raw_os_error(errno).to_string(),
+                    })
+                }
+            }
+        }
+        Ok(out)
     }
 }

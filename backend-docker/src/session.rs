@@ -22,9 +22,10 @@ use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use vana_sandbox_core::ProxyConnection;
+use vana_sandbox_init::protocol::DecodeError;
 use vana_sandbox_init::protocol::Stage;
 use vana_sandbox_init::serve::{
-    Conn, FrameBuffer, Reply, Request, Setup, CONN_WINDOW, MAX_CHUNK, VERSION,
+    Conn, FrameBuffer, FsIds, PutEntry, Reply, Request, Setup, CONN_WINDOW, MAX_CHUNK, VERSION,
 };
 
 use crate::error::DockerError;
@@ -188,6 +189,79 @@ impl Session {
         let _ = self.tx.send(Vec::new());
     }
 
+    /// Places `entries` in the workspace through init itself (the protocol's `Put`): `None`
+    /// when they do not fit one frame (the caller moves them another way); else init's answer,
+    /// the index and `errno` of the entry that failed.
+    pub(crate) async fn place(
+        &self,
+        ids: FsIds,
+        entries: Vec<PutEntry>,
+    ) -> Result<Option<Result<(), (u32, i32)>>, DockerError> {
+        let mut replies = self.start_run()?;
+        let request = Request::Put {
+            id: replies.id,
+            ids,
+            entries,
+        };
+        match request.encode() {
+            Err(DecodeError::TooLarge) => return Ok(None),
+            Err(e) => return Err(DockerError::Protocol(format!("encoding a request: {e}"))),
+            Ok(frame) => self.tx.send(frame).map_err(|_| {
+                DockerError::Protocol("the connection to the container closed".into())
+            })?,
+        }
+        match self.answer(&mut replies).await? {
+            Reply::Placed { errno: 0, .. } => Ok(Some(Ok(()))),
+            Reply::Placed { index, errno, .. } => Ok(Some(Err((index, errno)))),
+            other => Err(DockerError::Protocol(format!(
+                "unexpected answer to Put: {other:?}"
+            ))),
+        }
+    }
+
+    /// A regular file of the workspace, at most `max` bytes, read by init itself (the protocol's
+    /// `Get`): its bytes, or the `errno` init met.
+    pub(crate) async fn fetch(
+        &self,
+        ids: FsIds,
+        path: &str,
+        max: u32,
+    ) -> Result<Result<(u32, Vec<u8>), i32>, DockerError> {
+        let mut replies = self.start_run()?;
+        self.send(&Request::Get {
+            id: replies.id,
+            ids,
+            path: path.as_bytes().to_vec(),
+            max,
+        })?;
+        match self.answer(&mut replies).await? {
+            Reply::Got {
+                errno: 0,
+                mode,
+                data,
+                ..
+            } => Ok(Ok((mode, data))),
+            Reply::Got { errno, .. } => Ok(Err(errno)),
+            other => Err(DockerError::Protocol(format!(
+                "unexpected answer to Get: {other:?}"
+            ))),
+        }
+    }
+
+    /// The one reply an operation gets, within [`ANSWER_TIMEOUT`].
+    async fn answer(&self, replies: &mut RunReplies) -> Result<Reply, DockerError> {
+        match tokio::time::timeout(ANSWER_TIMEOUT, replies.recv()).await {
+            Ok(Some(reply)) => Ok(reply),
+            Ok(None) => Err(DockerError::Protocol(format!(
+                "the container stopped{}",
+                self.diagnostics()
+            ))),
+            Err(_) => Err(DockerError::Protocol(format!(
+                "the container's init did not answer in {ANSWER_TIMEOUT:?}"
+            ))),
+        }
+    }
+
     /// Queues a request (sent in order by the writer task).
     pub(crate) fn send(&self, request: &Request) -> Result<(), DockerError> {
         encode(&self.tx, request)
@@ -316,7 +390,9 @@ async fn route(reply: Reply, routes: &Arc<Mutex<Routes>>, tx: &Writer) {
         Reply::Output { id, .. }
         | Reply::Disk { id, .. }
         | Reply::Exited { id, .. }
-        | Reply::StdinAck { id, .. } => Some(*id),
+        | Reply::StdinAck { id, .. }
+        | Reply::Placed { id, .. }
+        | Reply::Got { id, .. } => Some(*id),
         Reply::Failed { id, .. } if *id != 0 => Some(*id),
         _ => None,
     };
@@ -356,7 +432,9 @@ async fn route(reply: Reply, routes: &Arc<Mutex<Routes>>, tx: &Writer) {
         Reply::Output { .. }
         | Reply::Disk { .. }
         | Reply::Exited { .. }
-        | Reply::StdinAck { .. } => {}
+        | Reply::StdinAck { .. }
+        | Reply::Placed { .. }
+        | Reply::Got { .. } => {}
     }
 }
 

@@ -11,6 +11,9 @@
 //! pipes, measures the writable mounts and reports `Disk` and `Exited`. When the host's side of
 //! stdin closes, init kills everything and exits, which stops the container.
 //!
+//! `Put` and `Get` move small files in and out of the workspace without a helper program: a
+//! forked child of init does it, as the program's user (see [`files`]).
+//!
 //! With `Listen`, init also relays connections to `127.0.0.1:<port>` (the egress proxy's address
 //! inside the sandbox) to the host, inside `Conn` frames with a window each way; the relay is
 //! init's own (the program cannot kill or replace it) and leads only to the host.
@@ -609,6 +612,24 @@ impl State {
                     Err(e) => failed(0, Stage::Listen, e.raw_os_error().unwrap_or(EINVAL)),
                 },
             },
+            Request::Put { id, ids, entries } => {
+                let (index, errno) = files::place(ids, &entries);
+                reply(&Reply::Placed { id, index, errno });
+            }
+            Request::Get { id, ids, path, max } => reply(&match files::get(ids, &path, max) {
+                Ok((mode, data)) => Reply::Got {
+                    id,
+                    errno: 0,
+                    mode,
+                    data,
+                },
+                Err(errno) => Reply::Got {
+                    id,
+                    errno,
+                    mode: 0,
+                    data: Vec::new(),
+                },
+            }),
             Request::Conn { id, frame } => {
                 if let Some(relay) = self.relay.as_mut() {
                     relay.handle(id, frame);
@@ -803,6 +824,255 @@ pub(crate) fn main() -> ! {
                     shut_down();
                 }
             }
+        }
+    }
+}
+
+/// `Put` and `Get`: files moved in and out of the workspace by init itself, as the program's
+/// user would (no helper program to start). Each operation runs in a forked child of init that
+/// takes the program's user and group for all its ids (no capabilities left; init's own stay
+/// untouched) and walks every path a component at a time from the workspace without following a
+/// link: it can reach and change exactly what the program could, nothing through a link the
+/// program planted, and a FIFO in a file's place cannot block it (opened non-blocking, then
+/// refused). The child reports through a pipe: `errno`, then an index or a mode, then bytes.
+mod files {
+    use std::ffi::CString;
+    use std::fs::File;
+    use std::io::{Read, Write};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::fs::MetadataExt;
+
+    use super::super::serve_protocol::{FsIds, PutEntry};
+    use super::super::{c_int, errno, setgroups, setresgid, setresuid, wait4, _exit};
+
+    extern "C" {
+        fn openat(dirfd: c_int, path: *const std::ffi::c_char, flags: c_int, ...) -> c_int;
+        fn mkdirat(dirfd: c_int, path: *const std::ffi::c_char, mode: u32) -> c_int;
+        fn fchmod(fd: c_int, mode: u32) -> c_int;
+        fn fork() -> c_int;
+        fn pipe2(fds: *mut c_int, flags: c_int) -> c_int;
+    }
+
+    const WORKSPACE: &[u8] = b"/workspace";
+    const O_RDONLY: c_int = 0;
+    const O_WRONLY: c_int = 1;
+    const O_CREAT: c_int = 0o100;
+    const O_TRUNC: c_int = 0o1000;
+    const O_NONBLOCK: c_int = 0o4000;
+    const O_NOFOLLOW: c_int = 0o400000;
+    const O_CLOEXEC: c_int = 0o2000000;
+    const AT_FDCWD: c_int = -100;
+    const EEXIST: i32 = 17;
+    const EINVAL: i32 = 22;
+    const EPERM: i32 = 1;
+    const EFBIG: i32 = 27;
+    const EIO: i32 = 5;
+    const S_IFMT: u32 = 0o170000;
+    const S_IFREG: u32 = 0o100000;
+    const S_IFDIR: u32 = 0o040000;
+    const ENOTDIR: i32 = 20;
+
+    fn io_errno(e: std::io::Error) -> i32 {
+        e.raw_os_error().unwrap_or(EIO)
+    }
+
+    /// Runs `op` in a child that is the program's user, and returns the child's report.
+    fn as_program(ids: FsIds, op: impl FnOnce(&mut File) -> Result<(), i32>) -> Vec<u8> {
+        let mut fds = [-1; 2];
+        // SAFETY: a two-element array for pipe2 to fill.
+        if unsafe { pipe2(fds.as_mut_ptr(), O_CLOEXEC) } < 0 {
+            return report(errno(), 0, &[]);
+        }
+        // SAFETY: descriptors pipe2 just made, owned once each.
+        let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: init is single-threaded, so the child may allocate; it only makes system
+        // calls, writes its report and exits.
+        let pid = unsafe { fork() };
+        if pid < 0 {
+            return report(errno(), 0, &[]);
+        }
+        if pid == 0 {
+            drop(rd);
+            let mut out = File::from(wr);
+            // SAFETY: dropping every privilege of this child: groups, then gid, then uid (all
+            // non-zero: the capabilities go with them).
+            let dropped = unsafe {
+                setgroups(0, std::ptr::null()) == 0
+                    && setresgid(ids.gid, ids.gid, ids.gid) == 0
+                    && setresuid(ids.uid, ids.uid, ids.uid) == 0
+            };
+            if !dropped || ids.uid == 0 {
+                let _ = out.write_all(&report(EPERM, 0, &[]));
+            } else if let Err(e) = op(&mut out) {
+                let _ = out.write_all(&report(e, 0, &[]));
+            }
+            drop(out);
+            // SAFETY: ends the child without running init's exit paths.
+            unsafe { _exit(0) }
+        }
+        drop(wr);
+        let mut got = Vec::new();
+        let _ = File::from(rd).read_to_end(&mut got);
+        let mut status = 0;
+        // SAFETY: reaps the child just forked (init's loop has not seen it).
+        unsafe { wait4(pid, &mut status, 0, std::ptr::null_mut()) };
+        got
+    }
+
+    /// A report: `errno`, an index or a mode, the bytes.
+    fn report(errno: i32, n: u32, data: &[u8]) -> Vec<u8> {
+        let mut r = Vec::with_capacity(8 + data.len());
+        r.extend_from_slice(&errno.to_le_bytes());
+        r.extend_from_slice(&n.to_le_bytes());
+        r.extend_from_slice(data);
+        r
+    }
+
+    fn parse(r: &[u8]) -> (i32, u32, &[u8]) {
+        match (r.get(..4), r.get(4..8)) {
+            (Some(e), Some(n)) => (
+                i32::from_le_bytes([e[0], e[1], e[2], e[3]]),
+                u32::from_le_bytes([n[0], n[1], n[2], n[3]]),
+                &r[8..],
+            ),
+            // The child died before reporting.
+            _ => (EIO, 0, &[]),
+        }
+    }
+
+    fn open_at(dir: c_int, name: &[u8], flags: c_int, mode: u32) -> Result<OwnedFd, i32> {
+        let name = CString::new(name).map_err(|_| EINVAL)?;
+        // SAFETY: a NUL-terminated name; the descriptor is owned by the returned `OwnedFd`.
+        let fd = unsafe { openat(dir, name.as_ptr(), flags | O_CLOEXEC, mode) };
+        if fd < 0 {
+            return Err(errno());
+        }
+        // SAFETY: a descriptor we just opened.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    fn make_dir(dir: &OwnedFd, name: &[u8], mode: u32) -> Result<(), i32> {
+        let c = CString::new(name).map_err(|_| EINVAL)?;
+        // SAFETY: a NUL-terminated name relative to a directory we hold.
+        if unsafe { mkdirat(dir.as_raw_fd(), c.as_ptr(), mode) } < 0 && errno() != EEXIST {
+            return Err(errno());
+        }
+        Ok(())
+    }
+
+    fn chmod(fd: &OwnedFd, mode: u32) -> Result<(), i32> {
+        // SAFETY: fchmod on a descriptor we hold.
+        if unsafe { fchmod(fd.as_raw_fd(), mode & 0o7777) } < 0 {
+            return Err(errno());
+        }
+        Ok(())
+    }
+
+    /// The path's components: none empty, `.` or `..`.
+    fn components(path: &[u8]) -> Result<Vec<&[u8]>, i32> {
+        let parts: Vec<&[u8]> = path.split(|b| *b == b'/').collect();
+        if parts.iter().any(|c| c.is_empty() || *c == b"." || *c == b"..") {
+            return Err(EINVAL);
+        }
+        Ok(parts)
+    }
+
+    /// Directory `name` of `dir`, never through a link. Not `O_DIRECTORY` with `O_NOFOLLOW`:
+    /// gVisor follows a link given both (measured); `O_NOFOLLOW` alone refuses it everywhere,
+    /// and the type is checked after.
+    fn open_dir(dir: c_int, name: &[u8]) -> Result<OwnedFd, i32> {
+        let fd = open_at(dir, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0)?;
+        let f = File::from(fd);
+        if f.metadata().map_err(io_errno)?.mode() & S_IFMT != S_IFDIR {
+            return Err(ENOTDIR);
+        }
+        Ok(OwnedFd::from(f))
+    }
+
+    /// The directory holding the last component, walked (and with `create`, made) from the
+    /// workspace without following a link.
+    fn parent(parts: &[&[u8]], create: bool) -> Result<OwnedFd, i32> {
+        let mut dir = open_dir(AT_FDCWD, WORKSPACE)?;
+        for comp in &parts[..parts.len().saturating_sub(1)] {
+            if create {
+                make_dir(&dir, comp, 0o755)?;
+            }
+            dir = open_dir(dir.as_raw_fd(), comp)?;
+        }
+        Ok(dir)
+    }
+
+    fn place_one(e: &PutEntry) -> Result<(), i32> {
+        let parts = components(&e.path)?;
+        let dir = parent(&parts, true)?;
+        let name = parts.last().copied().unwrap_or_default();
+        match &e.content {
+            None => {
+                make_dir(&dir, name, 0o700)?;
+                chmod(&open_dir(dir.as_raw_fd(), name)?, e.mode)
+            }
+            Some(content) => {
+                let fd = open_at(
+                    dir.as_raw_fd(),
+                    name,
+                    O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_NONBLOCK,
+                    0o600,
+                )?;
+                let mut f = File::from(fd);
+                if f.metadata().map_err(io_errno)?.mode() & S_IFMT != S_IFREG {
+                    return Err(EINVAL);
+                }
+                f.write_all(content).map_err(io_errno)?;
+                chmod(&OwnedFd::from(f), e.mode)
+            }
+        }
+    }
+
+    /// Places `entries` in order; the index and `errno` of the first that failed.
+    pub(crate) fn place(ids: FsIds, entries: &[PutEntry]) -> (u32, i32) {
+        let r = as_program(ids, |out| {
+            for (i, e) in entries.iter().enumerate() {
+                if let Err(errno) = place_one(e) {
+                    let _ = out.write_all(&report(errno, i as u32, &[]));
+                    return Ok(());
+                }
+            }
+            let _ = out.write_all(&report(0, 0, &[]));
+            Ok(())
+        });
+        let (errno, index, _) = parse(&r);
+        (index, errno)
+    }
+
+    /// A regular file's mode and bytes, at most `max` (`EFBIG` beyond).
+    pub(crate) fn get(ids: FsIds, path: &[u8], max: u32) -> Result<(u32, Vec<u8>), i32> {
+        let r = as_program(ids, |out| {
+            let parts = components(path)?;
+            let dir = parent(&parts, false)?;
+            let name = parts.last().copied().unwrap_or_default();
+            let f = File::from(open_at(
+                dir.as_raw_fd(),
+                name,
+                O_RDONLY | O_NOFOLLOW | O_NONBLOCK,
+                0,
+            )?);
+            let meta = f.metadata().map_err(io_errno)?;
+            if meta.mode() & S_IFMT != S_IFREG {
+                return Err(EINVAL);
+            }
+            let mut data = Vec::new();
+            f.take(u64::from(max) + 1)
+                .read_to_end(&mut data)
+                .map_err(io_errno)?;
+            if data.len() > max as usize {
+                return Err(EFBIG);
+            }
+            let _ = out.write_all(&report(0, meta.mode() & 0o7777, &data));
+            Ok(())
+        });
+        match parse(&r) {
+            (0, mode, data) => Ok((mode, data.to_vec())),
+            (errno, _, _) => Err(errno),
         }
     }
 }

@@ -40,7 +40,7 @@ use crate::protocol::{
 };
 
 /// Serve-protocol version, sent in `Hello`.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Largest chunk of a program's input or output, or of a relayed connection, in one frame.
 pub const MAX_CHUNK: usize = 64 * 1024;
 /// Largest seccomp filter `Setup` carries, in instructions (the kernel's `BPF_MAXINSNS`).
@@ -56,6 +56,10 @@ pub const CONN_WINDOW: u32 = 128 * 1024;
 pub const MAX_CONNS: usize = 64;
 /// Most runs init keeps at once.
 pub const MAX_RUNS: usize = 16;
+/// Most entries one `Put` carries.
+pub const MAX_PUT_ENTRIES: usize = 4096;
+/// Most bytes of a file one `Get` returns (what fits a frame with room to spare).
+pub const MAX_GET_BYTES: u32 = 128 * 1024;
 
 const T_SETUP: u32 = 200;
 const T_STDIN: u32 = 201;
@@ -63,6 +67,8 @@ const T_STDIN_END: u32 = 202;
 const T_RUN: u32 = 203;
 const T_KILL: u32 = 204;
 const T_LISTEN: u32 = 205;
+const T_PUT: u32 = 206;
+const T_GET: u32 = 207;
 const T_CONN_OPEN: u32 = 210;
 const T_CONN_DATA: u32 = 211;
 const T_CONN_END: u32 = 212;
@@ -74,6 +80,8 @@ const T_EXITED: u32 = 302;
 const T_FAILED: u32 = 303;
 const T_STDIN_ACK: u32 = 304;
 const T_LISTENING: u32 = 305;
+const T_PLACED: u32 = 306;
+const T_GOT: u32 = 307;
 
 /// The first message: what every program of this container gets.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -83,6 +91,28 @@ pub struct Setup {
     pub filter: Vec<u8>,
     /// Writable mounts whose used bytes `Disk` reports (each mount counted once).
     pub usage_paths: Vec<Vec<u8>>,
+}
+
+/// One entry of a `Put`: a directory, or a file and its bytes, by its path relative to the
+/// workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutEntry {
+    /// Relative path (no empty, `.` or `..` component; init checks).
+    pub path: Vec<u8>,
+    /// Permission bits.
+    pub mode: u32,
+    /// The file's bytes; `None`: a directory.
+    pub content: Option<Vec<u8>>,
+}
+
+/// The file-system ids a `Put` or `Get` acts as (the program's: init switches its own for the
+/// operation, and follows no link).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsIds {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
 }
 
 /// What travels on one relayed connection (both directions; only init sends `Open`).
@@ -137,6 +167,27 @@ pub enum Request {
     Listen {
         /// The port.
         port: u16,
+    },
+    /// Place files and directories in the workspace (answered by `Placed`, under an id not in
+    /// use by a run).
+    Put {
+        /// The operation's id.
+        id: u32,
+        /// As whom.
+        ids: FsIds,
+        /// What, in order (a directory before what is in it).
+        entries: Vec<PutEntry>,
+    },
+    /// Read a regular file of the workspace, at most `max` bytes (answered by `Got`).
+    Get {
+        /// The operation's id.
+        id: u32,
+        /// As whom.
+        ids: FsIds,
+        /// Relative path.
+        path: Vec<u8>,
+        /// Most bytes (at most [`MAX_GET_BYTES`]).
+        max: u32,
     },
     /// A frame of relayed connection `id`.
     Conn {
@@ -212,6 +263,27 @@ pub enum Reply {
     Listening {
         /// The port.
         port: u16,
+    },
+    /// `Put` `id` is done: `errno` 0, every entry placed; else entry `index` failed.
+    Placed {
+        /// The operation.
+        id: u32,
+        /// The entry that failed.
+        index: u32,
+        /// Why (0: none did).
+        errno: i32,
+    },
+    /// `Get` `id`'s answer: `errno` 0, the file's mode and bytes; `EFBIG` when it holds more
+    /// than asked for.
+    Got {
+        /// The operation.
+        id: u32,
+        /// Why it failed (0: it did not).
+        errno: i32,
+        /// The file's mode (permission bits).
+        mode: u32,
+        /// The bytes.
+        data: Vec<u8>,
     },
     /// A frame of relayed connection `id`.
     Conn {
@@ -299,6 +371,45 @@ impl Request {
                 frame(T_KILL, with_id(*id, &(*signal as u32).to_le_bytes()))
             }
             Request::Listen { port } => frame(T_LISTEN, (*port as u32).to_le_bytes().to_vec()),
+            Request::Put { id, ids, entries } => {
+                if entries.len() > MAX_PUT_ENTRIES {
+                    return Err(DecodeError::TooLarge);
+                }
+                let mut p = Vec::new();
+                for v in [*id, ids.uid, ids.gid, entries.len() as u32] {
+                    put_u32(&mut p, v);
+                }
+                for e in entries {
+                    put_string(&mut p, &e.path)?;
+                    put_u32(&mut p, e.mode);
+                    match &e.content {
+                        None => put_u32(&mut p, 0),
+                        Some(c) => {
+                            put_u32(&mut p, 1);
+                            put_u32(
+                                &mut p,
+                                u32::try_from(c.len()).map_err(|_| DecodeError::TooLarge)?,
+                            );
+                            p.extend_from_slice(c);
+                        }
+                    }
+                    if p.len() > MAX_MESSAGE {
+                        return Err(DecodeError::TooLarge);
+                    }
+                }
+                frame(T_PUT, p)
+            }
+            Request::Get { id, ids, path, max } => {
+                if *max > MAX_GET_BYTES {
+                    return Err(DecodeError::TooLarge);
+                }
+                let mut p = Vec::new();
+                for v in [*id, ids.uid, ids.gid, *max] {
+                    put_u32(&mut p, v);
+                }
+                put_string(&mut p, path)?;
+                frame(T_GET, p)
+            }
             Request::Conn { id, frame } => encode_conn(*id, frame, false)?,
         };
         if packet.len() > MAX_MESSAGE {
@@ -358,6 +469,53 @@ impl Request {
                     port: u16::try_from(port).map_err(|_| DecodeError::TooLarge)?,
                 })
             }
+            T_PUT => {
+                let id = r.u32()?;
+                let ids = FsIds {
+                    uid: r.u32()?,
+                    gid: r.u32()?,
+                };
+                let n = r.u32()? as usize;
+                if n > MAX_PUT_ENTRIES {
+                    return Err(DecodeError::TooLarge);
+                }
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let path = r.string()?;
+                    let mode = r.u32()?;
+                    let content = match r.u32()? {
+                        0 => None,
+                        1 => {
+                            let len = r.u32()? as usize;
+                            Some(r.take(len)?.to_vec())
+                        }
+                        other => return Err(DecodeError::UnknownType(other)),
+                    };
+                    entries.push(PutEntry {
+                        path,
+                        mode,
+                        content,
+                    });
+                }
+                Ok(Request::Put { id, ids, entries })
+            }
+            T_GET => {
+                let id = r.u32()?;
+                let ids = FsIds {
+                    uid: r.u32()?,
+                    gid: r.u32()?,
+                };
+                let max = r.u32()?;
+                if max > MAX_GET_BYTES {
+                    return Err(DecodeError::TooLarge);
+                }
+                Ok(Request::Get {
+                    id,
+                    ids,
+                    max,
+                    path: r.string()?,
+                })
+            }
             T_CONN_DATA | T_CONN_END | T_CONN_ACK | T_CONN_RESET => {
                 let (id, frame) = decode_conn(kind, &mut r, false)?;
                 Ok(Request::Conn { id, frame })
@@ -414,6 +572,26 @@ impl Reply {
             }
             Reply::StdinAck { id, bytes } => frame(T_STDIN_ACK, with_id(*id, &bytes.to_le_bytes())),
             Reply::Listening { port } => frame(T_LISTENING, (*port as u32).to_le_bytes().to_vec()),
+            Reply::Placed { id, index, errno } => {
+                let mut p = Vec::new();
+                for v in [*id, *index, *errno as u32] {
+                    put_u32(&mut p, v);
+                }
+                frame(T_PLACED, p)
+            }
+            Reply::Got {
+                id,
+                errno,
+                mode,
+                data,
+            } => {
+                let mut p = Vec::with_capacity(12 + data.len());
+                put_u32(&mut p, *id);
+                put_u32(&mut p, *errno as u32);
+                put_u32(&mut p, *mode);
+                p.extend_from_slice(data);
+                frame(T_GOT, p)
+            }
             // Init's frames are built from its own values: an over-long chunk cannot happen, and
             // would only make the host drop the stream.
             Reply::Conn { id, frame: f } => {
@@ -469,6 +647,25 @@ impl Reply {
             T_LISTENING => Ok(Reply::Listening {
                 port: u16::try_from(r.u32()?).map_err(|_| DecodeError::TooLarge)?,
             }),
+            T_PLACED => Ok(Reply::Placed {
+                id: r.u32()?,
+                index: r.u32()?,
+                errno: r.u32()? as i32,
+            }),
+            T_GOT => {
+                let id = r.u32()?;
+                let errno = r.u32()? as i32;
+                let mode = r.u32()?;
+                if r.buf.len() > MAX_GET_BYTES as usize {
+                    return Err(DecodeError::TooLarge);
+                }
+                Ok(Reply::Got {
+                    id,
+                    errno,
+                    mode,
+                    data: r.buf.to_vec(),
+                })
+            }
             T_CONN_OPEN | T_CONN_DATA | T_CONN_END | T_CONN_ACK | T_CONN_RESET => {
                 let (id, frame) = decode_conn(kind, &mut r, true)?;
                 Ok(Reply::Conn { id, frame })
@@ -579,6 +776,39 @@ mod tests {
                 id: 4,
                 frame: Conn::Reset,
             },
+            Request::Put {
+                id: 8,
+                ids: FsIds {
+                    uid: 1000,
+                    gid: 1000,
+                },
+                entries: vec![
+                    PutEntry {
+                        path: b".tmp".to_vec(),
+                        mode: 0o1777,
+                        content: None,
+                    },
+                    PutEntry {
+                        path: b"a/main.py".to_vec(),
+                        mode: 0o644,
+                        content: Some(b"print(1)\n".to_vec()),
+                    },
+                    PutEntry {
+                        path: b"empty".to_vec(),
+                        mode: 0o755,
+                        content: Some(Vec::new()),
+                    },
+                ],
+            },
+            Request::Get {
+                id: 9,
+                ids: FsIds {
+                    uid: 1000,
+                    gid: 1000,
+                },
+                path: b".vana/events.jsonl".to_vec(),
+                max: 65536,
+            },
         ];
         let mut stream = Vec::new();
         for r in &requests {
@@ -624,6 +854,17 @@ mod tests {
             },
             Reply::StdinAck { id: 2, bytes: 77 },
             Reply::Listening { port: 3128 },
+            Reply::Placed {
+                id: 8,
+                index: 1,
+                errno: 28,
+            },
+            Reply::Got {
+                id: 9,
+                errno: 0,
+                mode: 0o755,
+                data: b"{}".to_vec(),
+            },
             Reply::Conn {
                 id: 1,
                 frame: Conn::Open,
@@ -647,6 +888,73 @@ mod tests {
         ] {
             assert_eq!(Reply::decode(&m.encode()), Ok(m));
         }
+    }
+
+    /// A `Put` larger than a frame, with too many entries or a path holding a NUL cannot be
+    /// encoded (the host then falls back); a `Get` beyond its bound neither; hostile counts and
+    /// lengths are errors on decoding.
+    #[test]
+    fn puts_and_gets_stay_within_their_bounds() {
+        let ids = FsIds { uid: 1, gid: 1 };
+        let file = |n: usize| PutEntry {
+            path: b"f".to_vec(),
+            mode: 0o644,
+            content: Some(vec![0; n]),
+        };
+        let put = |entries| Request::Put {
+            id: 1,
+            ids,
+            entries,
+        };
+        assert!(put(vec![file(MAX_MESSAGE / 2)]).encode().is_ok());
+        assert_eq!(
+            put(vec![file(MAX_MESSAGE)]).encode(),
+            Err(DecodeError::TooLarge)
+        );
+        assert_eq!(
+            put(vec![file(0); MAX_PUT_ENTRIES + 1]).encode(),
+            Err(DecodeError::TooLarge)
+        );
+        let nul = PutEntry {
+            path: b"a\0b".to_vec(),
+            ..file(1)
+        };
+        assert!(put(vec![nul]).encode().is_err());
+        let get = |max| Request::Get {
+            id: 1,
+            ids,
+            path: b"f".to_vec(),
+            max,
+        };
+        assert!(get(MAX_GET_BYTES).encode().is_ok());
+        assert_eq!(get(MAX_GET_BYTES + 1).encode(), Err(DecodeError::TooLarge));
+        // A file announcing more bytes than the frame holds; an entry count beyond the bound.
+        let mut p = Vec::new();
+        for v in [1u32, 1, 1, 1] {
+            put_u32(&mut p, v);
+        }
+        p.extend_from_slice(b"f\0");
+        for v in [0o644u32, 1, 1000] {
+            put_u32(&mut p, v);
+        }
+        assert_eq!(
+            Request::decode(&frame(T_PUT, p)),
+            Err(DecodeError::Truncated)
+        );
+        let mut p = Vec::new();
+        for v in [1u32, 1, 1, MAX_PUT_ENTRIES as u32 + 1] {
+            put_u32(&mut p, v);
+        }
+        assert_eq!(
+            Request::decode(&frame(T_PUT, p)),
+            Err(DecodeError::TooLarge)
+        );
+        let mut p = Vec::new();
+        for v in [1u32, 0, 0o644] {
+            put_u32(&mut p, v);
+        }
+        p.extend(vec![0; MAX_GET_BYTES as usize + 1]);
+        assert_eq!(Reply::decode(&frame(T_GOT, p)), Err(DecodeError::TooLarge));
     }
 
     #[test]

@@ -497,6 +497,58 @@ fn one_core(b: Backend) {
 }
 all_backends!(one_core: docker_runc, docker_runsc);
 
+/// The request's files, placed by the container's init itself (one frame, no helper process):
+/// nested directories made, every file the program's own (it can rewrite and remove them), the
+/// workspace's `/tmp` a sticky world-writable directory, a binary file byte for byte; and the
+/// same with a file too large for a frame (then placed by `tar`).
+fn request_files_are_the_programs_own(b: Backend) {
+    let code = r#"
+import os, stat, sys
+uid = os.getuid()
+for p in sys.argv[1:]:
+    st = os.stat(p)
+    assert st.st_uid == uid and st.st_gid == uid, (p, st.st_uid, st.st_gid, uid)
+    assert stat.S_IMODE(st.st_mode) == 0o644, (p, oct(st.st_mode))
+    open(p, "a").write("mine")
+    os.remove(p)
+assert stat.S_IMODE(os.stat("data/deep").st_mode) == 0o755
+t = os.stat("/tmp")
+assert t.st_mode & 0o1777 == 0o1777, oct(t.st_mode)
+print("ok")
+"#;
+    let file = |path: &str, content: String| vana_sandbox::FileSpec {
+        path: path.into(),
+        content: Some(content),
+        content_base64: None,
+    };
+    let blob = vana_sandbox::FileSpec {
+        path: "blob.bin".into(),
+        content: None,
+        content_base64: Some(base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            (0..=255u8).collect::<Vec<_>>(),
+        )),
+    };
+    // Small files (one frame: init), then with a file too large for a frame (`tar`).
+    for big in [false, true] {
+        let check = "import sys\nassert open('data/deep/in.txt').read() == 'hello'\nassert open('blob.bin', 'rb').read() == bytes(range(256))\n";
+        let r = run_with(b, "python", &format!("{check}{code}"), |r| {
+            r.files = vec![file("data/deep/in.txt", "hello".into()), blob.clone()];
+            r.args = vec!["data/deep/in.txt".into(), "blob.bin".into()];
+            if big {
+                r.files.push(file("big.txt", "x".repeat(300_000)));
+                r.args.push("big.txt".into());
+            }
+        });
+        assert_eq!(
+            (r.status, r.output.as_str()),
+            (Status::Success, "ok\n"),
+            "big {big}: {r:#?}"
+        );
+    }
+}
+all_backends!(request_files_are_the_programs_own: docker_runc, docker_runsc);
+
 // ------------------------------------------------------------- program-written channels
 
 /// The guard's events file is written inside the sandbox: whatever the program puts there (a
