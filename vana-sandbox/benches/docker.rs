@@ -1,6 +1,6 @@
 //! The Docker backend, side by side in one run (needs root, a Docker engine and the runtime
-//! image): Python `print(1)` through a cold container, through the warm pool, and `docker run
-//! --rm` of the same image from the docker CLI; then sessions on native, runc and runsc: opening
+//! image): Python `print(1)` through a cold container, through the warm pool, `docker run --rm`
+//! of the same image from the docker CLI, and bare `python3` on the host (the targets' ratios); then sessions on native, runc and runsc: opening
 //! one, a Python cell (`1 + 1`), and a file written and read back while the kernel runs. Prints
 //! medians.
 //!
@@ -39,6 +39,22 @@ fn main() {
             .unwrap_or(0)
     );
     let only_sessions = std::env::args().any(|a| a == "sessions");
+    // The reference the targets are ratios of: bare Python on this host, in this run.
+    let bare = |n: usize| {
+        median(
+            (0..n)
+                .map(|_| {
+                    let t = Instant::now();
+                    let out = Command::new("/usr/bin/python3")
+                        .args(["-c", "print(1)"])
+                        .output()
+                        .expect("python3");
+                    assert_eq!(out.stdout, b"1\n");
+                    t.elapsed()
+                })
+                .collect(),
+        )
+    };
     for runtime in ["runc", "runsc"].into_iter().filter(|_| !only_sessions) {
         let (cold, warm, exec) = rt.block_on(async {
             let mut policy = PolicyConfig::default();
@@ -122,12 +138,16 @@ fn main() {
                 .collect(),
         );
         rt.block_on(exec.shutdown());
+        let bare_t = bare(n);
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!(
-            "{runtime:>5}: cold {:7.1} ms | warm pool {:6.1} ms | `docker run --rm` (CLI) {:7.1} ms   (medians of {n})",
+            "{runtime:>5}: cold {:7.1} ms | warm pool {:6.1} ms | `docker run --rm` (CLI) {:7.1} ms | bare python3 {:5.1} ms: warm {:.2}x bare, cold {:.2}x `docker run`   (medians of {n})",
             ms(cold_t),
             ms(warm_t),
-            ms(cli_t)
+            ms(cli_t),
+            ms(bare_t),
+            ms(warm_t) / ms(bare_t),
+            ms(cold_t) / ms(cli_t),
         );
     }
     sessions(&rt);
