@@ -196,12 +196,14 @@ fn compile(python: &Path) -> Option<Vec<u8>> {
         .take()
         .map(|mut i| i.write_all(SOURCE.as_bytes()).is_ok())
         .unwrap_or(false);
-    let mut out = Vec::new();
-    let read = child
-        .stdout
-        .take()
-        .map(|mut o| o.read_to_end(&mut out).is_ok())
-        .unwrap_or(false);
+    // Read beside the wait, so that the deadline holds even if the interpreter never closes
+    // its output.
+    let reader = child.stdout.take().map(|mut o| {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            o.read_to_end(&mut out).map(|_| out)
+        })
+    });
     let deadline = Instant::now() + COMPILE_TIMEOUT;
     let status = loop {
         match child.try_wait() {
@@ -214,6 +216,8 @@ fn compile(python: &Path) -> Option<Vec<u8>> {
             }
         }
     };
+    let out = reader.and_then(|r| r.join().ok()?.ok());
+    let (read, out) = (out.is_some(), out.unwrap_or_default());
     let ok = fed && read && status.is_some_and(|s| s.success());
     (ok && out.len() > 4 && out.len() <= MAX_PAYLOAD).then_some(out)
 }

@@ -843,7 +843,8 @@ mod files {
     use std::os::unix::fs::MetadataExt;
 
     use super::super::serve_protocol::{FsIds, PutEntry};
-    use super::super::{c_int, errno, setgroups, setresgid, setresuid, wait4, _exit};
+    use super::super::{c_int, errno, setgroups, setresgid, setresuid, wait4, _exit, EINVAL};
+    use super::O_NONBLOCK;
 
     extern "C" {
         fn openat(dirfd: c_int, path: *const std::ffi::c_char, flags: c_int, ...) -> c_int;
@@ -858,12 +859,10 @@ mod files {
     const O_WRONLY: c_int = 1;
     const O_CREAT: c_int = 0o100;
     const O_TRUNC: c_int = 0o1000;
-    const O_NONBLOCK: c_int = 0o4000;
     const O_NOFOLLOW: c_int = 0o400000;
     const O_CLOEXEC: c_int = 0o2000000;
     const AT_FDCWD: c_int = -100;
     const EEXIST: i32 = 17;
-    const EINVAL: i32 = 22;
     const EPERM: i32 = 1;
     const EFBIG: i32 = 27;
     const EIO: i32 = 5;
