@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::detect::{Detected, BASE_NAME};
 use super::fsutil::{self, read_key, read_u64};
-use super::{CgroupDriver, CgroupError, CgroupStats, InstanceCgroup};
+use super::{CgroupDriver, CgroupError, CgroupStats, InstanceCgroup, Written};
 use vana_sandbox_core::{Layer, LayerName, Limits};
 
 /// The v1 driver: our base directory in each hierarchy, nested under this process's own cgroup so
@@ -101,6 +101,7 @@ impl CgroupDriver for V1 {
             kmem_tcp: self.kmem_tcp,
             // A new cgroup has no memory limit.
             memory_limit: u64::MAX,
+            written: Written::default(),
             start: Counters::default(),
             sampled_pids: 0,
         };
@@ -153,6 +154,7 @@ struct V1Instance {
     kmem_tcp: bool,
     /// The memory limit now in place (`u64::MAX`: none).
     memory_limit: u64,
+    written: Written,
     start: Counters,
     sampled_pids: u64,
 }
@@ -199,10 +201,14 @@ impl InstanceCgroup for V1Instance {
             }
             self.memory_limit = new;
         }
-        fsutil::write(&self.pids, "pids.max", &limits.processes.to_string())?;
-        let quota = limits.cpus.quota_us(CFS_PERIOD_US);
-        fsutil::write(&self.cpu, "cpu.cfs_period_us", &CFS_PERIOD_US.to_string())?;
-        fsutil::write(&self.cpu, "cpu.cfs_quota_us", &quota.to_string())
+        let pids = &self.pids;
+        self.written
+            .processes(limits, |v| fsutil::write(pids, "pids.max", v))?;
+        let cpu = &self.cpu;
+        self.written.cpu_quota(limits, CFS_PERIOD_US, |quota| {
+            fsutil::write(cpu, "cpu.cfs_period_us", &CFS_PERIOD_US.to_string())?;
+            fsutil::write(cpu, "cpu.cfs_quota_us", quota)
+        })
     }
 
     fn begin_run(&mut self) {

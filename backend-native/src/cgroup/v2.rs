@@ -4,7 +4,7 @@ use std::os::fd::RawFd;
 use std::path::PathBuf;
 
 use super::fsutil::{self, read_key, read_u64};
-use super::{CgroupDriver, CgroupError, CgroupStats, InstanceCgroup};
+use super::{CgroupDriver, CgroupError, CgroupStats, InstanceCgroup, Written};
 use vana_sandbox_core::{Layer, LayerName, Limits};
 
 const CPU_PERIOD_US: u64 = 100_000;
@@ -96,6 +96,8 @@ impl V2Instance {
             sampled_pids: 0,
             sampled_mem: 0,
             live: true,
+            memory_limit: None,
+            written: Written::default(),
         };
         if dir.join("memory.swap.max").exists() {
             fsutil::write(&dir, "memory.swap.max", "0")?;
@@ -136,6 +138,9 @@ struct V2Instance {
     sampled_pids: u64,
     sampled_mem: u64,
     live: bool,
+    /// The memory limit last written (`None`: none yet).
+    memory_limit: Option<u64>,
+    written: Written,
 }
 
 impl V2Instance {
@@ -162,10 +167,17 @@ impl InstanceCgroup for V2Instance {
     }
 
     fn set_limits(&mut self, limits: &Limits) -> Result<(), CgroupError> {
-        fsutil::write(&self.dir, "memory.max", &limits.memory.get().to_string())?;
-        fsutil::write(&self.dir, "pids.max", &limits.processes.to_string())?;
-        let quota = limits.cpus.quota_us(CPU_PERIOD_US);
-        fsutil::write(&self.dir, "cpu.max", &format!("{quota} {CPU_PERIOD_US}"))
+        let memory = limits.memory.get();
+        if self.memory_limit != Some(memory) {
+            fsutil::write(&self.dir, "memory.max", &memory.to_string())?;
+            self.memory_limit = Some(memory);
+        }
+        let dir = &self.dir;
+        self.written
+            .processes(limits, |v| fsutil::write(dir, "pids.max", v))?;
+        self.written.cpu_quota(limits, CPU_PERIOD_US, |quota| {
+            fsutil::write(dir, "cpu.max", &format!("{quota} {CPU_PERIOD_US}"))
+        })
     }
 
     fn begin_run(&mut self) {
@@ -264,6 +276,26 @@ mod tests {
         assert_eq!(read("memory.swap.max"), "0");
         assert_eq!(read("pids.max"), "32");
         assert_eq!(read("cpu.max"), "50000 100000");
+        // A run with the same limits writes nothing (the markers stay); a changed limit is
+        // written, and only that one.
+        let Ok(mut run) = run else { return };
+        for f in ["memory.max", "pids.max", "cpu.max"] {
+            assert!(std::fs::write(base.join("r1").join(f), "kept").is_ok());
+        }
+        assert!(run.set_limits(&limits).is_ok());
+        for f in ["memory.max", "pids.max", "cpu.max"] {
+            assert_eq!(read(f), "kept", "{f} rewritten with unchanged limits");
+        }
+        let fewer = Limits {
+            processes: 16,
+            ..limits
+        };
+        assert!(run.set_limits(&fewer).is_ok());
+        assert_eq!(read("pids.max"), "16");
+        assert_eq!(
+            (read("memory.max"), read("cpu.max")),
+            ("kept".into(), "kept".into())
+        );
         for f in [
             "memory.max",
             "memory.swap.max",
