@@ -232,11 +232,7 @@ fn prepare_child(run: &Run) -> io::Result<()> {
             }
         }
         if run.uid != getuid() {
-            for cap in 0..64u64 {
-                if prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno() == EINVAL {
-                    break;
-                }
-            }
+            // The bounding set is already empty (`drop_bounding_set`, at init's start).
             setgroups(0, std::ptr::null());
             if setresgid(run.gid, run.gid, run.gid) < 0 || setresuid(run.uid, run.uid, run.uid) < 0
             {
@@ -245,6 +241,20 @@ fn prepare_child(run: &Run) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Empties the capability bounding set, once for every program init will start: a program can
+/// never gain a capability through `execve` (file capabilities, set-uid root), whatever it runs.
+/// Init keeps the capabilities it has (the bounding set limits only what an `execve` grants).
+/// Without `CAP_SETPCAP` (a Docker container, whose bounding set is its few capabilities) the
+/// kernel refuses, and the set stays the runtime's.
+fn drop_bounding_set() {
+    for cap in 0..64u64 {
+        // SAFETY: prctl with integer arguments.
+        if unsafe { prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) } < 0 && errno() == EINVAL {
+            break; // past the kernel's last capability
+        }
+    }
 }
 
 fn start(run: Run, fds: Vec<OwnedFd>) -> Result<i32, (Stage, i32)> {
@@ -351,6 +361,7 @@ fn main() {
         prctl(PR_SET_NAME, c"vana-init".as_ptr() as u64, 0, 0, 0);
         prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
         fcntl(CONTROL_FD, F_SETFD, FD_CLOEXEC);
+        drop_bounding_set();
         if fcntl(LANDLOCK_FD, F_GETFD) >= 0 {
             if syscall(
                 SYS_LANDLOCK_RESTRICT_SELF,

@@ -689,6 +689,7 @@ pub(crate) fn main() -> ! {
             0 as super::c_long,
         );
     }
+    super::drop_bounding_set();
     let sfd = sigchld_fd();
     if sfd < 0 {
         eprintln!("vana-init: signalfd: {}", io::Error::last_os_error());
