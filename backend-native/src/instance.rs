@@ -188,6 +188,11 @@ impl NativeInstance {
         })
     }
 
+    /// Init's pid in the host's pid namespace, while the sandbox lives.
+    pub(crate) fn init_pid(&self) -> Option<libc::pid_t> {
+        self.live.as_ref().map(|l| l.init.pid)
+    }
+
     /// Whether the sandbox still runs (a prepared one that died waiting is discarded).
     pub(crate) fn is_alive(&self) -> bool {
         self.live

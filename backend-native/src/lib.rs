@@ -33,6 +33,7 @@ mod mode;
 mod mounts;
 mod netns;
 mod pool;
+mod priority;
 mod probe;
 mod procfs;
 mod rootfs;

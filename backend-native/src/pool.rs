@@ -11,9 +11,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use vana_sandbox_core::{InstanceSpec, Mount, MountKind, NetworkMode};
+use vana_sandbox_core::{BackendError, InstanceSpec, Mount, MountKind, NetworkMode};
 
 use crate::instance::NativeInstance;
+use crate::priority::Background;
 use crate::Shared;
 
 /// Most shapes instances are prepared for.
@@ -112,12 +113,25 @@ impl Pool {
         }
         let (pool, shared, spec) = (self.clone(), shared.clone(), spec.clone());
         let fill = move || {
+            // As root, at background priority: the request that started this refill runs
+            // beside it (see `priority`).
+            let background = shared.mode.is_root().then(Background::enter).flatten();
             loop {
                 let have = pool.lock().ready.get(&shape).map_or(0, Vec::len);
                 if have >= pool.size {
                     break;
                 }
-                match NativeInstance::create(shared.clone(), &spec) {
+                let made = NativeInstance::create(shared.clone(), &spec).and_then(|inst| {
+                    if let (Some(bg), Some(pid)) = (&background, inst.init_pid()) {
+                        // Init, and every program it starts, at the priority of a sandbox
+                        // made on a request's own path.
+                        bg.restore(pid).map_err(|e| {
+                            BackendError::setup("the prepared sandbox's priority", e)
+                        })?;
+                    }
+                    Ok(inst)
+                });
+                match made {
                     Ok(inst) => pool
                         .lock()
                         .ready
@@ -130,6 +144,7 @@ impl Pool {
                     }
                 }
             }
+            drop(background);
             pool.lock().filling.remove(&shape);
         };
         match tokio::runtime::Handle::try_current() {
