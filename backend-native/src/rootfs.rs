@@ -310,6 +310,11 @@ pub(crate) struct RootSpec<'a> {
     pub namespace_root: bool,
 }
 
+/// In the instance's private directory: an empty file and an empty directory (read-only, like
+/// the whole sealed directory) that masks are bound from.
+const EMPTY_FILE: &str = "empty";
+const EMPTY_DIR: &str = "empty-dir";
+
 /// Host files under /etc copied into the sandbox's generated /etc when the host has them.
 const ETC_COPIES: &[&str] = &["ld.so.cache", "matplotlibrc", "mime.types"];
 
@@ -353,18 +358,6 @@ pub(crate) fn plan(spec: &RootSpec<'_>) -> io::Result<Vec<Op>> {
     }
     let usr = p.at("/usr");
     p.overlay(Path::new("/usr"), &usr)?;
-    for hidden in BASE_HIDDEN {
-        if Path::new(hidden).is_dir() {
-            let target = p.at(hidden);
-            p.mount(
-                Some("tmpfs"),
-                &target,
-                Some("tmpfs"),
-                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                Some("size=0,nr_inodes=1,mode=0555"),
-            )?;
-        }
-    }
     for top in TOP_DIRS {
         match std::fs::symlink_metadata(top) {
             Ok(m) if m.file_type().is_symlink() => {
@@ -394,6 +387,15 @@ pub(crate) fn plan(spec: &RootSpec<'_>) -> io::Result<Vec<Op>> {
     )?;
     namespace_limits(&mut p, limits, *namespace_root)?;
     let views = private_files(&mut p, limits)?;
+    // What the host administrator installed in the base stays out: an empty read-only
+    // directory over it.
+    let empty_dir = p.private.join(EMPTY_DIR);
+    for hidden in BASE_HIDDEN {
+        if Path::new(hidden).is_dir() {
+            let target = p.at(hidden);
+            p.sealed_bind(&empty_dir, &target)?;
+        }
+    }
     mask_proc(&mut p)?;
     virtual_proc(&mut p, &views)?;
     for (i, m) in extra.iter().enumerate() {
@@ -489,9 +491,13 @@ fn proc_entry(entry: &str) -> Option<EntryKind> {
 fn private_files(p: &mut Plan, limits: &Limits) -> io::Result<Vec<(PathBuf, PathBuf)>> {
     let private = p.private.clone();
     p.ops.push(Op::File {
-        path: c(private.join("empty"))?,
+        path: c(private.join(EMPTY_FILE))?,
         content: Vec::new(),
         mode: 0o444,
+    });
+    p.ops.push(Op::Mkdir {
+        path: c(private.join(EMPTY_DIR))?,
+        mode: 0o555,
     });
     let mut views = Vec::new();
     for (i, (entry, content)) in procfs::views(limits).into_iter().enumerate() {
@@ -531,31 +537,14 @@ fn virtual_proc(p: &mut Plan, views: &[(PathBuf, PathBuf)]) -> io::Result<()> {
     Ok(())
 }
 
-/// Hides host-wide `/proc` entries behind an empty read-only file of the instance's own (not
-/// `/dev/null`: the sandbox's mount table would show the host's devtmpfs, sized by the host's
-/// memory). The file is on the sealed private directory, so each bind is read-only as it is
+/// Makes `/proc` directories that reach the kernel read-only, and hides host-wide entries behind
+/// an empty read-only file (a directory: an empty read-only directory) of the instance's own
+/// (not `/dev/null`: the sandbox's mount table would show the host's devtmpfs, sized by the
+/// host's memory). Both are on the sealed private directory, so each bind is read-only as it is
 /// made (a bind takes its source mount's flags): one mount per entry, no remount.
 fn mask_proc(p: &mut Plan) -> io::Result<()> {
-    let empty = p.private.join("empty");
-    for f in PROC_MASKED_FILES {
-        if proc_entry(f).is_some() {
-            let target = p.at(&format!("/proc/{f}"));
-            p.sealed_bind(&empty, &target)?;
-        }
-    }
-    for d in PROC_MASKED_DIRS {
-        if proc_entry(d) == Some(EntryKind::Dir) {
-            let target = p.at(&format!("/proc/{d}"));
-            let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-            p.mount(
-                Some("tmpfs"),
-                &target,
-                Some("tmpfs"),
-                flags,
-                Some("size=0,nr_inodes=1,mode=0555"),
-            )?;
-        }
-    }
+    // Read-only directories first: a recursive bind made after the masks below would copy the
+    // masks under it (`/proc/sys/fs/...`), a second mount for each.
     for d in PROC_READ_ONLY {
         if proc_entry(d) == Some(EntryKind::Dir) {
             let target = p.at(&format!("/proc/{d}"));
@@ -574,6 +563,22 @@ fn mask_proc(p: &mut Plan) -> io::Result<()> {
                 flags: ro,
                 data: None,
             });
+        }
+    }
+    let empty = p.private.join(EMPTY_FILE);
+    for f in PROC_MASKED_FILES {
+        if proc_entry(f).is_some() {
+            let target = p.at(&format!("/proc/{f}"));
+            p.sealed_bind(&empty, &target)?;
+        }
+    }
+    // Directories: the sealed empty directory, bound (no file system of their own to make and
+    // tear down per sandbox).
+    let empty_dir = p.private.join(EMPTY_DIR);
+    for d in PROC_MASKED_DIRS {
+        if proc_entry(d) == Some(EntryKind::Dir) {
+            let target = p.at(&format!("/proc/{d}"));
+            p.sealed_bind(&empty_dir, &target)?;
         }
     }
     Ok(())

@@ -181,8 +181,17 @@ for p in ["/proc/kallsyms", "/proc/keys", "/proc/timer_list", "/proc/sched_debug
 fails("sysrq-trigger", lambda: open("/proc/sysrq-trigger", "w").write("b"))
 fails("/proc/sys/kernel/hostname", lambda: open("/proc/sys/kernel/hostname", "w").write("x"))
 fails("/proc/sys/vm/drop_caches", lambda: open("/proc/sys/vm/drop_caches", "w").write("3"))
+# Under the read-only /proc/sys, masked too; directories masked by an empty read-only one.
+print("/proc/sys/fs/file-nr", "blocked" if open("/proc/sys/fs/file-nr").read() == "" else "ALLOWED")
+for d in ["/proc/acpi", "/proc/driver", "/proc/tty", "/proc/pressure"]:
+    if not os.path.isdir(d):
+        print(d, "blocked")
+        continue
+    print(d, "blocked" if os.listdir(d) == [] else "ALLOWED " + ",".join(os.listdir(d)[:3]))
+fails("/proc/tty write", lambda: open("/proc/tty/x", "w"))
+fails("/proc/pressure mkdir", lambda: os.mkdir("/proc/pressure/x"))
 "#,
-        all_blocked(9),
+        all_blocked(16),
     );
 }
 
