@@ -255,3 +255,49 @@ fn beside(
         (first.await.expect("join").expect("engine"), second)
     })
 }
+
+/// Sandboxes prepared ahead (`NativeConfig::pool_size`): the pool fills, each prepared sandbox
+/// serves one execution (nothing of an earlier run is there), and its programs run at the
+/// priority of the host that asked — the refill is built at background priority, which init
+/// must not pass on. Nothing is left once the executor is gone.
+#[test]
+fn prepared_sandboxes_are_fresh_and_at_the_hosts_priority() {
+    let _g = serial();
+    require_root();
+    let rt = rt();
+    // SAFETY: getpriority with integer arguments (0: this thread); nice values fit.
+    let host_nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    let executor = std::sync::Arc::new(
+        vana_sandbox::NativeExecutor::with_config(vana_sandbox::NativeConfig {
+            pool_size: 2,
+            ..vana_sandbox::NativeConfig::default()
+        })
+        .expect("native executor"),
+    );
+    let engine = vana_sandbox::Engine::builder()
+        .executor(executor.clone())
+        .policy(std::sync::Arc::new(vana_sandbox::PolicyConfig::default()))
+        .languages(vana_sandbox::lang::installed())
+        .build()
+        .expect("engine");
+    // The 19th field of /proc/self/stat is the nice value (the command, `cut`, has no spaces).
+    let probe = "ls /tmp; touch /tmp/used-before; cut -d' ' -f19 /proc/self/stat";
+    let first = rt.block_on(engine.execute(req("bash", probe))).expect("run");
+    assert_eq!(first.status, Status::Success, "{first:#?}");
+    for i in 0..3 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while executor.prepared() == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(executor.prepared() > 0, "run {i}: no sandbox was prepared");
+        let r = rt.block_on(engine.execute(req("bash", probe))).expect("run");
+        assert_eq!(
+            (r.status, r.output.trim()),
+            (Status::Success, host_nice.to_string().as_str()),
+            "run {i}: a prepared sandbox was used before, or runs at another priority: {r:#?}"
+        );
+    }
+    drop(engine);
+    drop(executor);
+    assert_no_leftovers();
+}
