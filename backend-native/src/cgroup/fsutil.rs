@@ -12,7 +12,60 @@ pub(crate) fn write(dir: &Path, file: &str, value: &str) -> Result<(), CgroupErr
     fs::write(&path, value).map_err(|e| CgroupError::io("write", path, e))
 }
 
-pub(crate) use vana_sandbox_core::host::cgroupfs::{read_key, read_u64};
+pub(crate) use vana_sandbox_core::host::cgroupfs::{parse_key, parse_u64};
+
+/// A cgroup file an instance reads or resets at every run, open for the instance's life:
+/// cgroupfs serves each read at offset 0 afresh and takes each write whole, so a run pays no
+/// path walk (a dozen per run, through paths of eight components, were most of the host's
+/// share of a run's cgroup work). `None` inside: the file does not exist on this host (an
+/// optional controller file), and reads find nothing.
+pub(crate) struct Knob(Option<fs::File>);
+
+impl Knob {
+    /// `dir/name`, for reading.
+    pub(crate) fn read_only(dir: &Path, name: &str) -> Self {
+        Self(fs::File::open(dir.join(name)).ok())
+    }
+
+    /// `dir/name`, for reading and resetting.
+    pub(crate) fn read_write(dir: &Path, name: &str) -> Self {
+        Self(
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(dir.join(name))
+                .ok(),
+        )
+    }
+
+    /// The file's text now (cgroup files read here are small; a longer one is cut).
+    fn read(&self, buf: &mut [u8]) -> Option<usize> {
+        use std::os::unix::fs::FileExt;
+        self.0.as_ref()?.read_at(buf, 0).ok()
+    }
+
+    /// The file's one number.
+    pub(crate) fn u64(&self) -> Option<u64> {
+        let mut buf = [0u8; 64];
+        let n = self.read(&mut buf)?;
+        parse_u64(std::str::from_utf8(buf.get(..n)?).ok()?)
+    }
+
+    /// The value of `key` in the flat-keyed file.
+    pub(crate) fn key(&self, key: &str) -> Option<u64> {
+        let mut buf = [0u8; 2048];
+        let n = self.read(&mut buf)?;
+        parse_key(std::str::from_utf8(buf.get(..n)?).ok()?, key)
+    }
+
+    /// Writes `value` (a reset); false if the file is missing or refused it.
+    pub(crate) fn write(&self, value: &[u8]) -> bool {
+        use std::os::unix::fs::FileExt;
+        self.0
+            .as_ref()
+            .is_some_and(|f| f.write_at(value, 0).is_ok_and(|n| n == value.len()))
+    }
+}
 
 /// The file a new sandbox's first process writes `0` to in order to join a cgroup.
 #[derive(Debug, Clone, Copy)]

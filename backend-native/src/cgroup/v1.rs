@@ -4,7 +4,7 @@ use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
 use super::detect::{Detected, BASE_NAME};
-use super::fsutil::{self, read_key, read_u64};
+use super::fsutil::{self, Knob};
 use super::{CgroupDriver, CgroupError, CgroupStats, InstanceCgroup, Written};
 use vana_sandbox_core::{Layer, LayerName, Limits};
 
@@ -102,6 +102,7 @@ impl CgroupDriver for V1 {
             // A new cgroup has no memory limit.
             memory_limit: u64::MAX,
             written: Written::default(),
+            knobs: None,
             start: Counters::default(),
             sampled_pids: 0,
         };
@@ -111,6 +112,7 @@ impl CgroupDriver for V1 {
             fsutil::create_new_dir(&dir)?;
             run.dirs.push(dir);
         }
+        run.knobs = Some(Knobs::open(&run));
         run.set_limits(limits)?;
         for dir in run.dirs.clone() {
             run.fds
@@ -155,16 +157,56 @@ struct V1Instance {
     /// The memory limit now in place (`u64::MAX`: none).
     memory_limit: u64,
     written: Written,
+    /// The files each run reads or resets (closed before the directories are removed).
+    knobs: Option<Knobs>,
     start: Counters,
     sampled_pids: u64,
 }
 
+/// The files of a v1 instance read or reset at every run, kept open.
+struct Knobs {
+    cpu_usage: Knob,
+    oom_control: Knob,
+    pids_events: Knob,
+    pids_current: Knob,
+    /// The peak the run is measured by (with memsw accounting, memory and swap), reset at
+    /// its start.
+    peak: Knob,
+    /// The other peak (memory alone with memsw accounting), reset too.
+    other_peak: Knob,
+}
+
+impl Knobs {
+    fn open(run: &V1Instance) -> Self {
+        let (memory, memsw) = (
+            "memory.max_usage_in_bytes",
+            "memory.memsw.max_usage_in_bytes",
+        );
+        let (peak, other) = if run.memsw {
+            (memsw, memory)
+        } else {
+            (memory, memsw)
+        };
+        Self {
+            cpu_usage: Knob::read_only(&run.cpuacct, "cpuacct.usage"),
+            oom_control: Knob::read_only(&run.memory, "memory.oom_control"),
+            pids_events: Knob::read_only(&run.pids, "pids.events"),
+            pids_current: Knob::read_only(&run.pids, "pids.current"),
+            peak: Knob::read_write(&run.memory, peak),
+            other_peak: Knob::read_write(&run.memory, other),
+        }
+    }
+}
+
 impl V1Instance {
     fn counters(&self) -> Counters {
+        let Some(k) = &self.knobs else {
+            return Counters::default();
+        };
         Counters {
-            cpu_ns: read_u64(&self.cpuacct, "cpuacct.usage").unwrap_or(0),
-            oom_kills: read_key(&self.memory, "memory.oom_control", "oom_kill").unwrap_or(0),
-            pids_max_hits: read_key(&self.pids, "pids.events", "max").unwrap_or(0),
+            cpu_ns: k.cpu_usage.u64().unwrap_or(0),
+            oom_kills: k.oom_control.key("oom_kill").unwrap_or(0),
+            pids_max_hits: k.pids_events.key("max").unwrap_or(0),
         }
     }
 }
@@ -212,32 +254,25 @@ impl InstanceCgroup for V1Instance {
     }
 
     fn begin_run(&mut self) {
-        for file in [
-            "memory.max_usage_in_bytes",
-            "memory.memsw.max_usage_in_bytes",
-        ] {
-            let _ = fsutil::write(&self.memory, file, "0");
+        if let Some(k) = &self.knobs {
+            k.peak.write(b"0");
+            k.other_peak.write(b"0");
         }
         self.start = self.counters();
         self.sampled_pids = 0;
     }
 
     fn sample(&mut self) {
-        if let Some(n) = read_u64(&self.pids, "pids.current") {
+        if let Some(n) = self.knobs.as_ref().and_then(|k| k.pids_current.u64()) {
             self.sampled_pids = self.sampled_pids.max(n);
         }
     }
 
     fn run_stats(&self) -> CgroupStats {
-        let peak_file = if self.memsw {
-            "memory.memsw.max_usage_in_bytes"
-        } else {
-            "memory.max_usage_in_bytes"
-        };
         let now = self.counters();
         CgroupStats {
             cpu_ns: now.cpu_ns.saturating_sub(self.start.cpu_ns),
-            memory_peak: read_u64(&self.memory, peak_file).unwrap_or(0),
+            memory_peak: self.knobs.as_ref().and_then(|k| k.peak.u64()).unwrap_or(0),
             oom_kills: now.oom_kills.saturating_sub(self.start.oom_kills),
             pids_peak: self.sampled_pids,
             pids_max_hits: now.pids_max_hits.saturating_sub(self.start.pids_max_hits),
@@ -250,6 +285,7 @@ impl InstanceCgroup for V1Instance {
 
     fn remove(&mut self) -> Result<(), CgroupError> {
         self.close_join_fds();
+        self.knobs = None;
         self.kill_all();
         let mut first_err = None;
         for dir in self.dirs.drain(..) {

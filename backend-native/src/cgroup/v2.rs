@@ -3,7 +3,7 @@
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 
-use super::fsutil::{self, read_key, read_u64};
+use super::fsutil::{self, Knob};
 use super::{CgroupDriver, CgroupError, CgroupStats, InstanceCgroup, Written};
 use vana_sandbox_core::{Layer, LayerName, Limits};
 
@@ -98,6 +98,7 @@ impl V2Instance {
             live: true,
             memory_limit: None,
             written: Written::default(),
+            knobs: Some(Knobs::open(&dir)),
         };
         if dir.join("memory.swap.max").exists() {
             fsutil::write(&dir, "memory.swap.max", "0")?;
@@ -141,14 +142,41 @@ struct V2Instance {
     /// The memory limit last written (`None`: none yet).
     memory_limit: Option<u64>,
     written: Written,
+    /// The files each run reads, kept open (closed before the directory is removed).
+    knobs: Option<Knobs>,
+}
+
+/// The files of a v2 instance read at every run (`memory.peak` is opened per run: a reset is
+/// per open file).
+struct Knobs {
+    cpu_stat: Knob,
+    memory_events: Knob,
+    pids_events: Knob,
+    pids_current: Knob,
+    memory_current: Knob,
+}
+
+impl Knobs {
+    fn open(dir: &std::path::Path) -> Self {
+        Self {
+            cpu_stat: Knob::read_only(dir, "cpu.stat"),
+            memory_events: Knob::read_only(dir, "memory.events"),
+            pids_events: Knob::read_only(dir, "pids.events"),
+            pids_current: Knob::read_only(dir, "pids.current"),
+            memory_current: Knob::read_only(dir, "memory.current"),
+        }
+    }
 }
 
 impl V2Instance {
     fn counters(&self) -> Counters {
+        let Some(k) = &self.knobs else {
+            return Counters::default();
+        };
         Counters {
-            cpu_ns: read_key(&self.dir, "cpu.stat", "usage_usec").unwrap_or(0) * 1000,
-            oom_kills: read_key(&self.dir, "memory.events", "oom_kill").unwrap_or(0),
-            pids_max_hits: read_key(&self.dir, "pids.events", "max").unwrap_or(0),
+            cpu_ns: k.cpu_stat.key("usage_usec").unwrap_or(0) * 1000,
+            oom_kills: k.memory_events.key("oom_kill").unwrap_or(0),
+            pids_max_hits: k.pids_events.key("max").unwrap_or(0),
         }
     }
 }
@@ -197,10 +225,11 @@ impl InstanceCgroup for V2Instance {
     }
 
     fn sample(&mut self) {
-        if let Some(n) = read_u64(&self.dir, "pids.current") {
+        let Some(k) = &self.knobs else { return };
+        if let Some(n) = k.pids_current.u64() {
             self.sampled_pids = self.sampled_pids.max(n);
         }
-        if let Some(n) = read_u64(&self.dir, "memory.current") {
+        if let Some(n) = k.memory_current.u64() {
             self.sampled_mem = self.sampled_mem.max(n);
         }
     }
@@ -228,6 +257,8 @@ impl InstanceCgroup for V2Instance {
 
     fn remove(&mut self) -> Result<(), CgroupError> {
         self.close_join_fds();
+        self.knobs = None;
+        self.peak = None;
         if !self.live {
             return Ok(());
         }
@@ -258,6 +289,17 @@ mod tests {
         for f in ["memory.swap.max", "cgroup.procs"] {
             assert!(std::fs::write(base.join("r1").join(f), "").is_ok());
         }
+        let counters = |usage: u64, oom: u64, max: u64, current: u64| {
+            for (f, text) in [
+                ("cpu.stat", format!("usage_usec {usage}\nuser_usec 1\n")),
+                ("memory.events", format!("low 0\noom 0\noom_kill {oom}\n")),
+                ("pids.events", format!("max {max}\n")),
+                ("pids.current", format!("{current}\n")),
+            ] {
+                assert!(std::fs::write(base.join("r1").join(f), text).is_ok());
+            }
+        };
+        counters(7, 0, 1, 1);
         assert!(std::fs::write(base.join("cgroup.subtree_control"), "cpu memory pids").is_ok());
         let drv = V2::new(base.clone(), root.clone());
         let limits = Limits {
@@ -276,9 +318,23 @@ mod tests {
         assert_eq!(read("memory.swap.max"), "0");
         assert_eq!(read("pids.max"), "32");
         assert_eq!(read("cpu.max"), "50000 100000");
+        // A run is measured from its start through the files kept open (each read is fresh).
+        let Ok(mut run) = run else { return };
+        run.begin_run();
+        counters(7 + 40, 1, 3, 5);
+        run.sample();
+        let stats = run.run_stats();
+        assert_eq!(
+            (
+                stats.cpu_ns,
+                stats.oom_kills,
+                stats.pids_max_hits,
+                stats.pids_peak
+            ),
+            (40_000, 1, 2, 5)
+        );
         // A run with the same limits writes nothing (the markers stay); a changed limit is
         // written, and only that one.
-        let Ok(mut run) = run else { return };
         for f in ["memory.max", "pids.max", "cpu.max"] {
             assert!(std::fs::write(base.join("r1").join(f), "kept").is_ok());
         }
@@ -302,6 +358,10 @@ mod tests {
             "pids.max",
             "cpu.max",
             "cgroup.procs",
+            "cpu.stat",
+            "memory.events",
+            "pids.events",
+            "pids.current",
         ] {
             let _ = std::fs::remove_file(base.join("r1").join(f));
         }
