@@ -137,6 +137,7 @@ const FD_CLOEXEC: c_int = 1;
 const PR_SET_PDEATHSIG: c_int = 1;
 const PR_SET_DUMPABLE: c_int = 4;
 const PR_SET_NAME: c_int = 15;
+const PR_CAPBSET_READ: c_int = 23;
 const PR_CAPBSET_DROP: c_int = 24;
 const SYS_LANDLOCK_RESTRICT_SELF: c_long = 446;
 const EINVAL: i32 = 22;
@@ -250,9 +251,16 @@ fn prepare_child(run: &Run) -> io::Result<()> {
 /// kernel refuses, and the set stays the runtime's.
 fn drop_bounding_set() {
     for cap in 0..64u64 {
+        // Only what is still in the set: each drop makes a new set of credentials, and the
+        // setup child left init just the few capabilities it needs.
         // SAFETY: prctl with integer arguments.
-        if unsafe { prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) } < 0 && errno() == EINVAL {
-            break; // past the kernel's last capability
+        match unsafe { prctl(PR_CAPBSET_READ, cap, 0, 0, 0) } {
+            1 => {
+                // SAFETY: as above.
+                unsafe { prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) };
+            }
+            0 => {}
+            _ => break, // past the kernel's last capability
         }
     }
 }

@@ -282,7 +282,9 @@ fn prepared_sandboxes_are_fresh_and_at_the_hosts_priority() {
         .expect("engine");
     // The 19th field of /proc/self/stat is the nice value (the command, `cut`, has no spaces).
     let probe = "ls /tmp; touch /tmp/used-before; cut -d' ' -f19 /proc/self/stat";
-    let first = rt.block_on(engine.execute(req("bash", probe))).expect("run");
+    let first = rt
+        .block_on(engine.execute(req("bash", probe)))
+        .expect("run");
     assert_eq!(first.status, Status::Success, "{first:#?}");
     for i in 0..3 {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -290,7 +292,9 @@ fn prepared_sandboxes_are_fresh_and_at_the_hosts_priority() {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         assert!(executor.prepared() > 0, "run {i}: no sandbox was prepared");
-        let r = rt.block_on(engine.execute(req("bash", probe))).expect("run");
+        let r = rt
+            .block_on(engine.execute(req("bash", probe)))
+            .expect("run");
         assert_eq!(
             (r.status, r.output.trim()),
             (Status::Success, host_nice.to_string().as_str()),
