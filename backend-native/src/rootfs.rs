@@ -457,7 +457,20 @@ fn namespace_limits(p: &mut Plan, limits: &Limits, namespace_root: bool) -> io::
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum EntryKind {
     Dir,
-    Other,
+    /// Anything else; `open`: owned by anyone but root, or with a group or other permission bit.
+    File {
+        open: bool,
+    },
+}
+
+impl EntryKind {
+    /// A file only root may open (`kmsg`, `slabinfo`, `kpage*`, … at mode 0400): no id of a
+    /// sandbox is root of the host, and a namespace's capabilities do not override the mode of
+    /// a file whose owner is not mapped in it, so a mask over it would be one more mount per
+    /// sandbox for nothing.
+    fn closed_by_its_mode(self) -> bool {
+        self == EntryKind::File { open: false }
+    }
 }
 
 /// Whether the host's `/proc` has `entry` (relative to `/proc`), and what it is. Which entries
@@ -472,10 +485,13 @@ fn proc_entry(entry: &str) -> Option<EntryKind> {
     let kind = std::fs::metadata(Path::new("/proc").join(entry))
         .ok()
         .map(|m| {
+            use std::os::unix::fs::MetadataExt;
             if m.is_dir() {
                 EntryKind::Dir
             } else {
-                EntryKind::Other
+                EntryKind::File {
+                    open: m.uid() != 0 || m.mode() & 0o066 != 0,
+                }
             }
         });
     seen.lock()
@@ -567,7 +583,7 @@ fn mask_proc(p: &mut Plan) -> io::Result<()> {
     }
     let empty = p.private.join(EMPTY_FILE);
     for f in PROC_MASKED_FILES {
-        if proc_entry(f).is_some() {
+        if proc_entry(f).is_some_and(|k| !k.closed_by_its_mode()) {
             let target = p.at(&format!("/proc/{f}"));
             p.sealed_bind(&empty, &target)?;
         }

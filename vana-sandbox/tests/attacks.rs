@@ -195,6 +195,39 @@ fails("/proc/pressure mkdir", lambda: os.mkdir("/proc/pressure/x"))
     );
 }
 
+/// Every `/proc` file on the mask list gives the program nothing, whichever way it is closed:
+/// masked by an empty read-only file, or — where the kernel makes it root's alone (mode 0400:
+/// `kmsg`, `slabinfo`, `kpage*`, ...) — refused by its own mode, which no id of a sandbox can
+/// pass. Reading yields no byte, writing fails.
+#[test]
+fn fs_every_masked_proc_file_gives_nothing() {
+    let files = vana_sandbox_core::host::PROC_MASKED_FILES;
+    let list = files
+        .iter()
+        .map(|f| format!("{f:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let code = format!(
+        r#"
+for f in [{list}]:
+    p = "/proc/" + f
+    try:
+        with open(p, "rb") as fh:
+            data = fh.read(4096)
+    except OSError:
+        data = b""
+    try:
+        with open(p, "wb") as fh:
+            fh.write(b"1")
+        wrote = True
+    except OSError:
+        wrote = False
+    print(p, "blocked" if data == b"" and not wrote else "ALLOWED %d bytes, written %s" % (len(data), wrote))
+"#
+    );
+    attack("python", &code, all_blocked(files.len()));
+}
+
 #[test]
 fn fs_no_sys_and_no_cgroupfs() {
     attack(
