@@ -27,15 +27,26 @@ def _emit(kind, detail):
         pass
 
 
+_SUBPROCESS = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "pty.spawn")
+_NETWORK = ("socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg")
+_CTYPES = ("ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata", "ctypes.addressof")
+_TAMPER = ("sys.setprofile", "sys.settrace", "sys.addaudithook")
+# Every event the hook looks at: the others (thousands at an import of numpy, most of them
+# `object.__getattr__`) leave after one set lookup.
+_WATCHED = frozenset(_SUBPROCESS + _NETWORK + _CTYPES + _TAMPER + ("socket.getaddrinfo", "open"))
+
+
 def _hook(event, args):
+    if event not in _WATCHED:
+        return
     try:
-        if event in ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "pty.spawn"):
+        if event in _SUBPROCESS:
             _emit("subprocess", "%s %r" % (event, args[0] if args else ""))
-        elif event in ("socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg"):
+        elif event in _NETWORK:
             _emit("network", "%s %r" % (event, args[1] if len(args) > 1 else ""))
         elif event == "socket.getaddrinfo":
             _emit("network", "getaddrinfo %r" % (args[0],))
-        elif event in ("ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata", "ctypes.addressof"):
+        elif event in _CTYPES:
             _emit("ctypes", "%s %r" % (event, args[0] if args else ""))
         elif event == "open" and len(args) >= 3:
             path, mode, flags = args[0], args[1], args[2]
@@ -46,7 +57,7 @@ def _hook(event, args):
                 p = os.path.abspath(os.fsdecode(path))
                 if not p.startswith(_WRITE_OK) and p != "/workspace":
                     _emit("write_outside_workspace", p)
-        elif event in ("sys.setprofile", "sys.settrace", "sys.addaudithook"):
+        elif event in _TAMPER:
             _emit("tamper", event)
     except Exception:
         pass
