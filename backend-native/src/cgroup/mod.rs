@@ -67,16 +67,33 @@ pub struct CgroupStats {
     pub pids_max_hits: u64,
 }
 
-/// The process and CPU limits last written to an instance's cgroup. Only the host writes its
-/// files (the sandbox sees no cgroup file system), so a run whose limits are those of the run
-/// before writes nothing: the writes are a tenth of a millisecond of each run.
+/// The limits last written to an instance's cgroup (`None`: none yet — a new cgroup has none).
+/// Only the host writes its files (the sandbox sees no cgroup file system), so a run whose
+/// limits are those of the run before writes nothing: the writes are a tenth of a millisecond of
+/// each run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Written {
+    memory: Option<u64>,
     processes: Option<u64>,
     cpu_quota_us: Option<u64>,
 }
 
 impl Written {
+    /// Writes the memory limit through `write(previous, new)` unless it is in place (the
+    /// previous limit decides the order of v1's two files).
+    fn memory(
+        &mut self,
+        limits: &Limits,
+        write: impl FnOnce(Option<u64>, u64) -> Result<(), CgroupError>,
+    ) -> Result<(), CgroupError> {
+        let new = limits.memory.get();
+        if self.memory != Some(new) {
+            write(self.memory, new)?;
+            self.memory = Some(new);
+        }
+        Ok(())
+    }
+
     /// Writes `pids.max` through `write` unless it already holds `limits`' value.
     fn processes(
         &mut self,

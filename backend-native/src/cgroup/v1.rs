@@ -99,8 +99,6 @@ impl CgroupDriver for V1 {
             fds: Vec::new(),
             memsw: self.memsw,
             kmem_tcp: self.kmem_tcp,
-            // A new cgroup has no memory limit.
-            memory_limit: u64::MAX,
             written: Written::default(),
             knobs: None,
             start: Counters::default(),
@@ -154,8 +152,6 @@ struct V1Instance {
     fds: Vec<RawFd>,
     memsw: bool,
     kmem_tcp: bool,
-    /// The memory limit now in place (`u64::MAX`: none).
-    memory_limit: u64,
     written: Written,
     /// The files each run reads or resets (closed before the directories are removed).
     knobs: Option<Knobs>,
@@ -224,25 +220,27 @@ impl InstanceCgroup for V1Instance {
     }
 
     fn set_limits(&mut self, limits: &Limits) -> Result<(), CgroupError> {
-        let new = limits.memory.get();
-        if new != self.memory_limit {
-            // memsw may never be below memory: raise memsw first, lower memory first.
-            let order: &[&str] = match (self.memsw, new > self.memory_limit) {
+        let (memory, memsw, kmem_tcp) = (&self.memory, self.memsw, self.kmem_tcp);
+        self.written.memory(limits, |previous, new| {
+            // memsw may never be below memory: raise memsw first, lower memory first (a new
+            // cgroup has no limit: anything lowers it).
+            let raising = new > previous.unwrap_or(u64::MAX);
+            let order: &[&str] = match (memsw, raising) {
                 (false, _) => &["memory.limit_in_bytes"],
                 (true, true) => &["memory.memsw.limit_in_bytes", "memory.limit_in_bytes"],
                 (true, false) => &["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"],
             };
             for file in order {
-                fsutil::write(&self.memory, file, &new.to_string())?;
+                fsutil::write(memory, file, &new.to_string())?;
             }
             // v1 charges TCP buffers to a counter of their own, unlimited unless set (UDP and
             // raw sockets, charged nowhere, are refused by the seccomp table).
-            if self.kmem_tcp {
+            if kmem_tcp {
                 let tcp = limits.socket_memory().get().to_string();
-                fsutil::write(&self.memory, "memory.kmem.tcp.limit_in_bytes", &tcp)?;
+                fsutil::write(memory, "memory.kmem.tcp.limit_in_bytes", &tcp)?;
             }
-            self.memory_limit = new;
-        }
+            Ok(())
+        })?;
         let pids = &self.pids;
         self.written
             .processes(limits, |v| fsutil::write(pids, "pids.max", v))?;

@@ -96,7 +96,6 @@ impl V2Instance {
             sampled_pids: 0,
             sampled_mem: 0,
             live: true,
-            memory_limit: None,
             written: Written::default(),
             knobs: Some(Knobs::open(&dir)),
         };
@@ -139,8 +138,6 @@ struct V2Instance {
     sampled_pids: u64,
     sampled_mem: u64,
     live: bool,
-    /// The memory limit last written (`None`: none yet).
-    memory_limit: Option<u64>,
     written: Written,
     /// The files each run reads, kept open (closed before the directory is removed).
     knobs: Option<Knobs>,
@@ -195,12 +192,10 @@ impl InstanceCgroup for V2Instance {
     }
 
     fn set_limits(&mut self, limits: &Limits) -> Result<(), CgroupError> {
-        let memory = limits.memory.get();
-        if self.memory_limit != Some(memory) {
-            fsutil::write(&self.dir, "memory.max", &memory.to_string())?;
-            self.memory_limit = Some(memory);
-        }
         let dir = &self.dir;
+        self.written.memory(limits, |_, new| {
+            fsutil::write(dir, "memory.max", &new.to_string())
+        })?;
         self.written
             .processes(limits, |v| fsutil::write(dir, "pids.max", v))?;
         self.written.cpu_quota(limits, CPU_PERIOD_US, |quota| {
