@@ -317,6 +317,7 @@ impl Ctx {
         };
         let step = Step {
             argv: &argv,
+            arg0: None,
             env: vec!["PATH=/usr/bin:/bin".into(), "LC_ALL=C".into()],
             cwd: WORKSPACE,
             rlimits: self.rlimits(&limits),
@@ -589,6 +590,7 @@ impl Instance for DockerInstance {
         };
         let step = Step {
             argv: &process.argv,
+            arg0: process.arg0.as_deref(),
             env,
             cwd: &process.cwd,
             rlimits,

@@ -36,6 +36,8 @@ const KILL_GRACE: Duration = Duration::from_secs(3);
 pub(crate) struct Step<'a> {
     /// Program and arguments.
     pub argv: &'a [String],
+    /// The name the program is started under, when not its path.
+    pub arg0: Option<&'a str>,
     /// The whole environment.
     pub env: Vec<String>,
     /// Working directory.
@@ -144,16 +146,16 @@ pub(crate) struct Ran {
 }
 
 fn to_bytes(strings: &[String], what: &'static str) -> Result<Vec<Vec<u8>>, BackendError> {
-    strings
-        .iter()
-        .map(|s| {
-            if s.contains('\0') {
-                Err(BackendError::InvalidProcess(what))
-            } else {
-                Ok(s.as_bytes().to_vec())
-            }
-        })
-        .collect()
+    strings.iter().map(|s| string_bytes(s, what)).collect()
+}
+
+/// `s` for the protocol, which has no room for a NUL inside a string.
+fn string_bytes(s: &str, what: &'static str) -> Result<Vec<u8>, BackendError> {
+    if s.contains('\0') {
+        Err(BackendError::InvalidProcess(what))
+    } else {
+        Ok(s.as_bytes().to_vec())
+    }
 }
 
 async fn kill_container(shared: &Shared, id: &str) {
@@ -199,6 +201,10 @@ pub(crate) async fn run(
         rlimits: step.rlimits,
         cwd: step.cwd.as_bytes().to_vec(),
         argv: to_bytes(step.argv, "a NUL byte in an argument")?,
+        arg0: step
+            .arg0
+            .map(|name| string_bytes(name, "a NUL byte in an argument"))
+            .transpose()?,
         env: to_bytes(&step.env, "a NUL byte in the environment")?,
     };
     let mut feed = Feed::new(step.stdin)?;

@@ -224,6 +224,7 @@ fn run_in(
         rlimits: shared.rlimits(limits, live.disk),
         cwd: process.cwd.clone().into_bytes(),
         argv: bytes_of(process.argv.iter().cloned()),
+        arg0: process.arg0.clone().map(String::into_bytes),
         env: bytes_of(process.env.iter().map(|(k, v)| format!("{k}={v}"))),
     };
     let plan = RunPlan {

@@ -29,6 +29,7 @@ const COMPILER_LIMITS: Limits = Limits {
 
 fn run_artifact(ctx: &StepContext<'_>) -> Command {
     Command {
+        arg0: None,
         argv: std::iter::once(ARTIFACT_PATH.to_string())
             .chain(ctx.args.iter().cloned())
             .collect(),
@@ -187,6 +188,7 @@ impl Language for Go {
         env.push(("GOCACHE".into(), "/workspace/.gocache".into()));
         Some(CompileStep {
             command: Command {
+                arg0: None,
                 argv: vec!["/bin/sh".into(), "-c".into(), script],
                 env,
             },
@@ -310,6 +312,7 @@ impl Language for Rust {
         let opt = ctx.opt_level.min(3);
         Some(CompileStep {
             command: Command {
+                arg0: None,
                 argv: vec![
                     self.sandbox_rustc(),
                     "--edition".into(),

@@ -23,6 +23,7 @@ fn command(argv: Vec<String>, ctx: &StepContext<'_>, env: &[(&str, &str)]) -> Co
         .chain(ctx.args.iter().cloned())
         .collect();
     Command {
+        arg0: None,
         argv,
         env: env
             .iter()
@@ -44,13 +45,6 @@ fn kernel_file(path: &str, source: &str) -> FileEntry {
         executable: false,
     }
 }
-
-/// Where the Python guard's loader (the main script), the guard's source and its bytecode live
-/// in the workspace, and where the guard writes events.
-const PY_GUARD: &str = ".vana/guard.py";
-const PY_GUARD_MAIN: &str = ".vana/guard_main.py";
-const PY_GUARD_BYTECODE: &str = ".vana/guard_main.py.bin";
-const PY_EVENTS: &str = ".vana/events.jsonl";
 
 /// Asks a Python interpreter which wheels fit it (see `PackageTarget`): implementation, version,
 /// ABI, and the platform tags of its C library and machine, most specific first (what pip's own
@@ -83,8 +77,8 @@ print(json.dumps({"implementation": impl, "version": platform.python_version(),
 #[derive(Debug)]
 pub struct Python {
     toolchain: Toolchain,
-    /// The guard's bytecode for this interpreter, made or read from the cache on first use.
-    guard_bytecode: OnceLock<Option<Vec<u8>>>,
+    /// The guard compiled for this interpreter, made or read from the cache on first use.
+    guard: OnceLock<Option<python_guard::Compiled>>,
 }
 
 impl Python {
@@ -97,14 +91,14 @@ impl Python {
                 "--version",
                 " (install Debian's python3)",
             ),
-            guard_bytecode: OnceLock::new(),
+            guard: OnceLock::new(),
         }
     }
 
-    fn guard_bytecode(&self) -> Option<&[u8]> {
-        self.guard_bytecode
-            .get_or_init(|| python_guard::bytecode(self.toolchain.path()?))
-            .as_deref()
+    fn guard(&self) -> Option<&python_guard::Compiled> {
+        self.guard
+            .get_or_init(|| python_guard::compiled(self.toolchain.path()?))
+            .as_ref()
     }
 }
 
@@ -124,14 +118,14 @@ impl Language for Python {
             ("PYTHONIOENCODING", "utf-8"),
         ];
         if ctx.guards.python_audit {
-            let guard = format!("{}/{PY_GUARD}", ctx.workdir);
-            // -u: unbuffered, so output written before a kill or `os._exit` reaches the result
-            // (`-I` ignores PYTHONUNBUFFERED).
-            command(
-                vec![py, "-I".into(), "-B".into(), "-u".into(), guard],
-                ctx,
-                &env,
-            )
+            // The program is the interpreter's own main script; `site` runs the guard first
+            // (see `python_guard::files`). -u: unbuffered, so output written before a kill or
+            // `os._exit` reaches the result (`-I` ignores PYTHONUNBUFFERED).
+            let arg0 = python_guard::arg0(ctx.workdir, &py);
+            Command {
+                arg0: Some(arg0),
+                ..command(vec![py, "-I".into(), "-B".into(), "-u".into()], ctx, &env)
+            }
         } else {
             // -s: no user site directory. PYTHON* variables are honoured (the environment is
             // the sandbox's own; `PYTHONPATH` points at the request's packages).
@@ -152,24 +146,11 @@ impl Language for Python {
         if !ctx.guards.python_audit {
             return Vec::new();
         }
-        let file = |path: &str, content: &[u8]| FileEntry {
-            path: path.into(),
-            content: content.to_vec(),
-            executable: false,
-        };
-        let mut files = vec![
-            file(PY_GUARD, python_guard::LOADER.as_bytes()),
-            file(PY_GUARD_MAIN, python_guard::SOURCE.as_bytes()),
-            file(PY_EVENTS, b""),
-        ];
-        if let Some(bytecode) = self.guard_bytecode() {
-            files.push(file(PY_GUARD_BYTECODE, bytecode));
-        }
-        files
+        python_guard::files(ctx.workdir, &self.toolchain.command_path(), self.guard())
     }
 
     fn events_file(&self, ctx: &StepContext<'_>) -> Option<&'static str> {
-        ctx.guards.python_audit.then_some(PY_EVENTS)
+        ctx.guards.python_audit.then_some(python_guard::EVENTS_FILE)
     }
 
     /// The session's host kernel: Python cells in-process (globals, imports and cwd kept),
@@ -180,6 +161,7 @@ impl Language for Python {
         Some(Kernel {
             role: KernelRole::Host,
             command: Command {
+                arg0: None,
                 argv: vec![
                     self.toolchain.command_path(),
                     "-I".into(),
@@ -311,6 +293,7 @@ impl Language for JavaScript {
         Some(Kernel {
             role: KernelRole::Cells,
             command: Command {
+                arg0: None,
                 argv,
                 env: vec![("NODE_OPTIONS".into(), String::new())],
             },
@@ -416,6 +399,7 @@ impl Language for Bash {
         Some(Kernel {
             role: KernelRole::Cells,
             command: Command {
+                arg0: None,
                 argv,
                 env: Vec::new(),
             },
@@ -461,7 +445,7 @@ mod tests {
     fn python_runs_isolated_under_the_guard() {
         let py = Python {
             toolchain: Toolchain::at("python", Some("/usr/bin/python3".into()), "--version"),
-            guard_bytecode: OnceLock::new(),
+            guard: OnceLock::new(),
         };
         let args = vec!["a".to_string()];
         let cmd = py.run(&ctx(&args, Guards::default()));
@@ -472,19 +456,31 @@ mod tests {
                 "-I",
                 "-B",
                 "-u",
-                "/workspace/.vana/guard.py",
                 "/workspace/main.py",
                 "a"
             ]
         );
+        assert_eq!(
+            cmd.arg0.as_deref(),
+            Some("/workspace/.vana/venv/bin/python3")
+        );
         let files = py.support_files(&ctx(&args, Guards::default()));
         let names: Vec<_> = files.iter().map(|f| f.path.as_str()).collect();
+        let version = py.guard().map(|g| g.version.clone());
+        assert!(version.is_some(), "the guard compiles for /usr/bin/python3");
+        let site = format!(
+            ".vana/venv/lib/python{}/site-packages/vana_guard.pth",
+            version.unwrap_or_default()
+        );
         assert_eq!(
             names,
             [
                 ".vana/guard.py",
                 ".vana/guard_main.py",
                 ".vana/events.jsonl",
+                ".vana/venv/pyvenv.cfg",
+                ".vana/venv/lib/python3/dist-packages/vana_guard.pth",
+                &site,
                 ".vana/guard_main.py.bin"
             ]
         );
@@ -492,10 +488,12 @@ mod tests {
             python_audit: false,
             ..Guards::default()
         };
+        let plain = py.run(&ctx(&args, off));
         assert_eq!(
-            py.run(&ctx(&args, off)).argv,
+            plain.argv,
             ["/usr/bin/python3", "-s", "-u", "/workspace/main.py", "a"]
         );
+        assert_eq!(plain.arg0, None);
         assert!(py.compile(&ctx(&args, off)).is_none());
     }
 

@@ -20,46 +20,146 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use vana_sandbox_core::FileEntry;
 
-/// The guard's source: installs the audit hook and prepares the program.
+/// The guard's files in the workspace: the loader, the guard's source and bytecode, the events
+/// it writes, and the run's virtual environment (see [`files`]).
+const LOADER_FILE: &str = ".vana/guard.py";
+const SOURCE_FILE: &str = ".vana/guard_main.py";
+const BYTECODE_FILE: &str = ".vana/guard_main.py.bin";
+pub(crate) const EVENTS_FILE: &str = ".vana/events.jsonl";
+const VENV: &str = ".vana/venv";
+/// The minor versions of Python 3 whose `site-packages` get the loader's line when the
+/// interpreter's own version is not known (no bytecode could be made).
+const MINOR_VERSIONS: std::ops::RangeInclusive<u32> = 8..=14;
+
+/// The name the interpreter at `python` (a path inside the sandbox) is started under: its name
+/// in the run's virtual environment, where `pyvenv.cfg` is found beside `bin`.
+pub(crate) fn arg0(workdir: &str, python: &str) -> String {
+    let name = python.rsplit('/').next().unwrap_or(python);
+    format!("{workdir}/{VENV}/bin/{name}")
+}
+
+/// Everything the guard needs in the workspace. The program runs as the interpreter's own main
+/// script, which Python compiles without building the `ast` module's types, as `compile()` does
+/// (~1.5 ms of every run when a loader compiled the program); the interpreter, started as
+/// [`arg0`], reads the run's `pyvenv.cfg` (its home is the interpreter's directory; the system's
+/// packages stay visible) and `site` executes the `.pth` line, which runs the loader. The guard
+/// then gives the program the interpreter itself (`sys.executable`, `sys.prefix`, `sys.path`).
+/// The line goes into Debian's `lib/python3/dist-packages` and the `lib/python3.X/site-packages`
+/// of the version `compiled` names (of every version from 3.8 on without it); the first one
+/// `site` reads runs the loader, each takes the environment's directories off `sys.path`.
+pub(crate) fn files(workdir: &str, python: &str, compiled: Option<&Compiled>) -> Vec<FileEntry> {
+    let file = |path: String, content: Vec<u8>| FileEntry {
+        path,
+        content,
+        executable: false,
+    };
+    let home = python.rsplit_once('/').map_or("/usr/bin", |(dir, _)| dir);
+    let loader = format!("{workdir}/{LOADER_FILE}");
+    let venv = format!("{workdir}/{VENV}/");
+    // Run the loader unless a line in another of the environment's directories did (the guard
+    // sets `sys.prefix` back), then take the environment's directories off the path.
+    let line = format!(
+        "import sys; sys.prefix == sys.base_prefix or exec(open({loader:?}, \"rb\").read(), \
+         {{\"__file__\": {loader:?}, \"__builtins__\": __builtins__}}); \
+         sys.path[:] = [p for p in sys.path if not p.startswith({venv:?})]\n"
+    );
+    let versions: Vec<String> = match compiled {
+        Some(c) => vec![c.version.clone()],
+        None => MINOR_VERSIONS.map(|m| format!("3.{m}")).collect(),
+    };
+    let mut files = vec![
+        file(LOADER_FILE.into(), LOADER.as_bytes().to_vec()),
+        file(SOURCE_FILE.into(), SOURCE.as_bytes().to_vec()),
+        file(EVENTS_FILE.into(), Vec::new()),
+        file(
+            format!("{VENV}/pyvenv.cfg"),
+            format!("home = {home}\ninclude-system-site-packages = true\n").into_bytes(),
+        ),
+        file(
+            format!("{VENV}/lib/python3/dist-packages/vana_guard.pth"),
+            line.clone().into_bytes(),
+        ),
+    ];
+    files.extend(versions.iter().map(|v| {
+        file(
+            format!("{VENV}/lib/python{v}/site-packages/vana_guard.pth"),
+            line.clone().into_bytes(),
+        )
+    }));
+    if let Some(c) = compiled {
+        files.push(file(BYTECODE_FILE.into(), c.bytecode.clone()));
+    }
+    files
+}
+
+/// The guard's source: installs the audit hook and hands the program the interpreter itself.
 pub(crate) const SOURCE: &str = include_str!("guards/python_guard.py");
-/// The loader Python runs as its main script: the guard from bytecode or source, then the
-/// program.
+/// The loader `site` runs before the program: the guard from bytecode or source.
 pub(crate) const LOADER: &str = include_str!("guards/python_loader.py");
 
 /// Where root keeps the compiled guard.
 const ROOT_DIR: &str = "/var/cache/vana-sandbox/python-guard";
 /// What a cache entry starts with, before its key and the payload.
-const ENTRY_TAG: &[u8; 8] = b"VANAPYG1";
+const ENTRY_TAG: &[u8; 8] = b"VANAPYG2";
 /// Largest payload accepted (the guard compiles to ~4 KiB).
 const MAX_PAYLOAD: usize = 256 * 1024;
 /// How long the one-off compilation may take.
 const COMPILE_TIMEOUT: Duration = Duration::from_secs(20);
-/// The host-side compiler: the guard's source on stdin, the interpreter's magic number followed
-/// by the marshalled code object on stdout (what the loader checks and loads).
+/// The host-side compiler: the guard's source on stdin; on stdout the interpreter's version
+/// (`3.11`) on a line, then its magic number and the marshalled code object (what the loader
+/// checks and loads).
 const COMPILE: &str = "import marshal, sys\n\
 from importlib.util import MAGIC_NUMBER\n\
 code = compile(sys.stdin.buffer.read(), '/workspace/.vana/guard_main.py', 'exec', dont_inherit=True)\n\
-sys.stdout.buffer.write(MAGIC_NUMBER + marshal.dumps(code))\n";
+sys.stdout.buffer.write(b'%d.%d\\n' % sys.version_info[:2] + MAGIC_NUMBER + marshal.dumps(code))\n";
 
-/// The guard's bytecode for the interpreter at `python` (magic number, then marshalled code):
-/// from the cache when a valid entry is there, else compiled now and stored. `None` when it
-/// cannot be had; the loader then compiles the source in the sandbox.
-pub(crate) fn bytecode(python: &Path) -> Option<Vec<u8>> {
+/// The guard compiled for one interpreter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Compiled {
+    /// The interpreter's `major.minor` (`3.11`): names its `site-packages` directory.
+    pub version: String,
+    /// Magic number, then the marshalled code object.
+    pub bytecode: Vec<u8>,
+}
+
+impl Compiled {
+    /// Reads what [`COMPILE`] printed: a version of digits and one dot, a line break, then at
+    /// least a magic number.
+    fn parse(payload: &[u8]) -> Option<Self> {
+        let end = payload.iter().position(|b| *b == b'\n')?;
+        let (version, bytecode) = (&payload[..end], &payload[end + 1..]);
+        let plausible = (3..=8).contains(&version.len())
+            && version.iter().filter(|b| **b == b'.').count() == 1
+            && version.iter().all(|b| b.is_ascii_digit() || *b == b'.')
+            && bytecode.len() > 4;
+        plausible.then(|| Self {
+            version: String::from_utf8_lossy(version).into_owned(),
+            bytecode: bytecode.to_vec(),
+        })
+    }
+}
+
+/// The guard for the interpreter at `python`: from the cache when a valid entry is there, else
+/// compiled now and stored. `None` when it cannot be had; the loader then compiles the source in
+/// the sandbox.
+pub(crate) fn compiled(python: &Path) -> Option<Compiled> {
     let key = key(python)?;
     let dir = cache_dir();
     if let Some(dir) = &dir {
-        if let Some(payload) = read_entry(dir, &key) {
-            return Some(payload);
+        if let Some(found) = read_entry(dir, &key).as_deref().and_then(Compiled::parse) {
+            return Some(found);
         }
     }
     let payload = compile(python)?;
+    let compiled = Compiled::parse(&payload)?;
     if let Some(dir) = &dir {
         if let Err(e) = write_entry(dir, &key, &payload) {
             tracing::debug!("python guard bytecode not cached in {}: {e}", dir.display());
         }
     }
-    Some(payload)
+    Some(compiled)
 }
 
 /// Everything the bytecode depends on: the guard's source and the interpreter binary (its
@@ -274,48 +374,73 @@ mod tests {
         assert_eq!(key(Path::new("/nonexistent/python3")), None);
     }
 
-    /// The bytecode the host makes loads in the interpreter and behaves as the source does: the
-    /// loader prefers it, falls back to the source when its magic is another interpreter's.
+    /// The guard runs before the program, from the bytecode the host makes or from its source
+    /// (when there is none, or its magic is another interpreter's), and hands the program the
+    /// interpreter itself; a guard that cannot start keeps the program from running.
     #[test]
-    fn the_loader_runs_the_guard_from_bytecode_or_source() {
-        let payload = compile(Path::new(PYTHON)).expect("compiles");
+    fn the_guard_runs_before_the_program_from_bytecode_or_source() {
+        use std::os::unix::process::CommandExt;
+        let compiled = Compiled::parse(&compile(Path::new(PYTHON)).expect("compiles"))
+            .expect("version and bytecode");
+        assert!(compiled.version.starts_with("3."), "{}", compiled.version);
         let dir = std::env::temp_dir().join(format!("vana-pyguard-run-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("mkdir");
-        std::fs::write(dir.join("guard.py"), LOADER).expect("loader");
-        std::fs::write(dir.join("guard_main.py"), SOURCE).expect("source");
+        let workdir = dir.to_str().expect("utf-8").to_string();
         std::fs::write(
             dir.join("main.py"),
-            "import sys\nprint(__name__, sys.argv[1:], 'guard' in sys.modules)\n",
+            "import sys\nprint(__name__, sys.argv[1:], sys.path[0] == sys.argv[0].rpartition('/')[0], \
+             sys.executable, sys.prefix == sys.base_prefix, [p for p in sys.path if '.vana' in p])\n",
         )
         .expect("main");
-        let run = |bin: Option<&[u8]>| {
-            match bin {
-                Some(b) => std::fs::write(dir.join("guard_main.py.bin"), b).expect("bin"),
-                None => {
-                    let _ = std::fs::remove_file(dir.join("guard_main.py.bin"));
-                }
+        let run = |compiled: Option<&Compiled>, source: &str| {
+            let _ = std::fs::remove_dir_all(dir.join(".vana"));
+            for f in files(&workdir, PYTHON, compiled) {
+                let path = dir.join(&f.path);
+                std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+                let content = if f.path == SOURCE_FILE {
+                    source.as_bytes()
+                } else {
+                    &f.content
+                };
+                std::fs::write(path, content).expect("write");
             }
-            let out = Command::new(PYTHON)
+            Command::new(PYTHON)
+                .arg0(arg0(&workdir, PYTHON))
                 .args(["-I", "-B", "-u"])
-                .arg(dir.join("guard.py"))
                 .arg(dir.join("main.py"))
                 .arg("x")
                 .output()
-                .expect("python runs");
+                .expect("python runs")
+        };
+        let expected = format!("__main__ ['x'] True {PYTHON} True []\n");
+        let foreign = Compiled {
+            bytecode: compiled
+                .bytecode
+                .iter()
+                .enumerate()
+                .map(|(i, b)| if i == 0 { b ^ 0xff } else { *b })
+                .collect(),
+            ..compiled.clone()
+        };
+        for (with, name) in [
+            (Some(&compiled), "bytecode"),
+            (None, "source"),
+            (Some(&foreign), "foreign magic"),
+        ] {
+            let out = run(with, SOURCE);
             assert!(
                 out.status.success(),
-                "{}",
+                "{name}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        };
-        let expected = "__main__ ['x'] False\n";
-        assert_eq!(run(Some(&payload)), expected);
-        assert_eq!(run(None), expected);
-        let mut foreign = payload.clone();
-        foreign[0] ^= 0xff;
-        assert_eq!(run(Some(&foreign)), expected);
+            assert_eq!(String::from_utf8_lossy(&out.stdout), expected, "{name}");
+        }
+        // Without the guard's fix-ups the program would see the environment: the guard ran.
+        let out = run(None, "raise SystemExit(3)\n");
+        assert_eq!(out.status.code(), Some(70));
+        assert!(out.stdout.is_empty(), "the program ran: {:?}", out.stdout);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("the Python guard did not start"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

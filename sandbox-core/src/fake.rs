@@ -422,6 +422,7 @@ impl Language for FakeLanguage {
     fn compile(&self, ctx: &StepContext<'_>) -> Option<CompileStep> {
         (self.info.name == "fakec").then(|| CompileStep {
             command: Command {
+                arg0: None,
                 argv: vec!["/bin/fakecc".into(), ctx.source_path.into()],
                 env: vec![("FAKECC".into(), "1".into())],
             },
@@ -441,6 +442,7 @@ impl Language for FakeLanguage {
             _ => vec!["/bin/fake".to_string(), ctx.source_path.to_string()],
         };
         Command {
+            arg0: None,
             argv: argv.into_iter().chain(ctx.args.iter().cloned()).collect(),
             env: vec![],
         }

@@ -200,6 +200,10 @@ fn is_executable(p: &Path) -> bool {
 pub struct Command {
     /// Program (absolute path inside the sandbox) and arguments.
     pub argv: Vec<String>,
+    /// The name the program is started under, when not its path ([`ProcessSpec::arg0`]).
+    ///
+    /// [`ProcessSpec::arg0`]: crate::ProcessSpec::arg0
+    pub arg0: Option<String>,
     /// Variables the language needs (added to the sandbox's minimal environment).
     pub env: Vec<(String, String)>,
 }

@@ -601,6 +601,7 @@ pub async fn probe_in_instance(
     argv.extend(support.probe.iter().map(|a| a.to_string()));
     let process = ProcessSpec {
         argv,
+        arg0: None,
         env: vec![
             ("PATH".into(), "/usr/bin:/bin".into()),
             ("LANG".into(), "C.UTF-8".into()),

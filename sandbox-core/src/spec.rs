@@ -177,6 +177,9 @@ pub struct FileEntry {
 pub struct ProcessSpec {
     /// Program and arguments; `argv[0]` is an absolute path inside the sandbox.
     pub argv: Vec<String>,
+    /// The name the program is started under (what it sees as its `argv[0]`), when not its
+    /// path: an interpreter finds its environment by it (Python's `pyvenv.cfg`).
+    pub arg0: Option<String>,
     /// The complete environment (nothing is inherited).
     pub env: Vec<(String, String)>,
     /// Working directory inside the sandbox.

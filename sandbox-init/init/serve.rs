@@ -209,6 +209,9 @@ fn start(id: u32, mut run: Run, setup: &Setup) -> Result<Running, (Stage, i32)> 
     clamp_rlimits(&mut run);
     let (program, args) = run.argv.split_first().ok_or((Stage::Exec, EINVAL))?;
     let mut cmd = Command::new(OsStr::from_bytes(program));
+    if let Some(name) = &run.arg0 {
+        cmd.arg0(OsStr::from_bytes(name));
+    }
     cmd.args(args.iter().map(|a| OsStr::from_bytes(a)))
         .env_clear()
         .current_dir(OsStr::from_bytes(&run.cwd))

@@ -44,6 +44,7 @@ mod tests {
             }],
             cwd: b"/workspace".to_vec(),
             argv: vec![b"/usr/bin/python3".to_vec(), b"main.py".to_vec()],
+            arg0: Some(b"/workspace/.vana/venv/bin/python3".to_vec()),
             env: vec![b"PATH=/usr/bin".to_vec(), b"EMPTY=".to_vec()],
         });
         let packet = run.encode().unwrap_or_default();

@@ -168,6 +168,8 @@ pub struct Run {
     pub cwd: Vec<u8>,
     /// Program (absolute path) and arguments.
     pub argv: Vec<Vec<u8>>,
+    /// The name the program is started under (its `argv[0]`), when not its path.
+    pub arg0: Option<Vec<u8>>,
     /// The whole environment.
     pub env: Vec<Vec<u8>>,
 }
@@ -349,6 +351,10 @@ pub(crate) fn encode_run(run: &Run) -> Result<Vec<u8>, DecodeError> {
         put_u64(&mut p, l.max);
     }
     put_string(&mut p, &run.cwd)?;
+    put_u32(&mut p, u32::from(run.arg0.is_some()));
+    if let Some(name) = &run.arg0 {
+        put_string(&mut p, name)?;
+    }
     for s in run.argv.iter().chain(&run.env) {
         put_string(&mut p, s)?;
     }
@@ -374,6 +380,11 @@ pub(crate) fn decode_run(r: &mut Reader<'_>) -> Result<Run, DecodeError> {
         });
     }
     let cwd = r.string()?;
+    let arg0 = match r.u32()? {
+        0 => None,
+        1 => Some(r.string()?),
+        _ => return Err(DecodeError::TooLarge),
+    };
     let mut argv = Vec::with_capacity(argc);
     for _ in 0..argc {
         argv.push(r.string()?);
@@ -388,6 +399,7 @@ pub(crate) fn decode_run(r: &mut Reader<'_>) -> Result<Run, DecodeError> {
         rlimits,
         cwd,
         argv,
+        arg0,
         env,
     })
 }

@@ -750,6 +750,7 @@ mod tests {
                     }],
                     cwd: b"/workspace".to_vec(),
                     argv: vec![b"/bin/true".to_vec()],
+                    arg0: None,
                     env: vec![b"A=b".to_vec()],
                 },
             },

@@ -117,6 +117,7 @@ fn main() {
                         .expect("put");
                     let p = ProcessSpec {
                         argv: vec!["/workspace/main".into()],
+                        arg0: None,
                         env: vec![("PATH".into(), "/usr/bin:/bin".into())],
                         cwd: "/workspace".into(),
                         limits: limits(),

@@ -126,6 +126,7 @@ fn fs_symlink_planted_for_the_host_is_not_followed() {
         let mut inst = exec.create(&spec).await.expect("create");
         let p = vana_sandbox_core::ProcessSpec {
             argv: vec!["/bin/sh".into(), "-c".into(), "ln -s /etc/shadow /workspace/out; mkdir /workspace/d; ln -s / /workspace/d/up; ln -s /etc /workspace/etc".into()],
+            arg0: None,
             env: vec![("PATH".into(), "/usr/bin:/bin".into())],
             cwd: "/workspace".into(),
             limits,

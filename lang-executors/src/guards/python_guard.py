@@ -1,7 +1,7 @@
 # vana-sandbox Python guard: defence in depth, never the boundary.
-# Installs an audit hook that reports sensitive events as JSON lines and prepares the program
-# (`_main`, `_code`), which the loader (`python_loader.py`, run as
-# `python3 -I /workspace/.vana/guard.py /workspace/main.py [args...]`) then runs.
+# Installs an audit hook that reports sensitive events as JSON lines. `site` runs it through the
+# loader (`python_loader.py`) before the program, which is the interpreter's own main script
+# (`python3 -I -B -u /workspace/main.py [args...]`, started as `/workspace/.vana/venv/bin/python3`).
 import os
 import sys
 
@@ -64,20 +64,13 @@ def _hook(event, args):
 
 
 sys.addaudithook(_hook)
-if len(sys.argv) < 2:
-    sys.exit("guard: no program given")
-sys.argv = sys.argv[1:]
-_path = sys.argv[0]
-sys.path.insert(0, os.path.dirname(os.path.abspath(_path)))
-# `-I` ignores PYTHONPATH; it points at the request's packages: honour it as plain Python does
-# (after the program's directory, before the standard library).
-sys.path[1:1] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-# Run the program as __main__ in a fresh module (what `python3 main.py` does), without runpy's
-# imports on the start-up path.
-_main = type(sys)("__main__")
-_main.__file__ = _path
-_main.__builtins__ = __builtins__
-sys.modules["__main__"] = _main
-with open(_path, "rb") as _f:
-    _code = compile(_f.read(), _path, "exec")
-del _f
+# The interpreter was started under the name of the run's virtual environment only so that
+# `site` would run the guard (`python_loader.py`): give the program the interpreter itself, as
+# `python3 main.py` would (this also keeps `site` from reading the environment a second time).
+sys.executable = sys._base_executable
+sys.prefix, sys.exec_prefix = sys.base_prefix, sys.base_exec_prefix
+sys._home = None
+# `-I` leaves the program's directory off the path and ignores PYTHONPATH, which points at the
+# request's packages: put both where plain Python does (before the standard library).
+_dir = os.path.dirname(os.path.abspath(sys.argv[0])) if sys.argv and sys.argv[0] else os.getcwd()
+sys.path[0:0] = [_dir] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]

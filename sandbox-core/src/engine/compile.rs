@@ -100,6 +100,7 @@ pub(crate) async fn compile(
     let limits = limits(&compile, job.spec);
     let process = ProcessSpec {
         argv: compile.command.argv,
+        arg0: compile.command.arg0,
         env,
         cwd: WORKDIR.into(),
         limits,

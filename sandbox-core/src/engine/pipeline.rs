@@ -297,6 +297,7 @@ async fn run(
     }
     let process = ProcessSpec {
         argv: cmd.argv,
+        arg0: cmd.arg0,
         env,
         cwd: WORKDIR.into(),
         limits: job.spec.limits,

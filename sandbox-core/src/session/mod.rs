@@ -290,6 +290,7 @@ impl Session {
         let launch = KernelLaunch {
             process: ProcessSpec {
                 argv: host_kernel.command.argv.clone(),
+                arg0: host_kernel.command.arg0.clone(),
                 env,
                 cwd: pipeline::WORKDIR.into(),
                 // The kernel lives as long as the session may; cells have their own limits.
