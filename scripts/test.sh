@@ -88,6 +88,7 @@ bash scripts/validate-deploy.sh
 echo "== examples"
 cargo run -q -p vana-sandbox --example hello
 cargo run -q -p vana-sandbox --example session
+cargo run -q -p vana-sandbox-benches --example memory -- 2
 
 echo "== the README's snippet"
 cargo run -q -p vana-sandbox -- run --lang python --code 'print("Hello from the sandbox")'
