@@ -3,7 +3,9 @@
 # under bubblewrap's bare namespaces, through our CLI (native, every layer), `docker run --rm`,
 # `docker exec` into a running container, and our CLI on Docker (runc); then throughput — 1,000
 # trivial runs at concurrency 8 through the CLI's `load` (one process, one engine) against bare
-# Python. Prints hyperfine's medians and the ratios the speed issue asks about.
+# Python and against bubblewrap's bare namespaces (what a fresh set of namespaces per run costs
+# on these cores, before any of our layers). Prints hyperfine's medians and the ratios the speed
+# issue asks about.
 #
 #   scripts/bench.sh            # full run (hyperfine --runs 40)
 #   BENCH_RUNS=10 BENCH_LOAD=200 scripts/bench.sh   # quick
@@ -29,9 +31,10 @@ cli="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys
 out=$(mktemp -d)
 trap 'rm -rf "$out"; docker rm -f vana-bench-exec >/dev/null 2>&1 || true' EXIT
 py=/usr/bin/python3
+bwrap=(bwrap --unshare-all --die-with-parent --ro-bind /usr /usr --symlink usr/lib /lib --symlink usr/lib64 /lib64 --symlink usr/bin /bin --proc /proc --dev /dev --tmpfs /tmp)
 cmds=(
   "bare:$py -c 'print(1)'"
-  "bwrap:bwrap --unshare-all --die-with-parent --ro-bind /usr /usr --symlink usr/lib /lib --symlink usr/lib64 /lib64 --symlink usr/bin /bin --proc /proc --dev /dev --tmpfs /tmp $py -c 'print(1)'"
+  "bwrap:${bwrap[*]} $py -c 'print(1)'"
   "vana_native:$cli run --lang python --code 'print(1)'"
 )
 # The default runtime image of the newest layout (not the larger runtime-full).
@@ -56,8 +59,9 @@ reqs="$out/load.jsonl"
 echo '{"request":{"language":"python","code":"print(1)"}}' > "$reqs"
 t0=$(date +%s.%N); "$cli" load --runs "$load" --concurrency 8 "$reqs" > "$out/load.json"; t1=$(date +%s.%N)
 t2=$(date +%s.%N); seq "$load" | xargs -P 8 -I{} $py -c 'print(1)' >/dev/null; t3=$(date +%s.%N)
+t4=$(date +%s.%N); seq "$load" | xargs -P 8 -I{} "${bwrap[@]}" $py -c 'print(1)' >/dev/null; t5=$(date +%s.%N)
 
-python3 - "$out/startup.json" "$t0" "$t1" "$t2" "$t3" "$load" <<'PY'
+python3 - "$out/startup.json" "$t0" "$t1" "$t2" "$t3" "$t4" "$t5" "$load" <<'PY'
 import json, sys
 res = {r["command"]: r for r in json.load(open(sys.argv[1]))["results"]}
 med = {k: sorted(v["times"])[len(v["times"]) // 2] * 1000 for k, v in res.items()}
@@ -71,7 +75,8 @@ ratio("vana_native", "bwrap")
 ratio("vana_native", "bare")
 ratio("vana_docker", "docker_run")
 ratio("vana_docker", "bare")
-t0, t1, t2, t3, n = map(float, sys.argv[2:])
-ours, bare = n / (t1 - t0), n / (t3 - t2)
+t0, t1, t2, t3, t4, t5, n = map(float, sys.argv[2:])
+ours, bare, bw = n / (t1 - t0), n / (t3 - t2), n / (t5 - t4)
 print(f"throughput: vana load {ours:.1f} runs/s, bare python {bare:.1f} runs/s ({ours / bare:.0%})")
+print(f"throughput: bubblewrap --unshare-all {bw:.1f} runs/s ({bw / bare:.0%} of bare; vana {ours / bw:.0%} of it)")
 PY

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use vana_sandbox_core::reaper;
@@ -81,6 +81,7 @@ impl NativeInstance {
     /// Creates the sandbox (blocking: call from a blocking thread).
     pub(crate) fn create(shared: Arc<Shared>, spec: &InstanceSpec) -> Result<Self, BackendError> {
         let s = &*shared;
+        let begun = Instant::now();
         reaper::wait_below(reaper::MAX_ENDING, reaper::BACKLOG_WAIT);
         let lease = s.take_lease()?;
         let ids = s.mode.ids(lease.as_ref().map_or(0, |l| l.index));
@@ -89,6 +90,7 @@ impl NativeInstance {
             .cgroups
             .create(&name, &spec.limits)
             .map_err(|e| BackendError::backend("creating the instance's cgroup", e))?;
+        let cgroup_made = Instant::now();
 
         // Toolchains: as root, detached copies the setup child attaches (it cannot reach paths
         // under a mode-700 home); rootless, plain binds of paths the caller can reach.
@@ -137,6 +139,7 @@ impl NativeInstance {
             namespace_root: s.mode.is_root(),
         })
         .map_err(|e| BackendError::setup("planning the root filesystem", e))?;
+        let planned = Instant::now();
         let ruleset = match s.landlock_abi {
             0 => None,
             abi => Some(
@@ -149,6 +152,7 @@ impl NativeInstance {
         let tree_fds: Vec<_> = trees.iter().chain(&devices).map(Fd::raw).collect();
         let keep_caps: &[u32] = if s.mode.is_root() { &INIT_CAPS } else { &[] };
         let netns = s.netns.as_ref().and_then(crate::netns::NetnsPool::take);
+        let launching = Instant::now();
         let (init, storage) = launch::start(Launch {
             ops: &ops,
             storage: &s.dirs.storage_c,
@@ -174,6 +178,15 @@ impl NativeInstance {
             let _ = std::fs::write(format!("/proc/{}/oom_score_adj", init.pid), "-1000");
         }
         let workspace = Arc::new(Workspace::new(storage, ids.program_host));
+        // Where a sandbox's start-up goes (`VANA_SANDBOX_LOG=vana_sandbox_native=debug`): the
+        // setup child's and init's shares come from `launch`.
+        tracing::debug!(
+            cgroup = ?cgroup_made.duration_since(begun),
+            plan = ?planned.duration_since(cgroup_made),
+            launch = ?launching.elapsed(),
+            total = ?begun.elapsed(),
+            "sandbox built"
+        );
         Ok(Self {
             files: workspace.clone(),
             live: Some(Live {

@@ -261,6 +261,7 @@ pub(crate) fn start(l: Launch<'_>) -> Result<(Init, Fd), BackendError> {
             TimeNs::Child => None,
         },
     };
+    let cloning = std::time::Instant::now();
     // SAFETY: `plan` lives in this frame, unchanged, until `spawned` is dropped: after init's
     // hello (the child has exec'd), or — declared before `init` — after `init` was dropped on
     // an error path, which kills and reaps the child.
@@ -312,6 +313,7 @@ pub(crate) fn start(l: Launch<'_>) -> Result<(Init, Fd), BackendError> {
         }
         Err(e) => return Err(control_error("building the sandbox", e)),
     };
+    let ready = std::time::Instant::now();
     if l.time_ns == TimeNs::Child {
         set_time_offsets(init.pid)
             .map_err(|e| BackendError::setup("setting the time namespace's clocks", e))?;
@@ -337,6 +339,11 @@ pub(crate) fn start(l: Launch<'_>) -> Result<(Init, Fd), BackendError> {
         }
         Err(e) => return Err(control_error("starting the sandbox init", e)),
     }
+    tracing::debug!(
+        setup = ?ready.duration_since(cloning),
+        init = ?ready.elapsed(),
+        "sandbox launched: the setup child's work (clone to its root built), init's start"
+    );
     // The child is init now, in memory of its own: its stack and cloning thread can go.
     drop(spawned);
     Ok((init, storage))
