@@ -54,6 +54,35 @@ names=(); args=()
 for c in "${cmds[@]}"; do names+=("${c%%:*}"); args+=(-n "${c%%:*}" "${c#*:}"); done
 hyperfine -N --warmup 3 --runs "$runs" --export-json "$out/startup.json" "${args[@]}" >/dev/null
 
+# hyperfine runs each command's runs in one block, so the host's drift between blocks moves the
+# ratios by tens of percent here; the native rows are also timed interleaved, one run of each in
+# turn, the order rotated every round (the first of a round tends to be the fastest).
+echo "== interleaved: bare, bubblewrap and our CLI, $runs rounds"
+python3 - "$runs" "$py" "$cli" "${bwrap[@]}" <<'PY'
+import os, statistics, subprocess, sys, time
+runs, py, cli, bwrap = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
+cmds = {
+    "bare": [py, "-c", "print(1)"],
+    "bwrap": bwrap + [py, "-c", "print(1)"],
+    "vana_native": [cli, "run", "--lang", "python", "--code", "print(1)"],
+}
+times = {k: [] for k in cmds}
+names = list(cmds)
+with open(os.devnull, "w") as null:
+    for i in range(runs + 3):
+        order = names[i % len(names):] + names[: i % len(names)]
+        for k in order:
+            t = time.perf_counter()
+            subprocess.run(cmds[k], stdout=null, stderr=null, check=True)
+            if i >= 3:
+                times[k].append((time.perf_counter() - t) * 1000)
+med = {k: statistics.median(v) for k, v in times.items()}
+for k, v in med.items():
+    print(f"{k:<14}{v:>10.1f}")
+print(f"vana_native / bwrap (interleaved): {med['vana_native'] / med['bwrap']:.2f}x")
+print(f"vana_native / bare (interleaved): {med['vana_native'] / med['bare']:.2f}x")
+PY
+
 echo "== throughput: $load runs of python print(1) at concurrency 8 ($(nproc) cores)"
 reqs="$out/load.jsonl"
 echo '{"request":{"language":"python","code":"print(1)"}}' > "$reqs"
@@ -65,6 +94,7 @@ python3 - "$out/startup.json" "$t0" "$t1" "$t2" "$t3" "$t4" "$t5" "$load" <<'PY'
 import json, sys
 res = {r["command"]: r for r in json.load(open(sys.argv[1]))["results"]}
 med = {k: sorted(v["times"])[len(v["times"]) // 2] * 1000 for k, v in res.items()}
+print("== hyperfine medians (each command's runs in one block)")
 print(f"{'command':<14}{'median ms':>10}")
 for k, v in med.items():
     print(f"{k:<14}{v:>10.1f}")
