@@ -79,6 +79,9 @@ if [ "${VANA_SANDBOX_NO_ADK:-}" != 1 ]; then
   "$py" bindings-python/examples/adk_agent.py
 fi
 
+echo "== python throughput smoke (bindings-python/benches/throughput.py; no figure asserted)"
+"$py" bindings-python/benches/throughput.py 24 4
+
 echo "== fuzz (every target, ${FUZZ_SECONDS:-30}s each)"
 bash scripts/fuzz.sh
 
