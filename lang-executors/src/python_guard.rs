@@ -436,7 +436,8 @@ mod tests {
             );
             assert_eq!(String::from_utf8_lossy(&out.stdout), expected, "{name}");
         }
-        // Without the guard's fix-ups the program would see the environment: the guard ran.
+        // A guard that cannot start (here: its source raises) ends the interpreter with 70
+        // before the program runs.
         let out = run(None, "raise SystemExit(3)\n");
         assert_eq!(out.status.code(), Some(70));
         assert!(out.stdout.is_empty(), "the program ran: {:?}", out.stdout);

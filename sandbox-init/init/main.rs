@@ -265,11 +265,9 @@ fn drop_bounding_set() {
     }
 }
 
-fn start(run: Run, fds: Vec<OwnedFd>) -> Result<i32, (Stage, i32)> {
-    let mut fds = fds.into_iter();
-    let (Some(stdin), Some(stdout), Some(stderr)) = (fds.next(), fds.next(), fds.next()) else {
-        return Err((Stage::Stdio, EINVAL));
-    };
+/// The program of `run`: its path, the name it is started under, its arguments, its whole
+/// environment and its working directory (stdio and the child's preparation are the caller's).
+fn command(run: &Run) -> Result<Command, (Stage, i32)> {
     let (program, args) = run.argv.split_first().ok_or((Stage::Exec, EINVAL))?;
     let mut cmd = Command::new(OsStr::from_bytes(program));
     if let Some(name) = &run.arg0 {
@@ -277,10 +275,7 @@ fn start(run: Run, fds: Vec<OwnedFd>) -> Result<i32, (Stage, i32)> {
     }
     cmd.args(args.iter().map(|a| OsStr::from_bytes(a)))
         .env_clear()
-        .current_dir(OsStr::from_bytes(&run.cwd))
-        .stdin(Stdio::from(stdin))
-        .stdout(Stdio::from(stdout))
-        .stderr(Stdio::from(stderr));
+        .current_dir(OsStr::from_bytes(&run.cwd));
     for kv in &run.env {
         let (k, v) = match kv.iter().position(|b| *b == b'=') {
             Some(i) => (&kv[..i], &kv[i + 1..]),
@@ -288,6 +283,18 @@ fn start(run: Run, fds: Vec<OwnedFd>) -> Result<i32, (Stage, i32)> {
         };
         cmd.env(OsStr::from_bytes(k), OsStr::from_bytes(v));
     }
+    Ok(cmd)
+}
+
+fn start(run: Run, fds: Vec<OwnedFd>) -> Result<i32, (Stage, i32)> {
+    let mut fds = fds.into_iter();
+    let (Some(stdin), Some(stdout), Some(stderr)) = (fds.next(), fds.next(), fds.next()) else {
+        return Err((Stage::Stdio, EINVAL));
+    };
+    let mut cmd = command(&run)?;
+    cmd.stdin(Stdio::from(stdin))
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr));
     let run_for_child = run.clone();
     // SAFETY: the closure only makes system calls and reads `run_for_child`.
     unsafe { cmd.pre_exec(move || prepare_child(&run_for_child)) };

@@ -25,7 +25,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Instant;
 
 use super::protocol::{Run, Rusage, Stage};
@@ -207,24 +207,10 @@ impl Running {
 
 fn start(id: u32, mut run: Run, setup: &Setup) -> Result<Running, (Stage, i32)> {
     clamp_rlimits(&mut run);
-    let (program, args) = run.argv.split_first().ok_or((Stage::Exec, EINVAL))?;
-    let mut cmd = Command::new(OsStr::from_bytes(program));
-    if let Some(name) = &run.arg0 {
-        cmd.arg0(OsStr::from_bytes(name));
-    }
-    cmd.args(args.iter().map(|a| OsStr::from_bytes(a)))
-        .env_clear()
-        .current_dir(OsStr::from_bytes(&run.cwd))
-        .stdin(Stdio::piped())
+    let mut cmd = super::command(&run)?;
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for kv in &run.env {
-        let (k, v) = match kv.iter().position(|b| *b == b'=') {
-            Some(i) => (&kv[..i], &kv[i + 1..]),
-            None => (&kv[..], &b""[..]),
-        };
-        cmd.env(OsStr::from_bytes(k), OsStr::from_bytes(v));
-    }
     let filter = setup.filter.clone();
     // SAFETY: the closure only makes system calls and reads what it owns; init is
     // single-threaded, so the forked child may allocate.
