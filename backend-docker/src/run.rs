@@ -166,9 +166,11 @@ async fn kill_container(shared: &Shared, id: &str) {
 }
 
 /// Whether the engine recorded an OOM kill in the container's cgroup, once it has seen the
-/// container stop (waits up to two seconds for that).
+/// container stop (waits up to ten seconds for that: a gVisor sandbox killed at its memory limit
+/// took over two to stop on a loaded two-core host, and the cell was then reported as killed,
+/// not as out of memory). Only a container that died is waited for.
 async fn engine_saw_oom(shared: &Shared, id: &str) -> bool {
-    for _ in 0..40 {
+    for _ in 0..200 {
         let state = shared
             .docker
             .inspect_container(id, None)
