@@ -314,45 +314,43 @@ impl Supervisor<'_> {
         }
     }
 
-    /// Takes init's reports: the program started, ended, or could not start.
+    /// Takes init's report, if one came: the program ended, or could not start.
     fn read_reports(&mut self) -> Result<(), Failure> {
         if matches!(self.phase, Phase::Draining { .. }) {
             return Ok(());
         }
-        loop {
-            match self.init.control.try_recv() {
-                Ok(None) => break,
-                Ok(Some((InitMessage::Started { .. }, _))) => {}
-                Ok(Some((InitMessage::Exited { status, rusage }, _))) => {
-                    self.outcome.wall_time = self.start.elapsed();
-                    self.outcome.exit = match sys::decode_wait(status) {
-                        (_, Some(sig)) => Exit::Signal(sig),
-                        (code, None) => Exit::Code(code.unwrap_or(0)),
-                    };
-                    self.rusage = rusage;
-                    self.phase = Phase::Draining {
-                        since: Instant::now(),
-                    };
-                    return Ok(());
-                }
-                Ok(Some((InitMessage::Failed { stage, errno, .. }, _))) => {
-                    let detail = format!(": {}", self.program);
-                    return Err(Failure::Setup(crate::launch::failure(
-                        stage, errno, &detail,
-                    )));
-                }
-                Ok(Some((other, _))) => {
-                    return Err(Failure::InitLost(BackendError::backend(
-                        "supervising the program",
-                        io::Error::other(format!("unexpected report {other:?}")),
-                    )))
-                }
-                Err(e) => {
-                    return Err(Failure::InitLost(BackendError::backend(
-                        "supervising the program",
-                        e,
-                    )))
-                }
+        // Init reports once per run (`Exited` or `Failed`), so there is at most one to take.
+        match self.init.control.try_recv() {
+            Ok(None) => {}
+            Ok(Some((InitMessage::Exited { status, rusage }, _))) => {
+                self.outcome.wall_time = self.start.elapsed();
+                self.outcome.exit = match sys::decode_wait(status) {
+                    (_, Some(sig)) => Exit::Signal(sig),
+                    (code, None) => Exit::Code(code.unwrap_or(0)),
+                };
+                self.rusage = rusage;
+                self.phase = Phase::Draining {
+                    since: Instant::now(),
+                };
+                return Ok(());
+            }
+            Ok(Some((InitMessage::Failed { stage, errno, .. }, _))) => {
+                let detail = format!(": {}", self.program);
+                return Err(Failure::Setup(crate::launch::failure(
+                    stage, errno, &detail,
+                )));
+            }
+            Ok(Some((other, _))) => {
+                return Err(Failure::InitLost(BackendError::backend(
+                    "supervising the program",
+                    io::Error::other(format!("unexpected report {other:?}")),
+                )))
+            }
+            Err(e) => {
+                return Err(Failure::InitLost(BackendError::backend(
+                    "supervising the program",
+                    e,
+                )))
             }
         }
         // Init itself died (the OOM killer, a kill through the cgroup): nothing will report.

@@ -164,9 +164,9 @@ fn fail(stage: Stage, errno: i32) {
     });
 }
 
-/// Receives one message and the descriptors beside it. `Ok(None)`: the host is gone.
-fn receive() -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
-    let mut buf = vec![0u8; protocol::MAX_MESSAGE];
+/// Receives one message into `buf` (its length is the largest message) and the descriptors
+/// beside it; `Ok(None)`: the host is gone.
+fn receive(buf: &mut [u8]) -> io::Result<Option<(&[u8], Vec<OwnedFd>)>> {
     // Room for a cmsghdr and up to 8 descriptors.
     let mut control = [0u64; 8];
     let mut iov = iovec {
@@ -209,8 +209,7 @@ fn receive() -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
     if n == 0 {
         return Ok(None);
     }
-    buf.truncate(n as usize);
-    Ok(Some((buf, fds)))
+    Ok(Some((buf.get(..n as usize).unwrap_or_default(), fds)))
 }
 
 // ---------------------------------------------------------------- starting programs
@@ -403,6 +402,9 @@ fn main() {
     });
     let mut running: Option<i32> = None;
     let mut drain = [0u8; 128 * 8];
+    // One buffer for every message: a fresh one per message would be mapped and unmapped
+    // each time (it is larger than malloc's mmap threshold).
+    let mut buf = vec![0u8; protocol::MAX_MESSAGE];
     loop {
         let mut fds = [
             pollfd {
@@ -428,23 +430,20 @@ fn main() {
         if fds[0].revents & (POLLIN | POLLHUP | POLLERR) == 0 {
             continue;
         }
-        let (packet, passed) = match receive() {
+        let (packet, passed) = match receive(&mut buf) {
             Ok(Some(m)) => m,
             Ok(None) => shut_down(),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => shut_down(),
         };
-        match HostMessage::decode(&packet) {
+        match HostMessage::decode(packet) {
             Ok(HostMessage::Run(run)) => {
                 if running.is_some() {
                     fail(Stage::ForkProgram, EBUSY);
                     continue;
                 }
                 match start(run, passed) {
-                    Ok(pid) => {
-                        running = Some(pid);
-                        send(&InitMessage::Started { pid });
-                    }
+                    Ok(pid) => running = Some(pid),
                     Err((stage, e)) => fail(stage, e),
                 }
             }

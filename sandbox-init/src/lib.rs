@@ -52,7 +52,6 @@ mod tests {
         for m in [
             InitMessage::Ready,
             InitMessage::Hello { version: VERSION },
-            InitMessage::Started { pid: 2 },
             InitMessage::Exited {
                 status: 9,
                 rusage: Rusage {

@@ -6,8 +6,8 @@
 //! packet; file descriptors as `SCM_RIGHTS` beside a message): an 8-byte header (type, payload
 //! length, both little-endian `u32`) and the payload.
 //!
-//! Only the host sends `Run` and `Kill`; only init sends `Hello`, `Started`, `Exited` and
-//! `Failed`. Nothing the sandboxed program can write reaches this socket: it is init's alone, and
+//! Only the host sends `Run` and `Kill`; only init sends `Hello`, `Exited` and `Failed` (a program
+//! that starts is not reported: its end is, and a start that fails is). Nothing the sandboxed program can write reaches this socket: it is init's alone, and
 //! init is PID 1 under an id the program does not have.
 
 /// Protocol version, sent in `Hello`.
@@ -28,7 +28,7 @@ pub(crate) const T_KILL: u32 = 2;
 const T_GO: u32 = 3;
 const T_READY: u32 = 99;
 pub(crate) const T_HELLO: u32 = 100;
-const T_STARTED: u32 = 101;
+// 101 was `Started`, a report of every program's start that no host read.
 pub(crate) const T_EXITED: u32 = 102;
 pub(crate) const T_FAILED: u32 = 103;
 
@@ -209,11 +209,6 @@ pub enum InitMessage {
     Hello {
         /// Its protocol version.
         version: u32,
-    },
-    /// The program of the last `Run` started.
-    Started {
-        /// Its pid inside the sandbox.
-        pid: i32,
     },
     /// The program of the last `Run` ended; its process group was killed.
     Exited {
@@ -447,10 +442,6 @@ impl InitMessage {
                 put_u32(&mut p, *version);
                 T_HELLO
             }
-            InitMessage::Started { pid } => {
-                put_u32(&mut p, *pid as u32);
-                T_STARTED
-            }
             InitMessage::Exited { status, rusage } => {
                 put_u32(&mut p, *status as u32);
                 put_u64(&mut p, rusage.utime_us);
@@ -478,9 +469,6 @@ impl InitMessage {
         Ok(match kind {
             T_READY => InitMessage::Ready,
             T_HELLO => InitMessage::Hello { version: r.u32()? },
-            T_STARTED => InitMessage::Started {
-                pid: r.u32()? as i32,
-            },
             T_EXITED => InitMessage::Exited {
                 status: r.u32()? as i32,
                 rusage: Rusage {
