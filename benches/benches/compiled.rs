@@ -2,7 +2,7 @@
 //! hello world, the first run (compile + run), the cached run (compile cache hit + run), and the
 //! cached binary run directly in a sandbox instance (no Engine, no cache lookup). Prints medians.
 //!
-//! `cargo bench -p vana-sandbox --bench compiled`
+//! `cargo bench -p vana-sandbox-benches --bench compiled`
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 

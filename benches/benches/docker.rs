@@ -4,7 +4,7 @@
 //! one, a Python cell (`1 + 1`), and a file written and read back while the kernel runs. Prints
 //! medians.
 //!
-//! `cargo bench -p vana-sandbox --bench docker` (`-- sessions`: the sessions part only)
+//! `cargo bench -p vana-sandbox-benches --bench docker` (`-- sessions`: the sessions part only)
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
