@@ -20,7 +20,7 @@ use std::time::Duration;
 use criterion::{criterion_group, BenchmarkId, Criterion};
 use vana_sandbox_benches::{
     batch, facade_engine, fake_engine, full_observability, interleaved_latencies,
-    monitor_threads_cpu, native_engine, quantile, runtime, Monitors,
+    monitor_threads_cpu, native_engine, quantile, runtime, Invocation, Monitors,
 };
 
 const RUNS: usize = 500;
@@ -203,13 +203,12 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // `cargo bench` passes `--bench`; `cargo test --benches` does not (criterion then runs each
     // benchmark once as a test, and the A/B loop is skipped).
-    let bench_mode = args.iter().any(|a| a == "--bench");
-    let filtered = args.iter().any(|a| !a.starts_with("--"));
+    let invocation = Invocation::from_args(&args);
     if std::env::var("VANA_BENCH_AB_ONLY").map_or(true, |v| v != "1") {
         benches();
         Criterion::default().configure_from_args().final_summary();
     }
-    if !bench_mode || filtered {
+    if !invocation.runs_extras() {
         return;
     }
     interleaved(

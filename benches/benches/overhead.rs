@@ -24,6 +24,7 @@ use criterion::{criterion_group, Criterion};
 use vana_sandbox::{
     lang, Engine, ExecutionRequest, NativeConfig, NativeExecutor, PolicyConfig, Status,
 };
+use vana_sandbox_benches::Invocation;
 
 /// `hardened = false` is the Foundation configuration; `true` has every layer on. `prepared`:
 /// sandboxes are built ahead (a pool of 2 per shape), off the request's path.
@@ -189,20 +190,21 @@ criterion_group!(benches, overhead);
 fn main() {
     let rounds = std::env::var("VANA_BENCH_RUNS")
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(300);
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(300)
+        .max(1);
     if std::env::var("VANA_BENCH_PER_RUN_ONLY").is_ok_and(|v| v == "1") {
         per_run(rounds);
         return;
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
-    // `cargo bench` passes `--bench`; `cargo test --benches` does not (criterion then runs each
-    // benchmark once as a test, and the per-run part is skipped).
-    let bench_mode = args.iter().any(|a| a == "--bench");
-    let filtered = args.iter().any(|a| !a.starts_with("--"));
+    let invocation = Invocation::from_args(&args);
+    if invocation == Invocation::List {
+        return; // `cargo bench -- --list` / `cargo test --benches` probes: no engine needed
+    }
     benches();
     Criterion::default().configure_from_args().final_summary();
-    if bench_mode && !filtered {
+    if invocation.runs_extras() {
         per_run(rounds);
     }
 }

@@ -253,3 +253,103 @@ pub fn monitor_threads_cpu() -> Duration {
     }
     Duration::from_nanos(total)
 }
+
+/// How a criterion bench binary was invoked, for the hand-written parts some benches run after
+/// criterion's groups (comparisons that need one run at a time, not sample means).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invocation {
+    /// `--list` (`cargo bench -- --list`, `cargo test --benches -- --list`): name the benches,
+    /// measure nothing.
+    List,
+    /// Each benchmark once as a test (`cargo test --benches`, `cargo bench -- --test`), or a
+    /// profiling run: the extra parts are skipped.
+    Test,
+    /// `cargo bench`; `filtered` when a name filter picks some benchmarks (the extra parts then
+    /// run only if asked for by name elsewhere).
+    Bench {
+        /// A positional filter was given.
+        filtered: bool,
+    },
+}
+
+impl Invocation {
+    /// Reads criterion's command line (`std::env::args`, without the program).
+    pub fn from_args(args: &[String]) -> Self {
+        // Criterion's options that take a value: the value is not a filter.
+        const WITH_VALUE: &[&str] = &[
+            "-s",
+            "--save-baseline",
+            "-b",
+            "--baseline",
+            "--baseline-lenient",
+            "--load-baseline",
+            "--sample-size",
+            "--warm-up-time",
+            "--measurement-time",
+            "--nresamples",
+            "--noise-threshold",
+            "--confidence-level",
+            "--significance-level",
+            "--profile-time",
+            "--plotting-backend",
+            "--output-format",
+            "-c",
+            "--color",
+            "--format",
+        ];
+        let mut bench = false;
+        let mut test = false;
+        let mut filtered = false;
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--list" => return Self::List,
+                "--bench" => bench = true,
+                "--test" | "--profile-time" => test = true,
+                _ if WITH_VALUE.contains(&a.as_str()) => {
+                    it.next();
+                }
+                _ if a.starts_with('-') => {}
+                _ => filtered = true,
+            }
+        }
+        if bench && !test {
+            Self::Bench { filtered }
+        } else {
+            Self::Test
+        }
+    }
+
+    /// Whether the hand-written parts after criterion's groups should run: a full, unfiltered
+    /// `cargo bench`.
+    pub fn runs_extras(self) -> bool {
+        self == Self::Bench { filtered: false }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Invocation;
+
+    fn of(args: &[&str]) -> Invocation {
+        Invocation::from_args(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn criterion_command_lines_are_read_as_cargo_passes_them() {
+        assert_eq!(of(&[]), Invocation::Test); // cargo test --benches
+        assert_eq!(of(&["--bench"]), Invocation::Bench { filtered: false });
+        assert_eq!(of(&["--bench", "--list"]), Invocation::List);
+        assert_eq!(of(&["--bench", "--test"]), Invocation::Test);
+        assert_eq!(of(&["--bench", "--profile-time", "5"]), Invocation::Test);
+        assert_eq!(
+            of(&["--bench", "shell_true"]),
+            Invocation::Bench { filtered: true }
+        );
+        assert_eq!(
+            of(&["--bench", "--save-baseline", "main", "--sample-size", "10"]),
+            Invocation::Bench { filtered: false }
+        );
+        assert!(of(&["--bench", "-v", "--noplot"]).runs_extras());
+    }
+}

@@ -402,8 +402,7 @@ fn main() {
     });
     let mut running: Option<i32> = None;
     let mut drain = [0u8; 128 * 8];
-    // One buffer for every message: a fresh one per message would be mapped and unmapped
-    // each time (it is larger than malloc's mmap threshold).
+    // One buffer for every message, rather than allocating and zeroing 192 KiB for each.
     let mut buf = vec![0u8; protocol::MAX_MESSAGE];
     loop {
         let mut fds = [

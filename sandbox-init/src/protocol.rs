@@ -7,8 +7,9 @@
 //! length, both little-endian `u32`) and the payload.
 //!
 //! Only the host sends `Run` and `Kill`; only init sends `Hello`, `Exited` and `Failed` (a program
-//! that starts is not reported: its end is, and a start that fails is). Nothing the sandboxed program can write reaches this socket: it is init's alone, and
-//! init is PID 1 under an id the program does not have.
+//! that starts is not reported: its end is, and a start that fails is). Nothing the sandboxed
+//! program can write reaches this socket: it is init's alone, and init is PID 1 under an id the
+//! program does not have.
 
 /// Protocol version, sent in `Hello`.
 pub const VERSION: u32 = 1;
