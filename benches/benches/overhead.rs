@@ -17,36 +17,16 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion};
-use vana_sandbox::{
-    lang, Engine, ExecutionRequest, NativeConfig, NativeExecutor, PolicyConfig, Status,
-};
-use vana_sandbox_benches::Invocation;
+use vana_sandbox::{Engine, ExecutionRequest, Status};
+use vana_sandbox_benches::{layered_engine, Invocation, Layers};
 
 /// `hardened = false` is the Foundation configuration; `true` has every layer on. `prepared`:
 /// sandboxes are built ahead (a pool of 2 per shape), off the request's path.
 fn engine(hardened: bool, prepared: usize) -> Engine {
-    let config = NativeConfig {
-        seccomp: hardened,
-        landlock: hardened,
-        pool_size: prepared,
-        ..NativeConfig::default()
-    };
-    let mut policy = PolicyConfig::default();
-    policy.guards.python_audit = hardened;
-    policy.guards.node_permissions = hardened;
-    Engine::builder()
-        .executor(Arc::new(
-            NativeExecutor::with_config(config).expect("the native backend needs root"),
-        ))
-        .policy(Arc::new(policy))
-        .languages(lang::installed())
-        .max_concurrency(1)
-        .build()
-        .expect("engine")
+    layered_engine(if hardened { Layers::ALL } else { Layers::NONE }, prepared)
 }
 
 fn overhead(c: &mut Criterion) {

@@ -4,30 +4,20 @@
 //! `cargo run --release -p vana-sandbox-benches --example layers -- python 'print(1)' 200`
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vana_sandbox::{lang, Engine, ExecutionRequest, NativeConfig, NativeExecutor, PolicyConfig};
-use vana_sandbox_benches::runtime;
+use vana_sandbox::{Engine, ExecutionRequest};
+use vana_sandbox_benches::{layered_engine, runtime, Layers};
 
 fn engine(seccomp: bool, landlock: bool, guard: bool) -> Engine {
-    let config = NativeConfig {
-        seccomp,
-        landlock,
-        ..NativeConfig::default()
-    };
-    let mut policy = PolicyConfig::default();
-    policy.guards.python_audit = guard;
-    policy.guards.node_permissions = guard;
-    Engine::builder()
-        .executor(Arc::new(
-            NativeExecutor::with_config(config).expect("the native backend needs root"),
-        ))
-        .policy(Arc::new(policy))
-        .languages(lang::installed())
-        .max_concurrency(1)
-        .build()
-        .expect("engine")
+    layered_engine(
+        Layers {
+            seccomp,
+            landlock,
+            guard,
+        },
+        0,
+    )
 }
 
 fn main() {

@@ -105,6 +105,61 @@ pub fn native_engine(monitors: &[Arc<dyn Monitor>]) -> Engine {
     }
 }
 
+/// Which isolation layers a native engine of [`layered_engine`] turns on (each `true` is the
+/// default configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct Layers {
+    /// The seccomp filter.
+    pub seccomp: bool,
+    /// The Landlock ruleset.
+    pub landlock: bool,
+    /// The language guards (Python audit hook, Node permissions).
+    pub guard: bool,
+}
+
+impl Layers {
+    /// Every layer on.
+    pub const ALL: Layers = Layers {
+        seccomp: true,
+        landlock: true,
+        guard: true,
+    };
+    /// The Foundation configuration: namespaces, cgroups and identity only.
+    pub const NONE: Layers = Layers {
+        seccomp: false,
+        landlock: false,
+        guard: false,
+    };
+}
+
+/// A native engine (needs root) running one request at a time, with `layers` on and `pool_size`
+/// sandboxes prepared ahead per shape: the engines the overhead benchmarks compare.
+pub fn layered_engine(layers: Layers, pool_size: usize) -> Engine {
+    let config = vana_sandbox::NativeConfig {
+        seccomp: layers.seccomp,
+        landlock: layers.landlock,
+        pool_size,
+        ..vana_sandbox::NativeConfig::default()
+    };
+    let mut policy = vana_sandbox::PolicyConfig::default();
+    policy.guards.python_audit = layers.guard;
+    policy.guards.node_permissions = layers.guard;
+    let executor = match vana_sandbox::NativeExecutor::with_config(config) {
+        Ok(x) => x,
+        Err(e) => panic!("the native backend (needs root): {e}"),
+    };
+    match Engine::builder()
+        .executor(Arc::new(executor))
+        .policy(Arc::new(policy))
+        .languages(vana_sandbox::lang::installed())
+        .max_concurrency(1)
+        .build()
+    {
+        Ok(e) => e,
+        Err(e) => panic!("engine: {e}"),
+    }
+}
+
 /// Runs `n` copies of `(language, code)` through `engine`, two at a time (the engine's
 /// concurrency), and returns how long the batch took. Every run must succeed.
 pub fn batch(
