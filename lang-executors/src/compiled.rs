@@ -57,7 +57,9 @@ pub struct Go {
 /// Where the host keeps Go's seed build cache (one directory per Go version).
 pub const GO_SEED_DIR: &str = "/var/cache/vana-sandbox/go-seed";
 const GO_SEED_MOUNT: &str = "/opt/vana/go-seed";
-const GO_SEED_PROGRAM: &str = "package main\n\nimport (\n\t_ \"bufio\"\n\t_ \"bytes\"\n\t_ \"container/heap\"\n\t_ \"encoding/json\"\n\t_ \"errors\"\n\t_ \"fmt\"\n\t_ \"io\"\n\t_ \"math\"\n\t_ \"math/rand\"\n\t_ \"os\"\n\t_ \"regexp\"\n\t_ \"sort\"\n\t_ \"strconv\"\n\t_ \"strings\"\n\t_ \"sync\"\n\t_ \"time\"\n\t_ \"unicode\"\n)\n\nfunc main() {}\n";
+/// Bumped whenever [`GO_SEED_PROGRAM`] changes, so that a host's older seed is rebuilt.
+const GO_SEED_LAYOUT: u32 = 2;
+const GO_SEED_PROGRAM: &str = "package main\n\nimport (\n\t_ \"bufio\"\n\t_ \"bytes\"\n\t_ \"container/heap\"\n\t_ \"encoding/json\"\n\t_ \"errors\"\n\t_ \"fmt\"\n\t_ \"io\"\n\t_ \"math\"\n\t_ \"math/rand\"\n\t_ \"net/http\"\n\t_ \"os\"\n\t_ \"regexp\"\n\t_ \"sort\"\n\t_ \"strconv\"\n\t_ \"strings\"\n\t_ \"sync\"\n\t_ \"time\"\n\t_ \"unicode\"\n)\n\nfunc main() {}\n";
 /// The compile step's whole Go environment (nothing of the request reaches it). `GOENV=off`:
 /// no `go env -w` file, which a request could otherwise place under `$HOME/.config/go`.
 const GO_ENV: [(&str, &str); 9] = [
@@ -110,7 +112,9 @@ impl Go {
             })
             .collect();
         let base = Path::new(GO_SEED_DIR);
-        let done = base.join(&tag);
+        // The seed's own layout version: a seed built from an older GO_SEED_PROGRAM (one
+        // without `net/http`, say) is not reused.
+        let done = base.join(format!("{tag}-{GO_SEED_LAYOUT}"));
         if done.join("cache").is_dir() {
             return Some(done.join("cache"));
         }
@@ -129,6 +133,8 @@ impl Go {
             .env("GOCACHE", work.join("cache"))
             .envs(GO_ENV)
             .env("GOPATH", work.join("gopath"))
+            // GO_ENV points the scratch at the sandbox's /workspace, which the host has not.
+            .env("GOTMPDIR", &work)
             .status()
             .is_ok_and(|s| s.success());
         let _ = std::fs::remove_dir_all(work.join("src"));
