@@ -137,6 +137,11 @@ impl Go {
             .env("GOTMPDIR", &work)
             .status()
             .is_ok_and(|s| s.success());
+        if !ok {
+            // Not fatal (each build then compiles the standard library itself, within its own
+            // disk budget), but never silent: a missing seed once filled the workspace unseen.
+            tracing::warn!(dir = %work.display(), "building Go's seed cache failed");
+        }
         let _ = std::fs::remove_dir_all(work.join("src"));
         let _ = std::fs::remove_dir_all(work.join("gopath"));
         // Publish atomically; another process may have won the race, which is fine.
